@@ -1,0 +1,3 @@
+from iscsikit.cli.main import main
+
+main()

@@ -1,0 +1,522 @@
+"""Every error iscsikit raises, and the one table of iscsiadm's exit codes.
+
+iscsiadm reports failures only through its exit status (``include/iscsi_err.h``) and a line
+on stderr. Peers match on error *text* ("exit status 21") or on scattered literals; here each
+``ISCSI_ERR_*`` code is a class, so callers write ``except SessionExistsError`` and the
+argv, exit code and stderr of the failed call travel with the exception.
+
+Hierarchy::
+
+    IscsikitError                      exit code 1 unless a subclass says otherwise
+    +-- UsageError                     bad input from the user (flag, value): exit 2
+    |   +-- InvalidNameError           a target/iface/portal name that cannot be used
+    +-- CommandError                   an external command failed
+    |   +-- CommandNotFoundError
+    |   +-- CommandTimeoutError
+    |   +-- IscsiadmError              one subclass per ISCSI_ERR_* code (table below)
+    +-- DatabaseError                  open-iscsi DB problems (parse, lock, write)
+    +-- SysfsError, DeviceError        kernel-facing lookups
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+
+class IscsikitError(Exception):
+    """Base of every error iscsikit raises on purpose.
+
+    ``exit_code`` is what the CLI exits with; ``to_json()`` is what ``--json`` prints.
+    """
+
+    exit_code: ClassVar[int] = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": type(self).__name__, "message": self.message}
+
+
+class UsageError(IscsikitError):
+    """The user gave a value iscsikit cannot use; the message names the value and where."""
+
+    exit_code = 2
+
+
+class InvalidNameError(UsageError, ValueError):
+    """A target, initiator, iface or portal name that is malformed or unsafe as a path."""
+
+    def __init__(self, kind: str, value: str, reason: str) -> None:
+        self.kind = kind
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid {kind} {value!r}: {reason}")
+
+
+# --------------------------------------------------------------------------------------
+# External commands
+
+
+def _tail(text: str, limit: int = 2000) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+class CommandError(IscsikitError):
+    """An external command exited with a status the caller did not accept."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int | None,
+        stdout: str = "",
+        stderr: str = "",
+        message: str | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        if message is None:
+            message = f"{argv[0] if argv else '?'} exited with status {returncode}"
+            if stderr.strip():
+                message += f": {_tail(stderr)}"
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.update(argv=self.argv, returncode=self.returncode, stderr=self.stderr)
+        return out
+
+
+class CommandNotFoundError(CommandError):
+    """The program is not installed where the runner looked (host, namespace or chroot)."""
+
+    def __init__(self, argv: Sequence[str], where: str = "") -> None:
+        where_txt = f" in {where}" if where else ""
+        super().__init__(argv, 127, message=f"command not found{where_txt}: {argv[0]}")
+
+
+class CommandTimeoutError(CommandError):
+    """The command ran longer than its timeout; its whole process group was killed."""
+
+    def __init__(self, argv: Sequence[str], timeout: float, stdout: str = "", stderr: str = "") -> None:
+        self.timeout = timeout
+        msg = f"{argv[0]} timed out after {timeout:g} s and was killed (with its process group)"
+        if stderr.strip():
+            msg += f"; stderr so far: {_tail(stderr)}"
+        super().__init__(argv, None, stdout, stderr, message=msg)
+
+
+class IscsiadmError(CommandError):
+    """iscsiadm exited non-zero. ``code``/``name`` are its ``ISCSI_ERR_*`` status.
+
+    Build one with :meth:`from_result`, which picks the subclass for the code, so
+    ``except NoObjectsFoundError`` catches "No records found" and nothing else.
+    """
+
+    code: ClassVar[int] = 1
+    name: ClassVar[str] = "ISCSI_ERR"
+    description: ClassVar[str] = "unknown error"
+    #: Whether repeating the same call may succeed (lock contention, daemon busy, timeouts).
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, argv: Sequence[str], returncode: int, stdout: str = "", stderr: str = "") -> None:
+        detail = _iscsiadm_detail(stderr) or self.description
+        message = f"iscsiadm failed with {self.name} ({returncode}): {detail}"
+        super().__init__(argv, returncode, stdout, stderr, message=message)
+
+    @property
+    def error_code(self) -> int:
+        """The exit status as iscsiadm returned it (equal to ``code`` unless unknown)."""
+        return self.returncode if self.returncode is not None else self.code
+
+    @staticmethod
+    def from_result(
+        argv: Sequence[str], returncode: int, stdout: str = "", stderr: str = ""
+    ) -> IscsiadmError:
+        cls = ISCSIADM_ERRORS.get(returncode, IscsiadmError)
+        return cls(argv, returncode, stdout, stderr)
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.update(code=self.error_code, name=self.name, iscsi_message=self.description)
+        return out
+
+
+def _iscsiadm_detail(stderr: str) -> str:
+    """The most telling stderr line: iscsiadm prints context first and the cause last."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    lines = [ln.removeprefix("iscsiadm: ") for ln in lines]
+    return "; ".join(lines[-3:]) if lines else ""
+
+
+#: exit code -> IscsiadmError subclass. The one error table: each class below registers itself.
+ISCSIADM_ERRORS: dict[int, type[IscsiadmError]] = {}
+
+
+def _register(cls: type[IscsiadmError]) -> type[IscsiadmError]:
+    ISCSIADM_ERRORS[cls.code] = cls
+    return cls
+
+
+@_register
+class IscsiadmUnknownError(IscsiadmError):
+    """1 ISCSI_ERR: unknown error"""
+
+    code = 1
+    name = "ISCSI_ERR"
+    description = "unknown error"
+
+
+@_register
+class SessionNotFoundError(IscsiadmError):
+    """2 ISCSI_ERR_SESS_NOT_FOUND: session not found"""
+
+    code = 2
+    name = "ISCSI_ERR_SESS_NOT_FOUND"
+    description = "session not found"
+
+
+@_register
+class NoMemoryError(IscsiadmError):
+    """3 ISCSI_ERR_NOMEM: no available memory"""
+
+    code = 3
+    name = "ISCSI_ERR_NOMEM"
+    description = "no available memory"
+    retryable = True
+
+
+@_register
+class TransportError(IscsiadmError):
+    """4 ISCSI_ERR_TRANS: encountered connection failure"""
+
+    code = 4
+    name = "ISCSI_ERR_TRANS"
+    description = "encountered connection failure"
+    retryable = True
+
+
+@_register
+class LoginError(IscsiadmError):
+    """5 ISCSI_ERR_LOGIN: encountered iSCSI login failure"""
+
+    code = 5
+    name = "ISCSI_ERR_LOGIN"
+    description = "encountered iSCSI login failure"
+    retryable = True
+
+
+@_register
+class IdbmError(IscsiadmError):
+    """6 ISCSI_ERR_IDBM: encountered iSCSI database failure"""
+
+    code = 6
+    name = "ISCSI_ERR_IDBM"
+    description = "encountered iSCSI database failure"
+    retryable = True
+
+
+@_register
+class InvalidParameterError(IscsiadmError):
+    """7 ISCSI_ERR_INVAL: invalid parameter"""
+
+    code = 7
+    name = "ISCSI_ERR_INVAL"
+    description = "invalid parameter"
+
+
+@_register
+class TransportTimeoutError(IscsiadmError):
+    """8 ISCSI_ERR_TRANS_TIMEOUT: connection timed out"""
+
+    code = 8
+    name = "ISCSI_ERR_TRANS_TIMEOUT"
+    description = "connection timed out"
+    retryable = True
+
+
+@_register
+class InternalError(IscsiadmError):
+    """9 ISCSI_ERR_INTERNAL: internal error"""
+
+    code = 9
+    name = "ISCSI_ERR_INTERNAL"
+    description = "internal error"
+
+
+@_register
+class LogoutError(IscsiadmError):
+    """10 ISCSI_ERR_LOGOUT: encountered iSCSI logout failure"""
+
+    code = 10
+    name = "ISCSI_ERR_LOGOUT"
+    description = "encountered iSCSI logout failure"
+    retryable = True
+
+
+@_register
+class PduTimeoutError(IscsiadmError):
+    """11 ISCSI_ERR_PDU_TIMEOUT: iSCSI PDU timed out"""
+
+    code = 11
+    name = "ISCSI_ERR_PDU_TIMEOUT"
+    description = "iSCSI PDU timed out"
+    retryable = True
+
+
+@_register
+class TransportNotFoundError(IscsiadmError):
+    """12 ISCSI_ERR_TRANS_NOT_FOUND: the transport module (iscsi_tcp) is not loaded."""
+
+    code = 12
+    name = "ISCSI_ERR_TRANS_NOT_FOUND"
+    description = "iSCSI driver not found. Please make sure it is loaded, and retry the operation"
+
+
+@_register
+class AccessDeniedError(IscsiadmError):
+    """13 ISCSI_ERR_ACCESS: daemon access denied"""
+
+    code = 13
+    name = "ISCSI_ERR_ACCESS"
+    description = "daemon access denied"
+
+
+@_register
+class TransportCapsError(IscsiadmError):
+    """14 ISCSI_ERR_TRANS_CAPS: iSCSI driver does not support requested capability."""
+
+    code = 14
+    name = "ISCSI_ERR_TRANS_CAPS"
+    description = "iSCSI driver does not support requested capability."
+
+
+@_register
+class SessionExistsError(IscsiadmError):
+    """15 ISCSI_ERR_SESS_EXISTS: session exists"""
+
+    code = 15
+    name = "ISCSI_ERR_SESS_EXISTS"
+    description = "session exists"
+
+
+@_register
+class InvalidMgmtRequestError(IscsiadmError):
+    """16 ISCSI_ERR_INVALID_MGMT_REQ: Unknown request"""
+
+    code = 16
+    name = "ISCSI_ERR_INVALID_MGMT_REQ"
+    description = "Unknown request"
+
+
+@_register
+class IsnsUnavailableError(IscsiadmError):
+    """17 ISCSI_ERR_ISNS_UNAVAILABLE: iSNS service not supported"""
+
+    code = 17
+    name = "ISCSI_ERR_ISNS_UNAVAILABLE"
+    description = "iSNS service not supported"
+
+
+@_register
+class IscsidCommError(IscsiadmError):
+    """18 ISCSI_ERR_ISCSID_COMM_ERR: could not communicate to iscsid"""
+
+    code = 18
+    name = "ISCSI_ERR_ISCSID_COMM_ERR"
+    description = "could not communicate to iscsid"
+    retryable = True
+
+
+@_register
+class FatalLoginError(IscsiadmError):
+    """19 ISCSI_ERR_FATAL_LOGIN: encountered non-retryable iSCSI login failure"""
+
+    code = 19
+    name = "ISCSI_ERR_FATAL_LOGIN"
+    description = "encountered non-retryable iSCSI login failure"
+
+
+@_register
+class IscsidNotConnectedError(IscsiadmError):
+    """20 ISCSI_ERR_ISCSID_NOTCONN: could not connect to iscsid"""
+
+    code = 20
+    name = "ISCSI_ERR_ISCSID_NOTCONN"
+    description = "could not connect to iscsid"
+    retryable = True
+
+
+@_register
+class NoObjectsFoundError(IscsiadmError):
+    """21 ISCSI_ERR_NO_OBJS_FOUND: no objects found"""
+
+    code = 21
+    name = "ISCSI_ERR_NO_OBJS_FOUND"
+    description = "no objects found"
+
+
+@_register
+class SysfsLookupError(IscsiadmError):
+    """22 ISCSI_ERR_SYSFS_LOOKUP: sysfs lookup failure"""
+
+    code = 22
+    name = "ISCSI_ERR_SYSFS_LOOKUP"
+    description = "sysfs lookup failure"
+
+
+@_register
+class HostNotFoundError(IscsiadmError):
+    """23 ISCSI_ERR_HOST_NOT_FOUND: host not found"""
+
+    code = 23
+    name = "ISCSI_ERR_HOST_NOT_FOUND"
+    description = "host not found"
+
+
+@_register
+class LoginAuthFailedError(IscsiadmError):
+    """24 ISCSI_ERR_LOGIN_AUTH_FAILED: iSCSI login failed due to authorization failure"""
+
+    code = 24
+    name = "ISCSI_ERR_LOGIN_AUTH_FAILED"
+    description = "iSCSI login failed due to authorization failure"
+
+
+@_register
+class IsnsQueryError(IscsiadmError):
+    """25 ISCSI_ERR_ISNS_QUERY: iSNS query failed"""
+
+    code = 25
+    name = "ISCSI_ERR_ISNS_QUERY"
+    description = "iSNS query failed"
+    retryable = True
+
+
+@_register
+class IsnsRegistrationError(IscsiadmError):
+    """26 ISCSI_ERR_ISNS_REG_FAILED: iSNS registration failed"""
+
+    code = 26
+    name = "ISCSI_ERR_ISNS_REG_FAILED"
+    description = "iSNS registration failed"
+    retryable = True
+
+
+@_register
+class OperationNotSupportedError(IscsiadmError):
+    """27 ISCSI_ERR_OP_NOT_SUPP: operation not supported"""
+
+    code = 27
+    name = "ISCSI_ERR_OP_NOT_SUPP"
+    description = "operation not supported"
+
+
+@_register
+class BusyError(IscsiadmError):
+    """28 ISCSI_ERR_BUSY: device or resource in use"""
+
+    code = 28
+    name = "ISCSI_ERR_BUSY"
+    description = "device or resource in use"
+    retryable = True
+
+
+@_register
+class TryAgainError(IscsiadmError):
+    """29 ISCSI_ERR_AGAIN: operation failed but retry may succeed"""
+
+    code = 29
+    name = "ISCSI_ERR_AGAIN"
+    description = "operation failed but retry may succeed"
+    retryable = True
+
+
+@_register
+class UnknownDiscoveryTypeError(IscsiadmError):
+    """30 ISCSI_ERR_UNKNOWN_DISCOVERY_TYPE: unknown discovery type"""
+
+    code = 30
+    name = "ISCSI_ERR_UNKNOWN_DISCOVERY_TYPE"
+    description = "unknown discovery type"
+
+
+@_register
+class ChildTerminatedError(IscsiadmError):
+    """31 ISCSI_ERR_CHILD_TERMINATED: child process terminated"""
+
+    code = 31
+    name = "ISCSI_ERR_CHILD_TERMINATED"
+    description = "child process terminated"
+    retryable = True
+
+
+@_register
+class SessionNotConnectedError(IscsiadmError):
+    """32 ISCSI_ERR_SESSION_NOT_CONNECTED: target likely not connected"""
+
+    code = 32
+    name = "ISCSI_ERR_SESSION_NOT_CONNECTED"
+    description = "target likely not connected"
+    retryable = True
+
+
+@_register
+class RequestTimedOutError(IscsiadmError):
+    """33 ISCSI_ERR_REQ_TIMEDOUT: iscsid request timed out"""
+
+    code = 33
+    name = "ISCSI_ERR_REQ_TIMEDOUT"
+    description = "iscsid request timed out"
+    retryable = True
+
+
+# --------------------------------------------------------------------------------------
+# Local subsystems
+
+
+class DatabaseError(IscsikitError):
+    """A problem with open-iscsi's persistent DB (nodes, send_targets, ifaces...)."""
+
+
+class RecordParseError(DatabaseError):
+    """A record file line iscsiadm would not accept; names the file and the line."""
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{path}:{line}: {reason}")
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.update(path=self.path, line=self.line, reason=self.reason)
+        return out
+
+
+class LockTimeoutError(DatabaseError):
+    """iscsiadm's DB lock could not be taken in time; nothing was written."""
+
+
+class SysfsError(IscsikitError):
+    """sysfs did not have what iscsikit expected (missing session, unreadable attribute)."""
+
+
+class DeviceError(IscsikitError):
+    """A block device did not appear, could not be flushed, or is in use."""
+
+
+class DeviceTimeoutError(DeviceError):
+    """The expected block device did not appear within the timeout."""
+
+
+class ConfigError(UsageError):
+    """The iscsikit config file has a bad key or value; names the file and the key."""
