@@ -1,0 +1,1 @@
+"""iscsikit's built-in userspace iSCSI target (RFC 7143)."""
