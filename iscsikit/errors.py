@@ -520,3 +520,83 @@ class DeviceTimeoutError(DeviceError):
 
 class ConfigError(UsageError):
     """The iscsikit config file has a bad key or value; names the file and the key."""
+
+
+class NoSuchSessionError(SysfsError):
+    """No iSCSI session with this SID exists in sysfs (it may have been logged out)."""
+
+    def __init__(self, sid: int, sysfs_root: str = "/sys") -> None:
+        self.sid = sid
+        self.sysfs_root = sysfs_root
+        super().__init__(f"no iSCSI session {sid} in {sysfs_root}/class/iscsi_session")
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.update(sid=self.sid)
+        return out
+
+
+class OutputParseError(IscsikitError):
+    """A line of a tool's output (iscsiadm, multipath) that iscsikit cannot read; names the line."""
+
+    def __init__(self, what: str, line_no: int, line: str, reason: str) -> None:
+        self.what = what
+        self.line_no = line_no
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{what}, line {line_no}: {reason}: {line!r}")
+
+
+class DeviceBusyError(DeviceError):
+    """The block device is mounted, open exclusively, or held by another device (dm, md)."""
+
+
+class AttachmentError(IscsikitError):
+    """A connector operation could not complete; ``volume_id`` and ``step`` say where it stopped."""
+
+    def __init__(self, volume_id: str, step: str, message: str) -> None:
+        self.volume_id = volume_id
+        self.step = step
+        super().__init__(f"volume {volume_id}: {step}: {message}")
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.update(volume_id=self.volume_id, step=self.step)
+        return out
+
+
+# --------------------------------------------------------------------------------------
+# Replicated volumes (iscsikit.replica)
+
+
+class ReplicaError(IscsikitError):
+    """A replica server or the replicated controller failed; ``address`` names the replica if known."""
+
+    def __init__(self, message: str, address: str | None = None) -> None:
+        self.address = address
+        super().__init__(f"replica {address}: {message}" if address else message)
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.update(address=self.address)
+        return out
+
+
+class ReplicaProtocolError(ReplicaError):
+    """A frame that breaks docs/replica-protocol.md; the message names the field and value."""
+
+
+class ReplicaTimeoutError(ReplicaError):
+    """A replica did not answer a request within its timeout (it is then failed)."""
+
+
+class ReplicaRemoteError(ReplicaError):
+    """A replica answered a request with an error status (``status`` is its name, e.g. ``ENOSPC``)."""
+
+    def __init__(self, message: str, status: str, address: str | None = None) -> None:
+        self.status = status
+        super().__init__(f"{status}: {message}", address)
+
+
+class VolumeStartError(ReplicaError):
+    """The controller could not find a consistent set of replicas to serve the volume from."""
