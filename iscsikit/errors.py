@@ -138,9 +138,7 @@ class IscsiadmError(CommandError):
         return self.returncode if self.returncode is not None else self.code
 
     @staticmethod
-    def from_result(
-        argv: Sequence[str], returncode: int, stdout: str = "", stderr: str = ""
-    ) -> IscsiadmError:
+    def from_result(argv: Sequence[str], returncode: int, stdout: str = "", stderr: str = "") -> IscsiadmError:
         cls = ISCSIADM_ERRORS.get(returncode, IscsiadmError)
         return cls(argv, returncode, stdout, stderr)
 

@@ -128,9 +128,7 @@ def _check_iqn(name: str, kind: str) -> None:
         raise InvalidNameError(kind, name, f"year {year} in the iqn.YYYY-MM date is before 1970")
     for label in domain.split("."):
         if not _LABEL_RE.match(label):
-            raise InvalidNameError(
-                kind, name, f"{label!r} is not a valid label of the reversed domain name {domain!r}"
-            )
+            raise InvalidNameError(kind, name, f"{label!r} is not a valid label of the reversed domain name {domain!r}")
     if m.group(4) is not None and m.group(4) == "":
         raise InvalidNameError(kind, name, "nothing follows the ':' separator")
 
@@ -168,7 +166,10 @@ def _parse_tpgt(text: str, original: str) -> int | None:
 def _check_address(address: str, original: str) -> str:
     if not address:
         raise InvalidNameError("portal", original, "the address is empty")
-    check_path_component(address, "portal address")
+    try:
+        check_path_component(address, "portal address")
+    except InvalidNameError as exc:
+        raise InvalidNameError("portal", original, f"the address {exc.reason}") from None
     if ":" in address:
         try:
             ipaddress.IPv6Address(address.split("%", 1)[0])

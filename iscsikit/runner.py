@@ -209,6 +209,19 @@ class Runner:
             return ["chroot", self.host.root, *argv]
         return list(argv)
 
+    def host_path(self, path: str) -> Path:
+        """Where ``path`` of the host mode's filesystem is visible from here.
+
+        ``local``: the path itself; ``chroot:DIR``: DIR/path; ``ns``: /proc/PID/root/path
+        of iscsid (or PID 1).
+        """
+        rel = path.lstrip("/")
+        if self.host.kind == "chroot":
+            return Path(self.host.root) / rel
+        if self.host.kind == "ns":
+            return self.resolver.proc_root / str(self.resolver.target_pid()) / "root" / rel
+        return Path(path)
+
     def where(self) -> str:
         if self.host.kind == "ns":
             return f"the namespaces of pid {self.resolver.target_pid()}"
@@ -246,11 +259,7 @@ class Runner:
             return CommandResult(argv, 0, "", "", 0.0, recorded=True)
         timeout = self.default_timeout if timeout is None else timeout
         result = self._execute(argv, timeout, input, shown, secrets)
-        if (
-            self.host.kind == "ns"
-            and result.returncode != 0
-            and f"nsenter: {_NS_GONE_MARKER}" in result.stderr
-        ):
+        if self.host.kind == "ns" and result.returncode != 0 and f"nsenter: {_NS_GONE_MARKER}" in result.stderr:
             # iscsid went away between lookup and exec (restart): resolve again, once.
             self.resolver.invalidate()
             result = self._execute(argv, timeout, input, shown, secrets)

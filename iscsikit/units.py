@@ -41,9 +41,7 @@ def parse_size(text: str | int, what: str = "size") -> int:
         return number * _BINARY[suffix]
     if suffix == "b":
         return number
-    raise UsageError(
-        f"{what} {text!r} has an unknown unit {m.group(2)!r}; use K, M, G, T (binary) or KB, MB, GB"
-    )
+    raise UsageError(f"{what} {text!r} has an unknown unit {m.group(2)!r}; use K, M, G, T (binary) or KB, MB, GB")
 
 
 def format_size(n: int) -> str:

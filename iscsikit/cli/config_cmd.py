@@ -1,0 +1,64 @@
+"""``iscsikit config show|get|set``: iscsikit's own TOML config, edited with comments kept."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from iscsikit.cli.context import AppContext
+from iscsikit.cli.output import Column, emit, note
+
+app = typer.Typer(help="Show and edit iscsikit's config file (comments and order are kept).", no_args_is_help=True)
+
+
+@app.command("show")
+def show(ctx: typer.Context) -> None:
+    """Every setting with its effective value and where it came from (file or default)."""
+    actx = AppContext.of(ctx)
+    rows = actx.config.effective()
+    if actx.json:
+        emit(actx, {"path": str(actx.config.path), "settings": {r["key"]: r["value"] for r in rows}})
+        return
+    emit(
+        actx,
+        rows,
+        [
+            Column("key", "KEY"),
+            Column("value", "VALUE"),
+            Column("source", "SOURCE"),
+            Column("help", "MEANING"),
+        ],
+        title=f"iscsikit config ({actx.config.path})",
+    )
+
+
+@app.command("get")
+def get(ctx: typer.Context, key: Annotated[str, typer.Argument(help="Dotted key, e.g. timeouts.login.")]) -> None:
+    """Print one setting's effective value."""
+    actx = AppContext.of(ctx)
+    value = actx.config.get(key)
+    emit(actx, {key: value}) if actx.json else typer.echo(value)
+
+
+@app.command("set")
+def set_(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="Dotted key, e.g. timeouts.login.")],
+    value: Annotated[str, typer.Argument(help="New value; checked against the key's type.")],
+) -> None:
+    """Set KEY to VALUE in the config file, creating it if needed; comments survive."""
+    from iscsikit.config import Config
+
+    actx = AppContext.of(ctx)
+    cfg = Config.load(actx.config_path, must_exist=False)  # `set` may create the file
+    stored = cfg.set(key, value)
+    if actx.dry_run:
+        note(actx, f"dry-run: would write {cfg.path}:")
+        typer.echo(cfg.dumps(), nl=False)
+        return
+    cfg.save()
+    if actx.json:
+        emit(actx, {"path": str(cfg.path), "key": key, "value": stored})
+    else:
+        note(actx, f"{key} = {stored!r} written to {cfg.path}")

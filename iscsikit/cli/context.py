@@ -1,0 +1,96 @@
+"""The global options of one CLI invocation, resolved once and shared by every command.
+
+Precedence for each setting: command-line flag, then environment variable (typer reads
+both), then the config file, then the built-in default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+if TYPE_CHECKING:
+    from iscsikit.config import Config
+    from iscsikit.runner import Runner
+
+
+@dataclass
+class AppContext:
+    """What a command needs to know about how it was invoked."""
+
+    json: bool = False
+    dry_run: bool = False
+    verbose: int = 0
+    quiet: bool = False
+    config_path: Path | None = None
+    db_root_flag: Path | None = None
+    sysfs_root_flag: Path | None = None
+    host_flag: str | None = None
+    _runner: Runner | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, ctx: typer.Context) -> AppContext:
+        """The AppContext of this invocation (created by the root callback)."""
+        root = ctx.find_root()
+        obj = root.obj
+        if not isinstance(obj, AppContext):
+            obj = cls()
+            root.obj = obj
+        return obj
+
+    @cached_property
+    def config(self) -> Config:
+        from iscsikit.config import Config
+
+        return Config.load(self.config_path)
+
+    @property
+    def db_root(self) -> Path | None:
+        """The DB root chosen by flag/env/config; None means: detect it."""
+        if self.db_root_flag is not None:
+            return self.db_root_flag
+        configured = self.config.get("db_root")
+        return Path(configured) if configured else None
+
+    @property
+    def sysfs_root(self) -> Path:
+        if self.sysfs_root_flag is not None:
+            return self.sysfs_root_flag
+        return Path(self.config.get("sysfs_root"))
+
+    @property
+    def proc_root(self) -> Path:
+        return Path(self.config.get("proc_root"))
+
+    @property
+    def host(self) -> str:
+        return self.host_flag if self.host_flag is not None else str(self.config.get("host"))
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.config.get("state_dir"))
+
+    @property
+    def lock_dir(self) -> Path:
+        return Path(self.config.get("lock_dir"))
+
+    def timeout(self, name: str) -> float:
+        """A configured timeout in seconds: ``iscsiadm``, ``login``, ``device`` or ``lock``."""
+        return float(self.config.get(f"timeouts.{name}"))
+
+    def runner(self) -> Runner:
+        """The Runner for this invocation (host mode, dry-run, timeouts from config)."""
+        if self._runner is None:
+            from iscsikit.runner import Runner
+
+            self._runner = Runner(
+                self.host,
+                proc_root=str(self.proc_root),
+                dry_run=self.dry_run,
+                default_timeout=self.timeout("iscsiadm"),
+            )
+        return self._runner
