@@ -598,3 +598,63 @@ class ReplicaRemoteError(ReplicaError):
 
 class VolumeStartError(ReplicaError):
     """The controller could not find a consistent set of replicas to serve the volume from."""
+
+
+# --------------------------------------------------------------------------------------
+# The throwaway VM (iscsikit.vm): kernel test tier and `iscsikit demo`
+
+
+class VMError(IscsikitError):
+    """The VM could not be started, died, or its agent could not run a request."""
+
+
+class VMBootError(VMError):
+    """The VM did not boot (or its agent did not get ready); carries the console tail."""
+
+    def __init__(self, message: str, console_tail: str = "", console_log: object = None) -> None:
+        self.console_tail = console_tail
+        self.console_log = None if console_log is None else str(console_log)
+        text = message
+        if console_tail.strip():
+            text += f"\nlast console lines:\n{console_tail}"
+        if self.console_log:
+            text += f"\n(full console log: {self.console_log})"
+        super().__init__(text)
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.update(console_log=self.console_log)
+        return out
+
+
+class VMTimeoutError(VMError):
+    """A guest script (or the guest agent) did not finish in time; the message names which."""
+
+    def __init__(self, message: str, stdout: str = "", stderr: str = "") -> None:
+        self.stdout = stdout
+        self.stderr = stderr
+        if stderr.strip():
+            message += f"; stderr so far: {_tail(stderr)}"
+        super().__init__(message)
+
+
+class GuestCommandError(VMError):
+    """A script run in the VM exited non-zero (``GuestResult.check()`` / ``run(check=True)``)."""
+
+    def __init__(self, command: str, returncode: int, stdout: str = "", stderr: str = "") -> None:
+        self.command = command
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+        head = command.strip().splitlines()[0] if command.strip() else "?"
+        message = f"guest script exited with status {returncode}: {head[:200]}"
+        if stderr.strip():
+            message += f"\nstderr: {_tail(stderr)}"
+        elif stdout.strip():
+            message += f"\nstdout: {_tail(stdout)}"
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.update(returncode=self.returncode, stderr=self.stderr)
+        return out

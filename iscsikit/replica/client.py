@@ -1,0 +1,235 @@
+"""The controller's connection to one replica: a thin asyncio driver around :class:`ClientSession`.
+
+Requests are pipelined on one TCP connection (up to ``max_in_flight`` at once) and matched to
+responses by sequence number, in whatever order they come back. Every request has a deadline
+(``timeout``; flushes and metadata updates ``flush_timeout``): when one passes, the replica is
+treated as hung, the connection is aborted and every pending request fails with
+:class:`ReplicaTimeoutError`. Any other loss of the connection fails them with
+:class:`ReplicaError`. A client is single-use: after it fails, the controller makes a new one.
+
+Example::
+
+    client = ReplicaClient("127.0.0.1:9700")
+    meta = await client.connect()
+    await client.write(0, b"x" * 4096)
+    assert await client.read(0, 4096) == b"x" * 4096
+    client.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+from iscsikit.errors import ReplicaError, ReplicaProtocolError, ReplicaRemoteError, ReplicaTimeoutError
+from iscsikit.names import Portal
+from iscsikit.replica import protocol as p
+
+DEFAULT_TIMEOUT = 2.0
+DEFAULT_FLUSH_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 2.0
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``tcp://HOST:PORT`` or ``HOST:PORT`` -> (host, port); IPv6 in brackets."""
+    body = text.removeprefix("tcp://")
+    if not body or "/" in body:
+        raise ReplicaError(f"replica address {text!r} is not tcp://HOST:PORT")
+    portal = Portal.parse(body, default_port=0)
+    if portal.port == 0:
+        raise ReplicaError(f"replica address {text!r} has no port")
+    return portal.address, portal.port
+
+
+class ReplicaClient:
+    """One connection to one replica server."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_in_flight: int = 64,
+    ) -> None:
+        self.address = address
+        self.host, self.port = parse_address(address)
+        self.timeout = timeout
+        self.flush_timeout = flush_timeout
+        self.connect_timeout = connect_timeout
+        self._session = p.ClientSession()
+        self._pending: dict[int, tuple[asyncio.Future[p.Response], asyncio.TimerHandle]] = {}
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._transport: asyncio.Transport | None = None
+        self._failure: ReplicaError | None = None
+        # Cleared while the transport's send buffer is above its high-water mark: requests wait
+        # instead of piling megabytes into asyncio's buffer (whose front-deletes then copy).
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self.meta: dict[str, Any] = {}
+
+    @property
+    def failed(self) -> ReplicaError | None:
+        """Why this client stopped working, or None while it works."""
+        return self._failure
+
+    async def connect(self, claim: bool = True) -> dict[str, Any]:
+        """Connect and say HELLO; returns the replica's metadata. ``claim`` fences older controllers."""
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await asyncio.wait_for(
+                loop.create_connection(lambda: _Protocol(self), self.host, self.port), self.connect_timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
+            self._failure = ReplicaError(f"cannot connect: {reason}", self.address)
+            raise self._failure from None
+        self._transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        resp = await self._call(p.Op.HELLO, payload=p.pack_json({"claim": claim}), timeout=self.connect_timeout)
+        self.meta = p.unpack_json(resp.frame.payload, "HELLO response")
+        return self.meta
+
+    # ------------------------------------------------------------------ requests
+
+    async def read(self, offset: int, length: int) -> bytes:
+        return (await self._call(p.Op.READ, offset=offset, length=length)).frame.payload
+
+    async def write(self, offset: int, data: bytes, fua: bool = False) -> None:
+        await self._call(p.Op.WRITE, offset=offset, payload=data, fua=fua,
+                         timeout=self.flush_timeout if fua else None)  # fmt: skip
+
+    async def unmap(self, offset: int, length: int) -> None:
+        await self._call(p.Op.UNMAP, offset=offset, length=length)
+
+    async def flush(self) -> None:
+        await self._call(p.Op.FLUSH, timeout=self.flush_timeout)
+
+    async def ping(self) -> None:
+        await self._call(p.Op.PING)
+
+    async def extents(self, offset: int, length: int) -> list[tuple[int, int]]:
+        resp = await self._call(p.Op.EXTENTS, offset=offset, length=length)
+        return p.unpack_extents(resp.frame.payload)
+
+    async def checksums(self, offset: int, length: int, granule: int) -> list[int]:
+        resp = await self._call(
+            p.Op.CHECKSUM, offset=offset, length=length, payload=p.granule_payload(granule),
+            timeout=self.flush_timeout,
+        )  # fmt: skip
+        return p.unpack_checksums(resp.frame.payload)
+
+    async def set_meta(self, **fields: Any) -> dict[str, Any]:
+        """Persist metadata fields on the replica; returns its metadata afterwards."""
+        resp = await self._call(p.Op.SET_META, payload=p.pack_json(fields), timeout=self.flush_timeout)
+        self.meta = p.unpack_json(resp.frame.payload, "SET_META response")
+        return self.meta
+
+    async def close_clean(self) -> None:
+        """Flush and mark the replica cleanly shut down (the controller has no more writes)."""
+        await self._call(p.Op.CLOSE, timeout=self.flush_timeout)
+
+    def close(self) -> None:
+        """Drop the connection; pending requests fail."""
+        self._fail(ReplicaError("connection closed by the controller", self.address))
+
+    # ------------------------------------------------------------------ machinery
+
+    async def _call(
+        self,
+        op: p.Op,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        payload: bytes = b"",
+        fua: bool = False,
+        timeout: float | None = None,
+    ) -> p.Response:
+        if self._failure is not None:
+            raise self._failure
+        async with self._slots:
+            if self._failure is not None:
+                raise self._failure
+            if not self._writable.is_set():
+                await self._writable.wait()
+                if self._failure is not None:
+                    raise self._failure
+            transport = self._transport
+            assert transport is not None, "connect() first"
+            bufs = self._session.request(op, offset=offset, length=length, payload=payload, fua=fua)
+            seq = self._session.last_seq
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[p.Response] = loop.create_future()
+            handle = loop.call_later(timeout or self.timeout, self._expire, seq, op)
+            self._pending[seq] = (fut, handle)
+            transport.writelines(bufs)
+            resp = await fut
+        frame = resp.frame
+        if frame.status != p.Status.OK:
+            raise ReplicaRemoteError(
+                f"{op.name} {offset}+{resp.request_length} failed: {frame.error_text()}",
+                frame.status.name,
+                self.address,
+            )
+        return resp
+
+    def _expire(self, seq: int, op: p.Op) -> None:
+        if seq in self._pending:
+            self._fail(ReplicaTimeoutError(f"{op.name} seq={seq} not answered within its timeout", self.address))
+
+    def _fail(self, exc: ReplicaError) -> None:
+        if self._failure is None:
+            self._failure = exc
+        pending, self._pending = self._pending, {}
+        for fut, handle in pending.values():
+            handle.cancel()
+            if not fut.done():
+                fut.set_exception(self._failure)
+        if self._transport is not None:
+            self._transport.abort()
+            self._transport = None
+        self._writable.set()  # wake writers so they see the failure
+
+    def _on_data(self, data: bytes) -> None:
+        session = self._session
+        session.receive_data(data)
+        while True:
+            try:
+                resp = session.next_response()
+            except ReplicaProtocolError as exc:
+                self._fail(ReplicaProtocolError(str(exc), self.address))
+                return
+            if resp is None:
+                return
+            entry = self._pending.pop(resp.frame.seq, None)
+            if entry is None:  # answered after we gave up on it: the client has already failed
+                continue
+            fut, handle = entry
+            handle.cancel()
+            if not fut.done():
+                fut.set_result(resp)
+
+    def _on_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._fail(ReplicaError(f"connection lost ({exc or 'closed by the replica'})", self.address))
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: ReplicaClient) -> None:
+        self.client = client
+
+    def data_received(self, data: bytes) -> None:
+        self.client._on_data(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._on_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.client._writable.clear()
+
+    def resume_writing(self) -> None:
+        self.client._writable.set()

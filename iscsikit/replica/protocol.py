@@ -1,0 +1,450 @@
+"""The replica wire protocol, sans-IO: frames, their codec, and the per-connection state.
+
+Nothing here reads a socket or imports asyncio. The server (:mod:`iscsikit.replica.server`) and
+the controller's client (:mod:`iscsikit.replica.client`) feed received bytes in with
+:meth:`FrameDecoder.receive_data`, take whole frames out with :meth:`FrameDecoder.next_frame`,
+and send what :func:`encode` returns. The format is specified in ``docs/replica-protocol.md``;
+in short, every frame is a 36-byte little-endian header followed by ``payload_len`` bytes::
+
+    magic u16 'RK' | version u8 | op u8 | flags u16 | status u16 | seq u32 | length u32 |
+    offset u64 | payload_len u32 | payload_crc u32 (CRC32C of the payload) | header_crc u32
+
+Requests carry a sequence number chosen by the client; the response to a request carries the
+same ``seq`` and ``op`` with :data:`FLAG_RESPONSE` set, and may come back in any order
+(pipelining). :class:`ClientSession` allocates sequence numbers and checks every response
+against the request it answers; :class:`ServerSession` checks requests.
+
+Example, a write and its response, back to back::
+
+    >>> client, server = ClientSession(), ServerSession()
+    >>> wire = b"".join(client.request(Op.WRITE, offset=4096, payload=b"x" * 512))
+    >>> server.receive_data(wire)
+    >>> req = server.next_request()
+    >>> (req.op, req.offset, req.length)
+    (<Op.WRITE: 3>, 4096, 512)
+    >>> client.receive_data(b"".join(server.respond(req)))
+    >>> resp = client.next_response()
+    >>> (resp.frame.status, resp.request_length)
+    (<Status.OK: 0>, 512)
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google_crc32c import value as _crc32c
+
+from iscsikit.errors import ReplicaProtocolError
+
+Buffer = bytes | bytearray | memoryview
+
+MAGIC = 0x4B52  # b"RK" on the wire
+VERSION = 1
+HEADER = struct.Struct("<HBBHHIIQIII")
+HEADER_SIZE = HEADER.size  # 36
+_HEADER_CRC = struct.Struct("<I")
+#: The largest payload a frame may carry; bigger I/O is split by the controller.
+MAX_PAYLOAD = 16 << 20
+
+FLAG_FUA = 0x0001  # WRITE: durable before the response
+FLAG_RESPONSE = 0x8000
+_KNOWN_FLAGS = FLAG_FUA | FLAG_RESPONSE
+
+
+class Op(enum.IntEnum):
+    """Request types. Data ops use ``offset``/``length``; control ops carry JSON payloads."""
+
+    HELLO = 1  # payload JSON {"claim": bool}; response JSON replica metadata
+    READ = 2  # response payload: ``length`` bytes
+    WRITE = 3  # payload: the data (length == payload_len)
+    UNMAP = 4
+    FLUSH = 5  # fsync data and persist the revision counter
+    PING = 6
+    EXTENTS = 7  # response payload: (u64 start, u64 length) pairs of allocated data in the range
+    CHECKSUM = 8  # payload u32 granule; response payload: one u32 CRC32C per granule
+    SET_META = 9  # payload JSON fields to persist (volume_id, epoch, members, state, clean, revision)
+    CLOSE = 10  # clean shutdown: flush and mark the replica clean
+
+
+class Status(enum.IntEnum):
+    """Response status. Anything but OK carries a UTF-8 message as payload."""
+
+    OK = 0
+    EIO = 1  # the replica's disk failed
+    ENOSPC = 2  # the replica's filesystem is full
+    EINVAL = 3  # a request outside the volume or malformed for its op
+    BADCRC = 4  # the request payload did not match its CRC32C
+    UNSUPPORTED = 5  # an op this replica does not know
+    FENCED = 6  # another controller claimed the replica; this connection is stale
+    STATE = 7  # the request conflicts with the replica's metadata (volume id, size)
+
+
+_DATA_IN_REQUEST = {Op.WRITE, Op.HELLO, Op.SET_META, Op.CHECKSUM}
+_RANGE_OPS = {Op.READ, Op.WRITE, Op.UNMAP, Op.EXTENTS, Op.CHECKSUM}
+
+
+@dataclass(slots=True)
+class Frame:
+    """One decoded (or to-be-encoded) frame. ``payload`` is empty for most requests."""
+
+    op: Op
+    seq: int
+    offset: int = 0
+    length: int = 0
+    flags: int = 0
+    status: Status = Status.OK
+    payload: bytes = b""
+
+    @property
+    def is_response(self) -> bool:
+        return bool(self.flags & FLAG_RESPONSE)
+
+    @property
+    def fua(self) -> bool:
+        return bool(self.flags & FLAG_FUA)
+
+    def error_text(self) -> str:
+        return self.payload.decode("utf-8", "replace") if self.status != Status.OK else ""
+
+
+def encode(frame: Frame) -> list[bytes]:
+    """The frame as buffers to send in order (the payload is not copied)."""
+    payload = frame.payload
+    if len(payload) > MAX_PAYLOAD:
+        raise ReplicaProtocolError(f"payload_len {len(payload)} exceeds the maximum {MAX_PAYLOAD}")
+    head = HEADER.pack(
+        MAGIC,
+        VERSION,
+        int(frame.op),
+        frame.flags,
+        int(frame.status),
+        frame.seq,
+        frame.length,
+        frame.offset,
+        len(payload),
+        _crc32c(payload) if payload else 0,
+        0,
+    )
+    head = head[:-4] + _HEADER_CRC.pack(_crc32c(head[:-4]))
+    return [head, payload] if payload else [head]
+
+
+class PayloadChecksumError(ReplicaProtocolError):
+    """A frame whose payload failed its CRC32C. The stream is still in sync: ``frame`` has the header."""
+
+    def __init__(self, frame: Frame, got: int, want: int) -> None:
+        self.frame = frame
+        super().__init__(
+            f"payload_crc mismatch in {frame.op.name} seq={frame.seq}: header says {want:#010x}, "
+            f"payload has {got:#010x}"
+        )
+
+
+class FrameDecoder:
+    """Turns a byte stream into frames. Any framing error is fatal for the connection.
+
+    After a :class:`ReplicaProtocolError` other than :class:`PayloadChecksumError` the decoder
+    refuses further use: the stream position can no longer be trusted.
+    """
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
+        self._buf = bytearray()
+        self._max_payload = max_payload
+        self._broken: ReplicaProtocolError | None = None
+        self._eof = False
+
+    def receive_data(self, data: Buffer) -> None:
+        """Feed bytes from the transport; ``b""`` means end of stream."""
+        if not data:
+            self._eof = True
+        self._buf += data
+
+    @property
+    def at_eof(self) -> bool:
+        """The peer closed and no whole frame is left."""
+        return self._eof and len(self._buf) < HEADER_SIZE
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def next_frame(self) -> Frame | None:
+        """The next whole frame, or None if more bytes are needed."""
+        if self._broken is not None:
+            raise self._broken
+        buf = self._buf
+        if len(buf) < HEADER_SIZE:
+            if self._eof and buf:
+                self._fail(f"stream ended inside a frame header ({len(buf)} of {HEADER_SIZE} bytes)")
+            return None
+        (magic, version, op, flags, status, seq, length, offset, plen, pcrc, hcrc) = HEADER.unpack_from(buf)
+        if magic != MAGIC:
+            self._fail(f"bad magic {magic:#06x} (want {MAGIC:#06x}): not a replica protocol stream")
+        if version != VERSION:
+            self._fail(f"unsupported version {version} (this side speaks {VERSION})")
+        with memoryview(buf) as view:
+            want_hcrc = _crc32c(bytes(view[: HEADER_SIZE - 4]))
+        if hcrc != want_hcrc:
+            self._fail(f"header_crc mismatch: header says {hcrc:#010x}, header has {want_hcrc:#010x}")
+        try:
+            op_e = Op(op)
+        except ValueError:
+            self._fail(f"unknown op {op} in seq={seq}")
+        if flags & ~_KNOWN_FLAGS:
+            self._fail(f"unknown flags {flags & ~_KNOWN_FLAGS:#06x} in {op_e.name} seq={seq}")
+        try:
+            status_e = Status(status)
+        except ValueError:
+            self._fail(f"unknown status {status} in {op_e.name} seq={seq}")
+        if plen > self._max_payload:
+            self._fail(f"payload_len {plen} of {op_e.name} seq={seq} exceeds the maximum {self._max_payload}")
+        if len(buf) < HEADER_SIZE + plen:
+            if self._eof:
+                self._fail(f"stream ended inside the payload of {op_e.name} seq={seq}")
+            return None
+        if plen:
+            with memoryview(buf) as view:
+                payload = bytes(view[HEADER_SIZE : HEADER_SIZE + plen])
+        else:
+            payload = b""
+        del buf[: HEADER_SIZE + plen]
+        frame = Frame(op_e, seq, offset, length, flags, status_e, payload)
+        if plen:
+            got = _crc32c(payload)
+            if got != pcrc:
+                raise PayloadChecksumError(frame, got, pcrc)
+        elif pcrc != 0:
+            self._fail(f"payload_crc {pcrc:#010x} set on {op_e.name} seq={seq} without a payload")
+        return frame
+
+    def _fail(self, message: str) -> Any:
+        self._broken = ReplicaProtocolError(message)
+        raise self._broken
+
+
+# --------------------------------------------------------------------------------------
+# Payload helpers
+
+_EXTENT = struct.Struct("<QQ")
+_GRANULE = struct.Struct("<I")
+
+
+def pack_extents(extents: Iterable[tuple[int, int]]) -> bytes:
+    """(start, length) pairs as the EXTENTS response payload."""
+    return b"".join(_EXTENT.pack(s, n) for s, n in extents)
+
+
+def unpack_extents(payload: bytes) -> list[tuple[int, int]]:
+    if len(payload) % _EXTENT.size:
+        raise ReplicaProtocolError(f"EXTENTS payload of {len(payload)} bytes is not a multiple of 16")
+    return [(s, n) for s, n in _EXTENT.iter_unpack(payload)]
+
+
+def pack_checksums(values: Sequence[int]) -> bytes:
+    return struct.pack(f"<{len(values)}I", *values)
+
+
+def unpack_checksums(payload: bytes) -> list[int]:
+    if len(payload) % 4:
+        raise ReplicaProtocolError(f"CHECKSUM payload of {len(payload)} bytes is not a multiple of 4")
+    return list(struct.unpack(f"<{len(payload) // 4}I", payload))
+
+
+def checksum_count(length: int, granule: int) -> int:
+    return (length + granule - 1) // granule
+
+
+def pack_json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def unpack_json(payload: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ReplicaProtocolError(f"{what} payload is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ReplicaProtocolError(f"{what} payload is a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+# --------------------------------------------------------------------------------------
+# Connection state
+
+
+@dataclass(slots=True)
+class Response:
+    """A response matched to its request: what was asked (op, offset, length) and the answer."""
+
+    frame: Frame
+    request_offset: int
+    request_length: int
+
+
+class ClientSession:
+    """The controller's end of one connection: sequence numbers and response matching.
+
+    ``request()`` returns the bytes to send; ``next_response()`` returns responses in the order
+    they arrive, each checked against its request (op, data length, checksum count).
+    """
+
+    def __init__(self) -> None:
+        self._decoder = FrameDecoder()
+        self._next_seq = 1
+        # seq -> (op, offset, length, granule)
+        self._pending: dict[int, tuple[Op, int, int, int]] = {}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def pending_seqs(self) -> list[int]:
+        return list(self._pending)
+
+    def request(
+        self, op: Op, *, offset: int = 0, length: int | None = None, payload: bytes = b"", fua: bool = False
+    ) -> list[bytes]:
+        """Bytes for a new request; :attr:`last_seq` is its sequence number."""
+        if op == Op.WRITE:
+            if length is not None and length != len(payload):
+                raise ReplicaProtocolError(f"WRITE length {length} != payload length {len(payload)}")
+            length = len(payload)
+        elif op not in _DATA_IN_REQUEST and payload:
+            raise ReplicaProtocolError(f"{op.name} requests carry no payload")
+        length = length or 0
+        granule = 0
+        if op == Op.CHECKSUM:
+            if len(payload) != 4:
+                raise ReplicaProtocolError("CHECKSUM requests carry a 4-byte granule")
+            granule = _GRANULE.unpack(payload)[0]
+            if granule == 0:
+                raise ReplicaProtocolError("CHECKSUM granule must be > 0")
+        seq = self._next_seq
+        self._next_seq = 1 if seq >= 0xFFFFFFFF else seq + 1
+        while self._next_seq in self._pending:  # wrapped around onto a slow request
+            self._next_seq += 1
+        self.last_seq = seq
+        self._pending[seq] = (op, offset, length, granule)
+        flags = FLAG_FUA if fua else 0
+        return encode(Frame(op, seq, offset, length, flags, Status.OK, payload))
+
+    def forget(self, seq: int) -> None:
+        """Drop a request given up on (timed out); a late response to it is then an error."""
+        self._pending.pop(seq, None)
+
+    def receive_data(self, data: Buffer) -> None:
+        self._decoder.receive_data(data)
+
+    @property
+    def at_eof(self) -> bool:
+        return self._decoder.at_eof
+
+    def next_response(self) -> Response | None:
+        """The next response, or None if more bytes are needed.
+
+        A response with a bad payload CRC is returned as an ``EIO`` response to its request
+        (the stream is still in sync); framing errors raise :class:`ReplicaProtocolError`.
+        """
+        try:
+            frame = self._decoder.next_frame()
+        except PayloadChecksumError as exc:
+            frame = exc.frame
+            frame.status = Status.EIO
+            frame.payload = str(exc).encode()
+        if frame is None:
+            return None
+        if not frame.is_response:
+            raise ReplicaProtocolError(f"got a request ({frame.op.name} seq={frame.seq}) from the replica")
+        req = self._pending.pop(frame.seq, None)
+        if req is None:
+            raise ReplicaProtocolError(f"response {frame.op.name} seq={frame.seq} answers no pending request")
+        op, offset, length, granule = req
+        if frame.op != op:
+            raise ReplicaProtocolError(f"response seq={frame.seq} is {frame.op.name}, the request was {op.name}")
+        if frame.status == Status.OK:
+            n = len(frame.payload)
+            if op == Op.READ and n != length:
+                raise ReplicaProtocolError(f"READ seq={frame.seq} returned {n} bytes, {length} were asked")
+            if op == Op.CHECKSUM and n != 4 * checksum_count(length, granule):
+                raise ReplicaProtocolError(
+                    f"CHECKSUM seq={frame.seq} returned {n // 4} values, {checksum_count(length, granule)} were asked"
+                )
+            if op == Op.EXTENTS and n % _EXTENT.size:
+                raise ReplicaProtocolError(f"EXTENTS seq={frame.seq} payload is {n} bytes, not pairs of u64")
+        return Response(frame, offset, length)
+
+
+class ServerSession:
+    """The replica's end of one connection: checks requests, builds responses."""
+
+    def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
+        self._decoder = FrameDecoder(max_payload)
+
+    def receive_data(self, data: Buffer) -> None:
+        self._decoder.receive_data(data)
+
+    @property
+    def at_eof(self) -> bool:
+        return self._decoder.at_eof
+
+    def next_request(self) -> Frame | None:
+        """The next request, or None if more bytes are needed.
+
+        Raises :class:`PayloadChecksumError` for a request whose data is corrupt (answer it with
+        :meth:`respond_error` ``BADCRC`` and go on) and :class:`ReplicaProtocolError` for anything
+        that breaks framing (close the connection).
+        """
+        frame = self._decoder.next_frame()
+        if frame is None:
+            return None
+        if frame.is_response:
+            raise ReplicaProtocolError(f"got a response ({frame.op.name} seq={frame.seq}) from the controller")
+        if frame.status != Status.OK:
+            raise ReplicaProtocolError(f"request {frame.op.name} seq={frame.seq} has status {frame.status.name}")
+        if frame.op == Op.WRITE and frame.length != len(frame.payload):
+            raise ReplicaProtocolError(
+                f"WRITE seq={frame.seq} length {frame.length} != payload_len {len(frame.payload)}"
+            )
+        if frame.op not in _DATA_IN_REQUEST and frame.payload:
+            raise ReplicaProtocolError(f"{frame.op.name} seq={frame.seq} carries a payload it must not have")
+        if frame.fua and frame.op != Op.WRITE:
+            raise ReplicaProtocolError(f"FUA flag on {frame.op.name} seq={frame.seq}")
+        return frame
+
+    def respond(self, request: Frame, payload: bytes = b"") -> list[bytes]:
+        """Bytes of a successful response to ``request``."""
+        return encode(Frame(request.op, request.seq, request.offset, request.length, FLAG_RESPONSE, Status.OK, payload))
+
+    def respond_error(self, request: Frame, status: Status, message: str) -> list[bytes]:
+        """Bytes of an error response to ``request``; ``message`` says what went wrong."""
+        if status == Status.OK:
+            raise ValueError("respond_error needs an error status")
+        return encode(
+            Frame(
+                request.op, request.seq, request.offset, request.length, FLAG_RESPONSE, status,
+                message.encode()[:4096],
+            )
+        )  # fmt: skip
+
+
+def is_range_op(op: Op) -> bool:
+    """Ops whose offset/length address the volume (checked against its size by the replica)."""
+    return op in _RANGE_OPS
+
+
+def granule_payload(granule: int) -> bytes:
+    return _GRANULE.pack(granule)
+
+
+def parse_granule(payload: bytes) -> int:
+    if len(payload) != 4:
+        raise ReplicaProtocolError(f"CHECKSUM request payload is {len(payload)} bytes, want a u32 granule")
+    granule: int = _GRANULE.unpack(payload)[0]
+    if granule == 0:
+        raise ReplicaProtocolError("CHECKSUM granule is 0")
+    return granule

@@ -1,0 +1,342 @@
+"""A replica's storage in one directory: a sparse data file and a small metadata file.
+
+Layout of ``DIR``::
+
+    volume.img     the volume's bytes, a sparse file exactly ``size`` long (holes read as zeros)
+    replica.json   ReplicaMeta as JSON, replaced atomically (write temp, fsync, rename, fsync dir)
+    lock           flock()ed by the one server that owns DIR
+
+The metadata is what lets a controller recognise a replica that missed writes (see
+``docs/replica-protocol.md``, "Consistency"): ``volume_id`` ties the replica to one volume,
+``epoch`` and ``members`` say which replicas held every acknowledged write at the last
+membership change, ``state`` is ``rebuilding`` while a rebuild has not finished, ``clean`` is
+false from the first write after an open until a clean close, and ``revision`` counts the
+writes applied (persisted at every flush, not per write).
+
+All methods block; the server calls them from its event loop or a thread pool.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import json
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from google_crc32c import value as _crc32c
+
+from iscsikit.errors import ReplicaError, UsageError
+
+DATA_FILE = "volume.img"
+META_FILE = "replica.json"
+LOCK_FILE = "lock"
+META_FORMAT = 1
+STATES = ("fresh", "rw", "rebuilding")
+#: Fields a controller may set with SET_META.
+SETTABLE = frozenset({"volume_id", "epoch", "members", "state", "clean", "revision"})
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_ZERO_CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class ReplicaMeta:
+    """What a replica knows about itself and its volume (``replica.json``)."""
+
+    replica_id: str
+    size: int
+    volume_id: str | None = None
+    epoch: int = 0
+    #: Replicas holding every acknowledged write as of ``epoch``: [{"id": ..., "address": ...}].
+    members: list[dict[str, str]] = field(default_factory=list)
+    state: str = "fresh"
+    clean: bool = True
+    revision: int = 0
+    format: int = META_FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], where: str) -> ReplicaMeta:
+        try:
+            meta = cls(
+                replica_id=str(data["replica_id"]),
+                size=int(data["size"]),
+                volume_id=None if data.get("volume_id") is None else str(data["volume_id"]),
+                epoch=int(data.get("epoch", 0)),
+                members=[{"id": str(m["id"]), "address": str(m.get("address", ""))} for m in data["members"]],
+                state=str(data.get("state", "fresh")),
+                clean=bool(data.get("clean", True)),
+                revision=int(data.get("revision", 0)),
+                format=int(data.get("format", META_FORMAT)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ReplicaError(f"{where}: malformed replica metadata ({type(exc).__name__}: {exc})") from None
+        if meta.state not in STATES:
+            raise ReplicaError(f"{where}: unknown state {meta.state!r} (expected one of {', '.join(STATES)})")
+        if meta.format != META_FORMAT:
+            raise ReplicaError(f"{where}: metadata format {meta.format} is not supported (want {META_FORMAT})")
+        return meta
+
+
+def _libc_fallocate() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_fallocate = _libc_fallocate()
+
+
+class ReplicaStore:
+    """The data file and metadata of one replica directory.
+
+    Example::
+
+        store = ReplicaStore.open(Path("/var/lib/replica0"), size=1 << 30)
+        store.write(0, b"x" * 4096)
+        assert store.read(0, 4096) == b"x" * 4096
+        store.close()
+    """
+
+    def __init__(self, directory: Path, meta: ReplicaMeta, data_fd: int, lock_fd: int) -> None:
+        self.directory = directory
+        self.meta = meta
+        self._fd = data_fd
+        self._lock_fd = lock_fd
+        self._meta_lock = threading.Lock()
+        self._revision = meta.revision
+        self._persisted_revision = meta.revision
+        self._zero_crc: dict[int, int] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(cls, directory: Path, size: int | None = None) -> ReplicaStore:
+        """Open DIR, creating it with ``size`` bytes if it has no replica yet.
+
+        Raises :class:`UsageError` when DIR holds a replica of another size, and
+        :class:`ReplicaError` when another server already owns DIR.
+        """
+        directory = Path(directory)
+        meta_path = directory / META_FILE
+        if not meta_path.exists():
+            if size is None:
+                raise UsageError(f"{directory} holds no replica; give --size to create one")
+            if size <= 0 or size % 512:
+                raise UsageError(f"replica size {size} must be a positive multiple of 512 bytes")
+            directory.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise ReplicaError(f"{directory} is in use by another replica server (lock held)") from None
+        try:
+            if meta_path.exists():
+                meta = ReplicaMeta.from_json(cls._load(meta_path), str(meta_path))
+                if size is not None and size != meta.size:
+                    raise UsageError(
+                        f"{directory} holds a replica of {meta.size} bytes, not the --size {size} asked for"
+                    )
+                fd = os.open(directory / DATA_FILE, os.O_RDWR | os.O_CLOEXEC)
+                if os.fstat(fd).st_size != meta.size:
+                    os.close(fd)
+                    raise ReplicaError(f"{directory / DATA_FILE} is not {meta.size} bytes long as {META_FILE} says")
+            else:
+                assert size is not None
+                meta = ReplicaMeta(replica_id=str(uuid.uuid4()), size=size)
+                fd = os.open(directory / DATA_FILE, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                os.ftruncate(fd, size)
+                os.fsync(fd)
+                cls._save(directory, meta)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(directory, meta, fd, lock_fd)
+
+    @staticmethod
+    def _load(path: Path) -> dict[str, Any]:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ReplicaError(f"{path}: cannot read replica metadata: {exc}") from None
+        if not isinstance(data, dict):
+            raise ReplicaError(f"{path}: replica metadata is not a JSON object")
+        return data
+
+    @staticmethod
+    def _save(directory: Path, meta: ReplicaMeta) -> None:
+        tmp = directory / (META_FILE + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, json.dumps(meta.to_json(), indent=1, sort_keys=True).encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, directory / META_FILE)
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def close(self, clean: bool = False) -> None:
+        """Flush and release DIR; with ``clean`` record a clean shutdown."""
+        if self._fd < 0:
+            return
+        self.flush()
+        if clean and not self.meta.clean:
+            self.update_meta({"clean": True})
+        os.close(self._fd)
+        self._fd = -1
+        os.close(self._lock_fd)
+
+    # ------------------------------------------------------------------ data
+
+    @property
+    def size(self) -> int:
+        return self.meta.size
+
+    def check_range(self, offset: int, length: int) -> None:
+        if offset < 0 or length < 0 or offset + length > self.meta.size:
+            raise ValueError(f"range {offset}+{length} is outside the volume of {self.meta.size} bytes")
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.check_range(offset, length)
+        data = os.pread(self._fd, length, offset)
+        if len(data) < length:  # cannot happen for a file of the right size, but never return short data
+            data += bytes(length - len(data))
+        return data
+
+    def _mark_dirty(self) -> None:
+        if self.meta.clean:
+            self.update_meta({"clean": False})
+
+    def write(self, offset: int, data: bytes, fua: bool = False) -> None:
+        self.check_range(offset, len(data))
+        self._mark_dirty()
+        view = memoryview(data)
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self._fd, view[done:], offset + done)
+        with self._meta_lock:
+            self._revision += 1
+        if fua:
+            os.fdatasync(self._fd)
+
+    def unmap(self, offset: int, length: int) -> None:
+        """Deallocate (punch a hole); the range reads back as zeros."""
+        self.check_range(offset, length)
+        if length == 0:
+            return
+        self._mark_dirty()
+        with self._meta_lock:
+            self._revision += 1
+        if _fallocate is not None:
+            rc = _fallocate(self._fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)
+            if rc == 0:
+                return
+            err = ctypes.get_errno()
+            if err not in (errno.EOPNOTSUPP, errno.ENOSYS):
+                raise OSError(err, os.strerror(err))
+        done = 0
+        while done < length:
+            n = min(_ZERO_CHUNK, length - done)
+            os.pwrite(self._fd, bytes(n), offset + done)
+            done += n
+
+    def flush(self) -> None:
+        """Make every completed write durable, and the revision counter with it."""
+        os.fdatasync(self._fd)
+        if self._revision != self._persisted_revision:
+            self.update_meta({})
+
+    @property
+    def revision(self) -> int:
+        """Writes and unmaps applied since the replica was created (or last set by a rebuild)."""
+        return self._revision
+
+    def extents(self, offset: int, length: int) -> list[tuple[int, int]]:
+        """Allocated (data) extents within [offset, offset+length), clipped to the range."""
+        self.check_range(offset, length)
+        return list(_data_extents(self._fd, offset, offset + length))
+
+    def checksums(self, offset: int, length: int, granule: int) -> list[int]:
+        """CRC32C of each ``granule`` bytes of the range (the last one may be shorter).
+
+        Granules entirely inside a hole are not read: their CRC is that of zeros.
+        """
+        self.check_range(offset, length)
+        end = offset + length
+        extents = list(_data_extents(self._fd, offset, end))
+        out: list[int] = []
+        pos = offset
+        i = 0
+        while pos < end:
+            n = min(granule, end - pos)
+            while i < len(extents) and extents[i][0] + extents[i][1] <= pos:
+                i += 1
+            touches_data = i < len(extents) and extents[i][0] < pos + n
+            out.append(_crc32c(os.pread(self._fd, n, pos)) if touches_data else self._zeros_crc(n))
+            pos += n
+        return out
+
+    def _zeros_crc(self, n: int) -> int:
+        crc = self._zero_crc.get(n)
+        if crc is None:
+            crc = self._zero_crc[n] = _crc32c(bytes(n))
+        return crc
+
+    def allocated_bytes(self) -> int:
+        return os.fstat(self._fd).st_blocks * 512
+
+    # ------------------------------------------------------------------ metadata
+
+    def update_meta(self, fields: dict[str, Any]) -> ReplicaMeta:
+        """Set metadata fields (only those in :data:`SETTABLE`) and persist them atomically."""
+        unknown = set(fields) - SETTABLE
+        if unknown:
+            raise ValueError(f"metadata fields {sorted(unknown)} cannot be set (settable: {sorted(SETTABLE)})")
+        with self._meta_lock:
+            data = self.meta.to_json()
+            data["revision"] = self._revision
+            data.update(fields)
+            new = ReplicaMeta.from_json(data, "SET_META")
+            if self.meta.volume_id is not None and new.volume_id != self.meta.volume_id:
+                raise ReplicaError(f"replica belongs to volume {self.meta.volume_id}, not {new.volume_id}")
+            self._save(self.directory, new)
+            self.meta = new
+            self._revision = self._persisted_revision = new.revision
+            return new
+
+
+def _data_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:
+    pos = start
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data after pos
+                return
+            raise
+        if data >= end:
+            return
+        hole = os.lseek(fd, data, os.SEEK_HOLE)
+        hole = min(hole, end)
+        yield (data, hole - data)
+        pos = hole
