@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from iscsikit import __version__
-from iscsikit.cli import config_cmd, doctor
+from iscsikit.cli import config_cmd, device, doctor, initiator, session
 from iscsikit.cli.context import AppContext
 
 
@@ -123,6 +123,11 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 # --- command groups -------------------------------------------------------------------
 app.command("doctor")(doctor.doctor)
 app.add_typer(config_cmd.app, name="config")
+app.command("discover")(initiator.discover)
+app.command("login")(initiator.login)
+app.command("logout")(initiator.logout)
+app.add_typer(session.app, name="session")
+app.add_typer(device.app, name="device")
 
 
 # --- entry point ----------------------------------------------------------------------
