@@ -60,11 +60,15 @@ def root(
     ctx: typer.Context,
     db_root: Annotated[
         Path | None,
-        typer.Option("--db-root", envvar="ISCSIKIT_DB_ROOT", help="open-iscsi DB root (default: detected)."),
+        typer.Option(
+            "--db-root", envvar="ISCSIKIT_DB_ROOT", metavar="DIR", help="open-iscsi DB root (default: detected)."
+        ),
     ] = None,
     sysfs_root: Annotated[
         Path | None,
-        typer.Option("--sysfs-root", envvar="ISCSIKIT_SYSFS_ROOT", help="Where sysfs is mounted (default /sys)."),
+        typer.Option(
+            "--sysfs-root", envvar="ISCSIKIT_SYSFS_ROOT", metavar="DIR", help="Where sysfs is mounted (default /sys)."
+        ),
     ] = None,
     host: Annotated[
         str | None,
@@ -84,6 +88,7 @@ def root(
         typer.Option(
             "--config",
             envvar="ISCSIKIT_CONFIG",
+            metavar="FILE",
             help="TOML config file (default /etc/iscsikit/config.toml if present).",
         ),
     ] = None,
