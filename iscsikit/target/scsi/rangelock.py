@@ -1,0 +1,95 @@
+"""Shared/exclusive locks over LBA ranges of one logical unit.
+
+COMPARE AND WRITE must read, compare and write as one atomic step (SBC-3 5.2): no other
+write may land in its range between the read and the write, and no read may see half of it.
+Every read and write holds its range *shared* (they may overlap each other freely, as SCSI
+SIMPLE tasks may), COMPARE AND WRITE holds it *exclusive*. A pending exclusive request blocks
+new overlapping shared holders, so a stream of reads cannot starve it.
+
+The replicated backend serialises the same range across replicas by running behind this lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+__all__ = ["RangeLock"]
+
+
+class _Hold:
+    __slots__ = ("end", "exclusive", "granted", "released", "start")
+
+    def __init__(self, start: int, end: int, exclusive: bool) -> None:
+        self.start = start
+        self.end = end
+        self.exclusive = exclusive
+        self.granted = False
+        self.released: asyncio.Future[None] | None = None
+
+    def overlaps(self, other: _Hold) -> bool:
+        return self.start < other.end and other.start < self.end
+
+
+class RangeLock:
+    """Range locks in block units; use :meth:`shared` and :meth:`exclusive` as context managers."""
+
+    def __init__(self) -> None:
+        self._holds: list[_Hold] = []  # granted and waiting, in arrival order
+        self._exclusive = 0  # exclusive holds (granted or waiting)
+
+    @property
+    def busy(self) -> int:
+        return len(self._holds)
+
+    def _blocker(self, hold: _Hold) -> _Hold | None:
+        for other in self._holds:
+            if other is hold:
+                # Only earlier arrivals can block (FIFO among conflicting requests).
+                return None
+            if (hold.exclusive or other.exclusive) and other.overlaps(hold):
+                return other
+        return None
+
+    async def _acquire(self, hold: _Hold) -> None:
+        self._holds.append(hold)
+        if hold.exclusive:
+            self._exclusive += 1
+        elif not self._exclusive:
+            hold.granted = True
+            return
+        try:
+            while (blocker := self._blocker(hold)) is not None:
+                if blocker.released is None:
+                    blocker.released = asyncio.get_running_loop().create_future()
+                await asyncio.shield(blocker.released)
+        except BaseException:
+            self._release(hold)
+            raise
+        hold.granted = True
+
+    def _release(self, hold: _Hold) -> None:
+        self._holds.remove(hold)
+        if hold.exclusive:
+            self._exclusive -= 1
+        if hold.released is not None and not hold.released.done():
+            hold.released.set_result(None)
+
+    @asynccontextmanager
+    async def shared(self, lba: int, blocks: int) -> AsyncIterator[None]:
+        hold = _Hold(lba, lba + max(blocks, 1), False)
+        await self._acquire(hold)
+        try:
+            yield
+        finally:
+            self._release(hold)
+
+    @asynccontextmanager
+    async def exclusive(self, lba: int, blocks: int) -> AsyncIterator[None]:
+        hold = _Hold(lba, lba + max(blocks, 1), True)
+        await self._acquire(hold)
+        try:
+            yield
+        finally:
+            self._release(hold)
