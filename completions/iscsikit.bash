@@ -2,8 +2,10 @@
 
 __iscsikit_children() {
     case "$1" in
-        '') echo 'config doctor' ;;
+        '') echo 'config device discover doctor login logout session' ;;
         'config') echo 'get set show' ;;
+        'device') echo 'list' ;;
+        'session') echo 'list rescan show' ;;
     esac
 }
 
@@ -14,19 +16,35 @@ __iscsikit_opts() {
         'config get') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'config set') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'config show') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'device') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'device list') echo '--dry-run --help --json --quiet --target --verbose -T -h -q -v' ;;
+        'discover') echo '--chap-secret-file --chap-user --dry-run --help --iface --json --no-persist --quiet --type --verbose -I -h -q -t -v' ;;
         'doctor') echo '--dry-run --fix --help --json --quiet --verbose -h -q -v' ;;
+        'login') echo '--all-portals --dry-run --help --iface --json --lun --no-wait --portal --quiet --timeout --verbose --wait -I -h -p -q -v' ;;
+        'logout') echo '--dry-run --help --if-unused --iface --json --portal --quiet --sid --verbose -I -h -p -q -v' ;;
+        'session') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'session list') echo '--dry-run --help --json --quiet --target --verbose -T -h -q -v' ;;
+        'session rescan') echo '--dry-run --help --json --lun --quiet --verbose -h -q -v' ;;
+        'session show') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
     esac
 }
 
 __iscsikit_value_opts() {
     case "$1" in
         '') echo '--config --db-root --host --sysfs-root' ;;
+        'device list') echo '--target -T' ;;
+        'discover') echo '--chap-secret-file --chap-user --iface --type -I -t' ;;
+        'login') echo '--iface --lun --portal --timeout -I -p' ;;
+        'logout') echo '--iface --portal --sid -I -p' ;;
+        'session list') echo '--target -T' ;;
+        'session rescan') echo '--lun' ;;
     esac
 }
 
 __iscsikit_path_opts() {
     case "$1" in
         '') echo '--config --db-root --sysfs-root' ;;
+        'discover') echo '--chap-secret-file' ;;
     esac
 }
 
