@@ -114,6 +114,11 @@ def _memory(options: Mapping[str, str], where: str) -> Backend:
 register_backend("file", _file, {"path", "size", "thin", "block_size"})
 register_backend("memory", _memory, {"size", "thin", "block_size"})
 
+# The replicated controller registers its kind itself (light module; the controller loads lazily).
+from iscsikit.replica.spec import register as _register_replicated  # noqa: E402
+
+_register_replicated()
+
 
 def open_backend(kind: str, options: Mapping[str, str], *, where: str = "backend") -> Backend:
     """Build a backend of ``kind`` from string options; :class:`ConfigError` names ``where``.
@@ -143,8 +148,10 @@ def parse_backend_spec(spec: str, *, where: str = "backend") -> tuple[str, dict[
     for i, item in enumerate(rest.split(",") if rest else []):
         key, eq, value = item.partition("=")
         if not eq:
-            if i == 0 and item:
-                options["path"] = item
+            if item and (i == 0 or list(options) == ["path"]):
+                # Leading positional items form the path; several (replicated:tcp://a,tcp://b) are
+                # kept comma-joined for the kind to split.
+                options["path"] = f"{options['path']},{item}" if "path" in options else item
                 continue
             raise ConfigError(f"{where}: {item!r} in {spec!r} is not key=value")
         key = key.strip()

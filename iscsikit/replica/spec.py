@@ -1,0 +1,106 @@
+"""The ``replicated:`` LUN spec: registered with the target's backend registry on import.
+
+Spec syntax (``iscsikit target serve --lun 1=SPEC``)::
+
+    replicated:tcp://HOST:PORT,tcp://HOST:PORT[,...][,size=SIZE][,min_replicas=M][,timeout=SECONDS]
+               [,flush_timeout=SECONDS][,start_timeout=SECONDS][,auto_rebuild=yes|no]
+               [,force_start=yes|no][,block_size=512|4096]
+
+``size`` is optional (taken from the replicas) and, when given, must match them.
+``force_start=yes`` starts even when members of the newest epoch are unreachable: unsafe, it
+may serve data older than acknowledged writes (see docs/replication.md).
+
+This module is imported by :mod:`iscsikit.target.backends`, so it must stay light: the
+controller itself is imported only when a replicated LUN is built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from iscsikit.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from iscsikit.replica.controller import ReplicatedBackend
+
+OPTIONS = frozenset(
+    {"path", "size", "min_replicas", "timeout", "flush_timeout", "start_timeout", "auto_rebuild",
+     "force_start", "block_size"}
+)  # fmt: skip
+
+
+def _seconds(options: Mapping[str, str], key: str, default: float, where: str) -> float:
+    if key not in options:
+        return default
+    try:
+        value = float(options[key].removesuffix("s"))
+    except ValueError:
+        raise ConfigError(f"{where}: {key}={options[key]!r} is not a number of seconds") from None
+    if not 0 < value <= 3600:
+        raise ConfigError(f"{where}: {key}={options[key]} must be between 0 and 3600 seconds")
+    return value
+
+
+def _bool(options: Mapping[str, str], key: str, default: bool, where: str) -> bool:
+    if key not in options:
+        return default
+    low = options[key].strip().lower()
+    if low in ("1", "yes", "true", "on"):
+        return True
+    if low in ("0", "no", "false", "off"):
+        return False
+    raise ConfigError(f"{where}: {key}={options[key]!r} is not a boolean (yes/no)")
+
+
+def replicated_backend(options: Mapping[str, str], where: str) -> ReplicatedBackend:
+    """Build (not open) a :class:`ReplicatedBackend` from spec options; ConfigError names ``where``."""
+    from iscsikit.errors import ReplicaError
+    from iscsikit.replica.client import DEFAULT_FLUSH_TIMEOUT, DEFAULT_TIMEOUT, parse_address
+    from iscsikit.replica.controller import ReplicatedBackend
+    from iscsikit.units import parse_size
+
+    addresses = [a.strip() for a in options.get("path", "").split(",") if a.strip()]
+    if not addresses:
+        raise ConfigError(f"{where}: a replicated LUN needs replica addresses: replicated:tcp://HOST:PORT,...")
+    for a in addresses:
+        if not a.startswith("tcp://"):
+            raise ConfigError(f"{where}: replica address {a!r} must be tcp://HOST:PORT")
+        try:
+            parse_address(a)
+        except (ReplicaError, UsageError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if len(set(addresses)) != len(addresses):
+        raise ConfigError(f"{where}: a replica address is listed twice")
+    try:
+        size = parse_size(options["size"], f"{where}: size") if "size" in options else None
+        block = parse_size(options.get("block_size", "512"), f"{where}: block_size")
+    except UsageError as exc:
+        raise ConfigError(exc.message) from None
+    if block not in (512, 1024, 2048, 4096):
+        raise ConfigError(f"{where}: block_size must be 512, 1024, 2048 or 4096, not {block}")
+    if size is not None and (size <= 0 or size % block):
+        raise ConfigError(f"{where}: size {options['size']} must be a positive multiple of {block} bytes")
+    try:
+        min_replicas = int(options.get("min_replicas", "1"))
+    except ValueError:
+        raise ConfigError(f"{where}: min_replicas={options['min_replicas']!r} is not a number") from None
+    if not 1 <= min_replicas <= len(addresses):
+        raise ConfigError(f"{where}: min_replicas={min_replicas} must be between 1 and {len(addresses)}")
+    return ReplicatedBackend(
+        addresses,
+        size=size,
+        min_replicas=min_replicas,
+        timeout=_seconds(options, "timeout", DEFAULT_TIMEOUT, where),
+        flush_timeout=_seconds(options, "flush_timeout", DEFAULT_FLUSH_TIMEOUT, where),
+        start_timeout=_seconds(options, "start_timeout", 30.0, where),
+        auto_rebuild=_bool(options, "auto_rebuild", True, where),
+        force_start=_bool(options, "force_start", False, where),
+        block_size=block,
+    )
+
+
+def register() -> None:
+    from iscsikit.target.backends import register_backend
+
+    register_backend("replicated", replicated_backend, OPTIONS)
