@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from iscsikit.replica.server import ReplicaServer
@@ -32,11 +33,19 @@ class LocalCluster:
             self.servers[j] = server
 
     async def kill(self, i: int) -> None:
-        """Like kill -9 of the process: connections reset, nothing marked clean."""
+        """Like kill -9 of the process: connections reset, no flush, no metadata written."""
         server = self.servers[i]
         assert server is not None
         self.servers[i] = None
-        await server.close()
+        assert server._server is not None
+        server._server.close()
+        for conn in list(server._conns):
+            conn.abort()
+        await server._server.wait_closed()
+        server._pool.shutdown(wait=True)
+        os.close(server.store._fd)
+        os.close(server.store._lock_fd)
+        server.store._fd = -1
 
     def freeze(self, i: int) -> None:
         """Stop reading requests (a hung replica or a cut link): the controller must time out."""

@@ -1,0 +1,308 @@
+"""The replicated controller against real replica servers (in-process, loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from iscsikit.errors import ReplicaError, VolumeStartError
+from iscsikit.replica.controller import Mode
+from iscsikit.target.backend import BackendError
+from tests.unit.replica.cluster import LocalCluster
+from tests.unit.replica.conftest import all_rw, crash, fast, run
+
+MiB = 1 << 20
+SIZE = 16 * MiB
+
+
+def block(tag: int, n: int = 4096) -> bytes:
+    return random.Random(tag).randbytes(n)
+
+
+async def verify(backend_or_cluster: LocalCluster, acked: dict[int, bytes]) -> None:
+    """Every replica file holds every acknowledged write, and all replicas are identical."""
+    c = backend_or_cluster
+    images = [c.data(i) for i in range(len(c.dirs))]
+    for off, data in acked.items():
+        for i, img in enumerate(images):
+            assert img[off : off + len(data)] == data, f"replica {i} lost the write at {off}"
+    assert all(img == images[0] for img in images), "replicas differ"
+
+
+@run
+async def test_writes_fan_out_and_reads_come_back(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b = fast(c.addresses)
+    await b.open()
+    assert b.size == SIZE and [r.mode for r in b.replicas] == [Mode.RW] * 3
+    await b.write(MiB, block(1), fua=True)
+    await b.write(5 * MiB, block(2, 6 * MiB))  # bigger than one replica request: split
+    for _ in range(3):  # round robin over all three
+        assert await b.read(MiB, 4096) == block(1)
+    assert b"".join(await b.readv(5 * MiB, 6 * MiB)) == block(2, 6 * MiB)
+    await b.unmap(MiB, 4096)
+    assert await b.read(MiB, 4096) == bytes(4096)
+    await b.flush()
+    await verify(c, {5 * MiB: block(2, 6 * MiB)})
+    assert b.describe()["replicas"][0]["revision"] == 4  # the 6 MiB write went as two requests
+    await b.close()
+    assert all(c.meta(i)["clean"] for i in range(3))
+    await c.stop()
+
+
+@run
+async def test_killed_replica_is_dropped_then_rebuilt_and_identical(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b = fast(c.addresses)
+    await b.open()
+    acked: dict[int, bytes] = {}
+    for i in range(8):
+        acked[i * MiB] = block(i, 64 << 10)
+        await b.write(i * MiB, acked[i * MiB])
+    await c.kill(1)
+    for i in range(8, 14):  # no error for the initiator
+        acked[i * MiB] = block(i, 64 << 10)
+        await b.write(i * MiB, acked[i * MiB])
+    assert b.replicas[1].mode == Mode.ERR
+    assert c.meta(0)["epoch"] > c.meta(1)["epoch"]  # survivors moved on before acknowledging
+    await c.start(1)
+    await all_rw(b)
+    progress = b.replicas[1].rebuild
+    assert progress is not None and progress.fraction == 1.0
+    assert progress.skipped_bytes >= 8 * (64 << 10)  # what it already had was not copied again
+    await b.flush()
+    await verify(c, acked)
+    events = [e["event"] for e in b.events if e["address"] == c.addresses[1]]
+    assert events[-3:] == ["reconnected", "wo", "rw"]
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_hung_replica_times_out_and_io_goes_on(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b = fast(c.addresses, timeout=0.3, auto_rebuild=False)
+    await b.open()
+    c.freeze(2)
+    await b.write(0, block(1))
+    assert b.replicas[2].mode == Mode.ERR
+    assert "not answered within its timeout" in (b.replicas[2].last_error or "")
+    assert await b.read(0, 4096) == block(1)
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_fewer_than_min_replicas_fails_writes_with_a_scsi_error(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b = fast(c.addresses, min_replicas=2, auto_rebuild=False)
+    await b.open()
+    await c.kill(0)
+    await b.write(0, block(1))  # two left: fine
+    await c.kill(1)
+    with pytest.raises(BackendError) as exc:
+        await b.write(0, block(2))
+    assert exc.value.kind == "unavailable"
+    assert "min_replicas is 2" in str(exc.value)
+    assert await b.read(0, 4096) == block(2) or await b.read(0, 4096) == block(1)
+    with pytest.raises(BackendError):
+        await b.flush()
+    await c.kill(2)
+    with pytest.raises(BackendError, match="no RW replica left"):
+        await b.read(0, 4096)
+    await b.close()
+
+
+@run
+async def test_stale_replica_is_never_a_source_after_controller_restart(tmp_path: Path) -> None:
+    # Replica killed, writes go on, controller killed, everything restarted. No pings: only the
+    # write path itself may record that replica 0 left before the writes are acknowledged.
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b = fast(c.addresses, auto_rebuild=False, ping_interval=600)
+    await b.open()
+    await b.write(0, block(1))
+    await b.flush()  # every replica persists the same revision
+    # The victim is the replica the revision tie-break would prefer: only the epoch protects it.
+    victim = max(range(3), key=lambda i: c.addresses[i])
+    await c.kill(victim)
+    await b.write(0, block(2))
+    await b.write(MiB, block(3))
+    await crash(b)
+    await c.stop()
+    await c.start()
+    b2 = fast(c.addresses)
+    await b2.open()
+    assert b2.replicas[victim].mode in (Mode.WO, Mode.ERR)  # never RW before a rebuild
+    for _ in range(6):
+        assert await b2.read(0, 4096) == block(2)
+        assert await b2.read(MiB, 4096) == block(3)
+    await all_rw(b2)
+    await b2.flush()
+    await verify(c, {0: block(2), MiB: block(3)})
+    await b2.close()
+    await c.stop()
+
+
+@run
+async def test_missing_member_blocks_start_until_it_returns(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b = fast(c.addresses)
+    await b.open()
+    await b.write(0, block(1))
+    await crash(b)
+    await c.kill(1)
+    with pytest.raises(VolumeStartError, match=r"members of epoch .* are unreachable"):
+        await fast(c.addresses, start_timeout=0.3).open()
+    forced = fast(c.addresses, start_timeout=0.3, force_start=True)
+    await forced.open()
+    assert await forced.read(0, 4096) == block(1)
+    await forced.close()
+    await c.stop()
+
+
+@run
+async def test_rebuild_under_continuous_writes_never_loses_newer_data(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start(0)
+    b = fast(c.addresses[:1], rebuild_chunk=256 << 10, rebuild_parallel=2)
+    await b.open()
+    rng = random.Random(7)
+    acked: dict[int, bytes] = {}
+    for i in range(0, SIZE, 128 << 10):
+        acked[i] = rng.randbytes(4096)
+        await b.write(i, acked[i])
+    await b.unmap(0, 128 << 10)  # source hole
+    del acked[0]
+    await c.start(1)
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            off = rng.randrange(0, SIZE // 4096) * 4096
+            data = rng.randbytes(4096)
+            await b.write(off, data)
+            acked = {k: v for k, v in acked_ref.items() if not (off <= k < off + 4096)}
+            acked[off] = data
+            acked_ref.clear()
+            acked_ref.update(acked)
+            n += 1
+            if n % 8 == 0:
+                await asyncio.sleep(0)
+
+    acked_ref = acked
+    task = asyncio.create_task(writer())
+    r = await b.add_replica(c.addresses[1])
+    await all_rw(b)
+    stop.set()
+    await task
+    assert r.rebuild is not None and r.rebuild.copied_bytes > 0
+    await b.flush()
+    await verify(c, acked_ref)
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_rebuild_punches_holes_where_the_source_has_none(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b = fast(c.addresses, auto_rebuild=False)
+    await b.open()
+    await b.write(2 * MiB, block(1, MiB))
+    await c.kill(1)
+    await b.unmap(2 * MiB, MiB)  # replica 1 misses the unmap
+    await c.start(1)
+    await b._connect(b.replicas[1])
+    b.start_rebuild(b.replicas[1])
+    await all_rw(b)
+    fd = os.open(c.dirs[1] / "volume.img", os.O_RDONLY)
+    try:
+        with pytest.raises(OSError):  # no data anywhere: ENXIO
+            os.lseek(fd, 0, os.SEEK_DATA)
+    finally:
+        os.close(fd)
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_add_and_remove_replicas(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b = fast(c.addresses[:1])
+    await b.open()
+    await b.write(0, block(1))
+    with pytest.raises(ReplicaError, match="only RW replica"):
+        await b.remove_replica(c.addresses[0])
+    await b.add_replica(c.addresses[1])
+    await b.add_replica(c.addresses[2])
+    with pytest.raises(ReplicaError, match="already a replica"):
+        await b.add_replica(c.addresses[2])
+    await all_rw(b, 3)
+    await b.remove_replica(c.addresses[0])
+    assert [r.address for r in b.replicas] == c.addresses[1:]
+    assert await b.read(0, 4096) == block(1)
+    ids = {m["id"] for m in c.meta(1)["members"]}  # type: ignore[union-attr]
+    assert c.meta(0)["replica_id"] not in ids
+    await b.close()
+    # The removed replica belongs to this volume at an old epoch: a new controller over all three
+    # treats it as stale and rebuilds it.
+    b2 = fast(c.addresses)
+    await b2.open()
+    assert b2.replicas[0].mode != Mode.RW
+    await all_rw(b2)
+    await b2.close()
+    await c.stop()
+
+
+@run
+async def test_replica_of_another_volume_or_size_is_refused(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b1 = fast(c.addresses[:1])
+    await b1.open()
+    await b1.close()
+    b2 = fast(c.addresses[1:])
+    await b2.open()
+    with pytest.raises(ReplicaError, match="belongs to volume"):
+        await b2.add_replica(c.addresses[0])
+    await b2.close()
+    other = LocalCluster(tmp_path / "o", 1, 2 * SIZE)
+    await other.start()
+    b3 = fast(c.addresses[1:])
+    await b3.open()
+    with pytest.raises(ReplicaError, match="size 33554432 differs"):
+        await b3.add_replica(other.addresses[0])
+    await b3.close()
+    with pytest.raises(VolumeStartError, match="replicas disagree on the volume size"):
+        await fast([c.addresses[1], other.addresses[0]], start_timeout=0.2).open()
+    await c.stop()
+    await other.stop()
+
+
+@run
+async def test_a_second_controller_fences_the_first(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 1, SIZE)
+    await c.start()
+    b1 = fast(c.addresses, auto_rebuild=False)
+    await b1.open()
+    b2 = fast(c.addresses, force_start=True)
+    await b2.open()
+    with pytest.raises(BackendError):
+        await b1.write(0, block(1))
+    await b2.write(0, block(2))
+    assert await b2.read(0, 4096) == block(2)
+    await b2.close()
+    await b1.close()
+    await c.stop()
