@@ -658,3 +658,176 @@ class GuestCommandError(VMError):
         out = super().to_json()
         out.update(returncode=self.returncode, stderr=self.stderr)
         return out
+
+
+# --------------------------------------------------------------------------------------
+# tgtadm (the tgt target's admin tool): errors by the message tgtd returns
+
+
+class TgtadmError(CommandError):
+    """tgtadm failed. ``reason`` is tgtd's message (``usr/tgtadm_error.h``), e.g. "can't find the target".
+
+    :meth:`from_result` picks the subclass for the message, so ``except TgtNoTargetError``
+    catches exactly that. tgtadm exits 22 for these errors.
+    """
+
+    reason_text: ClassVar[str] = ""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stdout: str = "", stderr: str = "") -> None:
+        self.reason = _tgtadm_reason(stderr) or self.reason_text or "unknown error"
+        super().__init__(argv, returncode, stdout, stderr, message=f"tgtadm failed ({returncode}): {self.reason}")
+
+    @staticmethod
+    def from_result(argv: Sequence[str], returncode: int, stdout: str = "", stderr: str = "") -> TgtadmError:
+        reason = _tgtadm_reason(stderr)
+        cls: type[TgtadmError] = TgtadmError
+        if "tgt daemon" in reason or "connect to the tgt" in reason:
+            cls = TgtdNotRunningError
+        else:
+            cls = TGTADM_ERRORS.get(reason, TgtadmError)
+        return cls(argv, returncode, stdout, stderr)
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.update(reason=self.reason)
+        return out
+
+
+def _tgtadm_reason(stderr: str) -> str:
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    return lines[-1].removeprefix("tgtadm: ").strip() if lines else ""
+
+
+#: tgtd's error message -> TgtadmError subclass (filled by the classes below).
+TGTADM_ERRORS: dict[str, type[TgtadmError]] = {}
+
+
+def _tgt(cls: type[TgtadmError]) -> type[TgtadmError]:
+    TGTADM_ERRORS[cls.reason_text] = cls
+    return cls
+
+
+class TgtdNotRunningError(TgtadmError):
+    """tgtadm could not reach tgtd on its control port (not running, or another -C port)."""
+
+    reason_text = "can't send the request to the tgt daemon"
+
+
+@_tgt
+class TgtUnknownError(TgtadmError):
+    reason_text = "unknown error"
+
+
+@_tgt
+class TgtNoMemoryError(TgtadmError):
+    reason_text = "out of memory"
+
+
+@_tgt
+class TgtNoDriverError(TgtadmError):
+    reason_text = "can't find the driver"
+
+
+@_tgt
+class TgtNoTargetError(TgtadmError):
+    reason_text = "can't find the target"
+
+
+@_tgt
+class TgtNoLunError(TgtadmError):
+    reason_text = "can't find the logical unit"
+
+
+@_tgt
+class TgtNoSessionError(TgtadmError):
+    reason_text = "can't find the session"
+
+
+@_tgt
+class TgtNoConnectionError(TgtadmError):
+    reason_text = "can't find the connection"
+
+
+@_tgt
+class TgtNoBindingError(TgtadmError):
+    reason_text = "can't find the binding"
+
+
+@_tgt
+class TgtTargetExistsError(TgtadmError):
+    reason_text = "this target already exists"
+
+
+@_tgt
+class TgtBindingExistsError(TgtadmError):
+    reason_text = "this binding already exists"
+
+
+@_tgt
+class TgtLunExistsError(TgtadmError):
+    reason_text = "this logical unit number already exists"
+
+
+@_tgt
+class TgtAclExistsError(TgtadmError):
+    reason_text = "this access control rule already exists"
+
+
+@_tgt
+class TgtAclNotFoundError(TgtadmError):
+    reason_text = "this access control rule does not exist"
+
+
+@_tgt
+class TgtAccountExistsError(TgtadmError):
+    reason_text = "this account already exists"
+
+
+@_tgt
+class TgtNoAccountError(TgtadmError):
+    reason_text = "can't find the account"
+
+
+@_tgt
+class TgtTooManyAccountsError(TgtadmError):
+    reason_text = "too many accounts"
+
+
+@_tgt
+class TgtInvalidRequestError(TgtadmError):
+    reason_text = "invalid request"
+
+
+@_tgt
+class TgtOutgoingAccountExistsError(TgtadmError):
+    reason_text = "this target already has an outgoing account"
+
+
+@_tgt
+class TgtTargetActiveError(TgtadmError):
+    reason_text = "this target is still active"
+
+
+@_tgt
+class TgtLunActiveError(TgtadmError):
+    reason_text = "this logical unit is still active"
+
+
+@_tgt
+class TgtDriverActiveError(TgtadmError):
+    reason_text = "this driver is busy"
+
+
+@_tgt
+class TgtUnsupportedOperationError(TgtadmError):
+    reason_text = "this operation isn't supported"
+
+
+@_tgt
+class TgtUnknownParamError(TgtadmError):
+    reason_text = "unknown parameter"
+
+
+@_tgt
+class TgtPreventRemovalError(TgtadmError):
+    reason_text = "this device has Prevent Removal set"

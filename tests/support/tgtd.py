@@ -1,7 +1,8 @@
 """A private tgtd on loopback: the reference target for interop tests and benchmarks.
 
 Each instance gets its own control port (``tgtd -C N``) and a free TCP port, so several can
-run beside each other and beside any tgtd the machine already has.
+run beside each other and beside any tgtd the machine already has. Configuration goes
+through :class:`iscsikit.tgt.Tgt` (``.tgt``), the same typed tgtadm wrapper users get.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from iscsikit.runner import Runner
+from iscsikit.tgt import Tgt
 
 _next_control = [40 + (os.getpid() % 400)]
 
@@ -37,7 +39,7 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
 
 
 class Tgtd:
-    """tgtd in the foreground on ``host:port``; ``tgtadm(...)`` talks to this instance only."""
+    """tgtd in the foreground on ``host:port``; ``tgt``/``tgtadm(...)`` talk to this instance only."""
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
@@ -54,13 +56,16 @@ class Tgtd:
             start_new_session=True,
         )
         self.runner = Runner("local")
-        wait_for_port(host, self.port)
-        self._next_tid = 1
+        self.tgt = Tgt(self.runner, control_port=self.control, timeout=30)
+        try:
+            wait_for_port(host, self.port)
+        except TimeoutError:
+            self.close()
+            raise
 
     def tgtadm(self, *args: str) -> str:
-        return self.runner.run(
-            ["tgtadm", "-C", str(self.control), "--lld", "iscsi", *args], timeout=30
-        ).stdout
+        """Raw tgtadm (``--lld iscsi`` added) against this tgtd; typed errors on failure."""
+        return self.tgt.run(*args)
 
     def add_target(
         self,
@@ -69,22 +74,24 @@ class Tgtd:
         luns: dict[int, Path] | None = None,
         thin: bool = False,
         allow: str = "ALL",
+        chap: tuple[str, str] | None = None,
     ) -> int:
-        """Create a target with file-backed LUNs, bound to ``allow``; returns its tid."""
-        tid = self._next_tid
-        self._next_tid += 1
-        self.tgtadm("--op", "new", "--mode", "target", "--tid", str(tid), "--targetname", iqn)
+        """Create a target with file-backed LUNs, bound to ``allow``; returns its tid.
+
+        ``chap=(user, secret)`` creates that account and binds it (initiators must then log in
+        with CHAP).
+        """
+        tid = self.tgt.next_free_tid()
+        self.tgt.create_target(tid, iqn)
         for lun, path in (luns or {}).items():
-            self.tgtadm(
-                "--op", "new", "--mode", "logicalunit", "--tid", str(tid), "--lun", str(lun),
-                "--backing-store", str(path),
-            )  # fmt: skip
+            self.tgt.add_lun(tid, lun, str(path))
             if thin:
-                self.tgtadm(
-                    "--op", "update", "--mode", "logicalunit", "--tid", str(tid), "--lun", str(lun),
-                    "--params", "thin_provisioning=1",
-                )  # fmt: skip
-        self.tgtadm("--op", "bind", "--mode", "target", "--tid", str(tid), "--initiator-address", allow)
+                self.tgt.set_lun_thin_provisioning(tid, lun)
+        self.tgt.bind_initiator(tid, allow)
+        if chap is not None:
+            user, secret = chap
+            self.tgt.create_account(user, secret)
+            self.tgt.bind_account(tid, user)
         return tid
 
     def backing_file(self, name: str, size: int) -> Path:
@@ -93,9 +100,10 @@ class Tgtd:
             fh.truncate(size)
         return path
 
-    def url(self, iqn: str, lun: int) -> str:
+    def url(self, iqn: str, lun: int, *, user: str | None = None, secret: str | None = None) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"iscsi://{host}:{self.port}/{iqn}/{lun}"
+        auth = f"{user}%{secret}@" if user is not None else ""
+        return f"iscsi://{auth}{host}:{self.port}/{iqn}/{lun}"
 
     def close(self) -> None:
         if self._proc.poll() is None:
