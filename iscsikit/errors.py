@@ -504,6 +504,33 @@ class LockTimeoutError(DatabaseError):
     """iscsiadm's DB lock could not be taken in time; nothing was written."""
 
 
+class RecordNotFoundError(DatabaseError):
+    """No node, discovery or iface record matched (iscsiadm says "No records found")."""
+
+
+class RecordExistsError(DatabaseError):
+    """A record to be created already exists (pass overwrite to reset it as iscsiadm does)."""
+
+
+class RecordRejectedError(DatabaseError):
+    """Writing this record would leave a file iscsiadm 2.1.8 refuses to read; nothing was written."""
+
+
+class InvalidSettingError(UsageError):
+    """A record key or value iscsiadm would refuse; the message names the valid choices."""
+
+    def __init__(self, key: str, value: str, reason: str) -> None:
+        self.key = key
+        self.value = value
+        self.reason = reason
+        super().__init__(f"cannot set {key} = {value!r}: {reason}")
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.update(key=self.key, value=self.value, reason=self.reason)
+        return out
+
+
 class SysfsError(IscsikitError):
     """sysfs did not have what iscsikit expected (missing session, unreadable attribute)."""
 

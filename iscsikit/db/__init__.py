@@ -1,0 +1,1 @@
+"""open-iscsi's persistent database, read and written exactly as iscsiadm 2.1.8 does."""

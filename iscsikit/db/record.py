@@ -1,0 +1,618 @@
+"""One record file: parse it as iscsiadm 2.1.8 does, show it, write it back byte for byte.
+
+Pure functions, no filesystem access::
+
+    >>> rec = parse_record("# BEGIN RECORD 2.1.8\\nnode.name = iqn.2026-11.test:a\\n"
+    ...                    "node.startup = Automatic\\n# END RECORD\\n", "t/default", RecordKind.NODE)
+    >>> [str(i) for i in rec.issues]
+    ["t/default:3: node.startup = 'Automatic' is not one of manual, automatic, onboot (iscsiadm 2.1.8 ..."]
+    >>> rec.settings()["node.name"], rec.value("node.startup")
+    ('iqn.2026-11.test:a', 'manual')
+
+Three views of the same file:
+
+* :attr:`Record.entries` -- the raw ``key = value`` pairs as written (last one wins), in
+  file order, unknown keys included, with their line numbers (:meth:`Record.line_of`).
+* :meth:`Record.values` -- what ``usr/idbm.c`` holds after reading it: defaults filled in,
+  integers through ``strtoul``, bad enums replaced by the default, unknown keys dropped.
+  This is what iscsiadm writes back on ``-o update``, and what :func:`format_record` writes.
+* :meth:`Record.settings` -- what ``iscsiadm -o show`` prints: every key, ``<empty>`` for
+  empty strings, ``********`` for secrets unless asked.
+
+Every line iscsiadm would ignore or refuse becomes an :class:`Issue` naming the file and
+line; ``error`` issues are those that make iscsiadm 2.1.8's listing fail.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from iscsikit.db import schema
+from iscsikit.db.schema import (
+    C_SPACE,
+    EMPTY,
+    MASK,
+    CType,
+    KeySet,
+    KeySpec,
+    RecordKind,
+    c_int,
+    c_truncate,
+    chap_algs_normalize,
+)
+from iscsikit.errors import InvalidSettingError, RecordParseError
+
+Severity = Literal["error", "warning"]
+
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
+_PLAIN_INT_RE: Final = re.compile(r"[+-]?[0-9]+")
+# A well-formed line, for the fast path; anything else goes through the exact C emulation.
+_FAST_LINE_RE: Final = re.compile(r"([^ \t\n\x0b\x0c\r=#][^ \t\n\x0b\x0c\r=]*) = ([^ \t\n\x0b\x0c\r].*)")
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """A line iscsiadm would not take as written: where, what, and how bad.
+
+    ``error``: iscsiadm 2.1.8's listing (``-m node``, ``-o show``, ``-m iface``) fails on it.
+    ``warning``: iscsiadm silently ignores the line or changes the value.
+    """
+
+    path: str
+    line: int
+    message: str
+    severity: Severity = "error"
+    key: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+    def to_error(self) -> RecordParseError:
+        return RecordParseError(self.path, self.line, self.message)
+
+    def to_json(self) -> dict[str, object]:
+        return {"path": self.path, "line": self.line, "severity": self.severity, "message": self.message}
+
+
+@dataclass(slots=True)
+class Record:
+    """A parsed record file. Build one with :func:`parse_record` or :func:`new_record`."""
+
+    kind: RecordKind
+    path: str
+    #: The iface name that decides the key set iscsiadm's reader expects: the iface file or
+    #: directory name ("default" for an old-style node record).
+    iface_hint: str = "default"
+    entries: dict[str, str] = field(default_factory=dict)
+    issues: list[Issue] = field(default_factory=list)
+    version: str | None = None
+    _lines: dict[str, int] = field(default_factory=dict, repr=False)
+    _values: dict[str, str] | None = field(default=None, repr=False)
+    _value_warnings: list[str] = field(default_factory=list, repr=False)
+
+    # ---- raw access --------------------------------------------------------------------
+
+    def raw(self, key: str) -> str | None:
+        """The value as written in the file, or None if the key is absent."""
+        return self.entries.get(key)
+
+    def line_of(self, key: str) -> int | None:
+        """The line the (winning) value of ``key`` came from."""
+        return self._lines.get(key)
+
+    @property
+    def errors(self) -> list[Issue]:
+        return [i for i in self.issues if i.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        """True when iscsiadm 2.1.8 would list this record (no ``error`` issues)."""
+        return not any(i.severity == "error" for i in self.issues)
+
+    def unknown_keys(self) -> list[str]:
+        keys = schema.all_keys(self.kind)
+        return [k for k in self.entries if k not in keys]
+
+    # ---- usr/idbm.c view ---------------------------------------------------------------
+
+    def values(self) -> dict[str, str]:
+        """Every key with the value iscsiadm holds after reading the file (see module doc)."""
+        if self._values is None:
+            self._values, self._value_warnings = idbm_values(self.kind, self.entries, self.iface_hint)
+        return dict(self._values)
+
+    def value(self, key: str) -> str:
+        """One value as iscsiadm holds it (``KeyError`` for a key the record kind lacks)."""
+        if self._values is None:
+            self.values()
+        assert self._values is not None
+        return self._values[key]
+
+    def rewrite_warnings(self) -> list[str]:
+        """What iscsiadm (and iscsikit) would drop or change when this record is rewritten."""
+        if self._values is None:
+            self.values()
+        return list(self._value_warnings)
+
+    # ---- iscsiadm -o show view ---------------------------------------------------------
+
+    @property
+    def show_ipv6(self) -> bool:
+        return schema.name_is_ipv6(self.iface_hint)
+
+    def settings(self, show_secrets: bool = False) -> dict[str, str]:
+        """Every key as ``iscsiadm -o show`` prints it, in its order; unknown keys last."""
+        return show_settings(self.kind, self.entries, self.iface_hint, show_secrets)
+
+    def format(self) -> str:
+        """The file iscsiadm 2.1.8 would write for this record."""
+        return format_record(self.kind, self.values())
+
+
+# --------------------------------------------------------------------------------------
+# Parsing
+
+
+def _cstrip(text: str) -> str:
+    return text.strip(C_SPACE)
+
+
+def parse_record(
+    text: str | bytes,
+    path: str,
+    kind: RecordKind,
+    *,
+    iface_hint: str | None = None,
+) -> Record:
+    """Parse a record file exactly as iscsiadm 2.1.8's readers do, noting every deviation.
+
+    ``iface_hint`` is the iface name that picks the key set (node: the iface file name, or
+    None for an old-style record; iface: the file name). Never raises for bad input.
+    """
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "surrogateescape")
+    if iface_hint is None:
+        iface_hint = "default"
+    rec = Record(kind, path, iface_hint)
+    fast = _parse_fast(text, rec)
+    if not fast:
+        rec.entries.clear()
+        rec._lines.clear()
+        rec.version = None
+        _parse_exact(text, rec)
+    _validate(rec)
+    if rec.issues:
+        rec.issues.sort(key=lambda i: i.line)
+    return rec
+
+
+def _parse_fast(text: str, rec: Record) -> bool:
+    """Well-formed files (every line ``key = value`` or a comment): one pass, no diagnosis."""
+    if not text.endswith("\n") or "\x00" in text:
+        return False
+    entries = rec.entries
+    lines = rec._lines
+    match = _FAST_LINE_RE.fullmatch
+    number = 0
+    for line in text.split("\n")[:-1]:
+        number += 1
+        if not line:
+            continue
+        if line[0] == "#":
+            if number == 1 and line.startswith("# BEGIN RECORD "):
+                rec.version = line[15:].strip(C_SPACE) or None
+            continue
+        m = match(line)
+        if m is None or len(line) > schema.MAX_LINE_BYTES or line[-1] in C_SPACE:
+            return False
+        key, value = m.group(1), m.group(2)
+        if key in entries:
+            return False  # duplicates: let the exact parser report them
+        entries[key] = value
+        lines[key] = number
+    return True
+
+
+def _parse_exact(text: str, rec: Record) -> None:
+    """usr/idbm.c ``idbm_recinfo_config`` line by line, with a diagnosis for every skip."""
+    path = rec.path
+    issues = rec.issues
+    chunks = text.split("\n")
+    last = len(chunks) - 1
+    for index, line in enumerate(chunks):
+        number = index + 1
+        if index == last:
+            if line.strip(C_SPACE):
+                issues.append(Issue(path, number, "the last line has no newline; iscsiadm ignores it", "warning"))
+            break
+        if "\x00" in line:
+            issues.append(Issue(path, number, "the line contains a NUL byte; iscsiadm ignores it", "warning"))
+            continue
+        if len(line.encode("utf-8", "surrogateescape")) > schema.MAX_LINE_BYTES:
+            issues.append(
+                Issue(
+                    path,
+                    number,
+                    f"the line is longer than {schema.MAX_LINE_BYTES} bytes; iscsiadm cannot read it",
+                    "error",
+                )
+            )
+            continue
+        s = _cstrip(line)
+        if not s:
+            continue
+        if s[0] == "#":
+            if number == 1 and s.startswith("# BEGIN RECORD"):
+                rec.version = _cstrip(s[14:]) or None
+            continue
+        i, n = 0, len(s)
+        while i < n and s[i] not in C_SPACE and s[i] != "=":
+            i += 1
+        key = s[:i]
+        if i == n:
+            issues.append(Issue(path, number, f"{key!r} has no '= value'; iscsiadm ignores the line", "warning"))
+            continue
+        j = i + 1  # iscsiadm skips the character that ended the name, whatever it was
+        while j < n and s[j] in C_SPACE:
+            j += 1
+        if j >= n or s[j] != "=":
+            why = (
+                "write 'key = value' with a space before '='"
+                if s[i] == "="
+                else "the key is followed by something other than '='"
+            )
+            issues.append(
+                Issue(path, number, f"no '=' separator after {key!r} ({why}); iscsiadm ignores the line", "warning")
+            )
+            continue
+        j += 1
+        while j < n and s[j] in C_SPACE:
+            j += 1
+        if j >= n:
+            issues.append(Issue(path, number, f"{key!r} has an empty value; iscsiadm ignores the line", "warning"))
+            continue
+        value = s[j:]
+        if key in rec.entries:
+            issues.append(
+                Issue(
+                    path,
+                    number,
+                    f"{key} is set again (first on line {rec._lines[key]}); the last value wins",
+                    "warning",
+                    key,
+                )
+            )
+        rec.entries[key] = value
+        rec._lines[key] = number
+
+
+def _validate(rec: Record) -> None:
+    """Check every entry against the key set iscsiadm 2.1.8's strict reader expects."""
+    kind = rec.kind
+    keys = schema.show_keys(kind, schema.name_is_ipv6(rec.iface_hint))
+    other = schema.all_keys(kind)
+    path = rec.path
+    for key, value in rec.entries.items():
+        line = rec._lines.get(key, 0)
+        if len(key.encode("utf-8", "surrogateescape")) > schema.MAX_KEY_BYTES:
+            rec.issues.append(Issue(path, line, f"the key is longer than {schema.MAX_KEY_BYTES} bytes", "error", key))
+            continue
+        spec = keys.get(key)
+        if spec is None:
+            if key in other and kind in (RecordKind.NODE, RecordKind.IFACE):
+                variant = "IPv4" if schema.name_is_ipv6(rec.iface_hint) else "IPv6"
+                msg = (
+                    f"{key} is an {variant} iface key, but iscsiadm 2.1.8 reads this record with the "
+                    f"other key set (chosen by whether the iface name {rec.iface_hint!r} contains 'ipv6'); "
+                    "it refuses to list it"
+                )
+            else:
+                msg = f"unknown key {key!r}; iscsiadm 2.1.8 refuses to list the records ('Unknown parameter name')"
+            rec.issues.append(Issue(path, line, msg, "error", key))
+            continue
+        problem = _check_stored(spec, value)
+        if problem is not None:
+            severity, message = problem
+            rec.issues.append(Issue(path, line, f"{key} = {value!r} {message}", severity, key))
+
+
+def _check_stored(spec: KeySpec, value: str) -> tuple[Severity, str] | None:
+    """How iscsiadm treats a value read from a file; None if it takes it as is."""
+    nbytes = len(value.encode("utf-8", "surrogateescape"))
+    if nbytes > schema.MAX_VALUE_BYTES:
+        return "error", f"is longer than {schema.MAX_VALUE_BYTES} bytes, which overflows iscsiadm's buffer"
+    lib = spec.lib
+    if lib is CType.ENUM or lib is CType.BOOL:
+        if value not in spec.choices:
+            return "error", (
+                f"is not one of {', '.join(spec.choices)} (iscsiadm 2.1.8 refuses to list the records; "
+                "values are case-sensitive)"
+            )
+        return None
+    if lib is CType.LIST:
+        canonical, warnings = chap_algs_normalize(value)
+        if warnings:
+            return "warning", "; ".join(warnings) + f" (iscsiadm reads {canonical or '<empty>'!r})"
+        return None
+    if lib is CType.STR:
+        if spec.size and nbytes >= spec.size:
+            return "warning", f"is longer than {spec.size - 1} bytes; iscsiadm truncates it"
+        return None
+    # integers
+    if not _PLAIN_INT_RE.fullmatch(value):
+        return "warning", f"is not a plain integer; iscsiadm reads it as {c_int(spec.idbm, value)}"
+    number = int(value)
+    lo, hi = schema.int_range(spec.idbm)
+    if not lo <= number <= hi:
+        return "warning", f"is out of range {lo}..{hi}; iscsiadm stores {c_int(spec.idbm, value)}"
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# The usr/idbm.c view (what is written back)
+
+
+def read_defaults(kind: RecordKind, iface_hint: str) -> dict[str, str]:
+    """What usr/idbm.c holds before it reads a file of this kind."""
+    values = schema.all_keys(kind).defaults()
+    if kind is RecordKind.IFACE:
+        # __iface_conf_read starts from a zeroed iface that only has its name.
+        values["iface.iscsi_ifacename"] = iface_hint
+        values["iface.transport_name"] = ""
+    elif kind is RecordKind.ISNS:
+        values["discovery.type"] = "isns"
+    return values
+
+
+def _read_set(kind: RecordKind, iface_hint: str) -> KeySet:
+    if kind is RecordKind.NODE:
+        # idbm_node_setup_defaults names the iface "default" before the file is read, so a
+        # node record is always read with the IPv4 key set.
+        return schema.NODE_FILE_V4
+    if kind is RecordKind.IFACE:
+        return schema.file_keys(kind, schema.name_is_ipv6(iface_hint))
+    return schema.file_keys(kind, False)
+
+
+def coerce_idbm(spec: KeySpec, raw: str, current: str) -> tuple[str, str | None]:
+    """The value usr/idbm.c stores for ``raw`` (and a warning if it is not ``raw``)."""
+    ctype = spec.idbm
+    if ctype is CType.STR:
+        value = c_truncate(raw, spec.size) if spec.size else raw
+        return value, None if value == raw else f"{spec.name}: truncated to {spec.size - 1} bytes"
+    if ctype is CType.ENUM:
+        if raw in spec.choices:
+            return raw, None
+        return current, f"{spec.name}: {raw!r} is not one of {', '.join(spec.choices)}; kept {current!r}"
+    if ctype is CType.LIST:
+        value, warnings = chap_algs_normalize(raw)
+        return value, (f"{spec.name}: " + "; ".join(warnings)) if warnings else None
+    value = str(c_int(ctype, raw))
+    return value, None if value == raw else f"{spec.name}: {raw!r} is stored as {value}"
+
+
+def idbm_values(kind: RecordKind, entries: Mapping[str, str], iface_hint: str) -> tuple[dict[str, str], list[str]]:
+    """Defaults overlaid with ``entries`` as usr/idbm.c reads them; plus what it changed."""
+    values = read_defaults(kind, iface_hint)
+    read_set = _read_set(kind, iface_hint)
+    warnings: list[str] = []
+    for key, raw in entries.items():
+        spec = read_set.get(key)
+        if spec is None:
+            warnings.append(f"{key}: unknown to iscsiadm 2.1.8 here; dropped")
+            continue
+        value, warning = coerce_idbm(spec, raw, values[key])
+        values[key] = value
+        if warning:
+            warnings.append(warning)
+    return values, warnings
+
+
+def record_ipv6(kind: RecordKind, values: Mapping[str, str]) -> bool:
+    """Whether usr/idbm.c writes the IPv6 iface key set for these values."""
+    if kind not in (RecordKind.NODE, RecordKind.IFACE):
+        return False
+    return schema.iface_is_ipv6(
+        values.get("iface.ipaddress", ""), values.get("iface.bootproto", ""), values.get("iface.iscsi_ifacename", "")
+    )
+
+
+def format_record(kind: RecordKind, values: Mapping[str, str]) -> str:
+    """The exact file iscsiadm 2.1.8 writes for these values (``idbm_print`` to a file).
+
+    ``values`` must hold every key of the record kind (as :meth:`Record.values` returns).
+    """
+    keys = schema.file_keys(kind, record_ipv6(kind, values))
+    out = [schema.BEGIN_RECORD]
+    for spec in keys.keys:
+        if spec.hidden:
+            continue
+        value = values[spec.name]
+        if value:
+            out.append(f"{spec.name} = {value}")
+    out.append(schema.END_RECORD)
+    out.append("")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------
+# The -o show view
+
+_LIB_CACHE: dict[tuple[str, CType, int, str], tuple[str, bool]] = {}
+
+
+def _lib_value(spec: KeySpec, raw: str) -> tuple[str, bool]:
+    """(value libopeniscsiusr prints, whether it accepted it) -- memoised, this is hot."""
+    cache_key = (spec.name, spec.lib, spec.size, raw)
+    hit = _LIB_CACHE.get(cache_key)
+    if hit is not None:
+        return hit
+    lib = spec.lib
+    if lib is CType.STR:
+        result = (c_truncate(raw, spec.size) if spec.size else raw, True)
+    elif lib is CType.ENUM or lib is CType.BOOL:
+        result = (raw, raw in spec.choices)
+    elif lib is CType.LIST:
+        result = (chap_algs_normalize(raw)[0], True)
+    else:
+        result = (str(c_int(lib, raw)), True)
+    if len(_LIB_CACHE) < 200_000:
+        _LIB_CACHE[cache_key] = result
+    return result
+
+
+_TEMPLATES: dict[tuple[RecordKind, bool], tuple[KeySet, dict[str, str]]] = {}
+
+
+def _template(kind: RecordKind, ipv6: bool) -> tuple[KeySet, dict[str, str]]:
+    hit = _TEMPLATES.get((kind, ipv6))
+    if hit is None:
+        keys = schema.show_keys(kind, ipv6)
+        defaults = read_defaults(kind, "")
+        hit = (keys, {k.name: defaults[k.name] for k in keys.keys if not k.hidden})
+        _TEMPLATES[(kind, ipv6)] = hit
+    return hit
+
+
+def show_settings(
+    kind: RecordKind, entries: Mapping[str, str], iface_hint: str, show_secrets: bool = False
+) -> dict[str, str]:
+    """What ``iscsiadm -o show`` prints for a file with these entries, as an ordered dict.
+
+    Node and iface records follow libopeniscsiusr (key set by iface name); discovery
+    records follow usr/idbm.c (``idbm_print``). Values iscsiadm would refuse are shown as
+    written; unknown keys follow the known ones.
+    """
+    if kind in (RecordKind.NODE, RecordKind.IFACE):
+        keys, template = _template(kind, schema.name_is_ipv6(iface_hint))
+        out = dict(template)
+        out["iface.iscsi_ifacename"] = iface_hint
+        if kind is RecordKind.IFACE:
+            out["iface.transport_name"] = ""
+        extra: dict[str, str] = {}
+        by_name = keys.by_name
+        for key, raw in entries.items():
+            spec = by_name.get(key)
+            if spec is None:
+                extra[key] = raw
+            elif not spec.hidden:
+                out[key] = _lib_value(spec, raw)[0]
+        out.update(extra)
+    else:
+        values, _ = idbm_values(kind, entries, iface_hint)
+        keys = schema.file_keys(kind, False)
+        out = {k.name: values[k.name] for k in keys.keys if not k.hidden}
+        out.update({k: v for k, v in entries.items() if k not in keys})
+    return render_for_display(kind, out, show_secrets)
+
+
+def render_for_display(kind: RecordKind, values: Mapping[str, str], show_secrets: bool) -> dict[str, str]:
+    """``<empty>`` for empty values, ``********`` for set secrets unless ``show_secrets``."""
+    masked = _MASKED
+    out: dict[str, str] = {}
+    for key, value in values.items():
+        if not value:
+            out[key] = EMPTY
+        elif not show_secrets and key in masked:
+            out[key] = MASK
+        else:
+            out[key] = value
+    return out
+
+
+_MASKED: Final = frozenset(
+    k.name for ks in (schema.NODE_ALL, schema.IFACE_ALL, schema.SENDTARGETS, schema.ISNS) for k in ks.keys if k.masked
+)
+
+
+# --------------------------------------------------------------------------------------
+# Values given by a user (validated on write)
+
+
+def _settable_keys(kind: RecordKind, ipv6: bool) -> KeySet:
+    return schema.file_keys(kind, ipv6)
+
+
+def validate_setting(kind: RecordKind, key: str, value: str, *, ipv6: bool = False) -> tuple[str, str]:
+    """Check one ``key = value`` a user wants written; return the (key, canonical value).
+
+    Refuses what iscsiadm refuses (unknown and read-only keys, enum values not spelled
+    exactly) and what would not survive a round trip through the file (newlines, control
+    characters, surrounding blanks, values longer than the C field, the ``********`` mask).
+    Raises :class:`~iscsikit.errors.InvalidSettingError` naming the valid choices.
+    """
+    if kind is RecordKind.NODE and key == "node.transport_name":
+        key = "iface.transport_name"  # the svn-780 alias iscsiadm still accepts
+    keys = _settable_keys(kind, ipv6)
+    spec = keys.get(key)
+    if spec is None:
+        other = schema.all_keys(kind).get(key)
+        if other is not None:
+            raise InvalidSettingError(
+                key,
+                value,
+                "it belongs to the " + ("IPv4" if ipv6 else "IPv6") + " key set, which this record does not use",
+            )
+        raise InvalidSettingError(key, value, f"unknown key for a {kind.value} record{_suggest(key, keys)}")
+    if spec.hidden:
+        raise InvalidSettingError(key, value, "iscsiadm computes it from the password; it cannot be set")
+    if spec.read_only or (kind is RecordKind.IFACE and key == "iface.iscsi_ifacename"):
+        raise InvalidSettingError(
+            key, value, "it identifies the record and cannot be changed (delete and create it instead)"
+        )
+    return key, canonical_value(spec, value)
+
+
+def canonical_value(spec: KeySpec, value: str) -> str:
+    """``value`` checked against ``spec`` and spelled as iscsiadm writes it."""
+    key = spec.name
+    if _CONTROL_RE.search(value):
+        raise InvalidSettingError(key, value, "it contains a newline or another control character")
+    if value != value.strip(C_SPACE):
+        raise InvalidSettingError(key, value, "iscsiadm strips leading and trailing blanks, so it would not survive")
+    ctype = spec.idbm
+    if ctype is CType.ENUM:
+        if value in spec.choices:
+            return value
+        hint = [c for c in spec.choices if c.lower() == value.lower()]
+        extra = f" (did you mean {hint[0]!r}? values are case-sensitive)" if hint else ""
+        raise InvalidSettingError(key, value, f"valid choices are {', '.join(spec.choices)}{extra}")
+    if ctype is CType.LIST:
+        names = [t for t in re.split(r"[,\s]+", value) if t]
+        bad = [t for t in names if t not in schema.CHAP_ALGS]
+        if bad or not names:
+            raise InvalidSettingError(
+                key, value, f"give a comma-separated list of {', '.join(schema.CHAP_ALGS)} in order of preference"
+            )
+        if len(set(names)) != len(names):
+            raise InvalidSettingError(key, value, "an algorithm is listed twice")
+        return ",".join(names)
+    if ctype.is_int:
+        if not _PLAIN_INT_RE.fullmatch(value):
+            raise InvalidSettingError(key, value, f"it must be {spec.describe()}")
+        number = int(value)
+        lo, hi = schema.int_range(ctype)
+        if not lo <= number <= hi:
+            raise InvalidSettingError(key, value, f"it must be {spec.describe()}")
+        return str(number)
+    if spec.masked and value == MASK:
+        raise InvalidSettingError(key, value, "that is the display mask, not a secret; give the real value")
+    if len(value.encode("utf-8", "surrogateescape")) > spec.max_bytes:
+        raise InvalidSettingError(key, value, f"it is longer than {spec.max_bytes} bytes, iscsiadm's limit")
+    return value
+
+
+def _suggest(key: str, keys: KeySet) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, list(keys.by_name), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def apply_settings(values: dict[str, str], settings: Iterable[tuple[str, str]]) -> None:
+    """Put already-validated settings into a values dict (password lengths are derived)."""
+    for key, value in settings:
+        values[key] = value
