@@ -258,7 +258,7 @@ class Connector:
                     if not any(t.target == spec.target for t in found):
                         log.warning("volume %s: %s does not list %s", spec.volume_id, portal, spec.target)
             for portal in spec.portals:
-                if not spec.discovery or not self.iscsiadm.node_exists(spec.target, portal, iface=iface):
+                if not self.iscsiadm.node_exists(spec.target, portal, iface=iface):
                     self.iscsiadm.node_new(spec.target, portal, iface=iface)
                 self.iscsiadm.node_update(spec.target, portal, spec.node_settings(), iface=iface)
                 if spec.chap is not None:

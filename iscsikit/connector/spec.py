@@ -41,6 +41,7 @@ class Timeouts:
     abort_timeout: int | None = None
     lu_reset_timeout: int | None = None
     tgt_reset_timeout: int | None = None
+    host_reset_timeout: int | None = None
     login_timeout: int | None = None
     logout_timeout: int | None = None
     noop_out_interval: int | None = None
