@@ -1,0 +1,540 @@
+"""The asyncio driver of the built-in target: sockets in, :class:`TargetConnection` events out.
+
+One :class:`TargetServer` serves many targets on many portals. Each accepted socket gets a
+:class:`_Connection` (an ``asyncio.BufferedProtocol``): the loop ``recv_into``\\ s straight into
+the buffer the protocol core hands out (a Data-Out payload lands in its task's buffer), and
+responses leave with ``writelines`` (scatter-gather under uvloop) without joining payloads.
+
+SCSI commands run as coroutines started *eagerly*: the coroutine runs at once, and only if it
+has to wait (a thread-pool read, a replica round trip) is it wrapped in an asyncio Task. A
+page-cache hit therefore costs no Task, no extra loop iteration; its response joins the same
+``writelines`` as the other answers of that ``recv``.
+
+Back-pressure: the CmdSN window (``queue_depth``) bounds commands per session; reading from a
+socket pauses while its transport's write buffer is over the high-water mark (the initiator is
+not reading its answers) or while more than ``max_buffered_bytes`` of write data waits for the
+backend.
+
+Shutdown (:meth:`TargetServer.stop`): stop listening, refuse new commands, let every command
+already received finish (writes included), send their responses, close the connections, then
+flush and close every LUN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from iscsikit.target.proto import (
+    NEED_DATA,
+    CommandReady,
+    ConnectionClosed,
+    PortalInfo,
+    SessionStarted,
+    SessionTable,
+    TargetConnection,
+    TargetDirectory,
+    TargetInfo,
+    TargetLimits,
+    Task,
+    TaskManagement,
+)
+from iscsikit.target.proto.session import AuthConfig, Session
+from iscsikit.target.scsi import LunMap, Nexus, ScsiResponse
+
+__all__ = ["ServerOptions", "TargetRuntime", "TargetServer"]
+
+log = logging.getLogger("iscsikit.target")
+
+# CHECK CONDITION, HARDWARE ERROR / INTERNAL TARGET FAILURE (fixed format): when the SCSI layer raised.
+_INTERNAL_FAILURE_SENSE = bytes([0x70, 0, 0x04, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x44, 0, 0, 0, 0, 0])
+
+
+@dataclass(slots=True)
+class TargetRuntime:
+    """One target: what the protocol sees (``info``) and its LUNs."""
+
+    info: TargetInfo
+    luns: LunMap
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """Tunables of the driver (the protocol limits live in :class:`TargetLimits`)."""
+
+    limits: TargetLimits = field(default_factory=TargetLimits)
+    discovery_auth: AuthConfig = field(default_factory=AuthConfig)
+    #: Seconds of silence before a NOP-In ping; a second silent interval drops the connection.
+    nop_interval: float = 5.0
+    #: Write data held per connection before reading pauses.
+    max_buffered_bytes: int = 256 << 20
+    #: Seconds :meth:`TargetServer.stop` waits for in-flight commands.
+    shutdown_timeout: float = 30.0
+
+
+class _Resume:
+    """Continue driving a coroutine that already ran up to its first suspension.
+
+    ``coro.send(None)`` returned ``future`` (an asyncio future it awaits, flagged as blocking);
+    wrapping this in a Task yields that same future to the loop, then keeps sending into the
+    coroutine. This is Python 3.12's eager task start, for 3.11.
+    """
+
+    __slots__ = ("coro", "future")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], future: Any) -> None:
+        self.coro = coro
+        self.future = future
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        coro, value = self.coro, self.future
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # cancellation or an exception thrown into the task
+                try:
+                    value = coro.throw(exc)
+                except StopIteration:
+                    return
+                continue
+            try:
+                value = coro.send(sent)
+            except StopIteration:
+                return
+
+
+async def _drive(resume: _Resume) -> None:
+    await resume
+
+
+def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None] | None:
+    """Run ``coro`` now; None if it finished without waiting, else the Task that finishes it."""
+    try:
+        fut = coro.send(None)
+    except StopIteration:
+        return None
+    return asyncio.ensure_future(_drive(_Resume(coro, fut)))
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One TCP connection: feeds the sans-IO core and runs what it asks for."""
+
+    def __init__(self, server: TargetServer, portal: PortalInfo) -> None:
+        self.server = server
+        self.portal = portal
+        self.conn = TargetConnection(server.directory, server.sessions, portal)
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.runtime: TargetRuntime | None = None
+        self.nexus: Nexus | None = None
+        self.session: Session | None = None
+        self.running: dict[Task, asyncio.Future[None]] = {}
+        self._closing = False
+        self._paused_write = False
+        self._paused_read = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_in = -1
+        self._pinged = False
+        self._idle: asyncio.Event | None = None
+        self.started = time.monotonic()
+
+    # -- asyncio callbacks -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        transport.set_write_buffer_limits(high=8 << 20, low=1 << 20)
+        self.server._connections.add(self)
+        self._arm_timer()
+        log.debug("connection from %s on %s", self.peer, self.portal.target_address())
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.conn.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.conn.buffer_updated(nbytes)
+        self._process()
+
+    def eof_received(self) -> bool:
+        self.conn.eof_received()
+        self._process()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._connections.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        aborted = self.conn.abort_all()
+        session = self.session
+        # The nexus is gone unless the session moved to another connection (reinstatement).
+        owned = session is not None and session.connection in (None, self.conn)
+        self.conn.close()
+        if owned and self.runtime is not None and self.nexus is not None:
+            self.runtime.luns.nexus_lost(self.nexus)
+        log.info(
+            "connection %s closed (%s)%s",
+            self.peer,
+            exc or "normally",
+            f", {len(aborted)} task(s) aborted" if aborted else "",
+        )
+        self._check_idle()
+
+    def pause_writing(self) -> None:
+        self._paused_write = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._paused_write = False
+        self._update_reading()
+
+    # -- core events -------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        conn = self.conn
+        self._in_process = True
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                break
+            if isinstance(event, CommandReady):
+                self._start(event.task)
+            elif isinstance(event, SessionStarted):
+                self._session_started(event)
+            elif isinstance(event, TaskManagement):
+                fut = asyncio.ensure_future(self._task_management(event))
+                fut.add_done_callback(_log_failure)
+            elif isinstance(event, ConnectionClosed):
+                if event.error is not None:
+                    log.warning("connection %s: %s", self.peer, event.error)
+                self._closing = True
+        self._in_process = False
+        self._flush()
+        self._update_reading()
+
+    def _session_started(self, event: SessionStarted) -> None:
+        session = event.session
+        self.session = session
+        kind = "discovery" if session.discovery else "normal"
+        if not session.discovery:
+            self.runtime = self.server.targets.get(session.target_name)
+            self.nexus = Nexus(session.initiator_name, bytes(session.isid), session.target_name, self.portal.tpgt,
+                               session.session_id)  # fmt: skip
+        if event.replaced is not None:
+            self.server._reinstate(self, event.replaced)
+        log.info(
+            "%s session tsih=%d from %s (%s) to %s",
+            kind, session.tsih, session.initiator_name, self.peer, session.target_name or "discovery",
+        )  # fmt: skip
+
+    def _start(self, task: Task) -> None:
+        if self.runtime is None:
+            self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)
+            return
+        fut = start_eagerly(self._execute(task, self.runtime.luns))
+        if fut is not None:
+            self.running[task] = fut
+
+    async def _execute(self, task: Task, luns: LunMap) -> None:
+        nexus = self.nexus
+        assert nexus is not None
+        try:
+            rsp: ScsiResponse = await luns.execute(task.lun, task.cdb, task.data_out, nexus)
+            expected = luns.data_out_length(task.lun, task.cdb) if task.write else None
+            self.conn.complete_command(task, rsp.status, rsp.sense, rsp.data, expected_data_out=expected)
+        except Exception:
+            log.exception("SCSI command %r failed inside the target", task)
+            self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)
+        finally:
+            self.running.pop(task, None)
+        # A command that finished after waiting: flush now (eager ones are flushed by _process).
+        if not self._in_process:
+            self._flush()
+            self._update_reading()
+
+    _in_process = False
+
+    async def _task_management(self, event: TaskManagement) -> None:
+        assert self.runtime is not None and self.nexus is not None
+        req = event.request
+        waits = [self.running[t] for t in event.tasks if t in self.running]
+        if req.function == 5:  # LOGICAL UNIT RESET: every session's tasks on that LU
+            for other in list(self.server._connections):
+                if other is not self and other.runtime is self.runtime:
+                    for t in other.conn.abort_lun(event.lun):
+                        if t in other.running:
+                            waits.append(other.running[t])
+                    other._flush()
+        if waits:
+            await asyncio.wait(waits)
+        code = await self.runtime.luns.task_management(req.function, event.lun, self.nexus)
+        self.conn.complete_task_management(req, code)
+        self._flush()
+
+    # -- output and flow control -------------------------------------------------------------
+
+    def _flush(self) -> None:
+        out = self.conn.data_to_send()
+        transport = self.transport
+        if transport is not None and out and not transport.is_closing():
+            if self.server.scatter_gather:
+                transport.writelines(out)
+            else:
+                total = 0
+                for piece in out:
+                    total += len(piece)
+                if total <= 65536 or len(out) == 1:
+                    transport.write(b"".join(out) if len(out) > 1 else out[0])
+                else:
+                    for piece in out:
+                        transport.write(piece)
+        if self._closing and not self.running and transport is not None and not transport.is_closing():
+            transport.close()
+        self._check_idle()
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        pause = self._paused_write or self.conn.buffered_bytes > self.server.options.max_buffered_bytes
+        if pause and not self._paused_read:
+            transport.pause_reading()
+            self._paused_read = True
+        elif not pause and self._paused_read:
+            transport.resume_reading()
+            self._paused_read = False
+
+    def _arm_timer(self) -> None:
+        interval = self.server.options.nop_interval
+        if interval > 0:
+            self._timer = asyncio.get_running_loop().call_later(interval, self._on_timer)
+
+    def _on_timer(self) -> None:
+        """Keep-alive: ping after a silent interval; drop the connection after two."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        seen = self.conn.pdus_in
+        if seen == self._last_in and not self.running and not self._paused_read:
+            if self._pinged:
+                log.warning("connection %s: no answer to NOP-In, closing", self.peer)
+                self.transport.abort()
+                return
+            if self.conn.session is not None:
+                self.conn.ping()
+                self._pinged = True
+                self._flush()
+        else:
+            self._pinged = False
+        self._last_in = seen
+        self._arm_timer()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.running) or bool(self.conn.tasks)
+
+    def _check_idle(self) -> None:
+        if self._idle is not None and not self.busy:
+            self._idle.set()
+
+    async def drained(self) -> None:
+        """Wait until every task this connection received is answered."""
+        if not self.busy:
+            return
+        self._idle = asyncio.Event()
+        await self._idle.wait()
+
+    def status(self) -> dict[str, Any]:
+        out = self.conn.status()
+        out.update(peer=self.peer, portal=self.portal.target_address(), running=len(self.running))
+        return out
+
+
+def _log_failure(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("task management failed", exc_info=fut.exception())
+
+
+class TargetServer:
+    """Targets, LUNs and portals of one process.
+
+    >>> # server = TargetServer([TargetRuntime(info, luns)], [PortalInfo("127.0.0.1", 3260, 1)])
+    >>> # await server.start(); await server.wait_stopped()
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[TargetRuntime],
+        portals: Sequence[PortalInfo],
+        options: ServerOptions | None = None,
+    ) -> None:
+        if not portals:
+            raise ValueError("at least one portal is needed")
+        self.options = options or ServerOptions()
+        self.portals = list(portals)
+        self.targets: dict[str, TargetRuntime] = {t.info.name: t for t in targets}
+        self.sessions = SessionTable()
+        self.directory = self._directory()
+        self._servers: list[asyncio.Server] = []
+        self._connections: set[_Connection] = set()
+        self._stopped = asyncio.Event()
+        self._stopping = False
+        self.started_at = time.time()
+        # writelines() is scatter-gather (writev) under uvloop and on Python >= 3.12.
+        self.scatter_gather = False
+        #: Extra control-socket commands: name -> async handler(server, args) -> JSON-able.
+        self.control_handlers: dict[str, Callable[[TargetServer, dict[str, Any]], Awaitable[Any]]] = {}
+
+    def _directory(self) -> TargetDirectory:
+        targets = {name: replace(t.info, portals=tuple(self.portals)) for name, t in self.targets.items()}
+        return TargetDirectory(
+            targets, limits=self.options.limits, discovery_auth=self.options.discovery_auth,
+            nop_interval=self.options.nop_interval,
+        )  # fmt: skip
+
+    async def start(self) -> None:
+        """Open every LUN, then listen on every portal (port 0 picks a free port)."""
+        loop = asyncio.get_running_loop()
+        self.scatter_gather = _loop_has_scatter_gather(loop)
+        for runtime in self.targets.values():
+            await runtime.luns.open()
+        bound: list[PortalInfo] = []
+        try:
+            for portal in self.portals:
+                srv = await loop.create_server(
+                    lambda p=portal: _Connection(self, p),  # type: ignore[misc]
+                    host=portal.address,
+                    port=portal.port,
+                    reuse_address=True,
+                    backlog=128,
+                )
+                self._servers.append(srv)
+                port = srv.sockets[0].getsockname()[1]
+                bound.append(replace(portal, port=port))
+        except OSError:
+            for srv in self._servers:
+                srv.close()
+            raise
+        # Ports chosen by the kernel (port 0) are what SendTargets must report.
+        self.portals = bound
+        self.directory = self._directory()
+        for c in self._connections:
+            c.conn.directory = self.directory
+        log.info(
+            "serving %s on %s", ", ".join(self.targets) or "no targets", ", ".join(p.target_address() for p in bound)
+        )
+
+    def _reinstate(self, new: _Connection, old_session: Session) -> None:
+        for c in list(self._connections):
+            if c is not new and c.session is old_session:
+                log.info("session tsih=%d reinstated by %s: closing %s", old_session.tsih, new.peer, c.peer)
+                c.conn.abort_all()
+                if c.runtime is not None and c.nexus is not None:
+                    c.runtime.luns.nexus_lost(c.nexus)
+                c.close()
+
+    async def stop(self) -> None:
+        """Stop cleanly: no new connections or commands; finish, answer and flush what is in flight."""
+        if self._stopping:
+            await self._stopped.wait()
+            return
+        self._stopping = True
+        for srv in self._servers:
+            srv.close()
+        for c in list(self._connections):
+            c.conn.draining = True
+        pending = [asyncio.ensure_future(c.drained()) for c in list(self._connections)]
+        if pending:
+            _done, not_done = await asyncio.wait(pending, timeout=self.options.shutdown_timeout)
+            for f in not_done:
+                f.cancel()
+            if not_done:
+                log.warning("%d connection(s) still busy after %.0f s; closing anyway", len(not_done),
+                            self.options.shutdown_timeout)  # fmt: skip
+        for c in list(self._connections):
+            c._flush()
+            c.close()
+        for _ in range(100):
+            if not self._connections:
+                break
+            await asyncio.sleep(0.01)
+        errors = []
+        for runtime in self.targets.values():
+            try:
+                await runtime.luns.close()
+            except Exception as exc:  # report every LUN's failure, keep closing the others
+                errors.append(exc)
+                log.error("closing %s: %s", runtime.info.name, exc)
+        for srv in self._servers:
+            await srv.wait_closed()
+        self._stopped.set()
+        if errors:
+            raise errors[0]
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    @property
+    def connections(self) -> list[_Connection]:
+        return list(self._connections)
+
+    def status(self) -> dict[str, Any]:
+        """The ``target status`` document (see ``docs/target.md`` and CLI.md)."""
+        targets = []
+        for name, runtime in self.targets.items():
+            conns = [c for c in self._connections if c.runtime is runtime and c.session is not None]
+            luns = []
+            for lun, lu in runtime.luns.items():
+                desc = lu.backend.describe()
+                entry: dict[str, Any] = {
+                    "lun": lun,
+                    "size_bytes": lu.backend.size,
+                    "backend": desc.get("backend", lu.backend.kind),
+                    "replicas": desc.get("replicas", []),
+                }
+                entry.update({k: v for k, v in lu.describe().items() if k not in entry})
+                luns.append(entry)
+            targets.append(
+                {
+                    "iqn": name,
+                    "portal": self.portals[0].target_address().rsplit(",", 1)[0],
+                    "portals": [p.target_address() for p in self.portals],
+                    "sessions": len(conns),
+                    "session_list": [c.status() for c in conns],
+                    "luns": luns,
+                }
+            )
+        return {
+            "targets": targets,
+            "pid": os.getpid(),
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "connections": len(self._connections),
+            "discovery_sessions": sum(1 for c in self._connections if c.session is not None and c.session.discovery),
+        }
+
+
+def _loop_has_scatter_gather(loop: asyncio.AbstractEventLoop) -> bool:
+    import sys
+
+    if sys.version_info >= (3, 12):
+        return True
+    return type(loop).__module__.startswith("uvloop")
