@@ -223,9 +223,7 @@ class Iscsiadm:
     def argv_login(self, target: str, portal: Portal | None = None, *, iface: str | None = None) -> list[str]:
         return [self.program, *self._node_args(target, portal, iface), "--login"]
 
-    def argv_logout(
-        self, target: str, portal: Portal | None = None, *, iface: str | None = None
-    ) -> list[str]:
+    def argv_logout(self, target: str, portal: Portal | None = None, *, iface: str | None = None) -> list[str]:
         return [self.program, *self._node_args(target, portal, iface), "--logout"]
 
     # ---- discovery --------------------------------------------------------------------
@@ -294,9 +292,7 @@ class Iscsiadm:
 
     def delete_discovery(self, portal: Portal, kind: str = "st") -> None:
         """Delete a discovery record (and the node links it made). Missing is success."""
-        self.call(
-            ["-m", "discoverydb", "-t", kind, "-p", _p(portal), "-o", "delete"], ok=(21, 7), mutating=True
-        )
+        self.call(["-m", "discoverydb", "-t", kind, "-p", _p(portal), "-o", "delete"], ok=(21, 7), mutating=True)
 
     # ---- node records -----------------------------------------------------------------
 
@@ -341,9 +337,7 @@ class Iscsiadm:
                 db_write=True,
             )
 
-    def set_session_chap(
-        self, target: str, portal: Portal | None, chap: Chap, *, iface: str | None = None
-    ) -> None:
+    def set_session_chap(self, target: str, portal: Portal | None, chap: Chap, *, iface: str | None = None) -> None:
         self.node_update(target, portal, chap.settings(SESSION_CHAP_KEYS), iface=iface, redact=chap.secrets)
 
     def node_delete(self, target: str, portal: Portal | None = None, *, iface: str | None = None) -> None:
@@ -382,9 +376,7 @@ class Iscsiadm:
         )
         return parse_portal_outcomes(res.stdout, res.stderr)
 
-    def logout(
-        self, target: str, portal: Portal | None = None, *, iface: str | None = None
-    ) -> list[PortalOutcome]:
+    def logout(self, target: str, portal: Portal | None = None, *, iface: str | None = None) -> list[PortalOutcome]:
         """Log out of one portal, or every session of ``target``. Not logged in (21) is success."""
         res = self.call(
             self.argv_logout(target, portal, iface=iface)[1:], ok=(NoObjectsFoundError.code,), mutating=True

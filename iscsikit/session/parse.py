@@ -177,9 +177,7 @@ def parse_session_flat(text: str) -> list[SessionInfo]:
 
 _KV_RE = re.compile(r"^(?P<key>[^:]+?):\s?(?P<value>.*)$")
 _HOST_RE = re.compile(r"^Host Number:\s*(?P<host>\d+)\s+State:\s*(?P<state>.+?)\s*$")
-_LUN_RE = re.compile(
-    r"^scsi(?P<host>\d+)\s+Channel\s+(?P<ch>\d+)\s+Id\s+(?P<id>\d+)\s+Lun:\s*(?P<lun>\d+)\s*$"
-)
+_LUN_RE = re.compile(r"^scsi(?P<host>\d+)\s+Channel\s+(?P<ch>\d+)\s+Id\s+(?P<id>\d+)\s+Lun:\s*(?P<lun>\d+)\s*$")
 _DISK_RE = re.compile(r"^Attached scsi disk\s+(?P<disk>\S+)\s+State:\s*(?P<state>.+?)\s*$")
 _TARGET_RE = re.compile(r"^Target:\s*(?P<target>\S+)(?:\s+\((?P<flash>non-flash|flash)\))?\s*$")
 _SECTIONS = {
@@ -305,9 +303,7 @@ def _tree_field(b: _TreeBuilder, line: str, no: int, raw: str) -> None:
         return
     m = _LUN_RE.match(line)
     if m:
-        b.luns.append(
-            LunInfo(int(m.group("host")), int(m.group("ch")), int(m.group("id")), int(m.group("lun")))
-        )
+        b.luns.append(LunInfo(int(m.group("host")), int(m.group("ch")), int(m.group("id")), int(m.group("lun"))))
         return
     m = _DISK_RE.match(line)
     if m:
@@ -419,9 +415,7 @@ _LOGIN_OK_RE = re.compile(r"^Login to " + _BRACKET + r":? successful\.?$")
 _LOGIN_FAIL_RE = re.compile(r"^(?:iscsiadm: )?Could not login to " + _BRACKET + r"\.?$")
 _LOGOUT_OK_RE = re.compile(r"^Logout of " + _BRACKET + r":? successful\.?$")
 _LOGOUT_FAIL_RE = re.compile(r"^(?:iscsiadm: )?Could not logout of " + _BRACKET + r"\.?$")
-_EXISTS_RE = re.compile(
-    r"^(?:iscsiadm: )?(?P<iface>\S+): \d+ sessions? requested, but \d+ already present\.?$"
-)
+_EXISTS_RE = re.compile(r"^(?:iscsiadm: )?(?P<iface>\S+): \d+ sessions? requested, but \d+ already present\.?$")
 
 
 def _fields(body: str) -> dict[str, str]:

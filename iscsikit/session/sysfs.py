@@ -36,9 +36,7 @@ _TARGET_RE = re.compile(r"^target(\d+):(\d+):(\d+)$")
 _HCTL_RE = re.compile(r"^(\d+):(\d+):(\d+):(\d+)$")
 _SESSION_RE = re.compile(r"^session(\d+)$")
 _CONN_RE = re.compile(r"^connection(\d+):(\d+)$")
-_BLOCK_PATH_RE = re.compile(
-    r"/host(\d+)/session(\d+)/target\d+:\d+:\d+/(\d+):(\d+):(\d+):(\d+)/block/([^/]+)$"
-)
+_BLOCK_PATH_RE = re.compile(r"/host(\d+)/session(\d+)/target\d+:\d+:\d+/(\d+):(\d+):(\d+):(\d+)/block/([^/]+)$")
 
 # Negotiated session parameters worth reporting, as the kernel names them.
 _SESSION_PARAMS = (
@@ -278,9 +276,7 @@ class IscsiSession:
                 return dev
         return None
 
-    def matches(
-        self, target: str | None = None, portal: Portal | None = None, iface: str | None = None
-    ) -> bool:
+    def matches(self, target: str | None = None, portal: Portal | None = None, iface: str | None = None) -> bool:
         """Whether this session is for ``target`` (and ``portal``, ``iface`` when given).
 
         A portal without tpgt matches any tpgt; the persistent and current portals both count.

@@ -158,12 +158,16 @@ def test_logout_outcomes_mix_persistent_address_and_current_port(capture):
 
 
 def test_rhel5_colon_form():
-    (o,) = parse_portal_outcomes("Login to [iface: default, target: iqn.2001-05.com.ex:a, portal: 10.0.0.1,3260]: successful")
+    (o,) = parse_portal_outcomes(
+        "Login to [iface: default, target: iqn.2001-05.com.ex:a, portal: 10.0.0.1,3260]: successful"
+    )
     assert o.ok and o.target == "iqn.2001-05.com.ex:a"
 
 
 def test_parse_record():
-    rec = parse_record("# BEGIN RECORD 2.1.8\niface.iscsi_ifacename = default\niface.hwaddress = <empty>\n# END RECORD\n")
+    rec = parse_record(
+        "# BEGIN RECORD 2.1.8\niface.iscsi_ifacename = default\niface.hwaddress = <empty>\n# END RECORD\n"
+    )
     assert rec == {"iface.iscsi_ifacename": "default", "iface.hwaddress": None}
     with pytest.raises(OutputParseError):
         parse_record("no equals sign here")
@@ -175,9 +179,7 @@ _label = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)
 _iqn = st.builds(lambda d, u: f"iqn.2026-11.org.{d}:{u}", _label, _label)
 _ipv4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
 _ipv6 = st.lists(st.integers(0, 0xFFFF), min_size=8, max_size=8).map(lambda p: ":".join(f"{x:x}" for x in p))
-_portal = st.builds(
-    Portal, st.one_of(_ipv4, _ipv6), st.integers(1, 65535), st.one_of(st.none(), st.integers(0, 65535))
-)
+_portal = st.builds(Portal, st.one_of(_ipv4, _ipv6), st.integers(1, 65535), st.one_of(st.none(), st.integers(0, 65535)))
 
 
 @given(st.lists(st.tuples(st.integers(1, 10**6), _iqn, _portal), max_size=20))
