@@ -37,7 +37,10 @@ def capture(request: pytest.FixtureRequest) -> type[Capture]:
 
 def unpack_sysfs(tarball: Path, dest: Path) -> Path:
     with tarfile.open(tarball) as tar:
-        tar.extractall(dest, filter="tar")
+        for member in tar.getmembers():
+            if member.name.startswith("/") or ".." in Path(member.name).parts:
+                raise ValueError(f"{tarball}: unsafe member {member.name!r}")
+        tar.extractall(dest)
     entries = [p for p in dest.iterdir()]
     # The tarball may hold the tree at its top level or under one directory.
     if len(entries) == 1 and entries[0].is_dir() and (entries[0] / "class").is_dir():
