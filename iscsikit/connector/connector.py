@@ -115,7 +115,8 @@ class Connector:
             )
         if existing is not None and existing.state == "attached":
             current = self._resolve(spec, existing.warnings)
-            if current is not None and current.device == existing.device:
+            complete = current is not None and (not spec.multipath or len(current.paths) == len(spec.portals))
+            if current is not None and complete and current.device == existing.device:
                 return current
         waiter = self._waiter()
         with waiter:  # the udev monitor runs before login: no event can be missed
@@ -216,6 +217,8 @@ class Connector:
                     max(0.0, deadline - self._clock()),
                     lambda: f"expected multipath map {dm} to grow to {size} bytes",
                 )
+            sessions = self._sessions_for(spec)  # re-read: the sizes changed
+            devices = [d for s in sessions if (d := s.device(spec.lun)) is not None and d.block is not None]
             attachment = self._describe(spec, sessions, devices, dm, record.warnings)
             self.store.save(attachment)
             return attachment

@@ -1,0 +1,278 @@
+"""Connector logic on a simulated host (see fakehost.py): what a CSI plugin would notice."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from iscsikit.connector import Attachment, Chap, Connector, StateStore, Timeouts, VolumeSpec
+from iscsikit.connector.state import StateError
+from iscsikit.devices.udev import PollingEventSource
+from iscsikit.errors import AttachmentError, DeviceBusyError, LoginAuthFailedError, UsageError
+from iscsikit.iscsiadm import Iscsiadm
+from tests.unit.connector.fakehost import FakeHost, FakeTarget
+
+T = "iqn.2026-11.test:tgt1"
+MiB = 1 << 20
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> FakeHost:
+    return FakeHost(tmp_path / "sys", [FakeTarget(T, {1: 64 * MiB, 2: 32 * MiB, 3: 16 * MiB})])
+
+
+def make(host: FakeHost, tmp_path: Path) -> Connector:
+    return Connector(
+        runner=host,
+        sysfs_root=host.sys,
+        dev_root=tmp_path / "dev",
+        state_dir=tmp_path / "state",
+        iscsiadm=Iscsiadm(host, sleep=lambda s: None),
+        event_source=lambda: PollingEventSource(interval=0.001),
+    )
+
+
+def spec(volume_id: str, lun: int, **kw) -> VolumeSpec:
+    return VolumeSpec(volume_id=volume_id, target=T, portals=("127.0.0.1:3260",), lun=lun, **kw)
+
+
+def test_connect_returns_the_lun_device_and_persists_it(host, tmp_path):
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 2), timeout=10)
+    assert a.state == "attached" and a.size_bytes == 32 * MiB
+    assert a.device is not None and a.device.startswith("/dev/sd") and a.sessions == host.sessions()
+    assert a.wwid is not None and a.wwid.startswith("3600")
+    # only the requested LUN was scanned (node.session.scan = manual)
+    assert host.disks() == [a.device.removeprefix("/dev/")]
+    record = host.nodes[(T, "127.0.0.1:3260", "default")]
+    assert record["node.startup"] == "manual" and record["node.session.scan"] == "manual"
+    assert c.get("v1") == a
+    saved = json.loads((tmp_path / "state/attachments/v1.json").read_text())
+    assert saved["attachment"]["device"] == a.device
+
+
+def test_connect_is_idempotent_and_cheap_the_second_time(host, tmp_path):
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    n = len(host.calls)
+    assert c.connect(spec("v1", 1)) == a
+    assert len(host.calls) == n  # nothing ran: sysfs showed the device in place
+
+
+def test_two_luns_share_a_session_and_disconnect_keeps_the_other(host, tmp_path):
+    c = make(host, tmp_path)
+    a1 = c.connect(spec("v1", 1))
+    a2 = c.connect(spec("v2", 2))
+    assert a1.sessions == a2.sessions and len(host.sessions()) == 1
+    c.disconnect("v1")
+    assert host.sessions() == a2.sessions
+    assert host.disks() == [a2.device.removeprefix("/dev/")]
+    assert c.get("v1") is None and c.get("v2") is not None
+    c.disconnect("v2")
+    assert host.sessions() == [] and host.disks() == []
+    assert host.nodes == {}  # node record removed with the last session
+    assert c.attachments() == []
+
+
+def test_disconnect_unknown_volume_is_success(host, tmp_path):
+    make(host, tmp_path).disconnect("never-attached")
+    assert host.calls == []
+
+
+def test_crash_after_login_then_retry_converges(host, tmp_path):
+    c = make(host, tmp_path)
+
+    def crash(*a, **kw):
+        raise KeyboardInterrupt("killed between login and device wait")
+
+    c._wait_devices = crash  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        c.connect(spec("v1", 1))
+    assert c.get("v1").state == "connecting" and len(host.sessions()) == 1
+    c2 = make(host, tmp_path)  # a new process
+    a = c2.connect(spec("v1", 1))
+    assert a.state == "attached" and len(host.sessions()) == 1 and len(host.disks()) == 1
+
+
+def test_crash_then_disconnect_cleans_up(host, tmp_path):
+    c = make(host, tmp_path)
+    c._wait_devices = lambda *a, **kw: (_ for _ in ()).throw(RuntimeError("crash"))  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        c.connect(spec("v1", 1))
+    make(host, tmp_path).disconnect("v1")
+    assert host.sessions() == [] and host.disks() == [] and c.get("v1") is None
+
+
+def test_connecting_record_of_another_volume_keeps_the_session(host, tmp_path):
+    """A volume still connecting (its device not there yet) must not lose its session."""
+    c = make(host, tmp_path)
+    c.connect(spec("v1", 1))
+    StateStore(tmp_path / "state").save(Attachment("v2", spec("v2", 2), "connecting"))
+    c.disconnect("v1")
+    assert len(host.sessions()) == 1
+
+
+def test_other_disk_on_the_session_keeps_it(host, tmp_path):
+    """A disk nobody recorded (an admin's login, auto scan) also keeps the session."""
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    (sid,) = a.sessions
+    host.write_file(host.sys / f"class/scsi_host/host{a.paths[0].host}/scan", "0 0 3")
+    c.disconnect("v1")
+    assert host.sessions() == [sid]
+
+
+def test_disconnect_by_spec_without_a_record(host, tmp_path):
+    c = make(host, tmp_path)
+    c.connect(spec("v1", 1))
+    (tmp_path / "state/attachments/v1.json").unlink()  # plugin state lost
+    c.disconnect(spec("v1", 1))
+    assert host.sessions() == [] and host.disks() == []
+
+
+def test_logout_by_sid_works_without_node_records(host, tmp_path):
+    c = make(host, tmp_path)
+    c.connect(spec("v1", 1))
+    host.nodes.clear()  # someone deleted the node records (tns-csi#209)
+    c.disconnect("v1")
+    assert host.sessions() == []
+
+
+def test_chap_and_timeouts_are_set_and_secrets_not_persisted(host, tmp_path):
+    host.targets[T].chap = ("user1", "s3cret pass#1")
+    c = make(host, tmp_path)
+    s = spec("v1", 1, chap=Chap("user1", "s3cret pass#1"), timeouts=Timeouts(replacement_timeout=15))
+    c.connect(s)
+    record = host.nodes[(T, "127.0.0.1:3260", "default")]
+    assert record["node.session.auth.authmethod"] == "CHAP"
+    assert record["node.session.timeo.replacement_timeout"] == "15"
+    text = (tmp_path / "state/attachments/v1.json").read_text()
+    assert "s3cret" not in text and "user1" in text
+
+
+def test_wrong_chap_raises_the_typed_error(host, tmp_path):
+    host.targets[T].chap = ("user1", "right")
+    c = make(host, tmp_path)
+    with pytest.raises(LoginAuthFailedError) as err:
+        c.connect(spec("v1", 1, chap=Chap("user1", "wrong")))
+    assert "wrong" not in str(err.value) and err.value.error_code == 24
+
+
+def test_custom_initiator_name_clones_the_iface(host, tmp_path):
+    c = make(host, tmp_path)
+    s = spec("v1", 1, initiator_name="iqn.2026-11.test:node-a")
+    a = c.connect(s)
+    iface = s.login_iface
+    assert host.ifaces[iface]["iface.initiatorname"] == "iqn.2026-11.test:node-a"
+    assert host.ifaces[iface]["iface.transport_name"] == "tcp"
+    assert a.paths[0].iface == iface
+    c.disconnect("v1")
+    assert iface not in host.ifaces
+
+
+def test_same_id_for_a_different_lun_is_refused(host, tmp_path):
+    c = make(host, tmp_path)
+    c.connect(spec("v1", 1))
+    with pytest.raises(AttachmentError, match="already attached as LUN 1"):
+        c.connect(spec("v1", 2))
+
+
+def test_missing_lun_times_out_naming_it(host, tmp_path):
+    c = make(host, tmp_path)
+    with pytest.raises(AttachmentError) as err:
+        c.connect(spec("v1", 9), timeout=0.05)
+    assert "LUN 9" in str(err.value) and err.value.step == "device"
+
+
+def test_busy_device_is_not_removed_and_session_kept(host, tmp_path):
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    disk = a.device.removeprefix("/dev/")
+    holders = Path(host.sys / "class/block" / disk).resolve() / "holders"
+    (holders / "dm-7").mkdir()
+    with pytest.raises(DeviceBusyError):
+        c.disconnect("v1")
+    assert host.disks() == [disk] and len(host.sessions()) == 1
+    c.disconnect("v1", force=True)
+    assert host.sessions() == []
+
+
+def test_expand(host, tmp_path):
+    c = make(host, tmp_path)
+    c.connect(spec("v1", 1))
+    host.targets[T].luns[1] = 128 * MiB
+    a = c.expand("v1", new_size=128 * MiB, timeout=5)
+    assert a.size_bytes == 128 * MiB and c.get("v1").size_bytes == 128 * MiB
+    with pytest.raises(AttachmentError, match="not attached"):
+        c.expand("nope")
+
+
+def test_parallel_connect_disconnect_of_different_luns(host, tmp_path):
+    host.targets[T].luns = {n: 8 * MiB for n in range(1, 9)}
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            c = make(host, tmp_path)
+            for _ in range(2):
+                c.connect(spec(f"v{n}", n), timeout=20)
+                c.disconnect(f"v{n}", timeout=20)
+            c.connect(spec(f"v{n}", n), timeout=20)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(1, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    c = make(host, tmp_path)
+    assert sorted(a.spec.lun for a in c.attachments()) == list(range(1, 9))
+    assert len(host.sessions()) == 1 and len(host.disks()) == 8
+
+
+# ---- spec and store ------------------------------------------------------------------
+
+
+def test_spec_validation_names_the_field():
+    with pytest.raises(UsageError, match="LUN"):
+        spec("v", -1)
+    with pytest.raises(UsageError, match="portal"):
+        VolumeSpec(volume_id="v", target=T, portals=(), lun=1)
+    with pytest.raises(UsageError, match="volume id"):
+        VolumeSpec(volume_id="../x", target=T, portals=("1.2.3.4",), lun=1)
+    with pytest.raises(UsageError, match="replacement_timeout"):
+        Timeouts(replacement_timeout=-5)
+    with pytest.raises(UsageError, match="unknown keys"):
+        VolumeSpec.from_dict({"volume_id": "v", "target": T, "portals": ["1.2.3.4"], "lun": 1, "lnu": 2})
+
+
+def test_spec_round_trip_and_masked_chap():
+    s = spec("v", 3, chap=Chap("u", "p"), multipath=True, timeouts=Timeouts(abort_timeout=5))
+    d = s.to_dict()
+    assert d["chap"] == {"username": "u"} and "p" not in json.dumps(d["chap"])
+    back = VolumeSpec.from_dict(d)
+    assert back.same_volume(s) and back.timeouts == s.timeouts
+    assert VolumeSpec.from_dict(s.to_dict(secrets=True)) == s
+    assert "p'" not in repr(Chap("u", "p"))
+
+
+def test_corrupt_record_names_the_file(tmp_path):
+    store = StateStore(tmp_path)
+    store.dir.mkdir(parents=True)
+    (store.dir / "bad.json").write_text("{not json")
+    with pytest.raises(StateError, match=r"bad\.json:1"):
+        store.load("bad")
+    assert store.all() == [] and "bad.json" in store.problems()[0]
+
+
+def test_store_write_is_atomic_and_private(tmp_path):
+    store = StateStore(tmp_path)
+    store.save(Attachment("v1", spec("v1", 1), "connecting"))
+    path = store.path("v1")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in store.dir.iterdir()] == ["v1.json"]  # no temp file left
