@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from iscsikit import __version__
-from iscsikit.cli import config_cmd, device, doctor, initiator, session
+from iscsikit.cli import config_cmd, device, doctor, initiator, session, target
 from iscsikit.cli.context import AppContext
 
 
@@ -133,6 +133,7 @@ app.command("login")(initiator.login)
 app.command("logout")(initiator.logout)
 app.add_typer(session.app, name="session")
 app.add_typer(device.app, name="device")
+app.add_typer(target.app, name="target")
 
 
 # --- entry point ----------------------------------------------------------------------

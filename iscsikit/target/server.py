@@ -29,7 +29,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iscsikit.target.proto import (
     NEED_DATA,
@@ -48,7 +48,10 @@ from iscsikit.target.proto import (
 from iscsikit.target.proto.session import AuthConfig, Session
 from iscsikit.target.scsi import LunMap, Nexus, ScsiResponse
 
-__all__ = ["ServerOptions", "TargetRuntime", "TargetServer"]
+if TYPE_CHECKING:
+    from iscsikit.target.config import ServeConfig
+
+__all__ = ["ServerOptions", "TargetRuntime", "TargetServer", "server_from_config"]
 
 log = logging.getLogger("iscsikit.target")
 
@@ -150,8 +153,7 @@ class _Connection(asyncio.BufferedProtocol):
     # -- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -538,3 +540,41 @@ def _loop_has_scatter_gather(loop: asyncio.AbstractEventLoop) -> bool:
     if sys.version_info >= (3, 12):
         return True
     return type(loop).__module__.startswith("uvloop")
+
+
+def server_from_config(cfg: ServeConfig) -> TargetServer:
+    """Build backends, LUs and the server for a validated config (nothing is opened yet)."""
+    from pathlib import Path
+
+    from iscsikit.errors import ConfigError
+    from iscsikit.target.backends import open_backend, parse_backend_spec
+    from iscsikit.target.scsi import LogicalUnit, LuIdentity, identity_path_for
+
+    runtimes = []
+    for target in cfg.targets:
+        lus = {}
+        for lc in target.luns:
+            kind, options = parse_backend_spec(lc.spec, where=lc.where)
+            backend = open_backend(kind, options, where=lc.where)
+            if lc.identity:
+                identity = LuIdentity.parse(lc.identity, where=f"{lc.where}.identity")
+            elif kind == "file":
+                side = identity_path_for(Path(options["path"]))
+                try:
+                    identity = LuIdentity.load_or_create(side)
+                except (OSError, ConfigError) as exc:
+                    log.warning("%s: cannot keep the LU identity in %s (%s); deriving it from the name", lc.where,
+                                side, exc)  # fmt: skip
+                    identity = LuIdentity.from_name(f"{target.iqn}/{lc.lun}")
+            else:
+                identity = LuIdentity.from_name(f"{target.iqn}/{lc.lun}")
+            lus[lc.lun] = LogicalUnit(backend, identity=identity, read_only=lc.read_only)
+        info = TargetInfo(target.iqn, alias=target.alias, allowed_initiators=target.allow, auth=target.auth)
+        runtimes.append(TargetRuntime(info, LunMap(lus)))
+    server_options = ServerOptions(
+        limits=cfg.limits,
+        discovery_auth=cfg.discovery_auth,
+        nop_interval=cfg.nop_interval,
+        shutdown_timeout=cfg.shutdown_timeout,
+    )
+    return TargetServer(runtimes, cfg.portals, server_options)
