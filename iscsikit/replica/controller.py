@@ -455,26 +455,33 @@ class ReplicatedBackend(Backend):
     # ------------------------------------------------------------------ monitor, rebuild, admin
 
     async def _monitor_loop(self) -> None:
+        next_ping = 0.0
         while True:
-            await asyncio.sleep(self.ping_interval)
-            live = [r for r in self.replicas if r.client is not None]
-            results = await asyncio.gather(
-                *(r.client.ping() for r in live if r.client is not None), return_exceptions=True
-            )
-            changed = False
-            for r, res in zip(live, results, strict=True):
-                if isinstance(res, BaseException) and r.client is not None:
-                    self._fail(r, res)
-                    changed = True
-            if changed:
-                await self._settle()
-            now = time.monotonic()
-            for r in self.replicas:
-                if r.client is None and r.mode == Mode.ERR and now >= r.next_attempt and await self._connect(r):
-                    self._event(r.address, "reconnected", f"replica {r.replica_id}")
-                    log.info("replica %s reconnected", r.address)
-                    if self.auto_rebuild:
-                        self.start_rebuild(r)
+            await asyncio.sleep(min(self.ping_interval, self.reconnect_interval))
+            if time.monotonic() >= next_ping:
+                next_ping = time.monotonic() + self.ping_interval
+                await self._ping_all()
+            await self._reconnect_failed()
+
+    async def _ping_all(self) -> None:
+        live = [r for r in self.replicas if r.client is not None]
+        results = await asyncio.gather(*(r.client.ping() for r in live if r.client is not None), return_exceptions=True)
+        changed = False
+        for r, res in zip(live, results, strict=True):
+            if isinstance(res, BaseException) and r.client is not None:
+                self._fail(r, res)
+                changed = True
+        if changed:
+            await self._settle()
+
+    async def _reconnect_failed(self) -> None:
+        now = time.monotonic()
+        for r in self.replicas:
+            if r.client is None and r.mode == Mode.ERR and now >= r.next_attempt and await self._connect(r):
+                self._event(r.address, "reconnected", f"replica {r.replica_id}")
+                log.info("replica %s reconnected", r.address)
+                if self.auto_rebuild:
+                    self.start_rebuild(r)
 
     def start_rebuild(self, r: Replica) -> None:
         """Put a connected replica in WO mode and copy an RW replica onto it in the background."""
