@@ -2,10 +2,12 @@
 
 __iscsikit_children() {
     case "$1" in
-        '') echo 'config device discover doctor login logout session' ;;
+        '') echo 'config device discover doctor login logout replica session target' ;;
         'config') echo 'get set show' ;;
         'device') echo 'list' ;;
+        'replica') echo 'add info remove serve status' ;;
         'session') echo 'list rescan show' ;;
+        'target') echo 'serve status' ;;
     esac
 }
 
@@ -22,10 +24,19 @@ __iscsikit_opts() {
         'doctor') echo '--dry-run --fix --help --json --quiet --verbose -h -q -v' ;;
         'login') echo '--all-portals --dry-run --help --iface --json --lun --no-wait --portal --quiet --timeout --verbose --wait -I -h -p -q -v' ;;
         'logout') echo '--dry-run --help --if-unused --iface --json --portal --quiet --sid --verbose -I -h -p -q -v' ;;
+        'replica') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'replica add') echo '--control --dry-run --help --json --lun --no-wait --quiet --target --timeout --verbose --wait -h -q -v' ;;
+        'replica info') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'replica remove') echo '--control --dry-run --help --json --lun --quiet --target --verbose -h -q -v' ;;
+        'replica serve') echo '--dry-run --help --io-threads --json --listen --quiet --size --verbose -h -q -v' ;;
+        'replica status') echo '--control --dry-run --help --json --quiet --verbose -h -q -v' ;;
         'session') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'session list') echo '--dry-run --help --json --quiet --target --verbose -T -h -q -v' ;;
         'session rescan') echo '--dry-run --help --json --lun --quiet --verbose -h -q -v' ;;
         'session show') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'target') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --dry-run --help --iqn --json --loop --lun --mutual-secret-file --mutual-user --portal --quiet --verbose -h -q -v' ;;
+        'target status') echo '--control --dry-run --help --json --quiet --verbose -h -q -v' ;;
     esac
 }
 
@@ -36,8 +47,14 @@ __iscsikit_value_opts() {
         'discover') echo '--chap-secret-file --chap-user --iface --type -I -t' ;;
         'login') echo '--iface --lun --portal --timeout -I -p' ;;
         'logout') echo '--iface --portal --sid -I -p' ;;
+        'replica add') echo '--control --lun --target --timeout' ;;
+        'replica remove') echo '--control --lun --target' ;;
+        'replica serve') echo '--io-threads --listen --size' ;;
+        'replica status') echo '--control' ;;
         'session list') echo '--target -T' ;;
         'session rescan') echo '--lun' ;;
+        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --iqn --loop --lun --mutual-secret-file --mutual-user --portal' ;;
+        'target status') echo '--control' ;;
     esac
 }
 
@@ -45,6 +62,11 @@ __iscsikit_path_opts() {
     case "$1" in
         '') echo '--config --db-root --sysfs-root' ;;
         'discover') echo '--chap-secret-file' ;;
+        'replica add') echo '--control' ;;
+        'replica remove') echo '--control' ;;
+        'replica status') echo '--control' ;;
+        'target serve') echo '--chap-secret-file --config --control --mutual-secret-file' ;;
+        'target status') echo '--control' ;;
     esac
 }
 

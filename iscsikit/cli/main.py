@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from iscsikit import __version__
-from iscsikit.cli import config_cmd, device, doctor, initiator, session, target
+from iscsikit.cli import config_cmd, device, doctor, initiator, replica, session, target
 from iscsikit.cli.context import AppContext
 
 
@@ -134,6 +134,7 @@ app.command("logout")(initiator.logout)
 app.add_typer(session.app, name="session")
 app.add_typer(device.app, name="device")
 app.add_typer(target.app, name="target")
+app.add_typer(replica.app, name="replica")
 
 
 # --- entry point ----------------------------------------------------------------------

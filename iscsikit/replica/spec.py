@@ -101,6 +101,9 @@ def replicated_backend(options: Mapping[str, str], where: str) -> ReplicatedBack
 
 
 def register() -> None:
+    """Register the ``replicated`` backend kind and the ``replica ...`` control commands."""
+    from iscsikit.replica.admin import register_commands
     from iscsikit.target.backends import register_backend
 
     register_backend("replicated", replicated_backend, OPTIONS)
+    register_commands()

@@ -1,0 +1,223 @@
+"""``iscsikit replica serve|info|status|add|remove``: replica servers and the replicated LUNs of a target."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from iscsikit.cli.context import AppContext
+from iscsikit.cli.output import Column, emit, emit_mapping, note, progress
+
+app = typer.Typer(help="Replica servers and the replicated LUNs of a running target.", no_args_is_help=True)
+
+ControlOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--control",
+        envvar="ISCSIKIT_TARGET_CONTROL",
+        metavar="SOCKET",
+        help="The target's control socket (default /run/iscsikit/target.sock).",
+    ),
+]
+TargetOpt = Annotated[
+    str | None, typer.Option("--target", metavar="IQN", help="Target of the LUN (when several are served).")
+]
+LunOpt = Annotated[int | None, typer.Option("--lun", metavar="N", help="The replicated LUN (when several).")]
+
+
+def _control(control: Path | None) -> Path:
+    from iscsikit.target.config import DEFAULT_CONTROL
+
+    return control or Path(os.environ.get("ISCSIKIT_TARGET_CONTROL", str(DEFAULT_CONTROL)))
+
+
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Replica directory (created if missing).")],
+    size: Annotated[
+        str | None, typer.Option("--size", metavar="SIZE", help="Volume size (1G, 512M...); needed to create DIR.")
+    ] = None,
+    listen: Annotated[
+        str, typer.Option("--listen", metavar="ADDR:PORT", help="Address to serve the replica protocol on.")
+    ] = "127.0.0.1:9700",
+    io_threads: Annotated[int, typer.Option("--io-threads", min=1, max=64, help="Threads for disk I/O.")] = 4,
+) -> None:
+    """Serve one replica in the foreground until SIGTERM/SIGINT (logs to stderr)."""
+    import logging
+
+    from iscsikit.names import Portal
+    from iscsikit.units import parse_size
+
+    actx = AppContext.of(ctx)
+    if not actx.quiet and actx.verbose == 0:
+        logging.getLogger("iscsikit").setLevel(logging.INFO)
+    want = parse_size(size, "--size") if size is not None else None
+    portal = Portal.parse(listen, default_port=9700)
+    _run(_serve(actx, directory, want, portal.address, portal.port, io_threads))
+
+
+def _run(coro: Any) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:
+        import asyncio
+
+        asyncio.run(coro)
+
+
+async def _serve(actx: AppContext, directory: Path, size: int | None, host: str, port: int, threads: int) -> None:
+    import asyncio
+    import signal
+
+    from iscsikit.replica.server import ReplicaServer
+    from iscsikit.replica.store import ReplicaStore
+
+    store = ReplicaStore.open(directory, size)
+    server = ReplicaServer(store, io_threads=threads)
+    try:
+        await server.start(host, port)
+    except OSError as exc:
+        store.close()
+        from iscsikit.errors import ReplicaError
+
+        raise ReplicaError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    note(actx, f"replica {store.meta.replica_id} of {directory} serving on {host}:{server.port}")
+    await stopping.wait()
+    note(actx, "stopping: flushing the replica")
+    await server.close()
+
+
+@app.command("info")
+def info(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Replica directory.")],
+) -> None:
+    """Show a replica directory's metadata (works while the server is stopped)."""
+    import json
+
+    from iscsikit.errors import ReplicaError
+    from iscsikit.replica.store import DATA_FILE, META_FILE, ReplicaMeta
+
+    actx = AppContext.of(ctx)
+    path = directory / META_FILE
+    try:
+        meta = ReplicaMeta.from_json(json.loads(path.read_text()), str(path))
+    except FileNotFoundError:
+        raise ReplicaError(f"{directory} holds no replica ({META_FILE} is missing)") from None
+    except ValueError as exc:
+        raise ReplicaError(f"{path}: {exc}") from None
+    data = meta.to_json()
+    try:
+        data["allocated_bytes"] = (directory / DATA_FILE).stat().st_blocks * 512
+    except OSError:
+        data["allocated_bytes"] = None
+    if actx.json:
+        emit(actx, data)
+        return
+    data["members"] = ", ".join(f"{m['address']} ({m['id'][:8]})" for m in meta.members)
+    emit_mapping(actx, data)
+
+
+REPLICA_COLUMNS = [
+    Column("target", "TARGET"),
+    Column("lun", "LUN"),
+    Column("address", "REPLICA"),
+    Column("mode", "MODE"),
+    Column("revision", "REVISION"),
+    Column("rebuild_progress", "REBUILD", lambda v: "" if v is None else f"{100 * v:.0f}%"),
+    Column("last_error", "LAST ERROR"),
+]
+
+
+@app.command("status")
+def status(ctx: typer.Context, control: ControlOpt = None) -> None:
+    """Replicas of every replicated LUN of a running target: mode, revision, rebuild progress."""
+    from iscsikit.target.control import request
+
+    actx = AppContext.of(ctx)
+    result = request(_control(control), "replica status")
+    if actx.json:
+        emit(actx, result)
+        return
+    rows = [{"target": v["target"], "lun": v["lun"], **r} for v in result for r in v["replicas"]]
+    emit(actx, rows, REPLICA_COLUMNS, title="Replicas")
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    address: Annotated[str, typer.Argument(metavar="tcp://HOST:PORT", help="The replica server to add.")],
+    target: TargetOpt = None,
+    lun: LunOpt = None,
+    control: ControlOpt = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the rebuild is done.")] = True,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", help="Give up waiting after.")] = 3600,
+) -> None:
+    """Add a replica to a replicated LUN; it rebuilds (write-only) and then serves reads."""
+    from iscsikit.target.control import request
+
+    actx = AppContext.of(ctx)
+    path = _control(control)
+    result = request(path, "replica add", {"address": address, "target": target, "lun": lun}, timeout=60)
+    if wait:
+        result = _wait_rebuilt(actx, path, result["target"], result["lun"], result["address"], timeout)
+    if actx.json:
+        emit(actx, result)
+    else:
+        note(actx, f"{result['address']}: {result['mode']}")
+
+
+def _wait_rebuilt(actx: AppContext, path: Path, iqn: str, lun: int, address: str, timeout: float) -> dict[str, Any]:
+    import time
+
+    from iscsikit.errors import ReplicaError
+    from iscsikit.target.control import request
+
+    deadline = time.monotonic() + timeout
+    with progress(actx, 1.0, f"rebuilding {address}") as bar:
+        while True:
+            volumes = request(path, "replica status")
+            rep = next(
+                (r for v in volumes if v["target"] == iqn and v["lun"] == lun for r in v["replicas"]
+                 if r["address"] == address),
+                None,
+            )  # fmt: skip
+            if rep is None:
+                raise ReplicaError("was removed while rebuilding", address)
+            bar.update(rep["rebuild_progress"] or 0.0)
+            if rep["mode"] == "rw":
+                return {"target": iqn, "lun": lun, **rep}
+            if rep["mode"] == "err":
+                raise ReplicaError(f"rebuild failed: {rep['last_error']}", address)
+            if time.monotonic() > deadline:
+                raise ReplicaError(f"still rebuilding after {timeout:g} s", address)
+            time.sleep(0.2)
+
+
+@app.command("remove")
+def remove(
+    ctx: typer.Context,
+    address: Annotated[str, typer.Argument(metavar="tcp://HOST:PORT", help="The replica to stop using.")],
+    target: TargetOpt = None,
+    lun: LunOpt = None,
+    control: ControlOpt = None,
+) -> None:
+    """Stop using a replica (its data stays on its server; it is no longer a member)."""
+    from iscsikit.target.control import request
+
+    actx = AppContext.of(ctx)
+    result = request(_control(control), "replica remove", {"address": address, "target": target, "lun": lun})
+    if actx.json:
+        emit(actx, result)
+    else:
+        note(actx, f"removed {result['removed']}")
