@@ -432,10 +432,15 @@ class Connector:
             except IscsiadmError as exc:
                 failures.append(exc)
                 continue
-            portal = session.portal
-            if not any(_uses_portal(a.spec, portal) for a in others):
-                with self.locks.db():
-                    self.iscsiadm.node_delete(spec.target, portal, iface=spec.login_iface)
+        # Node records of portals nothing uses any more (including paths that were down).
+        iface = spec.login_iface
+        for portal in spec.portals:
+            if any(_uses_portal(a.spec, portal) and a.spec.login_iface == iface for a in others):
+                continue
+            if self.sessions.find(spec.target, portal, iface):
+                continue
+            with self.locks.db():
+                self.iscsiadm.node_delete(spec.target, portal, iface=iface)
         if failures:
             raise failures[0]
 
