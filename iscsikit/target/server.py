@@ -29,7 +29,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from iscsikit.target.proto import (
     NEED_DATA,
@@ -153,7 +153,8 @@ class _Connection(asyncio.BufferedProtocol):
     # -- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses of it
+        self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -265,10 +266,10 @@ class _Connection(asyncio.BufferedProtocol):
             self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)
         finally:
             self.running.pop(task, None)
-        # A command that finished after waiting: flush now (eager ones are flushed by _process).
+        # A command that finished after waiting: collect the core's events (a pending logout may
+        # have completed) and flush. Eager completions are handled by the running _process.
         if not self._in_process:
-            self._flush()
-            self._update_reading()
+            self._process()
 
     _in_process = False
 
@@ -287,7 +288,7 @@ class _Connection(asyncio.BufferedProtocol):
             await asyncio.wait(waits)
         code = await self.runtime.luns.task_management(req.function, event.lun, self.nexus)
         self.conn.complete_task_management(req, code)
-        self._flush()
+        self._process()
 
     # -- output and flow control -------------------------------------------------------------
 

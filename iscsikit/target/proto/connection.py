@@ -124,7 +124,6 @@ Event = CommandReady | TaskManagement | SessionStarted | ConnectionClosed
 
 _S_DATAOUT_DEST = struct.Struct(">16xII16xI")  # itt @16, ttt @20, offset @40
 _S_CMD_DEST = struct.Struct(">xB14xII")  # b1 @1, itt @16, edtl @20
-_ZERO_PAD = (b"", b"\0\0\0", b"\0\0", b"\0")
 _MAX_AHS = 1020
 #: Largest EDTL accepted for one command (bytes held in memory while data arrives).
 MAX_TRANSFER = 64 << 20
@@ -302,19 +301,23 @@ class TargetConnection:
                         self._compact()
                     return False
                 data = dest
-                if self._ddigest:
-                    self._check_data_digest(bhs, dest, self._start, dslen)
+                at = self._start
                 self._start += trailer
+                self._hdr = None
+                if self._ddigest:
+                    self._check_data_digest(bhs, dest, at, dslen)
             else:
                 total = dslen + trailer
                 if self._end - self._start < total:
                     if self._start + total > len(self._buf):
                         self._compact()
                     return False
-                data = mv[self._start : self._start + dslen]
-                if self._ddigest:
-                    self._check_data_digest(bhs, data, self._start + dslen, dslen)
+                at = self._start
+                data = mv[at : at + dslen]
                 self._start += total
+                self._hdr = None
+                if self._ddigest:
+                    self._check_data_digest(bhs, data, at + dslen, dslen)
         self._hdr = None
         self._dest = None
         self.pdus_in += 1
@@ -325,7 +328,7 @@ class TargetConnection:
         pad = pad_len(dslen)
         value = crc32c(data)
         if pad:
-            value = crc32c(_ZERO_PAD[pad], value)
+            value = crc32c(b"\0" * pad, value)
         got = int.from_bytes(self._mv[trailer_at + pad : trailer_at + pad + 4], "little")
         if value != got:
             opcode = bhs[0] & 0x3F
