@@ -1,0 +1,356 @@
+"""The kernel tier: scenarios run inside ONE virtme-ng VM per pytest session.
+
+Fixtures for every kernel test file (including the ones you add):
+
+``vm`` (session)
+    The booted :class:`iscsikit.vm.GuestVM`. ``vm.run(script)`` runs bash in the guest
+    (root, PATH has the venv's ``iscsikit`` and ``python``, cwd is the checkout);
+    ``vm.run_python(code)``; ``vm.shared`` is a directory both sides see at the same path.
+    State persists between runs, so use ``guest`` unless you clean up after yourself.
+
+``guest`` (function)
+    A :class:`Guest` over the same VM, after a *clean slate*: every iSCSI session logged
+    out, open-iscsi's DB back to what it was at boot (no node/discovery/iface records,
+    iscsid.conf and initiatorname restored), multipathd stopped and its maps flushed, every
+    tgtd killed, scratch LUN files removed, iscsid running. It fails the test's setup
+    (naming what was left) if that cannot be reached. Helpers::
+
+        target = guest.target(luns=[16 * MiB, 8 * MiB])        # tgtd on 127.0.0.1:3260
+        target = guest.target(chap=("user", "secret12345"), portals=("127.0.0.1:3260", "127.0.0.2:3260"))
+        devices = guest.login(target)                             # {lun: "/dev/sdX"}
+        guest.sh("iscsiadm -m session -P 3")                      # fails the test on exit != 0
+        guest.sh("iscsiadm -m session", ok=(0, 21))
+
+    Several targets can share one tgtd: ``t = guest.tgtd(); t.add_target(...)``.
+
+Skips are loud (tests.support.tiers): a host that cannot boot the VM skips every test that
+uses ``vm``/``guest`` with the reason, and with CI=true fails them instead. A VM that fails
+to *boot* is an error, reported with the console tail, never a skip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shlex
+import textwrap
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from iscsikit.vm import GuestResult, GuestVM
+from tests.support import tiers
+
+MiB = 1024 * 1024
+KERNEL_BOOT_TIMEOUT = 300  # TCG on a loaded 2-core machine: boots take 20-50 s, leave room
+SCRATCH = "/run/iscsikit-test"  # guest tmpfs: LUN backing files, tgtd pid files, DB snapshot
+DEFAULT_PORTAL = "127.0.0.1:3260"
+
+
+@cache
+def _why_no_vm() -> str | None:
+    return GuestVM.available()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Loud skip (CI: failure) for every test that needs the VM when none can boot here.
+
+    Done here rather than in the session fixture so the skip is recorded against each test
+    (and its tier) instead of against the session.
+    """
+    if "vm" in getattr(item, "fixturenames", ()):
+        why = _why_no_vm()
+        if why is not None:
+            tiers.unavailable(SimpleNamespace(node=item), f"cannot boot the kernel-tier VM: {why}")  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuestVM]:
+    """One VM for the whole session; see the module docstring."""
+    workdir = tmp_path_factory.mktemp("vm")
+    with GuestVM(workdir=workdir, boot_timeout=KERNEL_BOOT_TIMEOUT) as machine:
+        warnings = machine.info.get("warnings") or []
+        assert not warnings, f"the VM booted but its preparation had problems: {warnings}"
+        # Snapshot the pristine open-iscsi config so every test can start from it.
+        machine.run(
+            f"mkdir -p {SCRATCH}/luns {SCRATCH}/tgtd && rm -rf {SCRATCH}/etc-iscsi && "
+            f"cp -a /etc/iscsi {SCRATCH}/etc-iscsi && "
+            f"{{ [ -e /etc/multipath.conf ] && touch {SCRATCH}/had-multipath-conf || true; }}",
+            check=True,
+        )
+        yield machine
+
+
+# ---- helpers --------------------------------------------------------------------------------
+
+
+def _fail_script(what: str, script: str, result: GuestResult) -> str:
+    return (
+        f"{what} (exit {result.returncode})\n"
+        f"--- script ---\n{textwrap.dedent(script).strip()}\n"
+        f"--- stdout ---\n{result.stdout.rstrip()}\n"
+        f"--- stderr ---\n{result.stderr.rstrip()}"
+    )
+
+
+@dataclass
+class GuestTarget:
+    """A tgtd target in the guest: ``luns`` maps LUN number to its backing file (guest path)."""
+
+    iqn: str
+    tid: int
+    portals: tuple[str, ...]
+    luns: dict[int, str]
+    sizes: dict[int, int]
+    chap: tuple[str, str] | None = None
+    mutual_chap: tuple[str, str] | None = None
+    tgtd: GuestTgtd | None = field(default=None, repr=False)
+
+    @property
+    def portal(self) -> str:
+        return self.portals[0]
+
+    def by_path(self, lun: int, portal: str | None = None) -> str:
+        """The udev by-path link of one LUN, e.g. /dev/disk/by-path/ip-127.0.0.1:3260-iscsi-IQN-lun-1."""
+        return f"/dev/disk/by-path/ip-{portal or self.portal}-iscsi-{self.iqn}-lun-{lun}"
+
+
+class GuestTgtd:
+    """One tgtd in the guest (own control port ``-C``), listening on ``portals``."""
+
+    def __init__(self, guest: Guest, control: int, portals: Sequence[str]) -> None:
+        self.guest = guest
+        self.control = control
+        self.portals = tuple(portals)
+        self._tids = itertools.count(1)
+        self.log = guest.vm.shared / f"tgtd-{control}.log"
+
+    def start(self) -> GuestTgtd:
+        first, rest = self.portals[0], self.portals[1:]
+        adds = "\n".join(
+            f"tgtadm -C {self.control} --lld iscsi --op new --mode portal --param portal={p}" for p in rest
+        )
+        waits = "\n".join(_wait_listening(p) for p in self.portals)
+        self.guest.sh(
+            f"""
+            set -e
+            {_add_loopback_aliases(self.portals)}
+            setsid tgtd -f -C {self.control} --iscsi portal={first} >{self.log} 2>&1 </dev/null &
+            echo $! > {SCRATCH}/tgtd/{self.control}.pid
+            for i in $(seq 400); do
+                tgtadm -C {self.control} --op show --mode sys >/dev/null 2>&1 && break
+                kill -0 $(cat {SCRATCH}/tgtd/{self.control}.pid) || {{ cat {self.log}; exit 1; }}
+                sleep 0.05
+            done
+            {adds}
+            {waits}
+            """,
+            what=f"start tgtd -C {self.control} on {', '.join(self.portals)}",
+        )
+        return self
+
+    def tgtadm(self, *args: str) -> GuestResult:
+        return self.guest.sh(shlex.join(["tgtadm", "-C", str(self.control), "--lld", "iscsi", *args]))
+
+    def add_target(
+        self,
+        iqn: str,
+        luns: Sequence[int] | Mapping[int, int] = (16 * MiB,),
+        *,
+        chap: tuple[str, str] | None = None,
+        mutual_chap: tuple[str, str] | None = None,
+        allow: str = "ALL",
+    ) -> GuestTarget:
+        """A target with file-backed LUNs (sizes in bytes; a list numbers them from 1)."""
+        sizes = dict(luns) if isinstance(luns, Mapping) else {i + 1: size for i, size in enumerate(luns)}
+        tid = next(self._tids)
+        tg = f"tgtadm -C {self.control} --lld iscsi"
+        lines = [f"{tg} --op new --mode target --tid {tid} --targetname {shlex.quote(iqn)}"]
+        files: dict[int, str] = {}
+        for lun, size in sizes.items():
+            path = f"{SCRATCH}/luns/c{self.control}-t{tid}-lun{lun}.img"
+            files[lun] = path
+            lines.append(f"truncate -s {size} {path}")
+            lines.append(f"{tg} --op new --mode logicalunit --tid {tid} --lun {lun} --backing-store {path}")
+        if chap is not None:
+            user, secret = chap
+            lines.append(f"{tg} --op new --mode account --user {shlex.quote(user)} --password {shlex.quote(secret)}")
+            lines.append(f"{tg} --op bind --mode account --tid {tid} --user {shlex.quote(user)}")
+        if mutual_chap is not None:
+            user, secret = mutual_chap
+            lines.append(f"{tg} --op new --mode account --user {shlex.quote(user)} --password {shlex.quote(secret)}")
+            lines.append(f"{tg} --op bind --mode account --tid {tid} --user {shlex.quote(user)} --outgoing")
+        lines.append(f"{tg} --op bind --mode target --tid {tid} --initiator-address {shlex.quote(allow)}")
+        self.guest.sh("set -e\n" + "\n".join(lines), what=f"create target {iqn} in tgtd -C {self.control}")
+        return GuestTarget(iqn, tid, self.portals, files, sizes, chap, mutual_chap, self)
+
+
+def _wait_listening(portal: str) -> str:
+    host, port = portal.rsplit(":", 1)
+    listening = f"ss -Hltn 'sport = :{port}' | grep -qF '{host}:{port}'"
+    return (
+        f"for i in $(seq 400); do {listening} && break; sleep 0.05; done; "
+        f"{listening} || {{ echo 'tgtd does not listen on {portal}'; exit 1; }}"
+    )
+
+
+def _add_loopback_aliases(portals: Iterable[str]) -> str:
+    """127.0.0.2 etc. answer on lo without an address, but iscsiadm/multipath like seeing it."""
+    cmds = []
+    for portal in portals:
+        host = portal.rsplit(":", 1)[0]
+        if host.startswith("127.") and host != "127.0.0.1":
+            cmds.append(f"ip addr show dev lo | grep -qF ' {host}/' || ip addr add {host}/8 dev lo")
+    return "\n".join(cmds)
+
+
+CLEAN_SLATE = f"""
+set -u
+problems=()
+# 1. Log out while the targets still answer (a logout against a dead target waits for timeouts).
+if [ -n "$(ls /sys/class/iscsi_session 2>/dev/null)" ]; then
+    timeout 60 iscsiadm -m session -u >/dev/null 2>&1
+fi
+# 2. multipath maps and daemon, if a test started them.
+if pidof multipathd >/dev/null; then
+    multipath -F >/dev/null 2>&1
+    kill $(pidof multipathd) 2>/dev/null
+fi
+dmsetup remove_all >/dev/null 2>&1
+# 3. Every tgtd: the ones our helper started (pid files) first, then any other (the whole guest is ours).
+for f in {SCRATCH}/tgtd/*.pid; do
+    [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null
+    rm -f "$f"
+done
+for pid in $(pidof tgtd); do kill "$pid" 2>/dev/null; done
+for i in $(seq 100); do pidof tgtd >/dev/null || break; sleep 0.05; done
+for pid in $(pidof tgtd); do kill -9 "$pid" 2>/dev/null; done
+# 4. open-iscsi DB and config back to the boot snapshot; scratch files away.
+rm -rf /etc/iscsi && cp -a {SCRATCH}/etc-iscsi /etc/iscsi
+[ -e {SCRATCH}/had-multipath-conf ] || rm -f /etc/multipath.conf
+rm -f {SCRATCH}/luns/*
+for a in $(ip -o -4 addr show dev lo | awk '{{print $4}}' | grep -v '^127.0.0.1/'); do ip addr del "$a" dev lo; done
+# 5. iscsid must be running (a test may have stopped it).
+if ! pidof iscsid >/dev/null; then
+    setsid iscsid -f >>"$ISCSIKIT_VM_SHARED/iscsid.log" 2>&1 </dev/null &
+    for i in $(seq 200); do grep -q ISCSIADM_ABSTRACT_NAMESPACE /proc/net/unix && break; sleep 0.05; done
+fi
+udevadm settle --timeout=30
+# 6. Verify.
+left=$(ls /sys/class/iscsi_session 2>/dev/null | tr '\\n' ' ')
+[ -z "$left" ] || problems+=("sessions left: $left")
+[ -z "$(ls /dev/disk/by-path 2>/dev/null | grep -- -iscsi-)" ] || problems+=("iSCSI by-path links left")
+pidof tgtd >/dev/null && problems+=("tgtd still running: $(pidof tgtd)")
+pidof iscsid >/dev/null || problems+=("iscsid is not running")
+grep -q ISCSIADM_ABSTRACT_NAMESPACE /proc/net/unix || problems+=("iscsid does not listen")
+if [ ${{#problems[@]}} -ne 0 ]; then
+    printf '%s\\n' "${{problems[@]}}"
+    iscsiadm -m session -P 1 2>&1
+    exit 1
+fi
+"""
+
+
+class Guest:
+    """Per-test view of the session VM with scenario helpers (see the module docstring)."""
+
+    _controls = itertools.count(100)
+
+    def __init__(self, vm: GuestVM) -> None:
+        self.vm = vm
+
+    def sh(
+        self,
+        script: str,
+        *,
+        ok: Iterable[int] = (0,),
+        timeout: float = 180,
+        env: Mapping[str, str] | None = None,
+        what: str = "guest script failed",
+    ) -> GuestResult:
+        """Run bash in the guest; fail the test (showing script, stdout, stderr) unless exit in ``ok``."""
+        script = textwrap.dedent(script)
+        result = self.vm.run(script, timeout=timeout, env=env)
+        if result.returncode not in set(ok):
+            pytest.fail(_fail_script(what, script, result), pytrace=False)
+        return result
+
+    def python(self, code: str, *args: str, ok: Iterable[int] = (0,), timeout: float = 180) -> GuestResult:
+        """Run Python (the venv's: ``import iscsikit`` works) in the guest; fail the test unless exit in ``ok``."""
+        code = textwrap.dedent(code)
+        result = self.vm.run_python(code, timeout=timeout, args=args)
+        if result.returncode not in set(ok):
+            pytest.fail(_fail_script("guest python failed", code, result), pytrace=False)
+        return result
+
+    def tgtd(self, portals: Sequence[str] = (DEFAULT_PORTAL,)) -> GuestTgtd:
+        """Start a tgtd in the guest on ``portals`` (it is killed by the next clean slate)."""
+        return GuestTgtd(self, next(self._controls), portals).start()
+
+    def target(
+        self,
+        iqn: str = "iqn.2026-11.io.iscsikit.test:target",
+        luns: Sequence[int] | Mapping[int, int] = (16 * MiB,),
+        *,
+        chap: tuple[str, str] | None = None,
+        mutual_chap: tuple[str, str] | None = None,
+        portals: Sequence[str] = (DEFAULT_PORTAL,),
+    ) -> GuestTarget:
+        """A fresh tgtd with one target: the common case in one call."""
+        return self.tgtd(portals).add_target(iqn, luns, chap=chap, mutual_chap=mutual_chap)
+
+    def login(self, target: GuestTarget, portal: str | None = None, *, timeout: float = 60) -> dict[int, str]:
+        """Discover and log in with iscsiadm (CHAP set from the target), wait for every LUN's
+        by-path link; returns ``{lun: "/dev/sdX"}``."""
+        portal = portal or target.portal
+        node = f"iscsiadm -m node -T {shlex.quote(target.iqn)} -p {portal}"
+        lines = ["set -e", f"iscsiadm -m discovery -t st -p {portal} >/dev/null"]
+        if target.chap is not None:
+            lines += [
+                f"{node} -o update -n node.session.auth.authmethod -v CHAP",
+                f"{node} -o update -n node.session.auth.username -v {shlex.quote(target.chap[0])}",
+                f"{node} -o update -n node.session.auth.password -v {shlex.quote(target.chap[1])}",
+            ]
+        if target.mutual_chap is not None:
+            lines += [
+                f"{node} -o update -n node.session.auth.username_in -v {shlex.quote(target.mutual_chap[0])}",
+                f"{node} -o update -n node.session.auth.password_in -v {shlex.quote(target.mutual_chap[1])}",
+            ]
+        lines.append(f"{node} --login >/dev/null")
+        for lun in target.luns:
+            link = target.by_path(lun, portal)
+            lines.append(
+                f"for i in $(seq {int(timeout * 10)}); do [ -e {link} ] && break; sleep 0.1; done; "
+                f"[ -e {link} ] || {{ echo 'no {link}'; ls -l /dev/disk/by-path; exit 1; }}; "
+                f"echo {lun} $(readlink -f {link})"
+            )
+        result = self.sh("\n".join(lines), what=f"login to {target.iqn} at {portal}", timeout=timeout + 60)
+        devices = {}
+        for line in result.stdout.splitlines():
+            lun, dev = line.split()
+            devices[int(lun)] = dev
+        return devices
+
+    def sessions(self) -> list[str]:
+        """Names in /sys/class/iscsi_session (e.g. ``["session1"]``)."""
+        return self.sh("ls /sys/class/iscsi_session").stdout.split()
+
+    def info(self) -> dict[str, Any]:
+        return self.vm.info
+
+
+@pytest.fixture
+def guest(vm: GuestVM) -> Guest:
+    """The session VM after a clean slate; see the module docstring."""
+    result = vm.run(CLEAN_SLATE, timeout=240)
+    if result.returncode != 0:
+        pytest.fail(
+            "the kernel-tier VM could not be brought back to a clean slate after the previous test:\n"
+            + result.stdout
+            + result.stderr,
+            pytrace=False,
+        )
+    return Guest(vm)
