@@ -598,6 +598,10 @@ def canonical_value(spec: KeySpec, value: str) -> str:
         if not lo <= number <= hi:
             raise InvalidSettingError(key, value, f"it must be {spec.describe()}")
         return str(number)
+    if not value and spec.default:
+        raise InvalidSettingError(
+            key, value, f"it cannot be empty: iscsiadm omits empty values, so it would read back {spec.default!r}"
+        )
     if spec.masked and value == MASK:
         raise InvalidSettingError(key, value, "that is the display mask, not a secret; give the real value")
     if len(value.encode("utf-8", "surrogateescape")) > spec.max_bytes:

@@ -1,0 +1,309 @@
+"""record.py: iscsiadm 2.1.8's record grammar, its two readers, and exact rewriting.
+
+Expected texts come from the real binary (../shared/fixtures/iscsiadm-2.1.8 and the
+verbatim captures in reference/open-iscsi-format.md sections 2 and 6).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from iscsikit.db import schema
+from iscsikit.db.record import (
+    canonical_value,
+    format_record,
+    idbm_values,
+    parse_record,
+    show_settings,
+    validate_setting,
+)
+from iscsikit.db.schema import RecordKind
+from iscsikit.errors import InvalidSettingError
+from tests.unit.db.support import FIXTURES, OLDSTYLE_RECORD, SHOW_T1_MASKED, T1_RECORD
+
+NODE = RecordKind.NODE
+
+
+def _show_text_to_dict(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.partition(" = ")
+        out[key] = value
+    return out
+
+
+# ---- files written by the real iscsiadm are read and rewritten byte for byte -----------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "hint"),
+    [
+        ("db-node-record-from-sendtargets.txt", NODE, "iscsikit-res1"),
+        ("db-node-record-with-iscsid-conf-merged.txt", NODE, "default"),
+        ("db-st_config-after-discovery.txt", RecordKind.SENDTARGETS, None),
+    ],
+)
+def test_real_records_parse_cleanly_and_format_back_identically(name: str, kind: RecordKind, hint: str | None) -> None:
+    text = (FIXTURES / name).read_text()
+    rec = parse_record(text, name, kind, iface_hint=hint)
+    assert rec.issues == []
+    assert rec.version == "2.1.8"
+    assert format_record(kind, rec.values()) == text
+
+
+@pytest.mark.parametrize("text", [T1_RECORD, OLDSTYLE_RECORD])
+def test_reference_records_round_trip(text: str) -> None:
+    rec = parse_record(text, "f", NODE)
+    assert rec.ok
+    assert rec.format() == text
+
+
+def test_show_matches_what_iscsiadm_printed_for_the_same_file() -> None:
+    rec = parse_record(T1_RECORD, "nodes/t1/192.0.2.11,3260,1/default", NODE, iface_hint="default")
+    assert rec.settings() == _show_text_to_dict(SHOW_T1_MASKED)
+    assert list(rec.settings()) == list(_show_text_to_dict(SHOW_T1_MASKED))
+    shown = rec.settings(show_secrets=True)
+    assert shown["node.session.auth.password"] == "s3cret pass#1"
+    assert shown["node.session.auth.password_in"] == "<empty>"  # empty secrets are never starred
+    assert "node.session.auth.password_length" not in shown
+
+
+def test_iface_show_uses_the_iface_order_and_hides_nothing_but_lengths() -> None:
+    text = (
+        "# BEGIN RECORD 2.1.8\niface.iscsi_ifacename = res0\niface.transport_name = tcp\n"
+        "iface.prefix_len = 0\n# END RECORD\n"
+    )
+    settings = show_settings(RecordKind.IFACE, parse_record(text, "ifaces/res0", RecordKind.IFACE).entries, "res0")
+    keys = list(settings)
+    assert keys[:6] == [
+        "iface.iscsi_ifacename",
+        "iface.net_ifacename",
+        "iface.ipaddress",
+        "iface.prefix_len",
+        "iface.hwaddress",
+        "iface.transport_name",
+    ]
+    assert settings["iface.bootproto"] == "<empty>"
+    assert "iface.ipv6_autocfg" not in settings
+
+
+# ---- the reader rules of section 2.1, line by line -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "value"),
+    [
+        ("node.startup = automatic", "automatic"),
+        ("node.startup =automatic", "automatic"),
+        ("node.startup\t=\tautomatic   ", "automatic"),
+        ("   node.startup = automatic", "automatic"),
+        ("node.startup==automatic", "automatic"),  # iscsiadm skips one char, then wants '='
+        ("node.startup == automatic", "= automatic"),
+    ],
+)
+def test_lines_iscsiadm_accepts(line: str, value: str) -> None:
+    rec = parse_record(line + "\n", "f", NODE)
+    assert rec.raw("node.startup") == value
+    assert [i for i in rec.issues if i.key != "node.startup"] == []
+
+
+@pytest.mark.parametrize(
+    ("line", "fragment"),
+    [
+        ("node.startup=automatic", "no '=' separator"),
+        ("node.startup= automatic", "no '=' separator"),
+        ("node.startup", "has no '= value'"),
+        ("node.startup = ", "has an empty value"),
+        ("node.startup x automatic", "no '=' separator"),
+    ],
+)
+def test_lines_iscsiadm_ignores_are_reported_with_their_line(line: str, fragment: str) -> None:
+    rec = parse_record("# BEGIN RECORD 2.1.8\n" + line + "\n", "nodes/x", NODE)
+    assert rec.raw("node.startup") is None
+    assert [i.line for i in rec.issues] == [2]
+    assert fragment in rec.issues[0].message
+    assert str(rec.issues[0]).startswith("nodes/x:2: ")
+
+
+def test_values_keep_hashes_and_equals_signs() -> None:
+    rec = parse_record("node.session.auth.password = a=b #c\n", "f", NODE)
+    assert rec.raw("node.session.auth.password") == "a=b #c"
+
+
+def test_duplicate_key_last_one_wins_with_a_warning() -> None:
+    rec = parse_record("node.startup = manual\nnode.startup = automatic\n", "f", NODE)
+    assert rec.value("node.startup") == "automatic"
+    assert rec.line_of("node.startup") == 2
+    assert [(i.line, i.severity) for i in rec.issues] == [(2, "warning")]
+
+
+def test_last_line_without_newline_is_ignored_like_iscsiadm() -> None:
+    rec = parse_record("node.startup = manual\nnode.conn[0].startup = automatic", "f", NODE)
+    assert rec.raw("node.conn[0].startup") is None
+    assert rec.issues[0].line == 2 and "no newline" in rec.issues[0].message
+
+
+def test_overlong_line_and_nul_bytes() -> None:
+    long_line = "node.session.auth.username = " + "u" * 3000
+    rec = parse_record(f"{long_line}\nnode.name = a\x00b\n", "f", NODE)
+    assert rec.raw("node.session.auth.username") is None
+    assert rec.raw("node.name") is None
+    assert [i.line for i in rec.issues] == [1, 2]
+
+
+def test_unknown_key_and_bad_enum_are_errors_iscsiadm_listing_would_die_on() -> None:
+    rec = parse_record(
+        "node.name = iqn.2026-11.test:a\nnode.session.futurekey = 1\nnode.startup = Automatic\n", "f", NODE
+    )
+    assert not rec.ok
+    assert [(i.line, i.severity, i.key) for i in rec.issues] == [
+        (2, "error", "node.session.futurekey"),
+        (3, "error", "node.startup"),
+    ]
+    assert "manual, automatic, onboot" in rec.issues[1].message
+    # usr/idbm.c (the writer) drops the unknown key and keeps the default for the bad enum.
+    values = rec.values()
+    assert "node.session.futurekey" not in values
+    assert values["node.startup"] == "manual"
+    assert len(rec.rewrite_warnings()) == 2
+    # and the display keeps what was written, so the user sees it
+    assert rec.settings()["node.startup"] == "Automatic"
+    assert rec.settings()["node.session.futurekey"] == "1"
+
+
+def test_ipv6_key_in_a_record_named_without_ipv6_is_an_error() -> None:
+    """iscsiadm 2.1.8 writes this itself for an IPv6 iface not named *ipv6*, then cannot list it."""
+    rec = parse_record("iface.dup_addr_detect_cnt = 0\n", "nodes/t/a,3260,1/offload0", NODE, iface_hint="offload0")
+    assert not rec.ok and "contains 'ipv6'" in rec.issues[0].message
+    rec6 = parse_record("iface.dup_addr_detect_cnt = 0\n", "f", NODE, iface_hint="offload-ipv6")
+    assert rec6.ok
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "stored", "shown"),
+    [
+        ("node.session.cmds_max", "12abc", "12", "12"),
+        ("node.session.cmds_max", "70000", "70000", "4464"),  # int in usr/idbm.c, uint16 in libopeniscsiusr
+        ("node.session.initial_cmdsn", "-1", "-1", "4294967295"),
+        ("node.session.xmit_thread_priority", "-20", "-20", "-20"),
+        ("node.conn[0].timeo.login_timeout", "4294967296", "0", "4294967296"),
+        ("iface.tos", "-1", "255", "255"),
+        ("iface.iface_num", "-1", "-1", "4294967295"),
+        ("node.conn[0].timeo.login_timeout", "abc", "0", "0"),
+        ("node.conn[0].timeo.login_timeout", "+15", "15", "15"),
+        ("node.conn[0].timeo.login_timeout", "99999999999999999999999", "-1", "-1"),
+    ],
+)
+def test_integers_follow_strtoul_into_each_readers_c_field(key: str, raw: str, stored: str, shown: str) -> None:
+    rec = parse_record(f"{key} = {raw}\n", "f", NODE)
+    assert rec.value(key) == stored
+    assert rec.settings()[key] == shown
+
+
+def test_chap_algs_list_semantics() -> None:
+    rec = parse_record("node.session.auth.chap_algs = SHA256 MD5,MD5,FOO\n", "f", NODE)
+    assert rec.value("node.session.auth.chap_algs") == "SHA256,MD5"
+    assert rec.issues[0].severity == "warning"
+    empty = parse_record("node.session.auth.chap_algs = FOO\n", "f", NODE)
+    assert empty.value("node.session.auth.chap_algs") == ""
+    assert "node.session.auth.chap_algs" not in empty.format()  # empty values are not written
+    assert empty.settings()["node.session.auth.chap_algs"] == "<empty>"
+
+
+def test_strings_are_truncated_to_their_c_field() -> None:
+    rec = parse_record("iface.net_ifacename = " + "e" * 20 + "\n", "f", NODE)
+    assert rec.value("iface.net_ifacename") == "e" * 15  # IFNAMSIZ 16
+    assert rec.issues[0].severity == "warning"
+
+
+def test_crlf_files_are_read_like_iscsiadm_does() -> None:
+    rec = parse_record("node.startup = automatic\r\nnode.tpgt = 3\r\n", "f", NODE)
+    assert rec.value("node.startup") == "automatic" and rec.value("node.tpgt") == "3"
+
+
+def test_format_omits_empty_strings_and_hidden_keys_and_orders_like_idbm() -> None:
+    values = idbm_values(NODE, {"node.name": "iqn.2026-11.test:a", "node.session.auth.password": "pw"}, "default")[0]
+    text = format_record(NODE, values)
+    lines = text.splitlines()
+    assert lines[0] == "# BEGIN RECORD 2.1.8" and lines[-1] == "# END RECORD" and text.endswith("\n")
+    assert "node.session.auth.password = pw" in lines
+    assert not any("password_length" in line for line in lines)
+    assert not any(line.endswith(" = ") for line in lines)
+    assert lines.index("node.session.auth.authmethod = None") < lines.index("node.session.auth.password = pw")
+
+
+def test_ipv6_iface_address_switches_the_written_key_set() -> None:
+    values = idbm_values(NODE, {}, "default")[0]
+    values["iface.ipaddress"] = "2001:db8::99"
+    text = format_record(NODE, values)
+    assert "iface.hop_limit = 0" in text and "iface.tos = 0" not in text
+    values["iface.bootproto"] = "dhcp"
+    assert "iface.tos = 0" in format_record(NODE, values)
+
+
+def test_discovery_records_show_through_idbm_print() -> None:
+    text = (FIXTURES / "db-st_config-after-discovery.txt").read_text()
+    text = text.replace("authmethod = None", "authmethod = CHAP\ndiscovery.sendtargets.auth.password = pw")
+    rec = parse_record(text, "st_config", RecordKind.SENDTARGETS)
+    assert rec.settings()["discovery.sendtargets.auth.password"] == "********"
+    assert rec.settings()["discovery.sendtargets.auth.username"] == "<empty>"
+    assert rec.settings(True)["discovery.sendtargets.auth.password"] == "pw"
+
+
+def test_isns_record_uses_sendtargets_key_names() -> None:
+    text = (
+        "# BEGIN RECORD 2.1.8\ndiscovery.startup = manual\ndiscovery.type = isns\n"
+        "discovery.sendtargets.address = 192.0.2.25\ndiscovery.sendtargets.port = 3205\n"
+        "discovery.isns.use_discoveryd = No\ndiscovery.isns.discoveryd_poll_inval = -1\n# END RECORD\n"
+    )
+    rec = parse_record(text, "isns_config", RecordKind.ISNS)
+    assert rec.ok and rec.format() == text
+
+
+# ---- values given by users -------------------------------------------------------------------
+
+
+def test_validate_setting_names_the_choices_and_hints_at_case() -> None:
+    with pytest.raises(InvalidSettingError, match=r"manual, automatic, onboot \(did you mean 'automatic'"):
+        validate_setting(NODE, "node.startup", "Automatic")
+    assert validate_setting(NODE, "node.startup", "onboot") == ("node.startup", "onboot")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "fragment"),
+    [
+        ("node.session.futurekey", "1", "unknown key"),
+        ("node.sesion.cmds_max", "1", "did you mean node.session.cmds_max"),
+        ("node.tpgt", "5", "identifies the record"),
+        ("node.conn[0].address", "10.0.0.1", "identifies the record"),
+        ("node.session.auth.password_length", "5", "computes it"),
+        ("node.session.auth.password", "********", "display mask"),
+        ("node.session.auth.password", "a\nb", "newline"),
+        ("node.session.auth.username", " padded", "blanks"),
+        ("node.session.auth.username", "u" * 256, "longer than 255"),
+        ("node.session.cmds_max", "12abc", "integer"),
+        ("node.session.cmds_max", "99999999999", "integer from"),
+        ("node.session.auth.chap_algs", "MD5,MD4", "comma-separated"),
+        ("node.session.auth.chap_algs", "MD5,MD5", "twice"),
+        ("iface.ipv6_autocfg", "x", "IPv6 key set"),
+        ("node.transport_name", "", "read back 'tcp'"),
+    ],
+)
+def test_values_iscsiadm_would_refuse_or_mangle_are_rejected(key: str, value: str, fragment: str) -> None:
+    with pytest.raises(InvalidSettingError, match=fragment):
+        validate_setting(NODE, key, value)
+
+
+def test_canonical_values() -> None:
+    spec = schema.NODE_ALL.by_name
+    assert canonical_value(spec["node.session.cmds_max"], "+064") == "64"
+    assert canonical_value(spec["node.session.auth.chap_algs"], "SHA256, MD5") == "SHA256,MD5"
+    assert validate_setting(NODE, "node.transport_name", "iser") == ("iface.transport_name", "iser")
+    assert canonical_value(spec["node.session.auth.username"], "") == ""  # clearing is allowed
+
+
+def test_non_utf8_bytes_survive_a_rewrite() -> None:
+    rec = parse_record(b"node.name = \xff\xfe\n", "x", NODE)  # not UTF-8: kept byte for byte
+    assert rec.format().encode("utf-8", "surrogateescape").count(b"\xff\xfe") == 1
