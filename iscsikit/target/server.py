@@ -45,6 +45,7 @@ from iscsikit.target.proto import (
     Task,
     TaskManagement,
 )
+from iscsikit.target.proto.connection import ProtocolIssue
 from iscsikit.target.proto.session import AuthConfig, Session
 from iscsikit.target.scsi import LunMap, Nexus, ScsiResponse
 
@@ -223,6 +224,8 @@ class _Connection(asyncio.BufferedProtocol):
             elif isinstance(event, TaskManagement):
                 fut = asyncio.ensure_future(self._task_management(event))
                 fut.add_done_callback(_log_failure)
+            elif isinstance(event, ProtocolIssue):
+                log.warning("connection %s: %s", self.peer, event.message)
             elif isinstance(event, ConnectionClosed):
                 if event.error is not None:
                     log.warning("connection %s: %s", self.peer, event.error)
@@ -259,7 +262,7 @@ class _Connection(asyncio.BufferedProtocol):
         assert nexus is not None
         try:
             rsp: ScsiResponse = await luns.execute(task.lun, task.cdb, task.data_out, nexus)
-            expected = luns.data_out_length(task.lun, task.cdb) if task.write else None
+            expected = None if task.read else luns.data_out_length(task.lun, task.cdb)
             self.conn.complete_command(task, rsp.status, rsp.sense, rsp.data, expected_data_out=expected)
         except Exception:
             log.exception("SCSI command %r failed inside the target", task)

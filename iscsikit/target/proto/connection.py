@@ -70,6 +70,7 @@ __all__ = [
     "NEED_DATA",
     "CommandReady",
     "ConnectionClosed",
+    "ProtocolIssue",
     "SessionStarted",
     "TargetConnection",
     "TaskManagement",
@@ -113,6 +114,13 @@ class SessionStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class ProtocolIssue:
+    """Something the initiator did wrong that was handled without closing (for the log)."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConnectionClosed:
     """The connection is over: flush :meth:`data_to_send`, then close the socket."""
 
@@ -120,7 +128,7 @@ class ConnectionClosed:
     error: ProtocolError | None = None
 
 
-Event = CommandReady | TaskManagement | SessionStarted | ConnectionClosed
+Event = CommandReady | TaskManagement | SessionStarted | ConnectionClosed | ProtocolIssue
 
 _S_DATAOUT_DEST = struct.Struct(">16xII16xI")  # itt @16, ttt @20, offset @40
 _S_CMD_DEST = struct.Struct(">xB14xII")  # b1 @1, itt @16, edtl @20
@@ -559,7 +567,10 @@ class TargetConnection:
                     "unsolicited Data-Out after the unsolicited sequence ended", close=True,
                     reject_reason=RejectReason.PROTOCOL_ERROR, header=bhs,
                 )  # fmt: skip
-            if data_sn != task.unsol_data_sn or offset != task.unsol_next or offset + n > task.unsol_limit:
+            if data_sn != task.unsol_data_sn:
+                self._fail_task(task, f"unsolicited Data-Out DataSN {data_sn}, expected {task.unsol_data_sn}")
+                return
+            if offset != task.unsol_next or offset + n > task.unsol_limit:
                 raise RemoteProtocolError(
                     f"unsolicited Data-Out DataSN {data_sn} offset {offset} len {n}: expected DataSN "
                     f"{task.unsol_data_sn} offset {task.unsol_next} within FirstBurstLength {task.unsol_limit}",
@@ -584,7 +595,10 @@ class TargetConnection:
                 f"Data-Out TTT 0x{ttt:08x} does not match the outstanding R2T",
                 reject_reason=RejectReason.PROTOCOL_ERROR, close=True, header=bhs,
             )  # fmt: skip
-        if data_sn != task.r2t_data_sn or offset != task.r2t_next_offset or offset + n > task.r2t_burst_end:
+        if data_sn != task.r2t_data_sn:
+            self._fail_task(task, f"solicited Data-Out DataSN {data_sn}, expected {task.r2t_data_sn}")
+            return
+        if offset != task.r2t_next_offset or offset + n > task.r2t_burst_end:
             raise RemoteProtocolError(
                 f"solicited Data-Out DataSN {data_sn} offset {offset} len {n}: expected DataSN {task.r2t_data_sn} "
                 f"offset {task.r2t_next_offset}, burst ends at {task.r2t_burst_end}",
@@ -608,6 +622,23 @@ class TargetConnection:
                 "F bit before the end of the R2T burst",
                 reject_reason=RejectReason.PROTOCOL_ERROR, close=True, header=bhs,
             )  # fmt: skip
+
+    def _fail_task(self, task: Task, why: str) -> None:
+        """End a task whose Data-Out sequence broke (a DataSN error) with CHECK CONDITION.
+
+        ABORTED COMMAND / DATA PHASE ERROR; the connection stays up, later Data-Out for the task
+        is discarded. (Offset or burst violations are framing errors and drop the connection.)
+        """
+        self._events.append(ProtocolIssue(why))
+        self._abort(task)
+        session = self.session
+        assert session is not None
+        sense = bytes([0x70, 0, 0x0B, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x4B, 0x00, 0, 0, 0, 0])
+        rsp = ScsiResponse(
+            task.itt, 2, 0, self._take_stat_sn(), session.exp_cmd_sn, session.max_cmd_sn, 0,
+            data=len(sense).to_bytes(2, "big") + sense,
+        )  # fmt: skip
+        self._send(rsp)
 
     def _on_nop_out(self, bhs: bytes, ahs: bytes, data: Buffer) -> None:
         immediate = bool(bhs[0] & 0x40)
@@ -942,13 +973,12 @@ class TargetConnection:
                 overflow, residual = True, total - edtl
             elif total < edtl:
                 underflow, residual = True, edtl - total
-        elif task.write and expected_data_out is not None and expected_data_out != edtl:
+        elif expected_data_out is not None and expected_data_out != edtl:
+            # RFC 7143 11.4.5: overflow = the command wanted more than EDTL, underflow = less.
             if expected_data_out > edtl:
-                underflow, residual = True, expected_data_out - edtl
+                overflow, residual = True, expected_data_out - edtl
             else:
-                overflow, residual = True, edtl - expected_data_out
-        elif not task.write and expected_data_out and not edtl:
-            underflow, residual = True, expected_data_out
+                underflow, residual = True, edtl - expected_data_out
         exp_cmd_sn = session.exp_cmd_sn
         max_cmd_sn = session.max_cmd_sn
         send_len = total if total < edtl else edtl

@@ -146,10 +146,28 @@ def test_write_residual_from_cdb_length() -> None:
     ev, _data, _ = _write(pair, 4096, final=True, immediate=None)
     pair.target.complete_command(ev.task, 0, expected_data_out=8192)
     (rsp,) = pair.receive()
-    assert rsp.underflow and rsp.residual == 4096  # type: ignore[attr-defined]
+    assert rsp.overflow and rsp.residual == 4096  # type: ignore[attr-defined]  # the CDB wanted more than EDTL
+    ev, _data, _ = _write(pair, 4096, final=True, immediate=None)
+    pair.target.complete_command(ev.task, 0, expected_data_out=512)
+    (rsp,) = pair.receive()
+    assert rsp.underflow and rsp.residual == 3584  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("bad", ["data_sn", "offset", "beyond_burst", "ttt"])
+def test_bad_data_sn_fails_the_command_but_not_the_connection() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    data = b"d" * 8192
+    itt, wire = ini.scsi_command(WRITE10, lun=1, write_data=data, final=True, immediate_length=0)
+    (r2t,) = pair.send(wire)
+    (rsp,) = pair.send(ini.data_out(itt, r2t.ttt, 1, 0, data[:4096], False, lun=1))  # type: ignore[attr-defined]
+    assert isinstance(rsp, ScsiResponse) and rsp.itt == itt and rsp.status == 2
+    assert bytes(rsp.data)[2 + 12 : 2 + 14] == b"\x4b\x00"  # ABORTED COMMAND, DATA PHASE ERROR
+    assert pair.send(ini.data_out(itt, r2t.ttt, 0, 4096, data[4096:], True, lun=1)) == []  # type: ignore[attr-defined]
+    assert not pair.target.is_closed and not pair.target.tasks
+    assert pair.target.session.active == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bad", ["offset", "beyond_burst", "ttt"])
 def test_bad_data_out_drops_the_connection(bad: str) -> None:
     pair = logged_in()
     ini = pair.ini
@@ -158,9 +176,7 @@ def test_bad_data_out_drops_the_connection(bad: str) -> None:
     (r2t,) = pair.send(wire)
     assert isinstance(r2t, R2T)
     sn, off, n, ttt = 0, r2t.offset, 65536, r2t.ttt
-    if bad == "data_sn":
-        sn = 5
-    elif bad == "offset":
+    if bad == "offset":
         off += 512
     elif bad == "beyond_burst":
         off = r2t.offset + r2t.length - 512
