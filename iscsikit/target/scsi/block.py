@@ -28,6 +28,8 @@ __all__ = ["HANDLERS", "SupportsAllocationStatus"]
 
 #: Bytes per backend write when WRITE SAME repeats a block.
 _WS_CHUNK = 1 << 20
+#: Largest READ/WRITE accepted, whatever the block limits page says (that is a hint to initiators).
+HARD_TRANSFER_LIMIT = 128 << 20
 
 
 @runtime_checkable
@@ -55,7 +57,9 @@ def _rw(lu: LogicalUnit, cdb: bytes) -> RwCdb:
     if rw.protect:
         raise sense.INVALID_FIELD_IN_CDB.error(field=1, bit=5)
     check_range(lu, rw.lba, rw.blocks)
-    if rw.blocks > lu.max_transfer_blocks:
+    if rw.blocks * lu.block_size > HARD_TRANSFER_LIMIT:
+        # Block limits VPD advertises far less; initiators that ignore it (libiscsi's tests send
+        # 32 MiB) still work, and nobody can make the target buffer gigabytes.
         raise sense.INVALID_FIELD_IN_CDB.error(field=len(cdb) - 6 if len(cdb) > 6 else 4)
     return rw
 
@@ -156,13 +160,14 @@ async def compare_and_write(lu: LogicalUnit, req: Request) -> ScsiResponse:
     if blocks > inq.MAX_COMPARE_AND_WRITE_BLOCKS:
         raise sense.INVALID_FIELD_IN_CDB.error(field=13)
     _check_writable(lu)
-    if not blocks:
-        return ScsiResponse.good()
     bs = lu.block_size
     size = blocks * bs
     data = memoryview(req.data_out)
     if len(data) != 2 * size:
+        # e.g. NUMBER OF LOGICAL BLOCKS wrapped to 0 while 256 blocks of data came
         raise sense.INVALID_FIELD_IN_CDB.error(field=13)
+    if not blocks:
+        return ScsiResponse.good()
     verify_part, write_part = data[:size], data[size:]
     async with lu.ranges.exclusive(lba, blocks):
         current = await lu.backend.read(lba * bs, size)
@@ -210,7 +215,9 @@ async def write_same(lu: LogicalUnit, req: Request) -> ScsiResponse:
         return ScsiResponse.good()
     fua = not lu.mode.wce
     async with lu.ranges.shared(lba, blocks):
-        if unmap and not any(block):
+        if unmap:
+            # Deallocate whatever the data block says, as tgt and LIO do (and libiscsi's
+            # WriteSame*.UnmapUntilEnd expects): the range then reads back as zeros (LBPRZ).
             await lu.backend.unmap(lba * bs, blocks * bs)
             if fua:
                 await lu.backend.flush()

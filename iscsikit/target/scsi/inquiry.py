@@ -28,7 +28,7 @@ VERSION_DESCRIPTORS = (0x00A0, 0x0960, 0x0460, 0x04C0)
 #: UNMAP limits reported in the block limits page; UNMAP checks them.
 MAX_UNMAP_BLOCKS = 1 << 20  # per command (a 512 MiB hole per UNMAP with 512-byte blocks)
 MAX_UNMAP_DESCRIPTORS = 256
-MAX_WRITE_SAME_BLOCKS = 1 << 20
+MAX_WRITE_SAME_BLOCKS = 1 << 16
 MAX_COMPARE_AND_WRITE_BLOCKS = 1
 #: Physical block: 8 logical blocks (4 KiB with 512-byte blocks), as tgt reports.
 PHYSICAL_BLOCK_EXPONENT = 3

@@ -96,6 +96,11 @@ def _timeouts() -> bytes:
     return struct.pack(">HBBII", 0x0A, 0, 0, 0, 0)
 
 
+def _supported(lu: LogicalUnit, op: int) -> bool:
+    """UNMAP exists only on thin LUs (elsewhere it is INVALID OPERATION CODE, as on tgt)."""
+    return op != Op.UNMAP or lu.thin
+
+
 def report_supported_opcodes(lu: LogicalUnit, cdb: bytes) -> ScsiResponse:
     """REPORT SUPPORTED OPERATION CODES (SPC-4 6.35), options 000b, 001b, 002b."""
     rctd = bool(cdb[2] & 0x80)
@@ -106,6 +111,8 @@ def report_supported_opcodes(lu: LogicalUnit, cdb: bytes) -> ScsiResponse:
     if options == 0:
         out = bytearray()
         for (op, sa), usage in sorted(CDB_USAGE.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
+            if not _supported(lu, op):
+                continue
             flags = (0x02 if rctd else 0) | (0x01 if sa is not None else 0)
             out += struct.pack(">BBHBBH", op, 0, sa or 0, 0, flags, len(usage))
             if rctd:
@@ -116,7 +123,7 @@ def report_supported_opcodes(lu: LogicalUnit, cdb: bytes) -> ScsiResponse:
         has_sa = req_op in SERVICE_ACTIONS
         if (options == 1 and has_sa) or (options == 2 and not has_sa):
             raise sense.INVALID_FIELD_IN_CDB.error(field=2)
-        found = CDB_USAGE.get((req_op, req_sa if has_sa else None))
+        found = CDB_USAGE.get((req_op, req_sa if has_sa else None)) if _supported(lu, req_op) else None
         if found is None:
             # SUPPORT 001b: not supported (SPC-4 table 213)
             data = bytes([0, 0x01, 0, 0])

@@ -1,0 +1,227 @@
+"""libiscsi's conformance suite against iscsikit's built-in target, differential against tgtd.
+
+Both targets get the same layout in the same run: LUN 1 thick (1 GiB sparse file, no UNMAP),
+LUN 2 thin (LBPME, UNMAP, WRITE SAME with UNMAP), and a second target that requires CHAP.
+``iscsi-test-cu -d`` runs one suite per process (see tests/support/testcu.py for why) against
+all four LUNs, and MultipathIO with two sessions to the same LU. The test fails on any test
+tgt passes on a LUN kind and iscsikit fails on the same kind; the whole table is printed
+(``pytest -s``) and written to ``$ISCSIKIT_CONFORMANCE_REPORT`` when that is set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import testcu
+from tests.support.tgtd import Tgtd, free_port
+from tests.support.tiers import ROOT, require, require_root
+
+IQN = "iqn.2026-11.org.iscsikit.conformance:disk"
+CHAP_IQN = "iqn.2026-11.org.iscsikit.conformance:chap"
+CHAP_USER, CHAP_SECRET = "chapuser", "chapsecret123"
+LUN_SIZE = 1 << 30
+KINDS = {"thick": 1, "thin": 2}
+
+# Starts the built-in target through its Python API in a process of its own (so it has a core
+# to itself and its event loop is not pytest's), then prints READY and serves until killed.
+_SERVE = """
+import asyncio, json, sys
+from iscsikit.target.backends import backend_from_spec
+from iscsikit.target.proto import PortalInfo, TargetInfo
+from iscsikit.target.proto.chap import ChapCredentials
+from iscsikit.target.proto.session import AuthConfig
+from iscsikit.target.scsi import LogicalUnit, LuIdentity, LunMap
+from iscsikit.target.server import TargetRuntime, TargetServer
+
+cfg = json.loads(sys.argv[1])
+
+async def main():
+    runtimes = []
+    for t in cfg["targets"]:
+        luns = {
+            int(n): LogicalUnit(backend_from_spec(spec), identity=LuIdentity.from_name(f"{t['name']}/{n}"))
+            for n, spec in t["luns"].items()
+        }
+        auth = AuthConfig(chap=ChapCredentials(t["chap"][0], t["chap"][1].encode())) if t.get("chap") else AuthConfig()
+        runtimes.append(TargetRuntime(TargetInfo(t["name"], auth=auth), LunMap(luns)))
+    server = TargetServer(runtimes, [PortalInfo("127.0.0.1", cfg["port"], 1)])
+    await server.start()
+    print("READY", flush=True)
+    await server.wait_stopped()
+
+try:
+    import uvloop
+    uvloop.install()
+except ImportError:
+    pass
+asyncio.run(main())
+"""
+
+
+class IscsikitTarget:
+    """The built-in target in a subprocess on a free loopback port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        config = {
+            "port": self.port,
+            "targets": [
+                {
+                    "name": IQN,
+                    "luns": {
+                        "1": f"file:{workdir / 'thick.img'},size={LUN_SIZE},thin=no",
+                        "2": f"file:{workdir / 'thin.img'},size={LUN_SIZE},thin=yes",
+                    },
+                },
+                {
+                    "name": CHAP_IQN,
+                    "luns": {"1": "memory:size=64M"},
+                    "chap": [CHAP_USER, CHAP_SECRET],
+                },
+            ],
+        }
+        self.log = open(workdir / "iscsikit-target.log", "w")  # noqa: SIM115 - closed in close()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _SERVE, json.dumps(config)],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if line.strip() != "READY":
+            self.close()
+            raise RuntimeError(f"iscsikit target did not start: {(workdir / 'iscsikit-target.log').read_text()}")
+
+    def url(self, iqn: str, lun: int, *, user: str | None = None, secret: str | None = None) -> str:
+        auth = f"{user}%{secret}@" if user is not None else ""
+        return f"iscsi://{auth}127.0.0.1:{self.port}/{iqn}/{lun}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def tools(request: pytest.FixtureRequest) -> None:
+    require_root(request)
+    require(request, "tgtd", "tgtadm", "iscsi-test-cu", "iscsi-inq")
+
+
+@pytest.fixture(scope="module")
+def reference(tools: None) -> Iterator[Tgtd]:
+    with Tgtd() as tgtd:
+        tgtd.add_target(IQN, luns={1: tgtd.backing_file("thick.img", LUN_SIZE)})
+        tgtd.tgt.add_lun(tgtd.tgt.target_tid(IQN) or 1, 2, str(tgtd.backing_file("thin.img", LUN_SIZE)))
+        tgtd.tgt.set_lun_thin_provisioning(tgtd.tgt.target_tid(IQN) or 1, 2)
+        tgtd.add_target(CHAP_IQN, luns={1: tgtd.backing_file("chap.img", 64 << 20)}, chap=(CHAP_USER, CHAP_SECRET))
+        yield tgtd
+
+
+@pytest.fixture(scope="module")
+def candidate(tools: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[IscsikitTarget]:
+    try:
+        target = IscsikitTarget(tmp_path_factory.mktemp("isk-target"))
+    except ImportError as exc:  # the server is not there (yet)
+        pytest.skip(f"iscsikit's target server cannot start: {exc}")
+    yield target
+    target.close()
+
+
+def _report(text: str) -> None:
+    print(text)
+    path = os.environ.get("ISCSIKIT_CONFORMANCE_REPORT")
+    if path:
+        Path(path).write_text(text + "\n")
+
+
+Matrix = dict[str, dict[str, testcu.TestOutcome]]
+
+
+@pytest.fixture(scope="module")
+def matrix(reference: Tgtd, candidate: IscsikitTarget) -> Matrix:
+    """Every suite against the four LUNs: tgt and iscsikit, thick and thin (two processes at a time)."""
+    suites = testcu.list_tests()
+    configs: dict[str, str] = {}
+    extra: dict[str, dict[str, list[str]]] = {}
+    for kind, lun in KINDS.items():
+        # Same kind side by side, so each pair of runs finishes together.
+        for name, url in ((f"tgt-{kind}", reference.url(IQN, lun)), (f"isk-{kind}", candidate.url(IQN, lun))):
+            configs[name] = url
+            extra[name] = {"MultipathIO": [url]}  # two sessions to the same LU
+    results = testcu.run_matrix(configs, suites, extra_urls=extra, parallel=2)
+    lines = [testcu.render_table(results)]
+    for kind in KINDS:
+        ours, theirs = results[f"isk-{kind}"], results[f"tgt-{kind}"]
+        better = sorted(n for n, r in ours.items() if r.outcome == "pass" and theirs.get(n, r).outcome != "pass")
+        lines.append(f"\n{kind}: iscsikit passes {len(better)} test(s) tgt does not: {', '.join(better)}")
+    _report("\n".join(lines))
+    return results
+
+
+def _regressions(results: Matrix, suites: list[str]) -> list[str]:
+    out = []
+    for kind in KINDS:
+        ours = {n: r for n, r in results[f"isk-{kind}"].items() if n.split(".")[0] in suites}
+        theirs = {n: r for n, r in results[f"tgt-{kind}"].items() if n.split(".")[0] in suites}
+        for name in testcu.regressions(theirs, ours):
+            got = ours.get(name)
+            out.append(f"{kind}: {name}: {got.outcome if got else 'missing'}: {got.detail if got else ''}")
+    return out
+
+
+def test_scsi_suites_pass_where_tgt_passes(matrix: Matrix) -> None:
+    """The SCSI family (and MultipathIO): the SCSI disk's conformance."""
+    regressions = _regressions(matrix, testcu.family_suites("SCSI"))
+    assert not regressions, "SCSI tests tgt passes and iscsikit does not:\n" + "\n".join(regressions)
+
+
+def test_iscsi_suites_pass_where_tgt_passes(matrix: Matrix) -> None:
+    """The iSCSI family (CmdSN window, DataSN, residuals, TMF): the protocol layer's conformance."""
+    regressions = _regressions(matrix, testcu.family_suites("iSCSI"))
+    assert not regressions, "iSCSI tests tgt passes and iscsikit does not:\n" + "\n".join(regressions)
+
+
+def test_every_suite_ran_on_every_lun(matrix: Matrix) -> None:
+    """Guards the oracle: a harness that silently ran nothing would pass the tests above."""
+    expected = sum(len(tests) for tests in testcu.list_tests().values())
+    for name, results in matrix.items():
+        assert len(results) == expected, f"{name}: {len(results)} results for {expected} tests"
+        assert testcu.counts(results)["pass"] > expected // 2, f"{name}: {testcu.counts(results)}"
+
+
+def test_chap_target(reference: Tgtd, candidate: IscsikitTarget) -> None:
+    """With the right secret the suites run; with a wrong one (or none) login fails, on both targets."""
+    suites = {"TestUnitReady": ["Simple"], "Read10": ["Simple", "BeyondEol", "ZeroBlocks", "ReadProtect", "DpoFua",
+                                                      "Async"]}  # fmt: skip
+    for label, target in (("tgt", reference), ("iscsikit", candidate)):
+        good = target.url(CHAP_IQN, 1, user=CHAP_USER, secret=CHAP_SECRET)
+        results = testcu.run_suites(good, suites, timeout=120)
+        bad = {n: r for n, r in results.items() if r.outcome != "pass"}
+        assert not bad, f"{label}: CHAP login with the right secret: {bad}"
+        for url in (target.url(CHAP_IQN, 1, user=CHAP_USER, secret="wrongsecret123"), target.url(CHAP_IQN, 1)):
+            proc = subprocess.run(["iscsi-inq", url], capture_output=True, text=True, timeout=60)
+            assert proc.returncode != 0, f"{label}: login to the CHAP target succeeded with {url}"
+
+
+def test_iscsikit_target_log_is_clean(candidate: IscsikitTarget) -> None:
+    """No tracebacks from the SCSI layer while the suites ran (HARDWARE ERROR would hide them)."""
+    log = (candidate.workdir / "iscsikit-target.log").read_text()
+    if "Traceback" in log:
+        pytest.fail(f"the target logged a traceback:\n{log[log.index('Traceback') :][:3000]}")
