@@ -2,7 +2,8 @@
 
 1. The target's metadata is set to ``state=rebuilding`` (persisted), so a controller that
    restarts mid-rebuild never trusts it; then it enters WO mode and receives every new write.
-2. The allocated extents of source and target are listed once (SEEK_DATA/SEEK_HOLE on each
+2. A barrier waits for writes that started before WO mode (they did not go to the target).
+   Then the allocated extents of source and target are listed once (SEEK_DATA/SEEK_HOLE on each
    replica's data file). Ranges that are holes on both need nothing: every write since step 1
    went to both.
 3. Each remaining chunk is synced under the controller's range lock, which waits for writes in
@@ -154,10 +155,21 @@ async def _rebuild_once(ctrl: ReplicatedBackend, r: Replica) -> None:
                 await ctrl._settle()
             raise _SourceLost() from exc
 
+    def still_valid() -> None:
+        if r.client is not client or r.mode != Mode.WO:
+            raise ReplicaError("left WO mode during the rebuild", r.address)
+        if source.client is not src or source.mode != Mode.RW:
+            raise _SourceLost()
+
     await client.set_meta(volume_id=ctrl.volume_id, state="rebuilding", clean=False)
     ctrl._set_mode(r, Mode.WO, f"rebuilding from {source.address}")
     progress = r.rebuild = RebuildProgress(source.address)
     size = ctrl.size
+    # Barrier: writes that started before WO mode did not go to the target. Holding the whole
+    # volume for an instant waits for them (the range lock is first come first served), so the
+    # extents listed next include their data.
+    async with ctrl.ranges.hold(0, size):
+        still_valid()
     src_ext = await from_source(src.extents(0, size))
     tgt_ext = await client.extents(0, size)
     work = chunked(merge(src_ext + tgt_ext), ctrl.rebuild_chunk)
@@ -166,12 +178,6 @@ async def _rebuild_once(ctrl: ReplicatedBackend, r: Replica) -> None:
         "rebuild of %s from %s: %d bytes to check (%d allocated on the source)",
         r.address, source.address, progress.total_bytes, sum(n for _, n in src_ext),
     )  # fmt: skip
-
-    def still_valid() -> None:
-        if r.client is not client or r.mode != Mode.WO:
-            raise ReplicaError("left WO mode during the rebuild", r.address)
-        if source.client is not src or source.mode != Mode.RW:
-            raise _SourceLost()
 
     async def sync(start: int, length: int) -> None:
         end = start + length
@@ -223,6 +229,7 @@ async def _rebuild_once(ctrl: ReplicatedBackend, r: Replica) -> None:
     still_valid()
     await client.set_meta(revision=source.revision)
     r.revision = source.revision
+    r.last_error = None
     ctrl._set_mode(r, Mode.RW, f"rebuilt from {source.address}")
     await ctrl._settle()
     progress.finished = time.monotonic()

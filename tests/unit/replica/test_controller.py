@@ -13,7 +13,7 @@ from iscsikit.errors import ReplicaError, VolumeStartError
 from iscsikit.replica.controller import Mode
 from iscsikit.target.backend import BackendError
 from tests.unit.replica.cluster import LocalCluster
-from tests.unit.replica.conftest import all_rw, crash, fast, run
+from tests.unit.replica.conftest import all_rw, crash, fast, run, wait_until
 
 MiB = 1 << 20
 SIZE = 16 * MiB
@@ -305,4 +305,43 @@ async def test_a_second_controller_fences_the_first(tmp_path: Path) -> None:
     assert await b2.read(0, 4096) == block(2)
     await b2.close()
     await b1.close()
+    await c.stop()
+
+
+@run
+async def test_write_in_flight_when_a_rebuild_starts_reaches_the_new_replica(tmp_path: Path) -> None:
+    # A write to a never-written range is on its way to the source (not to the new replica, which
+    # is not WO yet) when the rebuild lists extents: the rebuild must wait for it, or the new
+    # replica never gets that data (holes on both sides are not copied).
+    from typing import Any
+
+    from iscsikit.replica import protocol as p
+    from iscsikit.replica.client import ReplicaClient
+
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+
+    class SlowWrites(ReplicaClient):
+        async def _call(self, op: p.Op, **kw: Any) -> p.Response:
+            if op == p.Op.WRITE and kw.get("offset") == 3 * MiB:
+                entered.set()
+                await gate.wait()
+            return await super()._call(op, **kw)
+
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b = fast(c.addresses[:1])
+    b._client_factory = lambda a: SlowWrites(a, timeout=5.0)
+    await b.open()
+    write = asyncio.create_task(b.write(3 * MiB, block(9)))
+    await entered.wait()
+    r = await b.add_replica(c.addresses[1])
+    await wait_until(lambda: r.mode in (Mode.WO, Mode.RW), "the rebuild to start")
+    await asyncio.sleep(0.1)  # the rebuild is at its barrier now
+    gate.set()
+    await write
+    await all_rw(b)
+    await b.flush()
+    await verify(c, {3 * MiB: block(9)})
+    await b.close()
     await c.stop()
