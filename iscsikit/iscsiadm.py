@@ -239,6 +239,8 @@ class Iscsiadm:
     ) -> list[DiscoveredTarget]:
         """SendTargets discovery. ``persist=False`` leaves the node DB untouched.
 
+        A portal that offers no targets (21) gives an empty list.
+
         With discovery CHAP a discoverydb record is needed to carry the credentials; it is
         created, used, and (when not persisting) deleted again.
         """
@@ -247,6 +249,7 @@ class Iscsiadm:
         if chap is None:
             res = self.call(
                 ["-m", "discovery", *where, *nonpersist],
+                ok=(NoObjectsFoundError.code,),
                 timeout=timeout,
                 mutating=persist,
                 db_write=persist,
@@ -263,6 +266,7 @@ class Iscsiadm:
                 )
             res = self.call(
                 ["-m", "discoverydb", *where, "--discover", *nonpersist],
+                ok=(NoObjectsFoundError.code,),
                 timeout=timeout,
                 mutating=True,
                 redact=chap.secrets,
@@ -287,7 +291,14 @@ class Iscsiadm:
             args += ["-I", validate_iface_name(iface)]
         if not persist:
             args += ["-o", "nonpersistent"]
-        res = self.call(args, timeout=timeout, mutating=persist, db_write=persist, retry_on=_RETRY_READ)
+        res = self.call(
+            args,
+            ok=(NoObjectsFoundError.code,),
+            timeout=timeout,
+            mutating=persist,
+            db_write=persist,
+            retry_on=_RETRY_READ,
+        )
         return parse_discovery(res.stdout)
 
     def delete_discovery(self, portal: Portal, kind: str = "st") -> None:

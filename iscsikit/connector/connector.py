@@ -52,6 +52,7 @@ from iscsikit.session.sysfs import IscsiSession, ScsiDevice, Sessions, SysfsRoot
 log = logging.getLogger("iscsikit.connector")
 
 #: iface keys copied when cloning an iface for a custom initiator name.
+_DEFAULT_TRANSPORT = ("iface.transport_name", "tcp")
 _IFACE_CLONE_KEYS = ("iface.transport_name", "iface.hwaddress", "iface.ipaddress", "iface.net_ifacename")
 
 
@@ -242,7 +243,8 @@ class Connector:
             else:
                 base = self.iscsiadm.iface_show(spec.iface)
                 self.iscsiadm.iface_new(name)
-                copied = {k: v for k in _IFACE_CLONE_KEYS if (v := base.get(k))}
+                # tcp is the default; setting it makes iscsiadm try to load the module.
+                copied = {k: v for k in _IFACE_CLONE_KEYS if (v := base.get(k)) and (k, v) != _DEFAULT_TRANSPORT}
                 self.iscsiadm.iface_update(name, copied)
             self.iscsiadm.iface_update(name, {"iface.initiatorname": spec.initiator_name})
         return name

@@ -167,7 +167,6 @@ def test_custom_initiator_name_clones_the_iface(host, tmp_path):
     a = c.connect(s)
     iface = s.login_iface
     assert host.ifaces[iface]["iface.initiatorname"] == "iqn.2026-11.test:node-a"
-    assert host.ifaces[iface]["iface.transport_name"] == "tcp"
     assert a.paths[0].iface == iface
     c.disconnect("v1")
     assert iface not in host.ifaces
