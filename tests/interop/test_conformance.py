@@ -151,7 +151,7 @@ def _report(text: str) -> None:
         Path(path).write_text(text + "\n")
 
 
-Matrix = dict[str, dict[str, testcu.TestOutcome]]
+Matrix = dict[str, dict[str, testcu.CaseResult]]
 
 
 @pytest.fixture(scope="module")

@@ -39,7 +39,7 @@ _STATUS = {"passed": "pass", "FAILED": "fail"}
 
 
 @dataclass(frozen=True, slots=True)
-class TestOutcome:
+class CaseResult:
     test: str  # "Suite.Test"
     outcome: Outcome
     detail: str = ""  # first [FAILED]/[SKIPPED] message or CUnit assertion
@@ -52,7 +52,7 @@ class SuiteRun:
     returncode: int | None
     duration: float
     log: str
-    results: dict[str, TestOutcome] = field(default_factory=dict)
+    results: dict[str, CaseResult] = field(default_factory=dict)
 
 
 def list_tests(testcu: str = TESTCU) -> dict[str, list[str]]:
@@ -90,9 +90,9 @@ def _detail_of(lines: Sequence[str]) -> str:
     return ""
 
 
-def parse_log(text: str) -> list[TestOutcome]:
+def parse_log(text: str) -> list[CaseResult]:
     """Per-test outcomes from an ``iscsi-test-cu`` log (stdout and stderr merged)."""
-    results: list[TestOutcome] = []
+    results: list[CaseResult] = []
     suite = ""
     test: str | None = None
     status: str | None = None
@@ -109,7 +109,7 @@ def parse_log(text: str) -> list[TestOutcome]:
                 outcome = "skip"
             else:
                 outcome = "pass"
-            results.append(TestOutcome(f"{suite}.{test}", outcome, _detail_of(body)))
+            results.append(CaseResult(f"{suite}.{test}", outcome, _detail_of(body)))
         test, status, body = None, None, []
 
     for line in text.splitlines():
@@ -183,7 +183,7 @@ def run_suite(
     for name in expected_tests:
         key = f"{suite}.{name}"
         if key not in run.results:
-            run.results[key] = TestOutcome(key, "crash", why)
+            run.results[key] = CaseResult(key, "crash", why)
     return run
 
 
@@ -200,10 +200,10 @@ def run_suites(
     dataloss: bool = True,
     timeout: float = 300,
     testcu: str = TESTCU,
-) -> dict[str, TestOutcome]:
+) -> dict[str, CaseResult]:
     """Every suite, one process each, one after the other (they share the LU's data and state)."""
     tests = suites if isinstance(suites, Mapping) else {s: [] for s in suites}
-    results: dict[str, TestOutcome] = {}
+    results: dict[str, CaseResult] = {}
     for suite, names in tests.items():
         run = run_suite(
             url,
@@ -225,7 +225,7 @@ def run_matrix(
     extra_urls: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     parallel: int = 2,
     timeout: float = 300,
-) -> dict[str, dict[str, TestOutcome]]:
+) -> dict[str, dict[str, CaseResult]]:
     """Run the suites against several URLs (column name -> URL), ``parallel`` columns at a time."""
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         futures = {
@@ -235,12 +235,12 @@ def run_matrix(
         return {name: future.result() for name, future in futures.items()}
 
 
-def counts(results: Mapping[str, TestOutcome]) -> dict[str, int]:
+def counts(results: Mapping[str, CaseResult]) -> dict[str, int]:
     c = Counter(r.outcome for r in results.values())
     return {"total": len(results), **{k: c.get(k, 0) for k in ("pass", "fail", "skip", "crash")}}
 
 
-def regressions(reference: Mapping[str, TestOutcome], candidate: Mapping[str, TestOutcome]) -> list[str]:
+def regressions(reference: Mapping[str, CaseResult], candidate: Mapping[str, CaseResult]) -> list[str]:
     """Tests the reference passes and the candidate fails, crashes or does not run at all."""
     out = []
     for name, ref in reference.items():
@@ -253,7 +253,7 @@ def regressions(reference: Mapping[str, TestOutcome], candidate: Mapping[str, Te
 
 
 def render_table(
-    columns: Mapping[str, Mapping[str, TestOutcome]], *, only_differences: bool = False, details: bool = True
+    columns: Mapping[str, Mapping[str, CaseResult]], *, only_differences: bool = False, details: bool = True
 ) -> str:
     """A fixed-width table: one row per test, one column per run, then per-column counts."""
     names: list[str] = []

@@ -125,6 +125,8 @@ class LogicalUnit:
         """Run one command to completion. Never raises for SCSI-level errors."""
         if not cdb:
             return self.check_condition(sense.INVALID_OPCODE.error(field=0))
+        if len(cdb) < 16:
+            cdb = bytes(cdb).ljust(16, b"\x00")
         op = cdb[0]
         ua = self.ua
         if ua.is_new(nexus):

@@ -61,6 +61,8 @@ class LunMap:
             await lu.open()
 
     async def execute(self, lun: int, cdb: bytes, data_out: Buffer | None, nexus: Nexus) -> ScsiResponse:
+        if len(cdb) < 16:
+            cdb = bytes(cdb).ljust(16, b"\x00") if cdb else b""  # iSCSI carries >= 16; tests may not
         lu = self._luns.get(lun)
         if lu is not None:
             if cdb and cdb[0] == Op.REPORT_LUNS:

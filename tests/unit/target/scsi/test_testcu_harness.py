@@ -1,0 +1,73 @@
+"""The conformance harness's log reader, on output recorded from libiscsi 1.19's iscsi-test-cu."""
+
+from __future__ import annotations
+
+from tests.support.testcu import CaseResult, parse_log, regressions, render_table
+
+# Recorded against tgtd 1.0.85 (GetLBAStatus, CompareAndWrite) and iscsikit (Reserve6, whose
+# suite clean-up prints on the verdict's line), merged stdout+stderr, trimmed.
+LOG = """\
+
+
+     CUnit - A unit testing framework for C - Version 2.1-3
+     http://cunit.sourceforge.net/
+
+
+Suite: GetLBAStatus
+  Test: Simple ...passed
+  Test: BeyondEol ...    [FAILED] GET_LBA_STATUS successful but should have failed with ILLEGAL_REQUEST(0x05)
+FAILED
+    1. test_get_lba_status_beyond_eol.c:38  - CU_ASSERT_EQUAL(_r,0)
+  Test: UnmapSingle ...FAILED
+    1. test_get_lba_status_unmap_single.c:135  - CU_FAIL("[FAILED] GETLBASTATUS command")
+Suite: CompareAndWrite
+  Test: Simple ...    [SKIPPED] COMPAREANDWRITE is not implemented.
+    [SKIPPED] COMPAREANDWRITE is not implemented.
+passed
+Suite: Reserve6
+  Test: TargetWarmReset ...    [SKIPPED] Task Management functionfor WarmReset is not working/implemented
+
+passed
+  Test: LUNReset ...passed    [FAILED] PRIN command: failed with sense. SENSE KEY:UNIT_ATTENTION(6)
+  Test: Logout ...    Take out a RESERVE6 from the first initiator
+    RELEASE6 from the second initiator
+passed
+
+Run Summary:    Type  Total    Ran Passed Failed Inactive
+              suites      3      3    n/a      2        0
+               tests      7      7      5      2        0
+"""
+
+
+def test_parse_log_classifies_each_test() -> None:
+    got = {r.test: r.outcome for r in parse_log(LOG)}
+    assert got == {
+        "GetLBAStatus.Simple": "pass",
+        "GetLBAStatus.BeyondEol": "fail",
+        "GetLBAStatus.UnmapSingle": "fail",
+        "CompareAndWrite.Simple": "skip",  # CUnit says "passed"; the log says skipped
+        "Reserve6.TargetWarmReset": "skip",
+        "Reserve6.LUNReset": "pass",  # the [FAILED] after "passed" is the suite clean-up's
+        "Reserve6.Logout": "pass",
+    }
+    details = {r.test: r.detail for r in parse_log(LOG)}
+    assert details["GetLBAStatus.BeyondEol"].startswith("[FAILED] GET_LBA_STATUS")
+    assert details["GetLBAStatus.UnmapSingle"].startswith("1. test_get_lba_status_unmap_single.c:135")
+
+
+def test_a_test_cut_off_by_a_dying_process_is_a_crash() -> None:
+    log = "Suite: Read10\n  Test: Simple ...passed\n  Test: BeyondEol ...    Send READ10\n"
+    assert [(r.test, r.outcome) for r in parse_log(log)] == [("Read10.Simple", "pass"), ("Read10.BeyondEol", "crash")]
+
+
+def test_regressions_are_reference_passes_the_candidate_misses() -> None:
+    ref = {n: CaseResult(n, o) for n, o in [("A.x", "pass"), ("A.y", "pass"), ("A.z", "fail"), ("A.w", "pass")]}
+    cand = {n: CaseResult(n, o) for n, o in [("A.x", "pass"), ("A.y", "crash"), ("A.z", "fail"), ("A.w", "skip")]}
+    assert regressions(ref, cand) == ["A.y"]
+    assert regressions(ref, {}) == ["A.w", "A.x", "A.y"]
+
+
+def test_render_table() -> None:
+    table = render_table({"tgt": {"A.x": CaseResult("A.x", "pass")}, "isk": {"A.x": CaseResult("A.x", "fail", "why")}})
+    assert "A.x" in table and "FAIL" in table and "A.x [isk]: why" in table
+    assert "tgt: total=1 pass=1 fail=0 skip=0 crash=0" in table
