@@ -26,7 +26,9 @@ A config file (its settings may also sit under a ``[target]`` table of the main
     chap_secret_env = "DISK1_SECRET"                 # secrets come from files or env, never inline
     mutual_user = "target1"
     mutual_secret_file = "/etc/iscsikit/disk1-mutual.secret"
-    luns = { 1 = "file:/srv/disk1.img,size=10G" }
+
+    [targets.luns]
+    1 = "file:/srv/disk1.img,size=10G"
 
     [targets.luns.2]                                 # the long form of one LUN
     spec = "memory:size=1G"
@@ -210,6 +212,12 @@ _LIMIT_KEYS = {
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    for prefix in ("chap", "mutual"):
+        if f"{prefix}_secret" in table:
+            raise ConfigError(
+                f"{where}.{prefix}_secret: secrets are never written inline; use {prefix}_secret_file or "
+                f"{prefix}_secret_env"
+            )
     unknown = sorted(set(table) - allowed)
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
@@ -224,7 +232,7 @@ def _int(value: Any, where: str) -> int:
 def load_config(path: Path) -> ServeConfig:
     """Read and validate a target config file."""
     import tomlkit
-    from tomlkit.exceptions import ParseError
+    from tomlkit.exceptions import ParseError, TOMLKitError
 
     try:
         text = path.read_text()
@@ -234,6 +242,8 @@ def load_config(path: Path) -> ServeConfig:
         doc = tomlkit.parse(text).unwrap()
     except ParseError as exc:
         raise ConfigError(f"{path}:{exc.line}: {exc}") from None
+    except TOMLKitError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     if "target" in doc and isinstance(doc["target"], dict):
         doc = doc["target"]
     return config_from_mapping(doc, where=str(path))
