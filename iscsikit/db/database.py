@@ -884,9 +884,29 @@ class Database:
             return tx.result
 
     def _update_bound_nodes(self, tx: _Tx, name: str, pairs: Sequence[tuple[str, str]]) -> None:
-        for node in self.nodes(iface=name):
-            if not node.old_style:
-                self._update_node_locked(tx, node, pairs)
+        for node in self.bound_nodes(name):
+            self._update_node_locked(tx, node, pairs)
+
+    def bound_nodes(self, iface: str) -> list[NodeRef]:
+        """Node records bound to an iface, matched as iscsiadm does: by the ``iface.iscsi_ifacename``
+        (and transport) *inside* each record, so old-style records bound to it count too."""
+        transport = ""
+        if not IfaceRef(iface).virtual:
+            data = self._read(IfaceRef(iface).relpath)
+            if data is not None:
+                transport = parse_record(data, "", RecordKind.IFACE, iface_hint=iface).value("iface.transport_name")
+        found: list[NodeRef] = []
+        for ref in self.nodes():
+            data = self._read(ref.relpath)
+            if data is None:
+                continue
+            values = parse_record(data, "", RecordKind.NODE).values()
+            if values["iface.iscsi_ifacename"] != iface:
+                continue
+            if transport and iface != "default" and values["iface.transport_name"] != transport:
+                continue
+            found.append(ref)
+        return found
 
     def delete_iface(self, name: str) -> WriteResult:
         """``iscsiadm -m iface -I name -o delete``: every node bound to it, then the iface."""
@@ -897,9 +917,8 @@ class Database:
         with self.transaction() as tx:
             if not tx.exists(ref.relpath):
                 raise RecordNotFoundError(f"no iface record {name!r}")
-            for node in self.nodes(iface=name):
-                if not node.old_style:
-                    self._delete_node_locked(tx, node, tx.result)
+            for node in self.bound_nodes(name):
+                self._delete_node_locked(tx, node, tx.result)
             tx.unlink(ref.relpath)
             return tx.result
 
@@ -987,9 +1006,8 @@ class Database:
             else:
                 if not ref.virtual:
                     self._add_with_parents(snap, ref.relpath)
-                for node in self.nodes(iface=ref.name):
-                    if not node.old_style:
-                        snap.extend(self.snapshot(node))
+                for node in self.bound_nodes(ref.name):
+                    snap.extend(self.snapshot(node))
         return snap
 
     def restore(self, snapshot: Snapshot, *, overwrite: bool = False) -> WriteResult:

@@ -248,6 +248,18 @@ def test_deleting_an_iface_deletes_the_nodes_bound_to_it(db: Database) -> None:
         db.delete_iface("default")
 
 
+def test_an_old_style_record_bound_to_an_iface_goes_with_it(db: Database) -> None:
+    """iscsiadm matches ifaces by the name *inside* the record: old-style records count too."""
+    db.new_iface("res1")
+    db.new_node(T, "10.0.0.1", iface="res1")
+    db.new_node(T, "10.0.0.2")
+    assert db.bound_nodes("res1") == [NodeRef(T, "10.0.0.1", 3260, None)]
+    db.update_iface("res1", {"iface.net_ifacename": "lo"})
+    assert db.node(T, "10.0.0.1").value("iface.net_ifacename") == "lo"
+    db.delete_iface("res1")
+    assert [n.address for n in db.nodes()] == ["10.0.0.2"]
+
+
 def test_iface_update_reaches_its_nodes_and_refuses_binding_switches(db: Database) -> None:
     db.new_iface("res1", settings={"iface.net_ifacename": "lo"})
     db.new_node(T, "10.0.0.1:3260,1", iface="res1")
