@@ -67,6 +67,14 @@ def serve(
         typer.Option("--allow", metavar="INITIATOR_IQN", help="Only these initiators may log in (repeatable)."),
     ] = None,
     control: ControlOpt = None,
+    header_digest: Annotated[
+        str | None,
+        typer.Option("--header-digest", metavar="none|crc32c|any", help="Header digests to accept (default any)."),
+    ] = None,
+    data_digest: Annotated[
+        str | None,
+        typer.Option("--data-digest", metavar="none|crc32c|any", help="Data digests to accept (default any)."),
+    ] = None,
     loop: Annotated[
         str, typer.Option("--loop", metavar="auto|asyncio|uvloop", help="Event loop (uvloop is faster when installed).")
     ] = "auto",
@@ -97,6 +105,8 @@ def serve(
         mutual_user=mutual_user,
         mutual_secret_file=mutual_secret_file,
         control=control,
+        header_digest=header_digest,
+        data_digest=data_digest,
     )
     if not cfg.targets:
         raise ConfigError("no target to serve: give --iqn and --lun N=SPEC, or a --config with [[targets]]")

@@ -379,6 +379,8 @@ def merge_flags(
     mutual_user: str | None = None,
     mutual_secret_file: Path | None = None,
     control: Path | None = None,
+    header_digest: str | None = None,
+    data_digest: str | None = None,
 ) -> ServeConfig:
     """Apply ``target serve`` flags on top of a config (flags win).
 
@@ -392,6 +394,13 @@ def merge_flags(
         cfg = replace(cfg, portals=tuple(parse_portal(p, "--portal") for p in portals))
     if control is not None:
         cfg = replace(cfg, control=control)
+    digests = {"none": ("None",), "crc32c": ("CRC32C",), "any": ("None", "CRC32C")}
+    for flag, value, attr in (("--header-digest", header_digest, "header_digests"),
+                              ("--data-digest", data_digest, "data_digests")):  # fmt: skip
+        if value is not None:
+            if value.lower() not in digests:
+                raise ConfigError(f"{flag} {value!r}: choose none, crc32c or any")
+            cfg = replace(cfg, limits=replace(cfg.limits, **{attr: digests[value.lower()]}))
     targeted = bool(luns or allow or chap_user or mutual_user or chap_secret_file or mutual_secret_file)
     if iqn is None and not targeted:
         return cfg

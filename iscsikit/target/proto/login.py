@@ -264,7 +264,12 @@ class LoginMachine:
         if self.auth.chap is not None and not self.authenticated:
             raise _fail(LoginStatus.AUTH_FAILURE, "login reached full feature phase without CHAP")
         params = self.negotiator.params
-        params.max_recv_data_segment_length = self.directory.limits.max_recv_data_segment_length
+        limits = self.directory.limits
+        for name, wanted, got in (("header", limits.header_digests, params.header_digest),
+                                  ("data", limits.data_digests, params.data_digest)):  # fmt: skip
+            if "None" not in wanted and not got:
+                raise _fail(LoginStatus.INITIATOR_ERROR, f"the target requires a CRC32C {name} digest")
+        params.max_recv_data_segment_length = limits.max_recv_data_segment_length
         target_name = self.target.name if self.target is not None else ""
         if req.tsih:
             existing = self.sessions.by_tsih.get(req.tsih)

@@ -241,3 +241,12 @@ def test_nonzero_tsih_for_an_unknown_session() -> None:
     with pytest.raises(LoginFailed) as exc:
         Pair(ini).login()
     assert exc.value.status == 0x020A
+
+
+def test_required_digest_missing_fails_login() -> None:
+    from iscsikit.target.proto import TargetLimits
+
+    _fails(Pair(limits=TargetLimits(header_digests=("CRC32C",))), 0x0200)
+    ini = InitiatorConnection(INITIATOR, target=TARGET, header_digest=True)
+    Pair(ini, limits=TargetLimits(header_digests=("CRC32C",))).login()
+    assert ini._hd
