@@ -179,3 +179,18 @@ def test_register_backend_adds_a_kind() -> None:
         from iscsikit.target import backends
 
         backends._REGISTRY.pop("test-null")
+
+
+def test_inline_reads_survive_a_filesystem_without_nowait_writes(tmp_path: Path) -> None:
+    """ext4 refuses RWF_NOWAIT writes; that must not send page-cache reads to the thread pool too."""
+
+    async def main() -> None:
+        b = FileBackend(tmp_path / "n.img", size=MiB)
+        await b.open()
+        inline_reads = b.inline_reads
+        await b.write(0, b"w" * 4096)
+        assert bytes(await b.read(0, 4096)) == b"w" * 4096
+        assert b.inline_reads == inline_reads
+        await b.close()
+
+    run(main())
