@@ -301,8 +301,12 @@ class Workload:
         cmds: list[str] = []
         for off, pat in plan:
             cmds += ["-c", f"write -P {pat} {off} {self.REGION}", "-c", f"read -P {pat} {off} {self.REGION}"]
-        res = subprocess.run(["qemu-io", "-f", "raw", *cmds, self.url], capture_output=True, text=True, timeout=120)
-        out = res.stdout + res.stderr
+        try:
+            res = subprocess.run(["qemu-io", "-f", "raw", *cmds, self.url], capture_output=True, text=True,
+                                 timeout=120)  # fmt: skip
+            out, rc = res.stdout + res.stderr, res.returncode
+        except subprocess.TimeoutExpired as exc:  # hung initiator: nothing of this batch counts
+            out, rc = f"qemu-io timed out: {exc}", -1
         with self._lock:
             for off, pat in plan:
                 if f"wrote {self.REGION}/{self.REGION} bytes at offset {off}\n" in out:
@@ -311,7 +315,7 @@ class Workload:
                         self.corruptions.append(f"region {off}: read back other data than pattern {pat}")
                 else:
                     self.acked.pop(off, None)
-            if res.returncode != 0:
+            if rc != 0:
                 self.errors.append(out.strip()[-400:])
             self.batches += 1
 
