@@ -400,7 +400,13 @@ def merge_flags(
         if value is not None:
             if value.lower() not in digests:
                 raise ConfigError(f"{flag} {value!r}: choose none, crc32c or any")
-            cfg = replace(cfg, limits=replace(cfg.limits, **{attr: digests[value.lower()]}))
+            chosen = digests[value.lower()]
+            limits = (
+                replace(cfg.limits, header_digests=chosen)
+                if attr == "header_digests"
+                else replace(cfg.limits, data_digests=chosen)
+            )
+            cfg = replace(cfg, limits=limits)
     targeted = bool(luns or allow or chap_user or mutual_user or chap_secret_file or mutual_secret_file)
     if iqn is None and not targeted:
         return cfg

@@ -46,6 +46,7 @@ from iscsikit.target.proto import (
     TaskManagement,
 )
 from iscsikit.target.proto.connection import ProtocolIssue
+from iscsikit.target.proto.errors import LocalProtocolError
 from iscsikit.target.proto.session import AuthConfig, Session
 from iscsikit.target.scsi import LunMap, Nexus, ScsiResponse
 
@@ -227,7 +228,9 @@ class _Connection(asyncio.BufferedProtocol):
             elif isinstance(event, ProtocolIssue):
                 log.warning("connection %s: %s", self.peer, event.message)
             elif isinstance(event, ConnectionClosed):
-                if event.error is not None:
+                if isinstance(event.error, LocalProtocolError):
+                    log.error("connection %s: %s", self.peer, event.error, exc_info=event.error.__cause__)
+                elif event.error is not None:
                     log.warning("connection %s: %s", self.peer, event.error)
                 self._closing = True
         self._in_process = False

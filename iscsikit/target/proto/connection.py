@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from iscsikit.target.proto.digest import crc32c, data_digest, header_digest
-from iscsikit.target.proto.errors import ProtocolError, RemoteProtocolError
+from iscsikit.target.proto.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from iscsikit.target.proto.login import LoginMachine, LoginStatus
 from iscsikit.target.proto.pdu import (
     BHS_LEN,
@@ -240,6 +240,12 @@ class TargetConnection:
                 progressed = self._advance()
             except ProtocolError as e:
                 self._on_error(e)
+                continue
+            except Exception as e:  # a bug in the core: end this connection, never the process
+                err = LocalProtocolError(f"internal error while parsing a PDU: {e!r}", close=True)
+                err.__cause__ = e
+                self._hdr = self._dest = self._direct = None
+                self._fail(err)
                 continue
             if not progressed:
                 if self._eof:
@@ -908,7 +914,7 @@ class TargetConnection:
     def _fail(self, e: ProtocolError) -> None:
         self.abort_all()
         self.phase = next_phase(self.phase, Trigger.FATAL)
-        self._events.append(ConnectionClosed(str(e), e if isinstance(e, RemoteProtocolError) else None))
+        self._events.append(ConnectionClosed(str(e), e))
         self._closed_reported = True
 
     def _close(self, trigger: Trigger) -> None:
