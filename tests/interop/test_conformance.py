@@ -27,7 +27,12 @@ IQN = "iqn.2026-11.org.iscsikit.conformance:disk"
 CHAP_IQN = "iqn.2026-11.org.iscsikit.conformance:chap"
 CHAP_USER, CHAP_SECRET = "chapuser", "chapsecret123"
 LUN_SIZE = 1 << 30
+RO_SIZE = 64 << 20
 KINDS = {"thick": 1, "thin": 2}
+#: LUN 3 is write-protected; only these suites are run against it (ReadOnly needs it).
+READ_ONLY_LUN = 3
+ALL_KINDS = [*KINDS, "ro"]
+READ_ONLY_SUITES = ["ReadOnly", "TestUnitReady", "Inquiry", "ModeSense6", "Read10", "Read16", "ReadCapacity16"]
 
 # Starts the built-in target through its Python API in a process of its own (so it has a core
 # to itself and its event loop is not pytest's), then prints READY and serves until killed.
@@ -46,8 +51,12 @@ async def main():
     runtimes = []
     for t in cfg["targets"]:
         luns = {
-            int(n): LogicalUnit(backend_from_spec(spec), identity=LuIdentity.from_name(f"{t['name']}/{n}"))
-            for n, spec in t["luns"].items()
+            int(n): LogicalUnit(
+                backend_from_spec(lun["spec"]),
+                identity=LuIdentity.from_name(f"{t['name']}/{n}"),
+                read_only=lun.get("read_only", False),
+            )
+            for n, lun in t["luns"].items()
         }
         auth = AuthConfig(chap=ChapCredentials(t["chap"][0], t["chap"][1].encode())) if t.get("chap") else AuthConfig()
         runtimes.append(TargetRuntime(TargetInfo(t["name"], auth=auth), LunMap(luns)))
@@ -77,13 +86,14 @@ class IscsikitTarget:
                 {
                     "name": IQN,
                     "luns": {
-                        "1": f"file:{workdir / 'thick.img'},size={LUN_SIZE},thin=no",
-                        "2": f"file:{workdir / 'thin.img'},size={LUN_SIZE},thin=yes",
+                        "1": {"spec": f"file:{workdir / 'thick.img'},size={LUN_SIZE},thin=no"},
+                        "2": {"spec": f"file:{workdir / 'thin.img'},size={LUN_SIZE},thin=yes"},
+                        "3": {"spec": f"file:{workdir / 'ro.img'},size={RO_SIZE},thin=no", "read_only": True},
                     },
                 },
                 {
                     "name": CHAP_IQN,
-                    "luns": {"1": "memory:size=64M"},
+                    "luns": {"1": {"spec": "memory:size=64M"}},
                     "chap": [CHAP_USER, CHAP_SECRET],
                 },
             ],
@@ -130,6 +140,8 @@ def reference(tools: None) -> Iterator[Tgtd]:
         tgtd.add_target(IQN, luns={1: tgtd.backing_file("thick.img", LUN_SIZE)})
         tgtd.tgt.add_lun(tgtd.tgt.target_tid(IQN) or 1, 2, str(tgtd.backing_file("thin.img", LUN_SIZE)))
         tgtd.tgt.set_lun_thin_provisioning(tgtd.tgt.target_tid(IQN) or 1, 2)
+        tgtd.tgt.add_lun(tgtd.tgt.target_tid(IQN) or 1, READ_ONLY_LUN, str(tgtd.backing_file("ro.img", RO_SIZE)))
+        tgtd.tgt.update_lun(tgtd.tgt.target_tid(IQN) or 1, READ_ONLY_LUN, {"readonly": "1"})
         tgtd.add_target(CHAP_IQN, luns={1: tgtd.backing_file("chap.img", 64 << 20)}, chap=(CHAP_USER, CHAP_SECRET))
         yield tgtd
 
@@ -166,8 +178,11 @@ def matrix(reference: Tgtd, candidate: IscsikitTarget) -> Matrix:
             configs[name] = url
             extra[name] = {"MultipathIO": [url]}  # two sessions to the same LU
     results = testcu.run_matrix(configs, suites, extra_urls=extra, parallel=2)
+    ro_suites = {s: suites[s] for s in READ_ONLY_SUITES}
+    ro_configs = {"tgt-ro": reference.url(IQN, READ_ONLY_LUN), "isk-ro": candidate.url(IQN, READ_ONLY_LUN)}
+    results.update(testcu.run_matrix(ro_configs, ro_suites, parallel=2))
     lines = [testcu.render_table(results)]
-    for kind in KINDS:
+    for kind in ALL_KINDS:
         ours, theirs = results[f"isk-{kind}"], results[f"tgt-{kind}"]
         better = sorted(n for n, r in ours.items() if r.outcome == "pass" and theirs.get(n, r).outcome != "pass")
         lines.append(f"\n{kind}: iscsikit passes {len(better)} test(s) tgt does not: {', '.join(better)}")
@@ -177,7 +192,7 @@ def matrix(reference: Tgtd, candidate: IscsikitTarget) -> Matrix:
 
 def _regressions(results: Matrix, suites: list[str]) -> list[str]:
     out = []
-    for kind in KINDS:
+    for kind in ALL_KINDS:
         ours = {n: r for n, r in results[f"isk-{kind}"].items() if n.split(".")[0] in suites}
         theirs = {n: r for n, r in results[f"tgt-{kind}"].items() if n.split(".")[0] in suites}
         for name in testcu.regressions(theirs, ours):
@@ -200,10 +215,12 @@ def test_iscsi_suites_pass_where_tgt_passes(matrix: Matrix) -> None:
 
 def test_every_suite_ran_on_every_lun(matrix: Matrix) -> None:
     """Guards the oracle: a harness that silently ran nothing would pass the tests above."""
-    expected = sum(len(tests) for tests in testcu.list_tests().values())
+    tests = testcu.list_tests()
     for name, results in matrix.items():
+        expected = sum(len(tests[s]) for s in (READ_ONLY_SUITES if name.endswith("-ro") else tests))
         assert len(results) == expected, f"{name}: {len(results)} results for {expected} tests"
         assert testcu.counts(results)["pass"] > expected // 2, f"{name}: {testcu.counts(results)}"
+    assert matrix["isk-ro"]["ReadOnly.ReadOnlySBC"].outcome == "pass"
 
 
 def test_chap_target(reference: Tgtd, candidate: IscsikitTarget) -> None:

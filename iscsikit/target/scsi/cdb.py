@@ -61,6 +61,7 @@ class Op(enum.IntEnum):
     REPORT_LUNS = 0xA0
     MAINTENANCE_IN = 0xA3
     READ_12 = 0xA8
+    READ_DEFECT_DATA_12 = 0xB7
     WRITE_12 = 0xAA
     WRITE_VERIFY_12 = 0xAE
     VERIFY_12 = 0xAF

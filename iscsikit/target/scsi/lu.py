@@ -140,6 +140,10 @@ class LogicalUnit:
             return self.check_condition(sense.INVALID_OPCODE.error(field=0, bit=7))
         if self.reservations.active and self.reservations.conflicts(nexus, cdb):
             return ScsiResponse(Status.RESERVATION_CONFLICT)
+        if op in _MEDIUM_WRITES and self.write_protected:
+            # Before any field or data-length check: a write-protected LU refuses writes as such
+            # (libiscsi's ReadOnly suite sends WRITE SAME/UNMAP without data and expects this).
+            return self.check_condition(sense.WRITE_PROTECTED.error())
         try:
             if not self._opened:
                 await self.open()
@@ -204,8 +208,12 @@ class LogicalUnit:
         }
 
 
+#: Commands that change the medium (WRITE 6/10/12/16, WRITE AND VERIFY, WRITE SAME, UNMAP, CAW, ORWRITE).
+_MEDIUM_WRITES = frozenset({0x0A, 0x2A, 0xAA, 0x8A, 0x2E, 0xAE, 0x8E, 0x41, 0x93, 0x42, 0x89, 0x8B})
+
+
 def _is_write(op: int) -> bool:
-    return op in (0x0A, 0x2A, 0xAA, 0x8A, 0x2E, 0xAE, 0x8E, 0x41, 0x93, 0x42, 0x89, 0x8B, 0x35, 0x91)
+    return op in _MEDIUM_WRITES or op in (0x35, 0x91)
 
 
 _HANDLERS: dict[int, Handler] | None = None

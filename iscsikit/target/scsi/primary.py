@@ -135,6 +135,22 @@ def report_supported_opcodes(lu: LogicalUnit, cdb: bytes) -> ScsiResponse:
     raise sense.INVALID_FIELD_IN_CDB.error(field=2)
 
 
+async def read_defect_data(lu: LogicalUnit, req: Request) -> ScsiResponse:
+    """READ DEFECT DATA(10/12) (SBC-3 5.18/5.19): a virtual disk has no defects; an empty list.
+
+    The header echoes the lists and the format asked for (PLISTV/GLISTV say "this list is valid").
+    """
+    cdb = req.cdb
+    # REQ_PLIST, REQ_GLIST, DEFECT LIST FORMAT: byte 2 of the 10-byte CDB, byte 1 of the 12-byte one
+    if cdb[0] == Op.READ_DEFECT_DATA_10:
+        alloc = struct.unpack_from(">H", cdb, 7)[0]
+        data = bytes([0, cdb[2] & 0x1F, 0, 0])
+    else:
+        alloc = struct.unpack_from(">I", cdb, 6)[0]
+        data = bytes([0, cdb[1] & 0x1F, 0, 0, 0, 0, 0, 0])
+    return ScsiResponse.good(data[:alloc])
+
+
 def report_supported_tmfs(cdb: bytes) -> ScsiResponse:
     """ABORT TASK, ABORT TASK SET, CLEAR TASK SET, LOGICAL UNIT RESET, I_T NEXUS RESET."""
     alloc = struct.unpack_from(">I", cdb, 6)[0]
@@ -153,4 +169,6 @@ HANDLERS: dict[int, Handler] = {
     Op.START_STOP_UNIT: start_stop_unit,
     Op.PREVENT_ALLOW: prevent_allow,
     Op.MAINTENANCE_IN: maintenance_in,
+    Op.READ_DEFECT_DATA_10: read_defect_data,
+    Op.READ_DEFECT_DATA_12: read_defect_data,
 }

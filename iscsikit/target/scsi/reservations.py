@@ -83,6 +83,8 @@ _READS = frozenset(
         Op.PRE_FETCH_16,
         Op.MODE_SENSE_6,
         Op.MODE_SENSE_10,
+        Op.READ_DEFECT_DATA_10,
+        Op.READ_DEFECT_DATA_12,
     }
 )
 #: What a non-holder may still send while an SPC-2 RESERVE is held by someone else.

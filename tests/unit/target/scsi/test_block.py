@@ -117,11 +117,13 @@ def test_fua_and_write_cache(disk: Disk) -> None:
     assert disk.backend.writes[-1][2] is True
 
 
-def test_read_only_lu_refuses_every_write() -> None:
-    d = Disk({1: make_lu(read_only=True)})
+@pytest.mark.parametrize("thin", [True, False])
+def test_read_only_lu_refuses_every_write(thin: bool) -> None:
+    d = Disk({1: make_lu(read_only=True, thin=thin)})
     for cdb, payload in [
         (write10(0, 1), bytes(BS)),
         (write_same16(0, 1), bytes(BS)),
+        (write_same16(0, 1, flags=0x08), None),  # UNMAP bit, no data at all: still WRITE PROTECTED
         (unmap_cdb(24), unmap_params((0, 1))),
         (caw(0, 1), bytes(2 * BS)),
         (bytes([0x8E, 0]) + struct.pack(">QIBB", 0, 1, 0, 0), bytes(BS)),

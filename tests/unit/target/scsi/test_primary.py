@@ -233,3 +233,9 @@ def test_describe_names_the_identity() -> None:
     lu = make_lu()
     info = lu.describe()
     assert info["wwn"] == lu.identity.wwn and info["backend"] == "memory" and info["thin"] is True
+
+
+def test_read_defect_data_is_an_empty_list(disk: Disk) -> None:
+    assert good(disk.cmd(bytes([0x37, 0, 0x18 | 0x05, 0, 0, 0, 0, 0, 32, 0]))) == bytes([0, 0x1D, 0, 0])
+    assert good(disk.cmd(bytes([0xB7, 0x18, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0]))) == bytes([0, 0x18]) + bytes(6)
+    assert good(disk.cmd(bytes([0x37, 0, 0x18, 0, 0, 0, 0, 0, 2, 0]))) == bytes([0, 0x18])
