@@ -67,6 +67,7 @@ Settings = Mapping[str, str] | Iterable[tuple[str, str]]
 PortalArg = str | Portal | None
 
 _GLOB_CHARS = frozenset("*?[")
+_READ_BATCH = 512
 
 
 def _is_glob(text: str) -> bool:
@@ -254,6 +255,8 @@ class Database:
     elsewhere, e.g. ``Database("/host/etc/iscsi", link_root="/etc/iscsi")``).
     ``defaults``/``iscsid_conf``: where new records take their settings from
     (:mod:`iscsikit.db.defaults`). ``dry_run``: writes are recorded in the results, not made.
+    ``read_lock``: take the lock to read records too (as iscsiadm does; turn it off to look
+    at a DB whose lock a crashed process left behind).
     """
 
     def __init__(
@@ -266,6 +269,7 @@ class Database:
         defaults: DefaultsMode = "auto",
         iscsid_conf: str | os.PathLike[str] | None = None,
         dry_run: bool = False,
+        read_lock: bool = True,
         runner: Runner | None = None,
     ) -> None:
         self.location: DbRootLocation = locate_db_root(root, runner=runner)
@@ -275,6 +279,7 @@ class Database:
         self.defaults_mode: DefaultsMode = defaults
         self._iscsid_conf = Path(iscsid_conf) if iscsid_conf is not None else None
         self.dry_run = dry_run
+        self.read_lock = read_lock
 
     def __repr__(self) -> str:
         return f"Database({str(self.root)!r})"
@@ -332,6 +337,13 @@ class Database:
             finally:
                 tx.close()
 
+    def _read_locked(self, relpaths: Sequence[str]) -> list[bytes | None]:
+        """Read files under the lock (unless ``read_lock`` is off), as iscsiadm's readers do."""
+        if not self.read_lock:
+            return [self._read(rel) for rel in relpaths]
+        with self.lock:
+            return [self._read(rel) for rel in relpaths]
+
     def _read(self, relpath: str) -> bytes | None:
         try:
             with open(self.root / relpath, "rb") as f:
@@ -385,9 +397,12 @@ class Database:
 
     def read_node(self, ref: NodeRef) -> NodeRecord:
         """Parse one node record (problems are reported on it, never raised)."""
-        data = self._read(ref.relpath)
+        data = self._read_locked([ref.relpath])[0]
         if data is None:
             raise RecordNotFoundError(f"no node record {ref} ({self.path(ref.relpath)})")
+        return self._node_record(ref, data)
+
+    def _node_record(self, ref: NodeRef, data: bytes) -> NodeRecord:
         rec = parse_record(
             data, str(self.path(ref.relpath)), RecordKind.NODE, iface_hint=None if ref.old_style else ref.iface
         )
@@ -397,12 +412,17 @@ class Database:
     def show_nodes(
         self, target: str | None = None, portal: PortalArg = None, iface: str | None = None
     ) -> Iterator[NodeRecord]:
-        """Matching node records, parsed one at a time (a bad one is reported, not fatal)."""
-        for ref in self.nodes(target, portal, iface):
-            try:
-                yield self.read_node(ref)
-            except RecordNotFoundError:
-                continue  # removed since the scan
+        """Matching node records, parsed one at a time (a bad one is reported, not fatal).
+
+        Files are read under iscsiadm's lock in batches (iscsiadm rewrites records in place,
+        so an unlocked read could catch one half-written); parsing happens outside it.
+        """
+        refs = self.nodes(target, portal, iface)
+        for start in range(0, len(refs), _READ_BATCH):
+            chunk = refs[start : start + _READ_BATCH]
+            for ref, data in zip(chunk, self._read_locked([r.relpath for r in chunk]), strict=True):
+                if data is not None:  # removed since the scan
+                    yield self._node_record(ref, data)
 
     def node(self, target: str, portal: PortalArg = None, iface: str | None = None) -> NodeRecord:
         """Exactly one node record; raises if none or several match."""
@@ -713,7 +733,7 @@ class Database:
     def discovery(self, portal: str | DiscoveryRef, kind: RecordKind | None = None) -> DiscoveryRecord:
         """One discovery record (``ADDR[:PORT]``), with the nodes linked from its directory."""
         ref = self._find_discovery(portal, kind)
-        data = self._read(ref.relpath)
+        data = self._read_locked([ref.relpath])[0]
         if data is None:
             raise RecordNotFoundError(f"no discovery record {ref} ({self.path(ref.relpath)})")
         rec = parse_record(data, str(self.path(ref.relpath)), ref.kind)
@@ -829,7 +849,7 @@ class Database:
             entries = f"iface.iscsi_ifacename = {name}\niface.transport_name = {transport}\n"
             return IfaceRecord(ref, parse_record(entries, f"(built-in {name})", RecordKind.IFACE, iface_hint=name))
         check_path_component(name, "iface name")
-        data = self._read(ref.relpath)
+        data = self._read_locked([ref.relpath])[0]
         if data is None:
             raise RecordNotFoundError(f"no iface record {name!r} ({self.path(ref.relpath)})")
         return IfaceRecord(ref, parse_record(data, str(self.path(ref.relpath)), RecordKind.IFACE, iface_hint=name))
