@@ -132,6 +132,8 @@ Event = CommandReady | TaskManagement | SessionStarted | ConnectionClosed | Prot
 
 _S_DATAOUT_DEST = struct.Struct(">16xII16xI")  # itt @16, ttt @20, offset @40
 _S_CMD_DEST = struct.Struct(">xB14xII")  # b1 @1, itt @16, edtl @20
+_S_CMD = struct.Struct(">BBxxI Q IIII 16s")
+_S_DATA_IN = struct.Struct(">BBBBI Q IIIIIIII")
 _MAX_AHS = 1020
 #: Largest EDTL accepted for one command (bytes held in memory while data arrives).
 MAX_TRANSFER = 64 << 20
@@ -446,6 +448,40 @@ class TargetConnection:
             nxt()
 
     def _on_scsi_command(self, bhs: bytes, ahs: bytes, data: Buffer) -> None:
+        # The hot path of every I/O: fields straight from the BHS, no intermediate event object.
+        b0, b1, _lengths, lun_raw, itt, edtl, cmd_sn, exp_stat_sn, cdb = _S_CMD.unpack_from(bhs)
+        if ahs:
+            cmd = READERS[Opcode.SCSI_COMMAND](bhs, ahs, b"")
+            cdb = cmd.cdb
+        session = self.session
+        assert session is not None
+        self.exp_stat_sn = exp_stat_sn
+        if (
+            not data
+            and not (b1 & 0x20)
+            and b1 & 0x80
+            and not (b0 & 0x40)
+            and cmd_sn == session.exp_cmd_sn
+            and session.active < session.queue_depth
+            and itt not in self.tasks
+            and itt != RESERVED_TAG
+            and not self.draining
+            and not self._waiting
+        ):
+            # In-order command without Data-Out (reads, TEST UNIT READY, INQUIRY, ...): ready now.
+            task = Task(
+                itt=itt, lun_raw=lun_raw, lun=decode_lun(lun_raw), cdb=cdb, expected_length=edtl, cmd_sn=cmd_sn,
+                read=bool(b1 & 0x40), write=False, immediate=False,
+            )  # fmt: skip
+            task.state = TaskState.READY
+            self.tasks[itt] = task
+            session.exp_cmd_sn = (cmd_sn + 1) & 0xFFFFFFFF
+            session.active += 1
+            self._events.append(CommandReady(task))
+            return
+        self._on_scsi_command_general(bhs, ahs, data)
+
+    def _on_scsi_command_general(self, bhs: bytes, ahs: bytes, data: Buffer) -> None:
         cmd = READERS[Opcode.SCSI_COMMAND](bhs, ahs, b"")
         buffer = self._cmd_task_buffer if data else None
         self._cmd_task_buffer = None
@@ -1024,6 +1060,34 @@ class TargetConnection:
         max_burst = session.params.max_burst_length
         hd, dd = self._hd, self._dd
         out = self._out
+        if len(data) == 1 and send_len <= max_pdu and send_len <= max_burst:
+            # One Data-In PDU (every small read): header packed directly, payload not copied.
+            piece = data[0] if len(data[0]) == send_len else memoryview(data[0])[:send_len]
+            with_status = status is not None
+            if with_status:
+                stat_sn = self.stat_sn
+                self.stat_sn = (stat_sn + 1) & 0xFFFFFFFF
+                flags = 0x81 | (0x04 if overflow else 0) | (0x02 if underflow else 0)
+            else:
+                stat_sn, flags, residual = self.stat_sn, 0x80, 0
+            header = _S_DATA_IN.pack(
+                Opcode.DATA_IN, flags, 0, status or 0, send_len, task.lun_raw, task.itt, RESERVED_TAG, stat_sn,
+                exp_cmd_sn, max_cmd_sn, 0, 0, residual,
+            )  # fmt: skip
+            pad = -send_len & 3
+            if hd is None and dd is None:
+                out.append(header)
+                out.append(piece)
+                if pad:
+                    out.append(b"\0" * pad)
+            else:
+                out.extend(write_pdu(
+                    DataIn(task.itt, 0, 0, [piece], True, with_status, status or 0, False, overflow and with_status,
+                           underflow and with_status, residual if with_status else 0, task.lun_raw, RESERVED_TAG,
+                           stat_sn, exp_cmd_sn, max_cmd_sn),
+                    header_digest=hd, data_digest=dd,
+                ))  # fmt: skip
+            return
         offset = 0
         data_sn = 0
         pieces = deque(memoryview(p) if not isinstance(p, memoryview) else p for p in data)
