@@ -377,10 +377,13 @@ class Iscsiadm:
         )
         return parse_portal_outcomes(res.stdout, res.stderr)
 
-    def login_all(self, *, timeout: float | None = None) -> list[PortalOutcome]:
-        """Log in to every node record with ``node.startup = automatic`` (``--loginall=automatic``)."""
+    def login_all(self, which: str = "all", *, timeout: float | None = None) -> list[PortalOutcome]:
+        """Log in to every node record (``which="all"``), or those with ``node.startup`` =
+        ``automatic`` / ``manual`` / ``onboot``. Existing sessions and no records are success."""
+        if which not in ("all", "automatic", "manual", "onboot"):
+            raise UsageError(f"login_all: which must be all, automatic, manual or onboot, got {which!r}")
         res = self.call(
-            ["-m", "node", "--loginall=automatic"],
+            ["-m", "node", f"--loginall={which}"],
             ok=(SessionExistsError.code, NoObjectsFoundError.code),
             timeout=self.login_timeout if timeout is None else timeout,
             mutating=True,
