@@ -88,9 +88,8 @@ def test_connect_write_disconnect_leaves_nothing(guest, make_target):
     nothing_left(guest)
     # The data reached the target: attach again and read it back.
     a = run(guest, "print(json.dumps(c.connect(spec('v1', 1), timeout=120).to_dict()))", st, t.iqn, t.portal)
-    guest.sh(
-        f"set -e; mount {a['device']} /run/iscsikit-test/mnt-v1; cd / && sha256sum -c /run/iscsikit-test/v1.sum; umount /run/iscsikit-test/mnt-v1"
-    )
+    mnt = "/run/iscsikit-test/mnt-v1"
+    guest.sh(f"set -e; mount {a['device']} {mnt}; cd / && sha256sum -c /run/iscsikit-test/v1.sum; umount {mnt}")
     run(guest, "c.disconnect('v1'); print('[]')", st, t.iqn, t.portal)
     nothing_left(guest)
 

@@ -66,9 +66,8 @@ def test_logout_if_unused_keeps_a_mounted_session(guest, target):
     cli(guest, f"discover {target.portal}")
     res = cli(guest, f"login {target.iqn} --portal {target.portal} --lun 1")
     (dev,) = [d for d in res["devices"] if d["lun"] == 1]
-    guest.sh(
-        f"set -e; mkfs.ext4 -q {dev['device']}; mkdir -p /run/iscsikit-test/mnt-u; mount {dev['device']} /run/iscsikit-test/mnt-u"
-    )
+    mnt = "/run/iscsikit-test/mnt-u"
+    guest.sh(f"set -e; mkfs.ext4 -q {dev['device']}; mkdir -p {mnt}; mount {dev['device']} {mnt}")
     out = cli(guest, f"logout {target.iqn} --if-unused")
     assert out["logged_out"] == [] and "mounted" in out["kept"][0]["reason"]
     guest.sh("umount /run/iscsikit-test/mnt-u")
