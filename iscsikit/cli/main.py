@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from iscsikit import __version__
-from iscsikit.cli import config_cmd, device, doctor, initiator, replica, session, target
+from iscsikit.cli import config_cmd, device, discovery, doctor, iface, initiator, node, replica, session, target
 from iscsikit.cli.context import AppContext
 
 
@@ -135,6 +135,9 @@ app.add_typer(session.app, name="session")
 app.add_typer(device.app, name="device")
 app.add_typer(target.app, name="target")
 app.add_typer(replica.app, name="replica")
+app.add_typer(node.app, name="node")
+app.add_typer(discovery.app, name="discovery")
+app.add_typer(iface.app, name="iface")
 
 
 # --- entry point ----------------------------------------------------------------------

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
@@ -280,6 +281,7 @@ class Database:
         self._iscsid_conf = Path(iscsid_conf) if iscsid_conf is not None else None
         self.dry_run = dry_run
         self.read_lock = read_lock
+        self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"Database({str(self.root)!r})"
@@ -329,12 +331,19 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[_Tx]:
-        """Hold iscsiadm's lock for several operations (re-entrant; used by every write)."""
+        """Hold iscsiadm's lock for several operations; nested calls share one transaction,
+        so ``tx.result`` collects every change made inside (re-entrant; used by every write)."""
+        current: _Tx | None = getattr(self._local, "tx", None)
+        if current is not None:
+            yield current
+            return
         with self.lock:
             tx = _Tx(self)
+            self._local.tx = tx
             try:
                 yield tx
             finally:
+                self._local.tx = None
                 tx.close()
 
     def _read_locked(self, relpaths: Sequence[str]) -> list[bytes | None]:
@@ -387,7 +396,11 @@ class Database:
         ``target`` may be a glob (``iqn.2026-11.example:*``); ``portal`` is ``ADDR[:PORT][,TPGT]``
         (port 3260 when omitted, any tpgt when omitted).
         """
-        refs = self.node_scan(target).nodes
+        return self.filter_nodes(self.node_scan(target).nodes, portal, iface)
+
+    @staticmethod
+    def filter_nodes(refs: list[NodeRef], portal: PortalArg = None, iface: str | None = None) -> list[NodeRef]:
+        """Keep the refs on ``portal`` (see :meth:`nodes`) and ``iface``."""
         p = _as_portal(portal)
         if p is not None:
             refs = [r for r in refs if _portal_matches(r, p)]
@@ -400,6 +413,24 @@ class Database:
         data = self._read_locked([ref.relpath])[0]
         if data is None:
             raise RecordNotFoundError(f"no node record {ref} ({self.path(ref.relpath)})")
+        return self._node_record(ref, data)
+
+    def read_node_files(self, refs: Sequence[NodeRef]) -> list[tuple[NodeRef, bytes]]:
+        """The raw bytes of these records, read under the lock in batches (gone ones skipped).
+
+        With :meth:`node_record` this splits ``show_nodes`` in two: read everything first
+        (a lock problem fails before any output), then parse and print one at a time.
+        """
+        out: list[tuple[NodeRef, bytes]] = []
+        for start in range(0, len(refs), _READ_BATCH):
+            chunk = refs[start : start + _READ_BATCH]
+            for ref, data in zip(chunk, self._read_locked([r.relpath for r in chunk]), strict=True):
+                if data is not None:
+                    out.append((ref, data))
+        return out
+
+    def node_record(self, ref: NodeRef, data: bytes) -> NodeRecord:
+        """Parse bytes read by :meth:`read_node_files` (problems reported on the record)."""
         return self._node_record(ref, data)
 
     def _node_record(self, ref: NodeRef, data: bytes) -> NodeRecord:
