@@ -1,0 +1,83 @@
+"""``iscsikit session|device|login|logout|discover`` through the real CLI, on the synthetic sysfs."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from iscsikit.cli.main import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args), catch_exceptions=False)
+
+
+def test_session_list_json(synthetic_sysfs):
+    r = invoke("--sysfs-root", str(synthetic_sysfs), "--json", "session", "list")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [s["sid"] for s in rows] == [1, 2, 10, 11]
+    for key in ("sid", "target", "address", "port", "tpgt", "iface", "state", "host", "devices"):
+        assert key in rows[0]
+    assert rows[2]["state"] == "FAILED" and rows[1]["address"] == "2001:db8::11"
+
+
+def test_session_list_plain_and_filter(synthetic_sysfs):
+    r = invoke(
+        "--sysfs-root", str(synthetic_sysfs), "session", "list", "--target", "iqn.2026-11.org.iscsikit.research:t2"
+    )
+    lines = r.stdout.splitlines()
+    assert lines[0].split("\t")[:2] == ["SID", "TARGET"] and len(lines) == 2
+    assert "1:sdg, 2:sdi, 10:sdh" in lines[1]
+
+
+def test_session_show_and_missing(synthetic_sysfs):
+    r = invoke("--sysfs-root", str(synthetic_sysfs), "--json", "session", "show", "10")
+    data = json.loads(r.stdout)
+    assert data["current_address"] == "192.0.2.113" and data["connection"]["persistent_port"] == 3260
+    r = invoke("--sysfs-root", str(synthetic_sysfs), "--json", "session", "show", "99")
+    assert r.exit_code == 1 and json.loads(r.stdout)["error"]["name"] == "NoSuchSessionError"
+
+
+def test_session_rescan_lun_dry_run(synthetic_sysfs):
+    r = invoke("--sysfs-root", str(synthetic_sysfs), "--dry-run", "--json", "session", "rescan", "11", "--lun", "5")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == {"rescanned": [11], "lun": 5}
+
+
+def test_device_list(synthetic_sysfs):
+    r = invoke("--sysfs-root", str(synthetic_sysfs), "--json", "device", "list")
+    rows = json.loads(r.stdout)
+    assert sorted(d["device"] for d in rows) == [f"/dev/sd{c}" for c in "bcdefghi"]
+    for key in ("device", "sid", "lun", "size_bytes", "wwn", "by_path", "holders", "mountpoints"):
+        assert key in rows[0]
+
+
+def test_login_and_logout_usage_errors(synthetic_sysfs):
+    r = invoke("--json", "login", "iqn.2026-11.org.ex:t")
+    assert r.exit_code == 2 and "--all-portals" in json.loads(r.stdout)["error"]["message"]
+    r = invoke("--json", "login", "iqn.2026-11.org.ex:t", "--portal", "1.2.3.4", "--all-portals")
+    assert r.exit_code == 2
+    r = invoke("--json", "logout")
+    assert r.exit_code == 2 and "--sid" in json.loads(r.stdout)["error"]["message"]
+    r = invoke("--json", "discover", "1.2.3.4", "--chap-user", "u")
+    assert r.exit_code == 2 and "--chap-secret-file" in json.loads(r.stdout)["error"]["message"]
+
+
+def test_logout_of_nothing_is_success(synthetic_sysfs):
+    r = invoke("--sysfs-root", str(synthetic_sysfs), "--json", "logout", "iqn.2026-11.org.ex:none")
+    assert r.exit_code == 0 and json.loads(r.stdout) == {
+        "target": "iqn.2026-11.org.ex:none",
+        "logged_out": [],
+        "kept": [],
+    }
+
+
+def test_logout_dry_run_by_target(synthetic_sysfs):
+    r = invoke(
+        "--sysfs-root", str(synthetic_sysfs), "--dry-run", "--json", "logout", "iqn.2026-11.org.iscsikit.research:t1"
+    )
+    assert json.loads(r.stdout)["logged_out"] == [1, 2]
