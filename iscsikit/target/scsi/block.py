@@ -64,13 +64,40 @@ def _rw(lu: LogicalUnit, cdb: bytes) -> RwCdb:
     return rw
 
 
+_UNPACK10 = struct.Struct(">BBIBH").unpack_from
+_UNPACK16 = struct.Struct(">BBQI").unpack_from
+
+
+def _fast_rw(lu: LogicalUnit, cdb: bytes) -> tuple[int, int, int]:
+    """(lba, blocks, flags) of READ/WRITE(10/16): the hot path, without building an RwCdb."""
+    op = cdb[0]
+    if op == 0x28 or op == 0x2A:
+        _, flags, lba, _, blocks = _UNPACK10(cdb)
+    elif op == 0x88 or op == 0x8A:
+        _, flags, lba, blocks = _UNPACK16(cdb)
+    else:
+        rw = _rw(lu, cdb)
+        return rw.lba, rw.blocks, rw.flags
+    if flags & 0xE0:
+        raise sense.INVALID_FIELD_IN_CDB.error(field=1, bit=5)
+    if lba + blocks > lu.num_blocks:
+        raise sense.LBA_OUT_OF_RANGE.error(info=lba)
+    if blocks * lu.block_size > HARD_TRANSFER_LIMIT:
+        raise sense.INVALID_FIELD_IN_CDB.error(field=len(cdb) - 6)
+    return lba, blocks, flags
+
+
 async def read(lu: LogicalUnit, req: Request) -> ScsiResponse:
-    rw = _rw(lu, req.cdb)
-    if not rw.blocks:
+    lba, blocks, _ = _fast_rw(lu, req.cdb)
+    if not blocks:
         return ScsiResponse.good()
     bs = lu.block_size
-    async with lu.ranges.shared(rw.lba, rw.blocks):
-        data = await lu.backend.readv(rw.lba * bs, rw.blocks * bs)
+    ranges = lu.ranges
+    hold = ranges.try_shared(lba, blocks) or await ranges.acquire(lba, blocks, exclusive=False)
+    try:
+        data = await lu.backend.readv(lba * bs, blocks * bs)
+    finally:
+        ranges.release(hold)
     return ScsiResponse(0, b"", data)
 
 
@@ -81,15 +108,23 @@ def _received(lu: LogicalUnit, data: Buffer, blocks: int) -> memoryview:
 
 
 async def write(lu: LogicalUnit, req: Request) -> ScsiResponse:
-    rw = _rw(lu, req.cdb)
-    _check_writable(lu)
-    payload = _received(lu, req.data_out, rw.blocks)
-    if not payload:
+    lba, blocks, flags = _fast_rw(lu, req.cdb)
+    bs = lu.block_size
+    data = req.data_out
+    if len(data) != blocks * bs:
+        data = _received(lu, data, blocks)
+        if not data:
+            return ScsiResponse.good()
+        blocks = len(data) // bs
+    elif not blocks:
         return ScsiResponse.good()
-    fua = rw.fua or not lu.mode.wce
-    async with lu.ranges.shared(rw.lba, rw.blocks):
-        await lu.backend.write(rw.lba * lu.block_size, payload, fua=fua)
-    return ScsiResponse.good()
+    ranges = lu.ranges
+    hold = ranges.try_shared(lba, blocks) or await ranges.acquire(lba, blocks, exclusive=False)
+    try:
+        await lu.backend.write(lba * bs, data, fua=bool(flags & 0x08) or not lu.mode.wce)
+    finally:
+        ranges.release(hold)
+    return ScsiResponse(0)
 
 
 async def write_verify(lu: LogicalUnit, req: Request) -> ScsiResponse:

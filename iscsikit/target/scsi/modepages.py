@@ -62,25 +62,23 @@ class ModePages:
 
     def reset(self) -> None:
         self._current = {(p.code, p.subpage): bytearray(self._default(p)) for p in _PAGES}
+        self._refresh()
+
+    def _refresh(self) -> None:
+        # Read on every command: plain attributes, recomputed only when a page changes.
+        self.wce = bool(self._current[(0x08, 0)][0] & 0x04)
+        self.d_sense = bool(self._current[(0x0A, 0)][0] & 0x04)
+        self.swp = bool(self._current[(0x0A, 0)][2] & 0x08)
 
     def _default(self, page: _Page) -> bytes:
         if page is _CACHING and not self._write_cache_default:
             return bytes([page.default[0] & ~0x04]) + page.default[1:]
         return page.default
 
-    # -- the bits the rest of the disk looks at
-
-    @property
-    def wce(self) -> bool:
-        return bool(self._current[(0x08, 0)][0] & 0x04)
-
-    @property
-    def d_sense(self) -> bool:
-        return bool(self._current[(0x0A, 0)][0] & 0x04)
-
-    @property
-    def swp(self) -> bool:
-        return bool(self._current[(0x0A, 0)][2] & 0x08)
+    #: the bits the rest of the disk looks at (see _refresh)
+    wce: bool
+    d_sense: bool
+    swp: bool
 
     # -- MODE SENSE
 
@@ -190,4 +188,5 @@ class ModePages:
             if self._current[key] != body:
                 self._current[key][:] = body
                 changed = True
+        self._refresh()
         return changed

@@ -33,7 +33,16 @@ class _Hold:
 
 
 class RangeLock:
-    """Range locks in block units; use :meth:`shared` and :meth:`exclusive` as context managers."""
+    """Range locks in block units.
+
+    Hot path (reads and writes)::
+
+        hold = lock.try_shared(lba, blocks) or await lock.acquire(lba, blocks, exclusive=False)
+        try: ...
+        finally: lock.release(hold)
+
+    :meth:`shared` and :meth:`exclusive` are the same as context managers.
+    """
 
     def __init__(self) -> None:
         self._holds: list[_Hold] = []  # granted and waiting, in arrival order
@@ -42,6 +51,15 @@ class RangeLock:
     @property
     def busy(self) -> int:
         return len(self._holds)
+
+    def try_shared(self, lba: int, blocks: int) -> _Hold | None:
+        """A shared hold at once if no exclusive one exists anywhere (the common case), else None."""
+        if self._exclusive:
+            return None
+        hold = _Hold(lba, lba + (blocks or 1), False)
+        hold.granted = True
+        self._holds.append(hold)
+        return hold
 
     def _blocker(self, hold: _Hold) -> _Hold | None:
         for other in self._holds:
@@ -52,24 +70,26 @@ class RangeLock:
                 return other
         return None
 
-    async def _acquire(self, hold: _Hold) -> None:
+    async def acquire(self, lba: int, blocks: int, *, exclusive: bool) -> _Hold:
+        hold = _Hold(lba, lba + (blocks or 1), exclusive)
         self._holds.append(hold)
-        if hold.exclusive:
+        if exclusive:
             self._exclusive += 1
         elif not self._exclusive:
             hold.granted = True
-            return
+            return hold
         try:
             while (blocker := self._blocker(hold)) is not None:
                 if blocker.released is None:
                     blocker.released = asyncio.get_running_loop().create_future()
                 await asyncio.shield(blocker.released)
         except BaseException:
-            self._release(hold)
+            self.release(hold)
             raise
         hold.granted = True
+        return hold
 
-    def _release(self, hold: _Hold) -> None:
+    def release(self, hold: _Hold) -> None:
         self._holds.remove(hold)
         if hold.exclusive:
             self._exclusive -= 1
@@ -78,18 +98,16 @@ class RangeLock:
 
     @asynccontextmanager
     async def shared(self, lba: int, blocks: int) -> AsyncIterator[None]:
-        hold = _Hold(lba, lba + max(blocks, 1), False)
-        await self._acquire(hold)
+        hold = self.try_shared(lba, blocks) or await self.acquire(lba, blocks, exclusive=False)
         try:
             yield
         finally:
-            self._release(hold)
+            self.release(hold)
 
     @asynccontextmanager
     async def exclusive(self, lba: int, blocks: int) -> AsyncIterator[None]:
-        hold = _Hold(lba, lba + max(blocks, 1), True)
-        await self._acquire(hold)
+        hold = await self.acquire(lba, blocks, exclusive=True)
         try:
             yield
         finally:
-            self._release(hold)
+            self.release(hold)

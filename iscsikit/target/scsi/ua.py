@@ -26,6 +26,9 @@ class UnitAttentions:
     def __init__(self) -> None:
         self._nexuses: dict[int, Nexus] = {}
         self._pending: dict[int, list[SenseCode]] = {}
+        #: session ids seen / with something pending: read directly on the per-command hot path
+        self.known = self._nexuses.keys()
+        self.waiting = self._pending.keys()
 
     def is_new(self, nexus: Nexus) -> bool:
         return nexus.session_id not in self._nexuses
