@@ -127,7 +127,11 @@ def start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Future[None] | Non
         fut = coro.send(None)
     except StopIteration:
         return None
-    return asyncio.ensure_future(_drive(_Resume(coro, fut)))
+    task = asyncio.ensure_future(_drive(_Resume(coro, fut)))
+    # A Task cancelled before its first step never runs its coroutine: close ours so its
+    # finally blocks (locks, buffers) still run.
+    task.add_done_callback(lambda t: coro.close() if t.cancelled() else None)
+    return task
 
 
 class _Connection(asyncio.BufferedProtocol):

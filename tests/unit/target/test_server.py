@@ -227,3 +227,54 @@ def test_control_socket_status_and_extension(tmp_path: Path) -> None:
 def test_control_request_without_a_server(tmp_path: Path) -> None:
     with pytest.raises(ControlError, match="no control socket"):
         request(tmp_path / "missing.sock", "status")
+
+
+def test_eager_start_runs_synchronous_work_without_a_task_and_resumes_waiting_work() -> None:
+    from iscsikit.target.server import start_eagerly
+
+    async def main() -> None:
+        log: list[str] = []
+
+        async def quick() -> None:
+            log.append("quick")
+
+        assert start_eagerly(quick()) is None and log == ["quick"]
+
+        gate: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def slow() -> None:
+            log.append(f"got {await gate}")
+            await asyncio.sleep(0)
+            log.append("after sleep")
+
+        fut = start_eagerly(slow())
+        assert fut is not None and not fut.done()
+        gate.set_result(7)
+        await fut
+        assert log[-2:] == ["got 7", "after sleep"]
+
+        async def fails_later() -> None:
+            await asyncio.sleep(0)
+            raise ValueError("boom")
+
+        fut = start_eagerly(fails_later())
+        assert fut is not None
+        with pytest.raises(ValueError, match="boom"):
+            await fut
+
+        never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def cancelled() -> None:
+            try:
+                await never
+            finally:
+                log.append("cleaned up")
+
+        fut = start_eagerly(cancelled())
+        assert fut is not None
+        fut.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await fut
+        assert log[-1] == "cleaned up"
+
+    run(main())
