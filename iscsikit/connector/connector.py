@@ -73,7 +73,7 @@ class Connector:
         state_dir: Path | str = Path("/var/lib/iscsikit"),
         iscsiadm: Iscsiadm | None = None,
         event_source: Callable[[], EventSource] | None = None,
-        lock_timeout: float = 120.0,
+        lock_timeout: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runner = runner if runner is not None else Runner()
@@ -81,7 +81,8 @@ class Connector:
         self.dev_root = Path(dev_root)
         self.iscsiadm = iscsiadm if iscsiadm is not None else Iscsiadm(self.runner)
         self.store = StateStore(state_dir)
-        self.locks = Locks(state_dir, timeout=lock_timeout)
+        self.locks = Locks(state_dir)
+        self.lock_timeout = lock_timeout
         self.sessions = Sessions(self.root)
         self.scsi = ScsiOps(self.runner, self.root, self.dev_root)
         self.multipath = Multipath(self.runner, self.root)
@@ -121,11 +122,19 @@ class Connector:
                 return current
         waiter = self._waiter()
         with waiter:  # the udev monitor runs before login: no event can be missed
-            with self.locks.target(spec.target):
+            with self.locks.target(spec.target, timeout=self._lock_wait(deadline)):
                 self.store.save(Attachment(spec.volume_id, spec, "connecting"))
                 iface = self._prepare_iface(spec)
-                self._prepare_nodes(spec, iface)
-                sessions, warnings = self._login(spec, iface)
+                live = {p: s for p in spec.portals if (s := self._session(spec.target, p, iface)) is not None}
+                if spec.multipath:
+                    todo = [p for p in spec.portals if p not in live]
+                else:
+                    todo = [] if live else list(spec.portals)
+                if todo:
+                    # A live session already has its node record and settings; only new
+                    # logins need them (and the fewer iscsiadm calls under the lock, the better).
+                    self._prepare_nodes(spec, iface, todo)
+                sessions, warnings = self._login(spec, iface, live, todo)
                 for session in sessions:
                     self._scan(session, spec.lun)
             devices, more = self._wait_devices(spec, sessions, waiter, deadline)
@@ -158,14 +167,15 @@ class Connector:
             return
         deadline = self._clock() + timeout
         waiter = self._waiter()
-        with waiter, self.locks.target(spec.target):
+        with waiter:
             base = record if record is not None else Attachment(volume_id, spec, "disconnecting")
             self.store.save(base.with_state("disconnecting"))
-            sessions = self._sessions_for(spec)
-            self._remove_lun(spec, sessions, waiter, deadline, force)
-            self._logout_unused(spec, sessions)
-            self._cleanup_iface(spec)
-            self.store.delete(volume_id)
+            # This LUN's devices are this volume's alone: removing them needs no target lock.
+            self._remove_lun(spec, self._sessions_for(spec), waiter, deadline, force)
+            with self.locks.target(spec.target, timeout=self._lock_wait(deadline)):
+                self._logout_unused(spec, self._sessions_for(spec))
+                self._cleanup_iface(spec)
+                self.store.delete(volume_id)
 
     def expand(self, volume_id: str, *, new_size: int | None = None, timeout: float = 60.0) -> Attachment:
         """Make the host see a grown LUN: rescan every path, resize the multipath map.
@@ -180,7 +190,7 @@ class Connector:
         spec = record.spec
         deadline = self._clock() + timeout
         waiter = self._waiter()
-        with waiter, self.locks.target(spec.target):
+        with waiter, self.locks.target(spec.target, timeout=self._lock_wait(deadline)):
             sessions = self._sessions_for(spec)
             devices = [d for s in sessions if (d := s.device(spec.lun)) is not None and d.block is not None]
             if not devices:
@@ -249,10 +259,16 @@ class Connector:
             self.iscsiadm.iface_update(name, {"iface.initiatorname": spec.initiator_name})
         return name
 
-    def _prepare_nodes(self, spec: VolumeSpec, iface: str) -> None:
+    def _lock_wait(self, deadline: float) -> float | None:
+        """How long to wait for a lock: ``lock_timeout`` if set, else what is left of the call."""
+        if self.lock_timeout is not None:
+            return self.lock_timeout
+        return max(1.0, deadline - self._clock())
+
+    def _prepare_nodes(self, spec: VolumeSpec, iface: str, portals: list[Portal]) -> None:
         with self.locks.db():
             if spec.discovery:
-                for portal in spec.portals:
+                for portal in portals:
                     try:
                         found = self.iscsiadm.discover_sendtargets(portal, iface=iface, chap=spec.discovery_chap)
                     except IscsiadmError as exc:
@@ -262,23 +278,21 @@ class Connector:
                         continue
                     if not any(t.target == spec.target for t in found):
                         log.warning("volume %s: %s does not list %s", spec.volume_id, portal, spec.target)
-            for portal in spec.portals:
+            for portal in portals:
                 if not self.iscsiadm.node_exists(spec.target, portal, iface=iface):
                     self.iscsiadm.node_new(spec.target, portal, iface=iface)
                 self.iscsiadm.node_update(spec.target, portal, spec.node_settings(), iface=iface)
                 if spec.chap is not None:
                     self.iscsiadm.set_session_chap(spec.target, portal, spec.chap, iface=iface)
 
-    def _login(self, spec: VolumeSpec, iface: str) -> tuple[list[IscsiSession], list[str]]:
+    def _login(
+        self, spec: VolumeSpec, iface: str, live: dict[Portal, IscsiSession], todo: list[Portal]
+    ) -> tuple[list[IscsiSession], list[str]]:
+        """Sessions for the volume: the live ones (reused), plus logins to ``todo``."""
         warnings: list[str] = []
-        portals = list(spec.portals)
-        if not spec.multipath:
-            # Reuse a session another volume already has to one of the portals.
-            live = [p for p in portals if self._session(spec.target, p, iface) is not None]
-            portals = live[:1] + [p for p in portals if p not in live[:1]]
-        sessions: list[IscsiSession] = []
+        sessions: list[IscsiSession] = list(live.values())[: None if spec.multipath else 1]
         errors: list[IscsiadmError] = []
-        for portal in portals:
+        for portal in todo:
             try:
                 self.iscsiadm.login(spec.target, portal, iface=iface)
             except IscsiadmError as exc:

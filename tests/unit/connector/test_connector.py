@@ -275,3 +275,13 @@ def test_store_write_is_atomic_and_private(tmp_path):
     path = store.path("v1")
     assert path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in store.dir.iterdir()] == ["v1.json"]  # no temp file left
+
+
+def test_second_lun_of_a_logged_in_target_runs_no_iscsiadm(host, tmp_path):
+    """A live session is reused as is: only the LUN scan happens (short hold of the target lock)."""
+    c = make(host, tmp_path)
+    c.connect(spec("v1", 1))
+    before = len(host.calls)
+    c.connect(spec("v2", 2))
+    assert host.calls[before:] == []
+    assert len(host.disks()) == 2
