@@ -241,7 +241,7 @@ class GuestVM:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None and not self._closed
+        return self._proc is not None and self._exit_status() is None and not self._closed
 
     @property
     def pid(self) -> int | None:
@@ -265,10 +265,12 @@ class GuestVM:
         vng = _find_vng()
         assert vng is not None
         self._agent_dir.mkdir(parents=True, exist_ok=True)
+        # A reused workdir: nothing from an earlier boot may look like a request or an answer.
+        (self._agent_dir / "ready.json").unlink(missing_ok=True)
         for sub in ("req", "res"):
             (self._agent_dir / sub).mkdir(exist_ok=True)
-        for stale in ("ready.json", "req/stop"):
-            (self._agent_dir / stale).unlink(missing_ok=True)
+            for stale in (self._agent_dir / sub).iterdir():
+                stale.unlink()
         venv = os.environ.get("VIRTUAL_ENV") or (sys.prefix if sys.prefix != sys.base_prefix else "")
         cwd = self.cwd or _project_root() or self.shared
         (self._agent_dir / "config.json").write_text(
@@ -338,9 +340,9 @@ class GuestVM:
         deadline = started + self.boot_timeout
         assert self._proc is not None
         while not ready.exists():
-            if self._proc.poll() is not None:
+            if (status := self._exit_status()) is not None:
                 raise VMBootError(
-                    f"the VM exited during boot with status {self._proc.returncode} (kernel {self.kernel})",
+                    f"the VM exited during boot with status {status} (kernel {self.kernel})",
                     self.console_tail(),
                     self.console_log,
                 )
@@ -381,23 +383,21 @@ class GuestVM:
         self._closed = True
         _live.discard(self)
         proc = self._proc
-        if proc is not None and proc.poll() is None:
-            try:
-                (self._agent_dir / "req" / "stop").touch()
-            except OSError:
-                pass
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._kill_group(signal.SIGTERM)
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self._kill_group(signal.SIGKILL)
-                    proc.wait()
         if proc is not None:
-            # vng may be gone while QEMU lingers in its group; make sure nothing is left.
+            if self._exit_status() is None:
+                try:
+                    (self._agent_dir / "req" / "stop").touch()
+                except OSError:
+                    pass
+                if not self._wait_exit(timeout):
+                    self._kill_group(signal.SIGTERM)
+                    if not self._wait_exit(5):
+                        self._kill_group(signal.SIGKILL)
+                        self._wait_exit(None)
+            # vng may be gone while QEMU lingers in its group; make sure nothing is left. vng is
+            # not reaped yet (see _exit_status), so its pid cannot have been reused as a group id.
             self._kill_group(signal.SIGKILL)
+            proc.wait()
         if self._console_thread is not None:
             self._console_thread.join(5)
         if self._reaper is not None:
@@ -407,6 +407,30 @@ class GuestVM:
                 self._reaper.stdin.close()
         if self._own_workdir and not self._failed:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _exit_status(self) -> int | None:
+        """vng's exit status if it has exited, else None; never reaps it.
+
+        Popen.poll() would reap vng, freeing its pid (= the process group id) for reuse
+        while QEMU may still be in that group; close() must be able to kill the group
+        safely, so vng stays a zombie until close() has done so.
+        """
+        if self._proc is None:
+            return None
+        if self._proc.returncode is not None:
+            return self._proc.returncode
+        info = os.waitid(os.P_PID, self._proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        if info is None or info.si_pid == 0:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+    def _wait_exit(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._exit_status() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def _kill_group(self, sig: signal.Signals) -> None:
         if self._proc is None:
@@ -508,9 +532,9 @@ class GuestVM:
                 loaded: dict[str, Any] = json.loads(data)
                 return loaded
             assert self._proc is not None
-            if self._proc.poll() is not None:
+            if (status := self._exit_status()) is not None:
                 raise VMError(
-                    f"the VM died (vng exit status {self._proc.returncode}) while running: {_first_line(shown)}\n"
+                    f"the VM died (vng exit status {status}) while running: {_first_line(shown)}\n"
                     f"last console lines:\n{self.console_tail()}\n(full log: {self.console_log})"
                 )
             if time.monotonic() > deadline:

@@ -48,6 +48,14 @@ MiB = 1024 * 1024
 KERNEL_BOOT_TIMEOUT = 300  # TCG on a loaded 2-core machine: boots take 20-50 s, leave room
 SCRATCH = "/run/iscsikit-test"  # guest tmpfs: LUN backing files, tgtd pid files, DB snapshot
 DEFAULT_PORTAL = "127.0.0.1:3260"
+# Prepended (as one line) to every guest.sh script and the clean slate: `waitfor SECONDS CMD...`
+# retries CMD every 0.1 s until it succeeds or SECONDS of wall clock pass. Poll loops must be
+# bounded by time, not by a count: under TCG each `sleep` or `ss` costs a process start of
+# 0.2-0.6 s, so `for i in $(seq 300); ... sleep 0.1` can run for minutes.
+WAITFOR = (
+    'waitfor() { local end=$((SECONDS + $1)); shift; until "$@"; do '
+    '[ "$SECONDS" -ge "$end" ] && return 1; sleep 0.1; done; }'
+)
 
 
 @cache
@@ -72,16 +80,33 @@ def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GuestVM]:
     """One VM for the whole session; see the module docstring."""
     workdir = tmp_path_factory.mktemp("vm")
     with GuestVM(workdir=workdir, boot_timeout=KERNEL_BOOT_TIMEOUT) as machine:
-        warnings = machine.info.get("warnings") or []
-        assert not warnings, f"the VM booted but its preparation had problems: {warnings}"
-        # Snapshot the pristine open-iscsi config so every test can start from it.
-        machine.run(
-            f"mkdir -p {SCRATCH}/luns {SCRATCH}/tgtd && rm -rf {SCRATCH}/etc-iscsi && "
-            f"cp -a /etc/iscsi {SCRATCH}/etc-iscsi && "
-            f"{{ [ -e /etc/multipath.conf ] && touch {SCRATCH}/had-multipath-conf || true; }}",
-            check=True,
-        )
+        prepare_vm(machine)
         yield machine
+
+
+def prepare_vm(vm: GuestVM) -> None:
+    """Once per boot: check the agent's preparation, snapshot the pristine open-iscsi config."""
+    warnings = vm.info.get("warnings") or []
+    assert not warnings, f"the VM booted but its preparation had problems: {warnings}"
+    vm.run(
+        f"mkdir -p {SCRATCH}/luns {SCRATCH}/tgtd && rm -rf {SCRATCH}/etc-iscsi && "
+        f"cp -a /etc/iscsi {SCRATCH}/etc-iscsi && "
+        f"{{ [ -e /etc/multipath.conf ] && touch {SCRATCH}/had-multipath-conf || true; }}",
+        check=True,
+    )
+
+
+def clean_slate(vm: GuestVM) -> Guest:
+    """Bring the guest back to its state after :func:`prepare_vm`; fail (naming what is left) if it cannot."""
+    result = vm.run(f"{WAITFOR}\n{CLEAN_SLATE}", timeout=240)
+    if result.returncode != 0:
+        pytest.fail(
+            "the kernel-tier VM could not be brought back to a clean slate after the previous test:\n"
+            + result.stdout
+            + result.stderr,
+            pytrace=False,
+        )
+    return Guest(vm)
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -140,11 +165,12 @@ class GuestTgtd:
             {_add_loopback_aliases(self.portals)}
             setsid tgtd -f -C {self.control} --iscsi portal={first} >{self.log} 2>&1 </dev/null &
             echo $! > {SCRATCH}/tgtd/{self.control}.pid
-            for i in $(seq 400); do
-                tgtadm -C {self.control} --op show --mode sys >/dev/null 2>&1 && break
-                kill -0 $(cat {SCRATCH}/tgtd/{self.control}.pid) || {{ cat {self.log}; exit 1; }}
-                sleep 0.05
-            done
+            pid=$(cat {SCRATCH}/tgtd/{self.control}.pid)
+            ready() {{
+                kill -0 $pid || {{ cat {self.log}; exit 1; }}
+                tgtadm -C {self.control} --op show --mode sys >/dev/null 2>&1
+            }}
+            waitfor 60 ready || {{ echo "tgtd -C {self.control} did not answer tgtadm within 60 s"; exit 1; }}
             {adds}
             {waits}
             """,
@@ -190,10 +216,9 @@ class GuestTgtd:
 
 def _wait_listening(portal: str) -> str:
     host, port = portal.rsplit(":", 1)
-    listening = f"ss -Hltn 'sport = :{port}' | grep -qF '{host}:{port}'"
     return (
-        f"for i in $(seq 400); do {listening} && break; sleep 0.05; done; "
-        f"{listening} || {{ echo 'tgtd does not listen on {portal}'; exit 1; }}"
+        f"listening() {{ ss -Hltn 'sport = :{port}' | grep -qF '{host}:{port}'; }}; "
+        f"waitfor 60 listening || {{ echo 'tgtd does not listen on {portal}'; exit 1; }}"
     )
 
 
@@ -226,7 +251,7 @@ for f in {SCRATCH}/tgtd/*.pid; do
     rm -f "$f"
 done
 for pid in $(pidof tgtd); do kill "$pid" 2>/dev/null; done
-for i in $(seq 100); do pidof tgtd >/dev/null || break; sleep 0.05; done
+waitfor 10 eval '! pidof tgtd >/dev/null'
 for pid in $(pidof tgtd); do kill -9 "$pid" 2>/dev/null; done
 # 4. open-iscsi DB and config back to the boot snapshot; scratch files away.
 rm -rf /etc/iscsi && cp -a {SCRATCH}/etc-iscsi /etc/iscsi
@@ -236,7 +261,7 @@ for a in $(ip -o -4 addr show dev lo | awk '{{print $4}}' | grep -v '^127.0.0.1/
 # 5. iscsid must be running (a test may have stopped it).
 if ! pidof iscsid >/dev/null; then
     setsid iscsid -f >>"$ISCSIKIT_VM_SHARED/iscsid.log" 2>&1 </dev/null &
-    for i in $(seq 200); do grep -q ISCSIADM_ABSTRACT_NAMESPACE /proc/net/unix && break; sleep 0.05; done
+    waitfor 30 grep -q ISCSIADM_ABSTRACT_NAMESPACE /proc/net/unix
 fi
 udevadm settle --timeout=30
 # 6. Verify.
@@ -273,7 +298,7 @@ class Guest:
     ) -> GuestResult:
         """Run bash in the guest; fail the test (showing script, stdout, stderr) unless exit in ``ok``."""
         script = textwrap.dedent(script)
-        result = self.vm.run(script, timeout=timeout, env=env)
+        result = self.vm.run(f"{WAITFOR}\n{script}", timeout=timeout, env=env)
         if result.returncode not in set(ok):
             pytest.fail(_fail_script(what, script, result), pytrace=False)
         return result
@@ -323,8 +348,7 @@ class Guest:
         for lun in target.luns:
             link = target.by_path(lun, portal)
             lines.append(
-                f"for i in $(seq {int(timeout * 10)}); do [ -e {link} ] && break; sleep 0.1; done; "
-                f"[ -e {link} ] || {{ echo 'no {link}'; ls -l /dev/disk/by-path; exit 1; }}; "
+                f"waitfor {int(timeout)} test -e {link} || {{ echo 'no {link}'; ls -l /dev/disk/by-path; exit 1; }}; "
                 f"echo {lun} $(readlink -f {link})"
             )
         result = self.sh("\n".join(lines), what=f"login to {target.iqn} at {portal}", timeout=timeout + 60)
@@ -345,12 +369,4 @@ class Guest:
 @pytest.fixture
 def guest(vm: GuestVM) -> Guest:
     """The session VM after a clean slate; see the module docstring."""
-    result = vm.run(CLEAN_SLATE, timeout=240)
-    if result.returncode != 0:
-        pytest.fail(
-            "the kernel-tier VM could not be brought back to a clean slate after the previous test:\n"
-            + result.stdout
-            + result.stderr,
-            pytrace=False,
-        )
-    return Guest(vm)
+    return clean_slate(vm)

@@ -58,9 +58,8 @@ def test_login_io_logout_through_the_kernel_initiator(guest: Guest) -> None:
     # 3. udev made the by-path link, to a SCSI disk of the LUN's size.
     dev = guest.sh(
         f"""
-        for i in $(seq 300); do [ -e {link} ] && break; sleep 0.1; done
+        waitfor 60 test -e {link} || {{ echo "step 3: no {link}"; ls -l /dev/disk/by-path; exit 1; }}
         udevadm settle --timeout=30
-        [ -e {link} ] || {{ echo "step 3: no {link}"; ls -l /dev/disk/by-path; exit 1; }}
         dev=$(readlink -f {link})
         echo "$dev $(blockdev --getsize64 "$dev") $(cat /sys/class/block/$(basename "$dev")/device/vendor)"
         """,
