@@ -25,6 +25,7 @@ from .helpers import (
 )
 
 TUR = bytes(6)
+BS = 512
 
 
 @pytest.fixture
@@ -141,6 +142,8 @@ def test_block_limits_page(disk: Disk) -> None:
     page = good(disk.cmd(inquiry(1, 0xB0)))
     assert page[:4] == bytes([0, 0xB0, 0, 0x3C]) and len(page) == 64
     assert page[5] == 1  # maximum COMPARE AND WRITE length
+    max_xfer, opt_xfer = struct.unpack(">II", page[8:16])
+    assert opt_xfer == (1 << 20) // BS and max_xfer >= opt_xfer
     max_unmap, max_descs = struct.unpack(">II", page[20:28])
     assert max_unmap > 0 and 0 < max_descs <= 1024
     assert struct.unpack(">Q", page[36:44])[0] == 1 << 16  # maximum WRITE SAME length
