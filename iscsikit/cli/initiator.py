@@ -53,12 +53,12 @@ def _chap(user: str | None, secret_file: Path | None) -> Chap | None:
     return Chap(user, _read_secret(secret_file, "--chap-secret-file"))
 
 
-def _portal(text: str, flag: str = "--portal") -> Portal:
+def _portal(text: str, flag: str = "--portal", *, default_port: int = 3260) -> Portal:
     from iscsikit.errors import InvalidNameError, UsageError
     from iscsikit.names import Portal
 
     try:
-        return Portal.parse(text)
+        return Portal.parse(text, default_port=default_port)
     except InvalidNameError as exc:
         raise UsageError(f"{flag}: {exc}") from None
 
@@ -99,7 +99,7 @@ def discover(
     elif kind == "isns":
         if chap is not None:
             raise UsageError("--chap-user applies to SendTargets discovery, not iSNS")
-        server = _portal(portal if ":" in portal.strip("[]") or "]:" in portal else f"{portal}:3205", "PORTAL")
+        server = _portal(portal, "PORTAL", default_port=3205)
         found = adm.discover_isns(server, iface=iface, persist=not no_persist)
     else:
         raise UsageError(f"--type must be 'st' or 'isns', got {kind!r}")

@@ -78,7 +78,9 @@ class ScsiOps:
         os.close(fd)
 
     def flush_buffers(self, name: str) -> None:
-        self.runner.run(["blockdev", "--flushbufs", str(self.dev_root / name)], timeout=120, mutating=True)
+        # Runs where the runner runs (the host's namespaces with --host ns/chroot), so the
+        # host's /dev path, not dev_root (which is where *this* process sees /dev).
+        self.runner.run(["blockdev", "--flushbufs", f"/dev/{name}"], timeout=120, mutating=True)
 
     def delete(self, name: str) -> None:
         self.runner.write_file(self._device_attr(name, "delete"), "1")
