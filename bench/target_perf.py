@@ -96,8 +96,11 @@ def peak_rss_during(pid: int, fn: Callable[[], None]) -> int:
 
 def sixteen_sessions(url: str, seconds: int) -> None:
     procs = [
-        subprocess.Popen(["iscsi-perf", "-r", "-b", "8", "-m", "32", "-t", str(seconds), url],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        subprocess.Popen(
+            ["iscsi-perf", "-r", "-b", "8", "-m", "32", "-t", str(seconds), url],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(16)
     ]
     for p in procs:
