@@ -26,7 +26,7 @@ from iscsikit.errors import ReplicaError, ReplicaProtocolError, ReplicaRemoteErr
 from iscsikit.names import Portal
 from iscsikit.replica import protocol as p
 
-DEFAULT_TIMEOUT = 2.0
+DEFAULT_TIMEOUT = 3.0
 DEFAULT_FLUSH_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 
@@ -53,6 +53,7 @@ class ReplicaClient:
         flush_timeout: float = DEFAULT_FLUSH_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         max_in_flight: int = 64,
+        max_in_flight_bytes: int = 16 << 20,
     ) -> None:
         self.address = address
         self.host, self.port = parse_address(address)
@@ -62,6 +63,11 @@ class ReplicaClient:
         self._session = p.ClientSession()
         self._pending: dict[int, tuple[asyncio.Future[p.Response], asyncio.TimerHandle]] = {}
         self._slots = asyncio.Semaphore(max_in_flight)
+        # Data in flight (both directions) is bounded too, so a request's deadline measures the
+        # replica, not a queue of megabytes ahead of it on a slow link.
+        self.max_in_flight_bytes = max_in_flight_bytes
+        self._bytes = 0
+        self._byte_waiters: list[asyncio.Future[None]] = []
         self._transport: asyncio.Transport | None = None
         self._failure: ReplicaError | None = None
         # Cleared while the transport's send buffer is above its high-water mark: requests wait
@@ -151,23 +157,23 @@ class ReplicaClient:
     ) -> p.Response:
         if self._failure is not None:
             raise self._failure
+        size = len(payload) + (length or 0 if op == p.Op.READ else 0)
         async with self._slots:
+            while self._bytes and self._bytes + size > self.max_in_flight_bytes and self._failure is None:
+                waiter = asyncio.get_running_loop().create_future()
+                self._byte_waiters.append(waiter)
+                await waiter
             if self._failure is not None:
                 raise self._failure
-            if not self._writable.is_set():
-                await self._writable.wait()
-                if self._failure is not None:
-                    raise self._failure
-            transport = self._transport
-            assert transport is not None, "connect() first"
-            bufs = self._session.request(op, offset=offset, length=length, payload=payload, fua=fua)
-            seq = self._session.last_seq
-            loop = asyncio.get_running_loop()
-            fut: asyncio.Future[p.Response] = loop.create_future()
-            handle = loop.call_later(timeout or self.timeout, self._expire, seq, op)
-            self._pending[seq] = (fut, handle)
-            transport.writelines(bufs)
-            resp = await fut
+            self._bytes += size
+            try:
+                resp = await self._send(op, offset, length, payload, fua, timeout)
+            finally:
+                self._bytes -= size
+                waiters, self._byte_waiters = self._byte_waiters, []
+                for w in waiters:
+                    if not w.done():
+                        w.set_result(None)
         frame = resp.frame
         if frame.status != p.Status.OK:
             raise ReplicaRemoteError(
@@ -176,6 +182,24 @@ class ReplicaClient:
                 self.address,
             )
         return resp
+
+    async def _send(
+        self, op: p.Op, offset: int, length: int | None, payload: bytes, fua: bool, timeout: float | None
+    ) -> p.Response:
+        if not self._writable.is_set():
+            await self._writable.wait()
+            if self._failure is not None:
+                raise self._failure
+        transport = self._transport
+        assert transport is not None, "connect() first"
+        bufs = self._session.request(op, offset=offset, length=length, payload=payload, fua=fua)
+        seq = self._session.last_seq
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[p.Response] = loop.create_future()
+        handle = loop.call_later(timeout or self.timeout, self._expire, seq, op)
+        self._pending[seq] = (fut, handle)
+        transport.writelines(bufs)
+        return await fut
 
     def _expire(self, seq: int, op: p.Op) -> None:
         if seq in self._pending:
@@ -193,6 +217,9 @@ class ReplicaClient:
             self._transport.abort()
             self._transport = None
         self._writable.set()  # wake writers so they see the failure
+        for w in self._byte_waiters:
+            if not w.done():
+                w.set_result(None)
 
     def _on_data(self, data: bytes) -> None:
         session = self._session

@@ -314,9 +314,9 @@ class ReplicatedBackend(Backend):
                 epoch = self.epoch + 1
                 listing = [{"id": r.replica_id or "", "address": r.address} for r in members]
                 results = await asyncio.gather(
-                    *(self._guard(r, r.client.set_meta(  # type: ignore[union-attr]
+                    *(r.client.set_meta(  # type: ignore[union-attr]
                         volume_id=self.volume_id, epoch=epoch, members=listing, state="rw", clean=False,
-                    )) for r in members),
+                    ) for r in members),
                     return_exceptions=True,
                 )  # fmt: skip
                 ok = [r for r, res in zip(members, results, strict=True) if not isinstance(res, BaseException)]
@@ -329,10 +329,6 @@ class ReplicatedBackend(Backend):
                     self._event("", "epoch", f"{epoch}: {', '.join(r.address for r in ok)}")
                 if self._members_version == version:
                     self._persisted_version = version
-
-    async def _guard(self, r: Replica, aw: Awaitable[T]) -> T:
-        """Await a replica call; any ReplicaError (or cancellation of it) propagates as is."""
-        return await aw
 
     # ------------------------------------------------------------------ I/O
 
@@ -507,6 +503,9 @@ class ReplicatedBackend(Backend):
         self.replicas.append(r)
         self._event(address, "added")
         self.start_rebuild(r)
+        task = r.rebuild_task
+        while r.mode == Mode.ERR and task is not None and not task.done():  # until it is WO (or failed)
+            await asyncio.sleep(0.002)
         return r
 
     async def remove_replica(self, address: str) -> None:

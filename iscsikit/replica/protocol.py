@@ -33,6 +33,7 @@ from __future__ import annotations
 import enum
 import json
 import struct
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,6 +146,57 @@ class PayloadChecksumError(ReplicaProtocolError):
         )
 
 
+class _Chunks:
+    """Received bytes as a list of the transport's chunks: taking a payload out copies it once
+    (a join), instead of once into a bytearray and once out of it."""
+
+    __slots__ = ("_chunks", "_head", "_len")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._head = 0  # bytes of _chunks[0] already consumed
+        self._len = 0
+
+    def __len__(self) -> int:
+        return self._len
+
+    def append(self, data: bytes) -> None:
+        if data:
+            self._chunks.append(data)
+            self._len += len(data)
+
+    def peek(self, n: int) -> bytes:
+        first = self._chunks[0]
+        if len(first) - self._head >= n:
+            return first[self._head : self._head + n]
+        out = bytearray()
+        for i, c in enumerate(self._chunks):
+            out += c[self._head :] if i == 0 else c
+            if len(out) >= n:
+                break
+        return bytes(out[:n])
+
+    def take(self, n: int) -> bytes:
+        pieces: list[bytes] = []
+        self._len -= n
+        chunks = self._chunks
+        while n:
+            c = chunks[0]
+            avail = len(c) - self._head
+            if self._head == 0 and avail <= n:
+                pieces.append(c)
+            else:
+                pieces.append(c[self._head : self._head + min(n, avail)])
+            if avail <= n:
+                chunks.popleft()
+                self._head = 0
+                n -= avail
+            else:
+                self._head += n
+                n = 0
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
 class FrameDecoder:
     """Turns a byte stream into frames. Any framing error is fatal for the connection.
 
@@ -153,7 +205,7 @@ class FrameDecoder:
     """
 
     def __init__(self, max_payload: int = MAX_PAYLOAD) -> None:
-        self._buf = bytearray()
+        self._buf = _Chunks()
         self._max_payload = max_payload
         self._broken: ReplicaProtocolError | None = None
         self._eof = False
@@ -162,7 +214,7 @@ class FrameDecoder:
         """Feed bytes from the transport; ``b""`` means end of stream."""
         if not data:
             self._eof = True
-        self._buf += data
+        self._buf.append(data if isinstance(data, bytes) else bytes(data))
 
     @property
     def at_eof(self) -> bool:
@@ -179,16 +231,16 @@ class FrameDecoder:
             raise self._broken
         buf = self._buf
         if len(buf) < HEADER_SIZE:
-            if self._eof and buf:
+            if self._eof and len(buf):
                 self._fail(f"stream ended inside a frame header ({len(buf)} of {HEADER_SIZE} bytes)")
             return None
-        (magic, version, op, flags, status, seq, length, offset, plen, pcrc, hcrc) = HEADER.unpack_from(buf)
+        head = buf.peek(HEADER_SIZE)
+        (magic, version, op, flags, status, seq, length, offset, plen, pcrc, hcrc) = HEADER.unpack(head)
         if magic != MAGIC:
             self._fail(f"bad magic {magic:#06x} (want {MAGIC:#06x}): not a replica protocol stream")
         if version != VERSION:
             self._fail(f"unsupported version {version} (this side speaks {VERSION})")
-        with memoryview(buf) as view:
-            want_hcrc = _crc32c(bytes(view[: HEADER_SIZE - 4]))
+        want_hcrc = _crc32c(head[: HEADER_SIZE - 4])
         if hcrc != want_hcrc:
             self._fail(f"header_crc mismatch: header says {hcrc:#010x}, header has {want_hcrc:#010x}")
         try:
@@ -207,12 +259,8 @@ class FrameDecoder:
             if self._eof:
                 self._fail(f"stream ended inside the payload of {op_e.name} seq={seq}")
             return None
-        if plen:
-            with memoryview(buf) as view:
-                payload = bytes(view[HEADER_SIZE : HEADER_SIZE + plen])
-        else:
-            payload = b""
-        del buf[: HEADER_SIZE + plen]
+        buf.take(HEADER_SIZE)
+        payload = buf.take(plen) if plen else b""
         frame = Frame(op_e, seq, offset, length, flags, status_e, payload)
         if plen:
             got = _crc32c(payload)

@@ -1,0 +1,62 @@
+"""1 MiB sequential writes through the iSCSI target: a replicated LUN with 3 replicas vs 1, same run.
+
+    .venv/bin/python -m bench.replica_write [--runs 5] [--count 400] [--depth 8]
+
+Everything on loopback on this 2-core machine: qemu-img (libiscsi) -> `iscsikit target serve` ->
+N `iscsikit replica serve` processes. Also measured in the same run, as references: the same
+target over a `memory:` LUN, and tgtd over a file. Goal: 3 replicas >= 0.7x the 1-replica rate.
+Prints a markdown table (medians over --runs) for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+
+from bench._util import median, table
+from bench.replica_common import MiB, Procs
+
+IQN = "iqn.2026-11.org.iscsikit:bench"
+
+
+def qemu_bench(url: str, count: int, depth: int) -> float:
+    """MB/s of one `qemu-img bench -w` run."""
+    res = subprocess.run(
+        ["qemu-img", "bench", "-w", "-t", "none", "-s", "1M", "-c", str(count), "-d", str(depth), "-f", "raw", url],
+        capture_output=True, text=True, check=True, timeout=600,
+    )  # fmt: skip
+    seconds = float(re.search(r"Run completed in ([\d.]+) seconds", res.stdout).group(1))  # type: ignore[union-attr]
+    return count * MiB / seconds / 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--count", type=int, default=400)
+    parser.add_argument("--depth", type=int, default=8)
+    args = parser.parse_args()
+    size = max(args.count, 64) * MiB
+    results: dict[str, list[float]] = {}
+    with Procs() as procs:
+        urls = {}
+        for n in (1, 3):
+            addrs = [procs.replica(f"r{n}-{i}", size)[0] for i in range(n)]
+            urls[f"replicated, {n} replica{'s' if n > 1 else ''}"] = procs.target(
+                f"{IQN}{n}", "replicated:" + ",".join(addrs), f"t{n}"
+            )[0]
+        urls["memory: LUN (no replication)"] = procs.target(f"{IQN}m", f"memory:size={size}", "tm")[0]
+        for url in urls.values():
+            qemu_bench(url, args.count // 4, args.depth)  # warm-up: allocate the blocks
+        for _ in range(args.runs):  # interleaved, so drift hits every case alike
+            for label, url in urls.items():
+                results.setdefault(label, []).append(qemu_bench(url, args.count, args.depth))
+    one = median(results["replicated, 1 replica"])
+    rows = [(label, f"{median(v):.0f}", f"{median(v) / one:.2f}") for label, v in results.items()]
+    print(table(["LUN", f"MB/s, 1 MiB writes QD{args.depth} (median of {args.runs})", "vs 1 replica"], rows))
+    three = median(results["replicated, 3 replicas"])
+    print(f"\n3 replicas / 1 replica = {three / one:.2f} (goal >= 0.7)")
+
+
+if __name__ == "__main__":
+    main()
