@@ -26,7 +26,7 @@ from iscsikit.errors import ReplicaError, ReplicaProtocolError, ReplicaRemoteErr
 from iscsikit.names import Portal
 from iscsikit.replica import protocol as p
 
-DEFAULT_TIMEOUT = 3.0
+DEFAULT_TIMEOUT = 2.0
 DEFAULT_FLUSH_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 
