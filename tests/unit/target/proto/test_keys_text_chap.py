@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iscsikit.target.proto.chap import ChapCredentials, ChapError, chap_response, decode_binary, encode_binary
@@ -27,6 +27,7 @@ def test_phase_table_refuses_unknown_moves() -> None:
     assert '"login" -> "full-feature"' in diagram()
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.from_regex(r"[A-Za-z][A-Za-z0-9.\-+@_]{0,40}", fullmatch=True),
                           st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)), max_size=60)),
                 unique_by=lambda kv: kv[0], max_size=8))  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iscsikit.target.proto import pdu as P
@@ -104,6 +104,7 @@ def test_every_opcode_has_a_reader_and_writer() -> None:
 
 
 @pytest.mark.parametrize("cls", PDUS, ids=lambda c: c.__name__)
+@settings(deadline=None)
 @given(data=st.data())
 def test_round_trip(cls: type, data: st.DataObject) -> None:
     event = data.draw(_strategy(cls))
@@ -125,6 +126,7 @@ def test_lun_encoding() -> None:
         P.encode_lun(16384)
 
 
+@settings(deadline=None)
 @given(st.binary(min_size=48, max_size=200))
 def test_readers_never_crash_on_garbage(raw: bytes) -> None:
     opcode, _imm, ahs_len, dslen = P.parse_header(raw)
