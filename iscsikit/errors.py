@@ -591,6 +591,30 @@ class AttachmentError(IscsikitError):
 
 
 # --------------------------------------------------------------------------------------
+# Cleanup (iscsikit.clean)
+
+
+class BackupError(IscsikitError):
+    """A clean backup tarball cannot be written or read, or is not one; names the file (and member)."""
+
+
+class RestoreConflictError(DatabaseError):
+    """Restoring would overwrite records that changed since the backup; nothing was written.
+
+    ``conflicts`` lists the DB-relative paths (and attachment files) that differ.
+    """
+
+    def __init__(self, message: str, conflicts: Sequence[str]) -> None:
+        self.conflicts = list(conflicts)
+        super().__init__(message)
+
+    def to_json(self) -> dict[str, Any]:
+        out = super().to_json()
+        out.update(conflicts=self.conflicts)
+        return out
+
+
+# --------------------------------------------------------------------------------------
 # Replicated volumes (iscsikit.replica)
 
 
