@@ -205,8 +205,10 @@ class Negotiator:
 
     def _list(self, key: str, value: str) -> str:
         offered = [v.strip() for v in value.split(",")]
-        if key == "HeaderDigest":
-            supported: tuple[str, ...] = self.limits.header_digests
+        if key in ("HeaderDigest", "DataDigest") and self.discovery:
+            supported: tuple[str, ...] = ("None", "CRC32C")  # a required digest is for Normal sessions
+        elif key == "HeaderDigest":
+            supported = self.limits.header_digests
         elif key == "DataDigest":
             supported = self.limits.data_digests
         else:

@@ -267,7 +267,7 @@ class LoginMachine:
         limits = self.directory.limits
         for name, wanted, got in (("header", limits.header_digests, params.header_digest),
                                   ("data", limits.data_digests, params.data_digest)):  # fmt: skip
-            if "None" not in wanted and not got:
+            if "None" not in wanted and not got and not self.discovery:
                 raise _fail(LoginStatus.INITIATOR_ERROR, f"the target requires a CRC32C {name} digest")
         params.max_recv_data_segment_length = limits.max_recv_data_segment_length
         target_name = self.target.name if self.target is not None else ""

@@ -247,6 +247,7 @@ def test_required_digest_missing_fails_login() -> None:
     from iscsikit.target.proto import TargetLimits
 
     _fails(Pair(limits=TargetLimits(header_digests=("CRC32C",))), 0x0200)
+    Pair(InitiatorConnection(INITIATOR), limits=TargetLimits(header_digests=("CRC32C",))).login()  # discovery
     ini = InitiatorConnection(INITIATOR, target=TARGET, header_digest=True)
     Pair(ini, limits=TargetLimits(header_digests=("CRC32C",))).login()
     assert ini._hd
