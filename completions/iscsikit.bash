@@ -2,9 +2,12 @@
 
 __iscsikit_children() {
     case "$1" in
-        '') echo 'config device discover doctor login logout replica session target' ;;
+        '') echo 'clean config device discover discovery doctor iface login logout node replica restore session target' ;;
         'config') echo 'get set show' ;;
         'device') echo 'list' ;;
+        'discovery') echo 'delete list new set show' ;;
+        'iface') echo 'delete list new set show' ;;
+        'node') echo 'delete list new set show' ;;
         'replica') echo 'add info remove serve status' ;;
         'session') echo 'list rescan show' ;;
         'target') echo 'serve status' ;;
@@ -14,6 +17,7 @@ __iscsikit_children() {
 __iscsikit_opts() {
     case "$1" in
         '') echo '--config --db-root --dry-run --help --host --json --quiet --sysfs-root --verbose --version -h -q -v' ;;
+        'clean') echo '--backup --desired --dry-run --force --help --json --keep --keep-config --no-keep-config --older-than --portal --probe-timeout --quiet --reset --stale-only --target --unreachable --verbose --yes -T -h -p -q -v -y' ;;
         'config') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'config get') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'config set') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
@@ -21,21 +25,40 @@ __iscsikit_opts() {
         'device') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'device list') echo '--dry-run --help --json --quiet --target --verbose -T -h -q -v' ;;
         'discover') echo '--chap-secret-file --chap-user --dry-run --help --iface --json --no-persist --quiet --type --verbose -I -h -q -t -v' ;;
+        'discovery') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'discovery delete') echo '--dry-run --help --json --prune-dangling --quiet --type --verbose -h -q -t -v' ;;
+        'discovery list') echo '--dry-run --help --json --quiet --type --verbose -h -q -t -v' ;;
+        'discovery new') echo '--dry-run --help --json --overwrite --quiet --type --value-file --verbose -h -q -t -v' ;;
+        'discovery set') echo '--dry-run --help --json --quiet --type --value-file --verbose -h -q -t -v' ;;
+        'discovery show') echo '--dry-run --help --json --quiet --show-secrets --type --verbose -h -q -t -v' ;;
         'doctor') echo '--dry-run --fix --help --json --quiet --verbose -h -q -v' ;;
+        'iface') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'iface delete') echo '--dry-run --help --json --quiet --verbose --yes -h -q -v -y' ;;
+        'iface list') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'iface new') echo '--dry-run --help --json --overwrite --quiet --value-file --verbose -h -q -v' ;;
+        'iface set') echo '--dry-run --help --json --quiet --value-file --verbose -h -q -v' ;;
+        'iface show') echo '--dry-run --help --json --quiet --show-secrets --verbose -h -q -v' ;;
         'login') echo '--all-portals --dry-run --help --iface --json --lun --no-wait --portal --quiet --timeout --verbose --wait -I -h -p -q -v' ;;
         'logout') echo '--dry-run --help --if-unused --iface --json --portal --quiet --sid --verbose -I -h -p -q -v' ;;
+        'node') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'node delete') echo '--all --dry-run --help --iface --json --portal --quiet --verbose --yes -I -h -p -q -v -y' ;;
+        'node list') echo '--dry-run --help --iface --json --portal --quiet --verbose -I -h -p -q -v' ;;
+        'node new') echo '--dry-run --help --iface --json --lenient-name --overwrite --portal --quiet --value-file --verbose -I -h -p -q -v' ;;
+        'node set') echo '--dry-run --help --iface --json --portal --quiet --value-file --verbose -I -h -p -q -v' ;;
+        'node show') echo '--dry-run --help --iface --json --portal --quiet --show-secrets --verbose -I -h -p -q -v' ;;
         'replica') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'replica add') echo '--control --dry-run --help --json --lun --no-wait --quiet --target --timeout --verbose --wait -h -q -v' ;;
         'replica info') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'replica remove') echo '--control --dry-run --help --json --lun --quiet --target --verbose -h -q -v' ;;
         'replica serve') echo '--dry-run --help --io-threads --json --listen --quiet --size --verbose -h -q -v' ;;
         'replica status') echo '--control --dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'restore') echo '--dry-run --force --help --json --quiet --verbose -h -q -v' ;;
         'session') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'session list') echo '--dry-run --help --json --quiet --target --verbose -T -h -q -v' ;;
         'session rescan') echo '--dry-run --help --json --lun --quiet --verbose -h -q -v' ;;
         'session show') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'target') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
-        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --dry-run --help --iqn --json --loop --lun --mutual-secret-file --mutual-user --portal --quiet --verbose -h -q -v' ;;
+        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --data-digest --dry-run --header-digest --help --iqn --json --loop --lun --mutual-secret-file --mutual-user --portal --quiet --verbose -h -q -v' ;;
         'target status') echo '--control --dry-run --help --json --quiet --verbose -h -q -v' ;;
     esac
 }
@@ -43,17 +66,30 @@ __iscsikit_opts() {
 __iscsikit_value_opts() {
     case "$1" in
         '') echo '--config --db-root --host --sysfs-root' ;;
+        'clean') echo '--backup --desired --keep --older-than --portal --probe-timeout --target -T -p' ;;
         'device list') echo '--target -T' ;;
         'discover') echo '--chap-secret-file --chap-user --iface --type -I -t' ;;
+        'discovery delete') echo '--type -t' ;;
+        'discovery list') echo '--type -t' ;;
+        'discovery new') echo '--type --value-file -t' ;;
+        'discovery set') echo '--type --value-file -t' ;;
+        'discovery show') echo '--type -t' ;;
+        'iface new') echo '--value-file' ;;
+        'iface set') echo '--value-file' ;;
         'login') echo '--iface --lun --portal --timeout -I -p' ;;
         'logout') echo '--iface --portal --sid -I -p' ;;
+        'node delete') echo '--iface --portal -I -p' ;;
+        'node list') echo '--iface --portal -I -p' ;;
+        'node new') echo '--iface --portal --value-file -I -p' ;;
+        'node set') echo '--iface --portal --value-file -I -p' ;;
+        'node show') echo '--iface --portal -I -p' ;;
         'replica add') echo '--control --lun --target --timeout' ;;
         'replica remove') echo '--control --lun --target' ;;
         'replica serve') echo '--io-threads --listen --size' ;;
         'replica status') echo '--control' ;;
         'session list') echo '--target -T' ;;
         'session rescan') echo '--lun' ;;
-        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --iqn --loop --lun --mutual-secret-file --mutual-user --portal' ;;
+        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --data-digest --header-digest --iqn --loop --lun --mutual-secret-file --mutual-user --portal' ;;
         'target status') echo '--control' ;;
     esac
 }
@@ -61,6 +97,7 @@ __iscsikit_value_opts() {
 __iscsikit_path_opts() {
     case "$1" in
         '') echo '--config --db-root --sysfs-root' ;;
+        'clean') echo '--backup --desired' ;;
         'discover') echo '--chap-secret-file' ;;
         'replica add') echo '--control' ;;
         'replica remove') echo '--control' ;;

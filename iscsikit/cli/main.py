@@ -16,7 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from iscsikit import __version__
-from iscsikit.cli import config_cmd, device, discovery, doctor, iface, initiator, node, replica, session, target
+from iscsikit.cli import clean, config_cmd, device, discovery, doctor, iface, initiator, node, replica, session, target
 from iscsikit.cli.context import AppContext
 
 
@@ -138,6 +138,8 @@ app.add_typer(replica.app, name="replica")
 app.add_typer(node.app, name="node")
 app.add_typer(discovery.app, name="discovery")
 app.add_typer(iface.app, name="iface")
+app.command("clean")(clean.clean)
+app.command("restore")(clean.restore)
 
 
 # --- entry point ----------------------------------------------------------------------
