@@ -160,6 +160,7 @@ class ReplicatedBackend(Backend):
         self._meta_lock = asyncio.Lock()
         self._next_reader = 0
         self._monitor: asyncio.Task[None] | None = None
+        self._next_recover = 0.0
         self._opened = False
         self._closing = False
 
@@ -471,6 +472,9 @@ class ReplicatedBackend(Backend):
             await self._settle()
 
     async def _reconnect_failed(self) -> None:
+        if not any(r.mode == Mode.RW for r in self.replicas):
+            await self._recover()
+            return
         now = time.monotonic()
         for r in self.replicas:
             if r.client is None and r.mode == Mode.ERR and now >= r.next_attempt and await self._connect(r):
@@ -478,6 +482,44 @@ class ReplicatedBackend(Backend):
                 log.info("replica %s reconnected", r.address)
                 if self.auto_rebuild:
                     self.start_rebuild(r)
+
+    async def _recover(self) -> None:
+        """No complete replica is left: choose again as at start-up once enough of them are back.
+
+        The same rules as :meth:`open` (members of the newest epoch, all of them reachable), so
+        a volume whose replicas all went away comes back by itself when they return, and never
+        from a replica that missed acknowledged writes.
+        """
+        now = time.monotonic()
+        if now < self._next_recover:
+            return
+        self._next_recover = now + self.reconnect_interval
+        for r in self.replicas:
+            if r.rebuild_task is not None:
+                r.rebuild_task.cancel()
+            if r.client is not None:
+                r.client.close()
+                r.client = None
+            if r.mode != Mode.ERR:
+                self._set_mode(r, Mode.ERR, "no complete replica left")
+        await asyncio.gather(*(self._connect(r) for r in self.replicas))
+        found = {r.address: r.client.meta for r in self.replicas if r.client is not None}
+        try:
+            if not found:
+                raise VolumeStartError("no replica is reachable")
+            plan = plan_start(found, size=self.size, force=False)
+            if plan.volume_id != self.volume_id:
+                raise VolumeStartError(f"the reachable replicas do not hold volume {self.volume_id}")
+        except VolumeStartError as exc:
+            log.warning("volume %s is down: %s", self.volume_id, exc)
+            self._close_clients()
+            return
+        log.warning("volume %s: recovering from %s", self.volume_id, ", ".join(plan.rw))
+        self._event("", "recover", ", ".join(plan.rw))
+        try:
+            await self._apply_plan(plan)
+        except VolumeStartError as exc:
+            log.warning("volume %s is still down: %s", self.volume_id, exc)
 
     def start_rebuild(self, r: Replica) -> None:
         """Put a connected replica in WO mode and copy an RW replica onto it in the background."""

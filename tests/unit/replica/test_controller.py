@@ -345,3 +345,33 @@ async def test_write_in_flight_when_a_rebuild_starts_reaches_the_new_replica(tmp
     await verify(c, {3 * MiB: block(9)})
     await b.close()
     await c.stop()
+
+
+@run
+async def test_volume_with_every_replica_gone_fails_io_then_comes_back_by_itself(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b = fast(c.addresses)
+    await b.open()
+    await b.write(0, block(1))
+    await c.kill(2)
+    await b.write(MiB, block(2))  # replica 2 misses this one
+    await c.kill(0)
+    await c.kill(1)
+    with pytest.raises(BackendError) as exc:
+        await b.write(2 * MiB, block(3))
+    assert exc.value.kind == "unavailable"
+    await c.start(2)  # the stale one alone must not bring the volume back
+    await asyncio.sleep(0.3)
+    assert not any(r.mode == Mode.RW for r in b.replicas)
+    with pytest.raises(BackendError):
+        await b.read(MiB, 4096)
+    await c.start(0)
+    await c.start(1)
+    await all_rw(b)
+    assert await b.read(0, 4096) == block(1)
+    assert await b.read(MiB, 4096) == block(2)
+    await b.flush()
+    await verify(c, {0: block(1), MiB: block(2)})
+    await b.close()
+    await c.stop()
