@@ -61,9 +61,10 @@ class Multipath:
         name = self.name(dm)
         if name is None:
             return
-        holders = self.blocks.from_name(dm)
-        if holders is not None and holders.holders:
-            raise DeviceBusyError(f"multipath map {name} ({dm}) is held by {', '.join(holders.holders)}")
+        dev = self.blocks.from_name(dm)
+        held = [h for h in (dev.holders if dev else ()) if not self._idle_partition(dm, h)]
+        if held:
+            raise DeviceBusyError(f"multipath map {name} ({dm}) is held by {', '.join(held)}")
         last: CommandError | None = None
         for attempt in range(attempts):
             try:
@@ -76,6 +77,20 @@ class Multipath:
                 log.debug("multipath -f %s failed (attempt %d): %s", name, attempt + 1, exc)
                 self._sleep(0.5 * (attempt + 1))
         raise DeviceBusyError(f"could not flush multipath map {name} ({dm}): {last}")
+
+    def _idle_partition(self, dm: str, holder: str) -> bool:
+        """A kpartx partition map of ``dm`` (uuid ``partN-<uuid of dm>``) that nothing holds:
+        ``multipath -f`` removes those itself, so they do not make the map busy."""
+        uuid = self.blocks.dm_uuid(dm) or ""
+        part_uuid = self.blocks.dm_uuid(holder) or ""
+        part = self.blocks.from_name(holder)
+        return (
+            bool(uuid)
+            and part_uuid.startswith("part")
+            and part_uuid.endswith("-" + uuid)
+            and part is not None
+            and not part.holders
+        )
 
     def resize(self, dm: str) -> None:
         name = self.name(dm)
