@@ -123,19 +123,24 @@ def builtin_target(
 
 
 def stop_builtin_targets(guest: Guest) -> None:
-    """Log out every session (while the targets still answer), then stop every built-in target."""
-    guest.sh(
+    """Log out every session (while the targets still answer), then stop every built-in target.
+
+    The targets' logs are printed, so a failing test shows them with its captured output.
+    """
+    result = guest.sh(
         f"""
         [ -n "$(ls /sys/class/iscsi_session 2>/dev/null)" ] && timeout 60 iscsiadm -m session -u >/dev/null 2>&1
         for f in {PIDS}/*.pid; do [ -e "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null; done
         waitfor 30 eval '! pgrep -f "iscsikit.* target serve" >/dev/null'
         pkill -9 -f "iscsikit.* target serve"
         rm -f {PIDS}/*.pid
+        for f in {PIDS}/*.log; do [ -e "$f" ] && {{ echo "--- $f"; tail -50 "$f"; rm -f "$f"; }}; done
         true
         """,
         what="stop the built-in targets",
         timeout=120,
     )
+    print(result.stdout)
 
 
 @pytest.fixture
@@ -198,12 +203,12 @@ def test_mutual_chap_with_both_digests(guest: Guest, builtin_targets: Any) -> No
         digests=True,
     )  # fmt: skip
     node = f"iscsiadm -m node -T {target.iqn} -p {target.portal}"
+    # Records made by discovery take their defaults from iscsid.conf (restored by the clean slate).
     guest.sh(
-        f"""
+        """
         set -e
-        iscsiadm -m discovery -t st -p {target.portal} >/dev/null
-        {node} -o update -n node.conn[0].iscsi.HeaderDigest -v CRC32C
-        {node} -o update -n node.conn[0].iscsi.DataDigest -v CRC32C
+        echo 'node.conn[0].iscsi.HeaderDigest = CRC32C' >> /etc/iscsi/iscsid.conf
+        echo 'node.conn[0].iscsi.DataDigest = CRC32C' >> /etc/iscsi/iscsid.conf
         """
     )
     dev = guest.login(target)[1]
