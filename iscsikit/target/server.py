@@ -169,6 +169,11 @@ class _Connection(asyncio.BufferedProtocol):
                 pass
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        local = transport.get_extra_info("sockname")
+        if local and self.portal.address in ("0.0.0.0", "::"):
+            # A wildcard listener: this connection's portal is the address the initiator used.
+            self.portal = PortalInfo(str(local[0]), self.portal.port, self.portal.tpgt)
+            self.conn.portal = self.portal
         transport.set_write_buffer_limits(high=8 << 20, low=1 << 20)
         self.server._connections.add(self)
         self._arm_timer()

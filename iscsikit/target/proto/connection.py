@@ -135,6 +135,7 @@ _S_CMD_DEST = struct.Struct(">xB14xII")  # b1 @1, itt @16, edtl @20
 _S_CMD = struct.Struct(">BBxxI Q IIII 16s")
 _S_DATA_IN = struct.Struct(">BBBBI Q IIIIIIII")
 _MAX_AHS = 1020
+_WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 #: Largest EDTL accepted for one command (bytes held in memory while data arrives).
 MAX_TRANSFER = 64 << 20
 
@@ -810,6 +811,9 @@ class TargetConnection:
             out.append(("TargetName", t.name))
             portals = t.portals or (self.portal,)
             for p in portals:
+                if p.address in _WILDCARDS and self.portal.address not in _WILDCARDS:
+                    # Listening on every address: tell the initiator the one it reached us on.
+                    p = PortalInfo(self.portal.address, p.port, p.tpgt)
                 out.append(("TargetAddress", p.target_address()))
         return out
 

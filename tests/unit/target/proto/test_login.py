@@ -251,3 +251,14 @@ def test_required_digest_missing_fails_login() -> None:
     ini = InitiatorConnection(INITIATOR, target=TARGET, header_digest=True)
     Pair(ini, limits=TargetLimits(header_digests=("CRC32C",))).login()
     assert ini._hd
+
+
+def test_wildcard_portals_are_reported_as_the_address_reached() -> None:
+    from iscsikit.target.proto import PortalInfo, SessionTable, TargetConnection, TargetDirectory, TargetInfo
+
+    directory = TargetDirectory({TARGET: TargetInfo(TARGET, (PortalInfo("0.0.0.0", 3260, 1),))})
+    pair = Pair(InitiatorConnection(INITIATOR))
+    pair.target = TargetConnection(directory, SessionTable(), PortalInfo("192.0.2.7", 3260, 1))
+    pair.login()
+    (resp,) = pair.send(pair.ini.text([("SendTargets", "All")])[1])
+    assert b"TargetAddress=192.0.2.7:3260,1" in bytes(resp.data)
