@@ -137,6 +137,7 @@ def test_killed_between_login_and_device_wait_then_converges(guest, make_target)
     nothing_left(guest)
 
 
+@pytest.mark.timeout(2400)  # eight Python processes on an emulated 2-CPU guest
 def test_eight_parallel_connect_disconnect_lose_nothing(guest, make_target):
     t = make_target(luns=[4 * MiB] * 8)
     st = state_dir()
@@ -144,16 +145,18 @@ def test_eight_parallel_connect_disconnect_lose_nothing(guest, make_target):
         "import sys; from iscsikit.connector import Connector, VolumeSpec; "
         f"c = Connector(state_dir='{st}'); n = int(sys.argv[1]); "
         f"s = VolumeSpec(volume_id=f'v{{n}}', target='{t.iqn}', portals=('{t.portal}',), lun=n); "
-        "c.connect(s, timeout=200); c.disconnect(s.volume_id, timeout=200); c.connect(s, timeout=200)"
+        "c.connect(s, timeout=900); c.disconnect(s.volume_id, timeout=900); c.connect(s, timeout=900)"
     )
     guest.sh(
         f"""
         pids=""
-        for n in 1 2 3 4 5 6 7 8; do python -c "{worker}" $n > /run/iscsikit-test/w$n.log 2>&1 & pids="$pids $!"; done
+        for n in 1 2 3 4 5 6 7 8; do
+          python -c "{worker}" $n > "$ISCSIKIT_VM_SHARED/w$n.log" 2>&1 & pids="$pids $!"
+        done
         rc=0; for p in $pids; do wait $p || rc=1; done
-        [ $rc = 0 ] || {{ tail -n 20 /run/iscsikit-test/w*.log; exit 1; }}
+        [ $rc = 0 ] || {{ tail -n 20 "$ISCSIKIT_VM_SHARED"/w*.log; exit 1; }}
         """,
-        timeout=900,
+        timeout=2000,
     )
     got = run(
         guest, "print(json.dumps([sorted(a.spec.lun for a in c.attachments()), sessions()]))", st, t.iqn, t.portal
@@ -170,7 +173,7 @@ def test_eight_parallel_connect_disconnect_lose_nothing(guest, make_target):
         done
         rc=0; for p in $pids; do wait $p || rc=1; done; exit $rc
         """,
-        timeout=600,
+        timeout=1200,
     )
     nothing_left(guest)
 
