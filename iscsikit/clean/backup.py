@@ -125,9 +125,14 @@ class EntryCollector:
 
 
 def default_backup_path(state_dir: str | os.PathLike[str], now: float | None = None) -> Path:
-    """``<state_dir>/backups/clean-YYYYmmddTHHMMSSZ-<pid>.tar.gz``."""
+    """``<state_dir>/backups/clean-YYYYmmddTHHMMSSZ-<pid>[-N].tar.gz``, a name not yet taken."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
-    return Path(state_dir) / BACKUP_DIR / f"clean-{stamp}-{os.getpid()}.tar.gz"
+    base = Path(state_dir) / BACKUP_DIR / f"clean-{stamp}-{os.getpid()}"
+    path, n = base.with_name(base.name + ".tar.gz"), 1
+    while os.path.lexists(path):
+        n += 1
+        path = base.with_name(f"{base.name}-{n}.tar.gz")
+    return path
 
 
 def write_backup(
@@ -395,6 +400,8 @@ def restore_backup(
                 conflicts,
             )
         if todo.entries:
+            if not db.dry_run:
+                os.makedirs(root, mode=0o755, exist_ok=True)
             db.restore(todo, overwrite=force)
     if att_todo and att_dir is not None and not db.dry_run:
         att_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

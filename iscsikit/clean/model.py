@@ -39,7 +39,7 @@ class Usage:
     via: str = ""  # the device that is actually used when not the disk itself ("sdb1", "dm-3")
 
     def __str__(self) -> str:
-        on = f" ({self.via})" if self.via else ""
+        on = f" via {self.via}" if self.via else ""
         if self.kind == "mount":
             return f"mounted at {self.what}{on}"
         if self.kind == "open":

@@ -1,0 +1,493 @@
+"""The planner on synthetic hosts (sysfs, /proc, DB, state dir) covering every kind of leftover."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iscsikit.clean.collect import write_journal
+from iscsikit.clean.desired import parse_desired
+from iscsikit.clean.model import PendingItem, Survey
+from iscsikit.clean.plan import PHASES, Action, Kind, Plan, Selection, plan
+from iscsikit.names import Portal
+from tests.unit.clean.synthetic import SyntheticHost, T
+
+
+def survey(host: SyntheticHost, **kwargs: Any) -> Survey:
+    s = host.survey(**kwargs)
+    assert isinstance(s, Survey)
+    return s
+
+
+def kinds(p: Plan) -> list[str]:
+    return [str(a.kind) for a in p.actions]
+
+
+def find(p: Plan, kind: Kind, **match: Any) -> Action:
+    found = [a for a in p.actions if a.kind is kind and all(getattr(a, k) == v for k, v in match.items())]
+    assert len(found) == 1, f"{kind} {match}: {[a.to_json() for a in p.actions]}"
+    return found[0]
+
+
+def absent(p: Plan, kind: Kind, **match: Any) -> None:
+    found = [a for a in p.actions if a.kind is kind and all(getattr(a, k) == v for k, v in match.items())]
+    assert not found, [a.to_json() for a in found]
+
+
+# ---- decommission: every kind, in a safe order ---------------------------------------------------
+
+
+def test_decommission_plans_every_kind_of_leftover_in_safe_order(host: SyntheticHost) -> None:
+    db = host.db
+    # a two-path multipath volume, a failed session, an orphan record, discovery, iface, junk
+    db.new_node(f"{T}:mp", "127.0.0.1:3260,1")
+    db.new_node(f"{T}:mp", "127.0.0.2:3260,1")
+    s1 = host.session(f"{T}:mp", "127.0.0.1:3260,1")
+    s2 = host.session(f"{T}:mp", "127.0.0.2:3260,1")
+    mp = host.multipath_map([host.disks_of(s1)[0], host.disks_of(s2)[0]])
+    failed = host.session(f"{T}:gone", "127.0.0.3:3261,1", state="FAILED", conn_state="failed")
+    db.new_discovery("127.0.0.3:3261")
+    db.new_node(f"{T}:gone", "127.0.0.3:3261,1", discovery=db.discoveries()[0])
+    db.new_node(f"{T}:deleted-volume", "10.0.0.9:3260")
+    db.new_iface("clone-abc")
+    db.new_node(f"{T}:cloned", "10.0.0.8:3260,1", iface="clone-abc")
+    os.symlink(f"{host.db_root}/nodes/{T}:x/10.0.0.7,3260,1", host.db_root / f"static/{T}:x,10.0.0.7,3260,1,default")
+    (host.db_root / f"nodes/{T}:mp/garbage").write_text("x")
+    (host.db_root / f"nodes/{T}:empty/10.0.0.6,3260,1").mkdir(parents=True)
+    orphan = host.orphan_device()
+    pathless = host.multipath_map([], name="mpathz", wwid="3600")
+    host.attachment("pvc-stale", f"{T}:long-gone")
+    (host.state / "attachments/broken.json").write_text("{not json")
+
+    p = plan(survey(host), Selection())
+
+    assert [a.order for a in p.actions] == list(range(1, len(p.actions) + 1))
+    assert [a.phase for a in p.actions] == sorted(a.phase for a in p.actions), "phases must not interleave"
+    assert set(kinds(p)) == {str(k) for k in Kind} - {"delete-config"}
+    assert {a.device for a in p.actions if a.kind is Kind.FLUSH_MAP} == {mp, pathless}
+    assert {a.sid for a in p.actions if a.kind is Kind.LOGOUT} == {s1, s2, failed}
+    find(p, Kind.REMOVE_DEVICE, device=orphan)
+    assert "orphan" in find(p, Kind.REMOVE_DEVICE, device=orphan).detail
+    find(p, Kind.DELETE_LINK, path=f"static/{T}:x,10.0.0.7,3260,1,default")
+    find(p, Kind.DELETE_ENTRY, path=f"nodes/{T}:mp/garbage")
+    find(p, Kind.DELETE_ENTRY, path=f"nodes/{T}:empty")
+    find(p, Kind.DELETE_IFACE, path="ifaces/clone-abc")
+    find(p, Kind.DELETE_DISCOVERY, portal="127.0.0.3:3261")
+    assert {a.subject.volume_id for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT} == {"pvc-stale", "broken"}
+    assert not p.blocked
+
+
+def test_empty_host_plans_nothing(host: SyntheticHost) -> None:
+    p = plan(survey(host), Selection())
+    assert p.actions == [] and p.to_json()["actions"] == []
+
+
+def test_plan_json_has_the_cli_contract_keys(host: SyntheticHost) -> None:
+    host.db.new_node(f"{T}:a", "127.0.0.1:3260,1")
+    host.session(f"{T}:a")
+    doc = plan(survey(host), Selection()).to_json()
+    assert set(doc) >= {"actions", "summary"}
+    for action in doc["actions"]:
+        assert {"kind", "target", "portal", "detail", "order", "blocked_by", "sid", "device", "path"} <= set(action)
+    assert [a["kind"] for a in doc["actions"]] == ["remove-device", "logout", "delete-node"]
+    assert doc["actions"][1] | {"detail": ""} == {
+        "order": 2, "kind": "logout", "target": f"{T}:a", "portal": "127.0.0.1:3260,1", "detail": "",
+        "sid": 1, "device": None, "path": None, "blocked_by": [],
+    }  # fmt: skip
+
+
+# ---- stale sessions ------------------------------------------------------------------------------------
+
+
+def stale_scene(host: SyntheticHost) -> dict[str, Any]:
+    db = host.db
+    db.new_node(f"{T}:healthy", "127.0.0.1:3260,1")
+    healthy = host.session(f"{T}:healthy", "127.0.0.1:3260,1")
+    db.new_discovery("127.0.0.1:3261")
+    db.new_node(f"{T}:stale", "127.0.0.1:3261,1", discovery=db.discoveries()[0])
+    stale = host.session(f"{T}:stale", "127.0.0.1:3261,1", state="FAILED", conn_state="failed", luns={1: "blocked"})
+    db.new_node(f"{T}:orphan-record", "127.0.0.1:3262,1")
+    return {"healthy": healthy, "stale": stale}
+
+
+def test_stale_only_takes_exactly_the_stale_session_its_device_and_records(host: SyntheticHost) -> None:
+    ids = stale_scene(host)
+    p = plan(survey(host), Selection(stale_only=True))
+    assert kinds(p) == ["remove-device", "logout", "delete-node", "delete-discovery"]
+    assert find(p, Kind.LOGOUT).sid == ids["stale"]
+    assert find(p, Kind.REMOVE_DEVICE).device == host.disks_of(ids["stale"])[0]
+    assert find(p, Kind.DELETE_NODE).target == f"{T}:stale"
+    assert find(p, Kind.DELETE_DISCOVERY).portal == "127.0.0.1:3261"
+    assert "blocked" in find(p, Kind.REMOVE_DEVICE).detail
+    assert not p.blocked
+
+
+def test_a_session_in_recovery_counts_as_failing(host: SyntheticHost) -> None:
+    sid = host.session(f"{T}:flapping", conn_state="failed")  # session LOGGED_IN, connection failed
+    assert find(plan(survey(host), Selection(stale_only=True)), Kind.LOGOUT).sid == sid
+
+
+def test_older_than_remembers_when_a_session_started_failing(host: SyntheticHost) -> None:
+    sid = host.session(f"{T}:stale", state="FAILED")
+    first = survey(host, now=1_000_000.0)
+    assert first.sessions[0].failed_for == 0.0
+    sel = Selection(stale_only=True, older_than=300)
+    p = plan(first, sel)
+    assert p.actions == [] and "not for 5 min yet" in p.notes[0]
+    later = survey(host, now=1_000_000.0 + 600)
+    assert later.sessions[0].failed_for == 600
+    assert find(plan(later, sel), Kind.LOGOUT).sid == sid
+    # once it recovers the memory is dropped: a new failure starts from zero
+    host.set_state(sid, "LOGGED_IN")
+    survey(host, now=1_000_000.0 + 700)
+    host.set_state(sid, "FAILED")
+    assert survey(host, now=1_000_000.0 + 800).sessions[0].failed_for == 0.0
+
+
+def test_transport_offline_luns_prove_the_recovery_timeout_expired(host: SyntheticHost) -> None:
+    sid = host.session(f"{T}:stale", state="FAILED", recovery_tmo=120, luns={1: "transport-offline"})
+    s = survey(host)
+    assert s.sessions[0].failed_for == 120
+    assert find(plan(s, Selection(stale_only=True, older_than=60)), Kind.LOGOUT).sid == sid
+
+
+def test_records_without_sessions_are_not_stale(host: SyntheticHost) -> None:
+    host.db.new_node(f"{T}:manual", "10.0.0.1:3260,1")
+    assert plan(survey(host), Selection(stale_only=True)).actions == []
+
+
+def test_dead_lun_of_a_healthy_session_is_removed_but_the_session_stays(host: SyntheticHost) -> None:
+    sid = host.session(f"{T}:t", luns={1: "running", 2: "offline"})
+    p = plan(survey(host), Selection(stale_only=True))
+    assert kinds(p) == ["remove-device"]
+    action = p.actions[0]
+    assert action.device == host.disks_of(sid)[1] and "gave up" in action.detail
+
+
+# ---- users block, and say who ----------------------------------------------------------------------
+
+
+def mounted_scene(host: SyntheticHost) -> tuple[int, str]:
+    host.db.new_discovery("127.0.0.1:3260")
+    host.db.new_node(f"{T}:db", "127.0.0.1:3260,1", discovery=host.db.discoveries()[0])
+    sid = host.session(f"{T}:db", luns=[1])
+    disk = host.disks_of(sid)[0]
+    host.attachment("pvc-db", f"{T}:db")
+    return sid, disk
+
+
+def test_a_mounted_device_blocks_its_session_records_and_attachment(host: SyntheticHost) -> None:
+    sid, disk = mounted_scene(host)
+    host.mount(disk, "/var/lib/kubelet/plugins/pv/pvc-db/globalmount")
+    p = plan(survey(host), Selection())
+    assert len(p.blocked) == len(p.actions) == 5
+    assert find(p, Kind.REMOVE_DEVICE).blocked_by == (
+        f"/dev/{disk} is mounted at /var/lib/kubelet/plugins/pv/pvc-db/globalmount",
+    )
+    assert find(p, Kind.LOGOUT).blocked_by == find(p, Kind.REMOVE_DEVICE).blocked_by
+    assert find(p, Kind.DELETE_NODE).blocked_by[0].startswith(f"session {sid} stays logged in (/dev/{disk} is mounted")
+    assert find(p, Kind.DELETE_DISCOVERY).blocked_by[0].startswith("node record")
+    assert find(p, Kind.DELETE_ATTACHMENT).blocked_by == (f"session {sid} stays logged in",)
+
+
+def test_force_blocks_nothing_but_names_the_users(host: SyntheticHost) -> None:
+    _, disk = mounted_scene(host)
+    host.mount(disk, "/mnt/data")
+    p = plan(survey(host), Selection(force=True))
+    assert not p.blocked
+    assert "forced although" in find(p, Kind.REMOVE_DEVICE).detail
+    assert "/mnt/data" in find(p, Kind.LOGOUT).detail
+
+
+@pytest.mark.parametrize(
+    ("setup", "expected"),
+    [
+        (lambda h, d: h.mount(h.partition(d), "/srv/data"), "is mounted at /srv/data via {d}1"),
+        (lambda h, d: h.mount(d, "/data", pid=h.process(777, "containerd-shim", own_namespace=True)),
+         "is mounted at /data (mount namespace of pid 777)"),
+        (lambda h, d: h.open_fd(d, 4242, "qemu-system-x86"), "is open by pid 4242 (qemu-system-x86)"),
+        (lambda h, d: h.swap(d), "is used as swap"),
+        (lambda h, d: h.lvm([d]), "is held by dm-0 (vg0-data)"),
+        (lambda h, d: h.lvm([h.partition(d)]), "is held by dm-0 (vg0-data) via {d}1"),
+    ],
+    ids=["partition-mounted", "other-namespace", "open-fd", "swap", "lvm", "lvm-on-partition"],
+)  # fmt: skip
+def test_every_kind_of_user_blocks_and_is_named(host: SyntheticHost, setup: Any, expected: str) -> None:
+    sid = host.session(f"{T}:busy")
+    disk = host.disks_of(sid)[0]
+    setup(host, disk)
+    p = plan(survey(host), Selection())
+    assert find(p, Kind.REMOVE_DEVICE).blocked_by == (f"/dev/{disk} {expected.format(d=disk)}",)
+    assert find(p, Kind.LOGOUT).blocked
+
+
+def test_our_own_open_descriptors_do_not_count(host: SyntheticHost) -> None:
+    sid = host.session(f"{T}:t")
+    host.open_fd(host.disks_of(sid)[0], 1)  # pid 1 is /proc/self on the synthetic host
+    assert not plan(survey(host), Selection()).blocked
+
+
+# ---- multipath -------------------------------------------------------------------------------------
+
+
+def multipath_scene(host: SyntheticHost) -> tuple[int, int, str, list[str]]:
+    s1 = host.session(f"{T}:mp", "127.0.0.1:3260,1")
+    s2 = host.session(f"{T}:mp", "127.0.0.2:3260,1")
+    disks = [host.disks_of(s1)[0], host.disks_of(s2)[0]]
+    return s1, s2, host.multipath_map(disks), disks
+
+
+def test_a_map_is_flushed_before_its_paths_are_removed_and_sessions_logged_out(host: SyntheticHost) -> None:
+    _s1, _s2, dm, disks = multipath_scene(host)
+    p = plan(survey(host), Selection(targets=(f"{T}:mp",)))
+    assert kinds(p) == ["flush-map", "remove-device", "remove-device", "logout", "logout"]
+    assert find(p, Kind.FLUSH_MAP).device == dm and "mpatha (dm-0)" in p.actions[0].detail
+    assert {a.device for a in p.actions if a.kind is Kind.REMOVE_DEVICE} == set(disks)
+    assert not p.blocked
+
+
+def test_a_mounted_map_blocks_its_paths_and_sessions(host: SyntheticHost) -> None:
+    _s1, _s2, dm, _disks = multipath_scene(host)
+    host.mount(host.map_partition(dm), "/data")
+    p = plan(survey(host), Selection())
+    assert find(p, Kind.FLUSH_MAP).blocked_by == ("mpatha (dm-0) is mounted at /data via dm-1",)
+    for a in p.actions:
+        if a.kind is Kind.REMOVE_DEVICE:
+            assert a.blocked_by == (f"/dev/{a.device} is a path of mpatha (dm-0), which stays: "
+                                    "mpatha (dm-0) is mounted at /data via dm-1",)  # fmt: skip
+    assert all(a.blocked for a in p.actions if a.kind is Kind.LOGOUT)
+
+
+def test_one_path_of_a_map_can_go_while_the_map_stays(host: SyntheticHost) -> None:
+    s1, _s2, _dm, disks = multipath_scene(host)
+    host.mount("dm-0", "/data")
+    p = plan(survey(host), Selection(portals=(Portal.parse("127.0.0.1:3260"),)))
+    assert kinds(p) == ["remove-device", "logout"]
+    assert find(p, Kind.REMOVE_DEVICE).device == disks[0]
+    assert "dropped from multipath map mpatha (dm-0)" in p.actions[0].detail
+    assert find(p, Kind.LOGOUT).sid == s1 and not p.blocked
+
+
+def test_pathless_maps_and_orphan_devices_are_host_wide_leftovers(host: SyntheticHost) -> None:
+    host.multipath_map([], name="mpathq", wwid="36001")
+    orphan = host.orphan_device()
+    for sel in (Selection(), Selection(stale_only=True), Selection(desired=())):
+        p = plan(survey(host), sel)
+        assert find(p, Kind.FLUSH_MAP).device == "dm-0", sel
+        assert find(p, Kind.REMOVE_DEVICE).device == orphan
+    assert plan(survey(host), Selection(targets=(f"{T}:*",))).actions == []
+
+
+def test_non_multipath_maps_are_never_flushed(host: SyntheticHost) -> None:
+    host.session(f"{T}:t")
+    host.lvm([], name="vg1-root")
+    assert not [a for a in plan(survey(host), Selection()).actions if a.kind is Kind.FLUSH_MAP]
+
+
+# ---- records --------------------------------------------------------------------------------------
+
+
+def test_dangling_links_junk_and_empty_target_directories(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_node(f"{T}:a", "10.0.0.1:3260,1")
+    link = f"static/{T}:b,10.0.0.2,3260,1,default"
+    os.symlink(f"/etc/iscsi/nodes/{T}:b/10.0.0.2,3260,1", host.db_root / link)
+    (host.db_root / f"nodes/{T}:a/not-a-portal").write_text("junk")
+    (host.db_root / f"nodes/{T}:c/10.0.0.3,3260,1").mkdir(parents=True)
+    p = plan(survey(host), Selection(targets=(f"{T}:b", f"{T}:c")))
+    assert [(str(a.kind), a.path) for a in p.actions] == [
+        ("delete-link", link),
+        ("delete-entry", f"nodes/{T}:c"),
+    ]
+    p = plan(survey(host), Selection(targets=(f"{T}:a",)))
+    assert [(str(a.kind), a.path) for a in p.actions] == [
+        ("delete-node", f"nodes/{T}:a/10.0.0.1,3260,1/default"),
+        ("delete-entry", f"nodes/{T}:a/not-a-portal"),
+    ]
+    assert plan(survey(host), Selection(stale_only=True)).actions[0].path == link  # dangling links are stale
+
+
+def test_unreadable_entries_are_noted_not_deleted(host: SyntheticHost) -> None:
+    from iscsikit.db.layout import LayoutProblem
+
+    s = survey(host)
+    s.problems.append(LayoutProblem("nodes", "cannot read: Permission denied"))
+    p = plan(s, Selection())
+    assert p.actions == [] and "not touched" in p.notes[0]
+
+
+def test_a_discovery_record_stays_while_a_node_it_found_stays(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_discovery("10.0.0.1:3260")
+    disc = db.discoveries()[0]
+    db.new_node(f"{T}:a", "10.0.0.1:3260,1", discovery=disc)
+    db.new_node(f"{T}:b", "10.0.0.1:3260,1", discovery=disc)
+    p = plan(survey(host), Selection(targets=(f"{T}:a",)))
+    assert kinds(p) == ["delete-node"]
+    p = plan(survey(host), Selection(targets=(f"{T}:*",)))
+    assert kinds(p) == ["delete-node", "delete-node", "delete-discovery"]
+    assert plan(survey(host), Selection(portals=(Portal.parse("10.0.0.1"),))).actions[-1].kind is Kind.DELETE_DISCOVERY
+
+
+def test_a_discovery_record_without_nodes_needs_a_portal_filter(host: SyntheticHost) -> None:
+    host.db.new_discovery("10.0.0.1:3260")
+    assert plan(survey(host), Selection(targets=(f"{T}:*",))).actions == []
+    assert plan(survey(host), Selection(stale_only=True)).actions == []
+    assert kinds(plan(survey(host), Selection(portals=(Portal.parse("10.0.0.1"),)))) == ["delete-discovery"]
+    assert kinds(plan(survey(host), Selection())) == ["delete-discovery"]
+
+
+def test_records_of_a_session_that_stays_are_never_deleted(host: SyntheticHost) -> None:
+    host.db.new_node(f"{T}:live", "127.0.0.1:3260,1")
+    host.session(f"{T}:live")
+    p = plan(survey(host), Selection(reset=True, stale_only=True))
+    absent(p, Kind.DELETE_NODE)
+    assert "kept: their sessions stay logged in" in " ".join(p.notes)
+
+
+def test_keep_is_never_touched_nor_what_it_needs(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_iface("eth1-iface")
+    db.new_discovery("10.0.0.1:3260")
+    db.new_node(f"{T}:prod-db", "10.0.0.1:3260,1", iface="eth1-iface", discovery=db.discoveries()[0])
+    host.session(f"{T}:prod-db", "10.0.0.1:3260,1", iface="eth1-iface")
+    host.attachment("pvc-prod", f"{T}:prod-db", ("10.0.0.1:3260",))
+    db.new_node(f"{T}:scratch", "10.0.0.2:3260,1")
+    p = plan(survey(host), Selection(keep=(f"{T}:prod-*",), reset=True))
+    assert all(a.target != f"{T}:prod-db" for a in p.actions)
+    absent(p, Kind.DELETE_IFACE)
+    absent(p, Kind.DELETE_DISCOVERY)
+    absent(p, Kind.LOGOUT)
+    find(p, Kind.DELETE_NODE, target=f"{T}:scratch")
+
+
+def test_flash_sessions_are_left_alone(host: SyntheticHost) -> None:
+    host.session(f"{T}:boot", flash=True)
+    p = plan(survey(host), Selection())
+    assert p.actions == [] and "firmware" in p.notes[0]
+
+
+# ---- reset ------------------------------------------------------------------------------------------
+
+
+def test_reset_removes_every_record_then_the_directories_and_keeps_config(host: SyntheticHost) -> None:
+    (host.db_root / "iscsid.conf").write_text("node.startup = manual\n")
+    (host.db_root / "initiatorname.iscsi").write_text("InitiatorName=iqn.1993-08.org.debian:01:x\n")
+    host.db.new_node(f"{T}:a", "10.0.0.1:3260,1")
+    host.db.new_discovery("10.0.0.9:3260")
+    p = plan(survey(host), Selection(reset=True))
+    assert [(str(a.kind), a.path) for a in p.actions][-4:] == [
+        ("delete-entry", "static"),
+        ("delete-entry", "send_targets"),
+        ("delete-entry", "nodes"),
+        ("delete-entry", "ifaces"),
+    ]
+    absent(p, Kind.DELETE_CONFIG)
+    p = plan(survey(host), Selection(reset=True, keep_config=False))
+    assert [a.path for a in p.actions if a.kind is Kind.DELETE_CONFIG] == ["initiatorname.iscsi", "iscsid.conf"]
+
+
+# ---- desired ----------------------------------------------------------------------------------------
+
+
+def test_desired_keeps_what_it_names_and_removes_the_rest(host: SyntheticHost) -> None:
+    db = host.db
+    for name in ("keep-all", "moved", "shared", "deleted"):
+        db.new_node(f"{T}:{name}", "10.0.0.1:3260,1")
+    db.new_node(f"{T}:moved", "10.0.0.2:3260,1")
+    host.session(f"{T}:keep-all", "10.0.0.1:3260,1")
+    host.session(f"{T}:moved", "10.0.0.1:3260,1")
+    moved_new = host.session(f"{T}:moved", "10.0.0.2:3260,1")
+    shared = host.session(f"{T}:shared", "10.0.0.1:3260,1", luns=[1, 2, 3])
+    deleted = host.session(f"{T}:deleted", "10.0.0.1:3260,1")
+    host.attachment("pvc-1", f"{T}:keep-all", ("10.0.0.1:3260",))
+    host.attachment("pvc-old", f"{T}:deleted", ("10.0.0.1:3260",))
+    db.new_iface("csi-clone")
+    desired = parse_desired(
+        f"{T}:keep-all\n{T}:moved 10.0.0.2:3260\n{T}:shared 10.0.0.1 lun=1,3\n# comment\n", "desired.txt"
+    )
+    p = plan(survey(host), Selection(desired=desired))
+    assert {a.sid for a in p.actions if a.kind is Kind.LOGOUT} == {moved_new - 1, deleted}
+    assert find(p, Kind.REMOVE_DEVICE, device=host.disks_of(shared)[1]).sid == shared
+    absent(p, Kind.LOGOUT, sid=shared)
+    assert {a.path for a in p.actions if a.kind is Kind.DELETE_NODE} == {
+        f"nodes/{T}:moved/10.0.0.1,3260,1/default",
+        f"nodes/{T}:deleted/10.0.0.1,3260,1/default",
+    }
+    assert [a.subject.volume_id for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT] == ["pvc-old"]
+    find(p, Kind.DELETE_IFACE, path="ifaces/csi-clone")
+
+
+def test_desired_by_volume_id_keeps_the_attachment(host: SyntheticHost) -> None:
+    host.attachment("pvc-1", f"{T}:a")
+    host.attachment("pvc-2", f"{T}:b")
+    p = plan(survey(host), Selection(desired=parse_desired('[{"target": "x", "volume_id": "pvc-1"}]')))
+    assert [a.subject.volume_id for a in p.actions] == ["pvc-2"]
+
+
+# ---- attachments, unreachable portals, interrupted runs -----------------------------------------------
+
+
+def test_attachment_records(host: SyntheticHost) -> None:
+    host.session(f"{T}:live")
+    host.attachment("pvc-live", f"{T}:live")
+    host.attachment("pvc-stale", f"{T}:gone")
+    (host.state / "attachments/garbage.json").write_text("[]")
+    p = plan(survey(host), Selection(stale_only=True))
+    assert [(a.subject.volume_id, a.detail.split(":")[-1].strip()) for a in p.actions] == [
+        ("garbage", "not an iscsikit attachment record (format 1))"),
+        ("pvc-stale", "no session of it is left"),
+    ]
+    assert plan(survey(host), Selection(targets=(f"{T}:nothing",))).actions == []
+
+
+@pytest.fixture
+def listening() -> Any:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port_closed = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: connections are refused
+    yield server.getsockname()[1], port_closed
+    server.close()
+
+
+def test_unreachable_portals_are_probed_and_selected(host: SyntheticHost, listening: tuple[int, int]) -> None:
+    up, down = listening
+    host.db.new_node(f"{T}:up", f"127.0.0.1:{up},1")
+    host.db.new_node(f"{T}:down", f"127.0.0.1:{down},1")
+    s = survey(host, probe_timeout=2.0)
+    assert s.unreachable == frozenset({f"127.0.0.1:{down}"})
+    p = plan(s, Selection(unreachable=True))
+    assert [a.target for a in p.actions] == [f"{T}:down"]
+    skipped = survey(host, probe_timeout=2.0, probe_filter=lambda t, _p: t != f"{T}:down")
+    assert skipped.unreachable == frozenset()
+
+
+def test_records_left_by_an_interrupted_run_are_taken_again(host: SyntheticHost) -> None:
+    host.db.new_node(f"{T}:half-done", "10.0.0.1:3260,1")
+    ref = host.db.nodes()[0]
+    assert plan(survey(host), Selection(stale_only=True)).actions == []
+    write_journal(host.state, [PendingItem("node", ref.relpath)], ["iscsikit", "clean"])
+    p = plan(survey(host), Selection(stale_only=True))
+    assert kinds(p) == ["delete-node"] and "interrupted clean" in p.actions[0].detail
+
+
+def test_selection_describes_itself() -> None:
+    sel = Selection(targets=("iqn.x:*",), stale_only=True, older_than=600, keep=("iqn.x:db",), reset=True)
+    assert sel.describe() == "target iqn.x:*; stale only (failing >= 10 min); full reset; keeping iqn.x:db"
+    assert Selection().describe() == "everything (decommission)"
+    assert list(PHASES.values()) == sorted(PHASES.values())
+
+
+def test_survey_round_trips_to_json(host: SyntheticHost, tmp_path: Path) -> None:
+    mounted_scene(host)
+    doc = survey(host).to_json()
+    assert doc["sessions"][0]["target"] == f"{T}:db" and doc["devices"][0]["users"] == []
+    assert doc["attachments"][0]["volume_id"] == "pvc-db"
