@@ -124,10 +124,12 @@ def test_guest_is_prepared_for_iscsi(vm: GuestVM) -> None:
 
 def test_timeout_names_the_script_and_kills_its_process_group(vm: GuestVM) -> None:
     pidfile = vm.shared / "timeout-bg.pid"
+    # 15 s, not 1: the script must get as far as `wait` first, and under TCG on a loaded
+    # host even starting bash and one `sleep` can take seconds.
     with pytest.raises(VMTimeoutError) as info:
-        vm.run(f"sleep 300 & echo $! > {pidfile}; echo started; echo going >&2; wait", timeout=2)
+        vm.run(f"sleep 300 & echo $! > {pidfile}; echo started; echo going >&2; wait", timeout=15)
     message = str(info.value)
-    assert "timed out after 2 s" in message and "sleep 300 &" in message
+    assert "timed out after 15 s" in message and "sleep 300 &" in message
     assert info.value.stdout == "started\n"
     assert "going" in info.value.stderr
     bg = pidfile.read_text().strip()
@@ -153,7 +155,8 @@ def test_runs_from_several_threads_proceed_together(vm: GuestVM) -> None:
     results = {}
 
     def waiter() -> None:
-        results["waiter"] = vm.run(f"for i in $(seq 600); do [ -e {flag} ] && exit 0; sleep 0.1; done; exit 1")
+        script = f"end=$((SECONDS + 240)); until [ -e {flag} ]; do [ $SECONDS -ge $end ] && exit 1; sleep 0.1; done"
+        results["waiter"] = vm.run(script)
 
     thread = threading.Thread(target=waiter)
     thread.start()
@@ -242,14 +245,14 @@ def test_qemu_dies_with_the_process_that_started_it(can_boot: None, tmp_path: Pa
     try:
         assert child.stdout is not None
         pgid = int(child.stdout.readline())
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while not _qemu_in_group(pgid):
             assert time.monotonic() < deadline, "QEMU never started"
             time.sleep(0.1)
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while _group_alive(pgid) and time.monotonic() < deadline:
         time.sleep(0.1)
     leftover = _group_alive(pgid)
