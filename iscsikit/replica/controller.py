@@ -244,8 +244,6 @@ class ReplicatedBackend(Backend):
             r.last_error = problem
             r.next_attempt = time.monotonic() + self.reconnect_interval
             client.close()
-            if r.mode != Mode.ERR or r.client is not None:
-                r.mode = Mode.ERR
             log.error("replica %s refused: %s", r.address, problem)
             return False
         r.client = client
@@ -536,13 +534,19 @@ class ReplicatedBackend(Backend):
         raise ReplicaError("not a replica of this volume", address)
 
     async def add_replica(self, address: str) -> Replica:
-        """Add a replica server (fresh, or an old replica of this volume) and start its rebuild."""
-        if any(r.address == address for r in self.replicas):
-            raise ReplicaError("already a replica of this volume", address)
-        r = Replica(address)
-        if not await self._connect(r):
+        """Add a replica server (fresh, or an old replica of this volume) and start its rebuild.
+
+        Adding a replica that is already listed but failed (``err``) rebuilds it now; that is how
+        a failed replica comes back when ``auto_rebuild`` is off.
+        """
+        known = next((r for r in self.replicas if r.address == address), None)
+        if known is not None and known.mode != Mode.ERR:
+            raise ReplicaError(f"already a replica of this volume ({known.mode.value})", address)
+        r = known or Replica(address)
+        if r.client is None and not await self._connect(r):
             raise ReplicaError(r.last_error or "cannot connect", address)
-        self.replicas.append(r)
+        if known is None:
+            self.replicas.append(r)
         self._event(address, "added")
         self.start_rebuild(r)
         task = r.rebuild_task

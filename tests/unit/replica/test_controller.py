@@ -375,3 +375,24 @@ async def test_volume_with_every_replica_gone_fails_io_then_comes_back_by_itself
     await verify(c, {0: block(1), MiB: block(2)})
     await b.close()
     await c.stop()
+
+
+@run
+async def test_without_auto_rebuild_a_failed_replica_waits_for_replica_add(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b = fast(c.addresses, auto_rebuild=False)
+    await b.open()
+    await c.kill(1)
+    await b.write(0, block(1))
+    await c.start(1)
+    await asyncio.sleep(0.3)  # reconnect attempts happen, but nothing rebuilds it
+    assert b.replicas[1].mode == Mode.ERR
+    with pytest.raises(ReplicaError, match=r"already a replica of this volume \(rw\)"):
+        await b.add_replica(c.addresses[0])
+    await b.add_replica(c.addresses[1])
+    await all_rw(b)
+    await b.flush()
+    await verify(c, {0: block(1)})
+    await b.close()
+    await c.stop()
