@@ -477,6 +477,54 @@ class SimulatedRunner(Runner):
         raise AssertionError(f"unexpected sysfs write {path}")
 
 
+class KernelWatcher:
+    """For ``iscsikit`` run as a process: acts on ``1`` written to a LUN's ``delete`` attribute, as the
+    kernel does (the real Runner writes the file; a thread here removes the LUN). ``settle()`` waits
+    until every such write has been acted on."""
+
+    def __init__(self, sys_root: Path, interval: float = 0.02) -> None:
+        import threading
+
+        self.sys_root = sys_root
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _pending(self) -> list[Path]:
+        out = []
+        for link in (self.sys_root / "bus/scsi/devices").iterdir():
+            ldir = Path(os.path.realpath(link))
+            try:
+                if (ldir / "delete").read_text().strip() == "1":
+                    out.append(ldir)
+            except OSError:
+                continue
+        return out
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            for ldir in self._pending():
+                try:
+                    delete_lun(self.sys_root, ldir)
+                except OSError:
+                    pass
+
+    def settle(self, timeout: float = 10.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self._pending() and time.monotonic() < deadline:
+            time.sleep(self.interval)
+
+    def __enter__(self) -> KernelWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 FAKE_COMMAND = """#!{python}
 import sys
 sys.path.insert(0, {root!r})
