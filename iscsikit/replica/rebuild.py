@@ -179,11 +179,20 @@ async def _rebuild_once(ctrl: ReplicatedBackend, r: Replica) -> None:
         r.address, source.address, progress.total_bytes, sum(n for _, n in src_ext),
     )  # fmt: skip
 
+    target_had = merge(tgt_ext)
+
     async def sync(start: int, length: int) -> None:
         end = start + length
         async with ctrl.ranges.hold(start, end):
             still_valid()
-            s_ext, t_ext = await asyncio.gather(from_source(src.extents(start, length)), client.extents(start, length))
+            if intersect([(start, length)], target_had):
+                s_ext, t_ext = await asyncio.gather(
+                    from_source(src.extents(start, length)), client.extents(start, length)
+                )
+            else:
+                # The target had nothing here when listed, so whatever it has now came from writes
+                # the source got too: no holes to punch, nothing to compare; just copy.
+                s_ext, t_ext = await from_source(src.extents(start, length)), []
             for hs, hn in intersect(holes(s_ext, start, end), t_ext):
                 await client.unmap(hs, hn)
             for ds, dn in s_ext:
