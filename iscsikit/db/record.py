@@ -51,6 +51,12 @@ _CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f]")
 _PLAIN_INT_RE: Final = re.compile(r"[+-]?[0-9]+")
 # A well-formed line, for the fast path; anything else goes through the exact C emulation.
 _FAST_LINE_RE: Final = re.compile(r"([^ \t\n\x0b\x0c\r=#][^ \t\n\x0b\x0c\r=]*) = ([^ \t\n\x0b\x0c\r].*)")
+# The fast parser's checks: a line of at most 511 characters fits iscsiadm's 2047-byte buffer
+# even in 4-byte UTF-8 (longer ones are measured exactly); keys have no blank or '='; values
+# are not empty and not surrounded by blanks (keys and values are joined with \x01 to check).
+_FAST_MAX_LINE: Final = 511
+_KEY_BREAKERS: Final = (" ", "\t", "=", "\x0b", "\x0c", "\r")
+_VALUE_EDGES: Final = ("\x01\x01", *(f"\x01{c}" for c in " \t\x0b\x0c\r"), *(f"{c}\x01" for c in " \t\x0b\x0c\r"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +96,16 @@ class Record:
     issues: list[Issue] = field(default_factory=list)
     version: str | None = None
     _lines: dict[str, int] = field(default_factory=dict, repr=False)
+    _text: str | None = field(default=None, repr=False)  # kept by the fast path for line numbers
     _values: dict[str, str] | None = field(default=None, repr=False)
     _value_warnings: list[str] = field(default_factory=list, repr=False)
+    # filled while validating node and iface records: what -o show prints for each entry
+    _shown: dict[str, str] | None = field(default=None, repr=False)
+    _secrets: dict[str, str] | None = field(default=None, repr=False)
+    _extra: dict[str, str] | None = field(default=None, repr=False)
+    # every key = value in file order, duplicates included (exact parser only): usr/idbm.c
+    # applies them one by one, and a bad enum after a good one keeps the good one
+    _occurrences: list[tuple[str, str, int]] = field(default_factory=list, repr=False)
 
     # ---- raw access --------------------------------------------------------------------
 
@@ -101,6 +115,9 @@ class Record:
 
     def line_of(self, key: str) -> int | None:
         """The line the (winning) value of ``key`` came from."""
+        if self._text is not None:
+            self._lines = _line_numbers(self._text)
+            self._text = None
         return self._lines.get(key)
 
     @property
@@ -121,7 +138,11 @@ class Record:
     def values(self) -> dict[str, str]:
         """Every key with the value iscsiadm holds after reading the file (see module doc)."""
         if self._values is None:
-            self._values, self._value_warnings = idbm_values(self.kind, self.entries, self.iface_hint)
+            if len(self._occurrences) > len(self.entries):
+                sequence = [(k, v) for k, v, _ in self._occurrences]
+                self._values, self._value_warnings = idbm_values(self.kind, sequence, self.iface_hint)
+            else:
+                self._values, self._value_warnings = idbm_values(self.kind, self.entries, self.iface_hint)
         return dict(self._values)
 
     def value(self, key: str) -> str:
@@ -145,7 +166,19 @@ class Record:
 
     def settings(self, show_secrets: bool = False) -> dict[str, str]:
         """Every key as ``iscsiadm -o show`` prints it, in its order; unknown keys last."""
-        return show_settings(self.kind, self.entries, self.iface_hint, show_secrets)
+        if self._shown is None:
+            return show_settings(self.kind, self.entries, self.iface_hint, show_secrets)
+        _, template = _template(self.kind, schema.name_is_ipv6(self.iface_hint))
+        out = dict(template)
+        out["iface.iscsi_ifacename"] = self.iface_hint or EMPTY
+        if self.kind is RecordKind.IFACE:
+            out["iface.transport_name"] = EMPTY  # a stored iface starts without one
+        out.update(self._shown)
+        if show_secrets and self._secrets:
+            out.update(self._secrets)
+        if self._extra:
+            out.update(self._extra)
+        return out
 
     def format(self) -> str:
         """The file iscsiadm 2.1.8 would write for this record."""
@@ -177,10 +210,9 @@ def parse_record(
     if iface_hint is None:
         iface_hint = "default"
     rec = Record(kind, path, iface_hint)
-    fast = _parse_fast(text, rec)
-    if not fast:
-        rec.entries.clear()
-        rec._lines.clear()
+    if not _parse_fast(text, rec):
+        rec.entries = {}
+        rec._text = None
         rec.version = None
         _parse_exact(text, rec)
     _validate(rec)
@@ -190,30 +222,47 @@ def parse_record(
 
 
 def _parse_fast(text: str, rec: Record) -> bool:
-    """Well-formed files (every line ``key = value`` or a comment): one pass, no diagnosis."""
-    if not text.endswith("\n") or "\x00" in text:
+    """Well-formed files (every line ``key = value``, a ``#`` comment or blank) in a few C-level
+    passes; anything else (or a duplicate key) goes to the exact parser, which diagnoses it."""
+    if not text:
+        return True
+    if text[-1] != "\n" or "\x00" in text or "\x01" in text:
         return False
-    entries = rec.entries
-    lines = rec._lines
-    match = _FAST_LINE_RE.fullmatch
-    number = 0
-    for line in text.split("\n")[:-1]:
-        number += 1
-        if not line:
-            continue
-        if line[0] == "#":
-            if number == 1 and line.startswith("# BEGIN RECORD "):
-                rec.version = line[15:].strip(C_SPACE) or None
-            continue
-        m = match(line)
-        if m is None or len(line) > schema.MAX_LINE_BYTES or line[-1] in C_SPACE:
-            return False
-        key, value = m.group(1), m.group(2)
-        if key in entries:
-            return False  # duplicates: let the exact parser report them
-        entries[key] = value
-        lines[key] = number
+    lines = text.split("\n")
+    lines.pop()
+    if max(map(len, lines)) > _FAST_MAX_LINE:
+        return False  # an unusually long line: the exact parser measures it in bytes
+    parts = [line.partition(" = ") for line in lines if line and line[0] != "#"]
+    if not parts:
+        rec._text = text
+        return True
+    keys, seps, values = zip(*parts, strict=True)
+    if "" in seps:
+        return False  # a line without " = "
+    joined = "\x01".join(keys)
+    if not all(keys) or any(c in joined for c in _KEY_BREAKERS):
+        return False  # blanks or '=' in a key: iscsiadm reads such a line differently
+    joined = "\x01" + "\x01".join(values) + "\x01"
+    if any(edge in joined for edge in _VALUE_EDGES):
+        return False  # an empty value, or blanks around one (iscsiadm strips them)
+    entries = dict(zip(keys, values, strict=True))
+    if len(entries) != len(keys):
+        return False  # duplicates: the exact parser reports them
+    rec.entries = entries
+    rec._text = text
+    if lines[0].startswith("# BEGIN RECORD "):
+        rec.version = lines[0][15:].strip(C_SPACE) or None
     return True
+
+
+def _line_numbers(text: str) -> dict[str, int]:
+    """Key -> line number for a file the fast path parsed (computed only when asked)."""
+    out: dict[str, int] = {}
+    for number, line in enumerate(text.split("\n"), 1):
+        m = _FAST_LINE_RE.fullmatch(line)
+        if m is not None:
+            out[m.group(1)] = number
+    return out
 
 
 def _parse_exact(text: str, rec: Record) -> None:
@@ -287,36 +336,89 @@ def _parse_exact(text: str, rec: Record) -> None:
             )
         rec.entries[key] = value
         rec._lines[key] = number
+        rec._occurrences.append((key, value, number))
+
+
+# (variant, key, value) -> (problem or None, value as -o show prints it (masked), clear secret or None)
+_EntryInfo = tuple[tuple[Severity, str] | None, str | None, str | None]
+_ENTRY_CACHE: dict[tuple[int, str, str], _EntryInfo] = {}
+
+
+def _entry_info(spec: KeySpec, value: str) -> _EntryInfo:
+    problem = _check_stored(spec, value)
+    if spec.hidden:
+        return problem, None, None
+    shown = _lib_value(spec, value)[0] or EMPTY
+    if spec.masked and shown != EMPTY:
+        return problem, MASK, shown
+    return problem, shown, None
 
 
 def _validate(rec: Record) -> None:
-    """Check every entry against the key set iscsiadm 2.1.8's strict reader expects."""
+    """Check every entry against the key set iscsiadm 2.1.8's strict reader expects; for node
+    and iface records also note what ``-o show`` prints for it (one pass, memoised: 10,000
+    records repeat the same values)."""
     kind = rec.kind
     keys = schema.show_keys(kind, schema.name_is_ipv6(rec.iface_hint))
-    other = schema.all_keys(kind)
+    variant = id(keys)
+    cache = _ENTRY_CACHE
     path = rec.path
+    shows = kind is RecordKind.NODE or kind is RecordKind.IFACE
+    shown: dict[str, str] = {}
+    secrets: dict[str, str] = {}
     for key, value in rec.entries.items():
-        line = rec._lines.get(key, 0)
-        if len(key.encode("utf-8", "surrogateescape")) > schema.MAX_KEY_BYTES:
-            rec.issues.append(Issue(path, line, f"the key is longer than {schema.MAX_KEY_BYTES} bytes", "error", key))
-            continue
-        spec = keys.get(key)
-        if spec is None:
-            if key in other and kind in (RecordKind.NODE, RecordKind.IFACE):
-                variant = "IPv4" if schema.name_is_ipv6(rec.iface_hint) else "IPv6"
-                msg = (
-                    f"{key} is an {variant} iface key, but iscsiadm 2.1.8 reads this record with the "
-                    f"other key set (chosen by whether the iface name {rec.iface_hint!r} contains 'ipv6'); "
-                    "it refuses to list it"
-                )
-            else:
-                msg = f"unknown key {key!r}; iscsiadm 2.1.8 refuses to list the records ('Unknown parameter name')"
-            rec.issues.append(Issue(path, line, msg, "error", key))
-            continue
-        problem = _check_stored(spec, value)
+        info = cache.get((variant, key, value))
+        if info is None:
+            spec = keys.by_name.get(key)
+            if spec is None:
+                _unknown_key(rec, key, value)
+                continue
+            info = _entry_info(spec, value)
+            if len(cache) < 200_000:
+                cache[(variant, key, value)] = info
+        problem, display, secret = info
+        if display is not None:
+            shown[key] = display
+            if secret is not None:
+                secrets[key] = secret
         if problem is not None:
-            severity, message = problem
-            rec.issues.append(Issue(path, line, f"{key} = {value!r} {message}", severity, key))
+            rec.issues.append(Issue(path, rec.line_of(key) or 1, f"{key} = {value!r} {problem[1]}", problem[0], key))
+    if shows:
+        rec._shown = shown
+        rec._secrets = secrets
+    if len(rec._occurrences) > len(rec.entries):
+        # libopeniscsiusr applies duplicates one by one and stops at the first bad value, even
+        # when a later line for the same key would have been fine
+        for key, value, line in rec._occurrences:
+            spec = keys.by_name.get(key)
+            if spec is None or rec._lines.get(key) == line:
+                continue
+            problem = _check_stored(spec, value)
+            if problem is not None and problem[0] == "error":
+                rec.issues.append(Issue(path, line, f"{key} = {value!r} {problem[1]}", "error", key))
+
+
+def _unknown_key(rec: Record, key: str, value: str) -> None:
+    kind = rec.kind
+    if rec.kind is RecordKind.NODE or rec.kind is RecordKind.IFACE:
+        if rec._extra is None:
+            rec._extra = {}
+        rec._extra[key] = value
+    line = rec.line_of(key) or 1
+    path = rec.path
+    if len(key.encode("utf-8", "surrogateescape")) > schema.MAX_KEY_BYTES:
+        rec.issues.append(Issue(path, line, f"the key is longer than {schema.MAX_KEY_BYTES} bytes", "error", key))
+    elif key in schema.all_keys(kind) and kind in (RecordKind.NODE, RecordKind.IFACE):
+        key_set = "IPv4" if schema.name_is_ipv6(rec.iface_hint) else "IPv6"
+        msg = (
+            f"{key} is an {key_set} iface key, but iscsiadm 2.1.8 reads this record with the "
+            f"other key set (chosen by whether the iface name {rec.iface_hint!r} contains 'ipv6'); "
+            "it refuses to list it"
+        )
+        rec.issues.append(Issue(path, line, msg, "error", key))
+    else:
+        msg = f"unknown key {key!r}; iscsiadm 2.1.8 refuses to list the records ('Unknown parameter name')"
+        rec.issues.append(Issue(path, line, msg, "error", key))
 
 
 def _check_stored(spec: KeySpec, value: str) -> tuple[Severity, str] | None:
@@ -394,12 +496,16 @@ def coerce_idbm(spec: KeySpec, raw: str, current: str) -> tuple[str, str | None]
     return value, None if value == raw else f"{spec.name}: {raw!r} is stored as {value}"
 
 
-def idbm_values(kind: RecordKind, entries: Mapping[str, str], iface_hint: str) -> tuple[dict[str, str], list[str]]:
-    """Defaults overlaid with ``entries`` as usr/idbm.c reads them; plus what it changed."""
+def idbm_values(
+    kind: RecordKind, entries: Mapping[str, str] | Iterable[tuple[str, str]], iface_hint: str
+) -> tuple[dict[str, str], list[str]]:
+    """Defaults overlaid with ``entries`` (a mapping, or pairs in file order) as usr/idbm.c
+    reads them; plus what it changed."""
     values = read_defaults(kind, iface_hint)
     read_set = _read_set(kind, iface_hint)
     warnings: list[str] = []
-    for key, raw in entries.items():
+    pairs = entries.items() if isinstance(entries, Mapping) else entries
+    for key, raw in pairs:
         spec = read_set.get(key)
         if spec is None:
             warnings.append(f"{key}: unknown to iscsiadm 2.1.8 here; dropped")
@@ -441,38 +547,36 @@ def format_record(kind: RecordKind, values: Mapping[str, str]) -> str:
 # --------------------------------------------------------------------------------------
 # The -o show view
 
-_LIB_CACHE: dict[tuple[str, CType, int, str], tuple[str, bool]] = {}
-
 
 def _lib_value(spec: KeySpec, raw: str) -> tuple[str, bool]:
-    """(value libopeniscsiusr prints, whether it accepted it) -- memoised, this is hot."""
-    cache_key = (spec.name, spec.lib, spec.size, raw)
-    hit = _LIB_CACHE.get(cache_key)
-    if hit is not None:
-        return hit
+    """(value libopeniscsiusr prints, whether it accepted it)."""
     lib = spec.lib
     if lib is CType.STR:
-        result = (c_truncate(raw, spec.size) if spec.size else raw, True)
-    elif lib is CType.ENUM or lib is CType.BOOL:
-        result = (raw, raw in spec.choices)
-    elif lib is CType.LIST:
-        result = (chap_algs_normalize(raw)[0], True)
-    else:
-        result = (str(c_int(lib, raw)), True)
-    if len(_LIB_CACHE) < 200_000:
-        _LIB_CACHE[cache_key] = result
-    return result
+        return (c_truncate(raw, spec.size) if spec.size else raw), True
+    if lib is CType.ENUM or lib is CType.BOOL:
+        return raw, raw in spec.choices
+    if lib is CType.LIST:
+        return chap_algs_normalize(raw)[0], True
+    return str(c_int(lib, raw)), True
 
 
+_RENDER_CACHE: dict[tuple[int, str, str, bool], str] = {}
 _TEMPLATES: dict[tuple[RecordKind, bool], tuple[KeySet, dict[str, str]]] = {}
 
 
+def _rendered(spec: KeySpec, raw: str, show_secrets: bool) -> str:
+    """One value as ``-o show`` prints it."""
+    value = _lib_value(spec, raw)[0]
+    return EMPTY if not value else (MASK if spec.masked and not show_secrets else value)
+
+
 def _template(kind: RecordKind, ipv6: bool) -> tuple[KeySet, dict[str, str]]:
+    """The show keys of a record kind with their defaults already rendered (defaults hold no secret)."""
     hit = _TEMPLATES.get((kind, ipv6))
     if hit is None:
         keys = schema.show_keys(kind, ipv6)
         defaults = read_defaults(kind, "")
-        hit = (keys, {k.name: defaults[k.name] for k in keys.keys if not k.hidden})
+        hit = (keys, {k.name: defaults[k.name] or EMPTY for k in keys.keys if not k.hidden})
         _TEMPLATES[(kind, ipv6)] = hit
     return hit
 
@@ -489,24 +593,35 @@ def show_settings(
     if kind in (RecordKind.NODE, RecordKind.IFACE):
         keys, template = _template(kind, schema.name_is_ipv6(iface_hint))
         out = dict(template)
-        out["iface.iscsi_ifacename"] = iface_hint
+        out["iface.iscsi_ifacename"] = iface_hint or EMPTY
         if kind is RecordKind.IFACE:
-            out["iface.transport_name"] = ""
-        extra: dict[str, str] = {}
+            out["iface.transport_name"] = EMPTY  # a stored iface starts without one
+        extra: dict[str, str] | None = None
         by_name = keys.by_name
+        variant = id(keys)
+        cache = _RENDER_CACHE  # memoised: 10,000 records repeat the same values
         for key, raw in entries.items():
+            value = cache.get((variant, key, raw, show_secrets))
+            if value is not None:
+                out[key] = value
+                continue
             spec = by_name.get(key)
             if spec is None:
+                if extra is None:
+                    extra = {}
                 extra[key] = raw
             elif not spec.hidden:
-                out[key] = _lib_value(spec, raw)[0]
-        out.update(extra)
-    else:
-        values, _ = idbm_values(kind, entries, iface_hint)
-        keys = schema.file_keys(kind, False)
-        out = {k.name: values[k.name] for k in keys.keys if not k.hidden}
-        out.update({k: v for k, v in entries.items() if k not in keys})
-    return render_for_display(kind, out, show_secrets)
+                value = out[key] = _rendered(spec, raw, show_secrets)
+                if len(cache) < 200_000:
+                    cache[(variant, key, raw, show_secrets)] = value
+        if extra:
+            out.update(extra)
+        return out
+    values, _ = idbm_values(kind, entries, iface_hint)
+    file_keys = schema.file_keys(kind, False)
+    shown = {k.name: values[k.name] for k in file_keys.keys if not k.hidden}
+    shown.update({k: v for k, v in entries.items() if k not in file_keys})
+    return render_for_display(kind, shown, show_secrets)
 
 
 def render_for_display(kind: RecordKind, values: Mapping[str, str], show_secrets: bool) -> dict[str, str]:

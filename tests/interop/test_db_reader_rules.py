@@ -13,8 +13,11 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from iscsikit.db.database import Database
+from iscsikit.db.layout import NodeRef
 from iscsikit.db.record import format_record, parse_record
 from iscsikit.db.schema import RecordKind
+from iscsikit.errors import DatabaseError
 from tests.support.sandbox import IscsiadmSandbox
 from tests.support.tiers import require, require_root
 from tests.unit.db.iscsiadm_harness import iscsiadm, parse_show, private_sandbox, reset
@@ -45,11 +48,22 @@ def _check(sandbox: IscsiadmSandbox, text: str) -> None:
     else:
         assert shown.returncode != 0, f"iscsikit reported {rec.errors}, iscsiadm listed it"
     # what iscsiadm's writer makes of it on -o update, and what iscsikit's makes of it
+    dry = Database(sandbox.db, lock_dir=sandbox.lock_dir, link_root="/etc/iscsi", dry_run=True)
+    try:
+        dry.update(NodeRef(TARGET, "192.0.2.11", 3260, 1), {"node.session.nr_sessions": "3"})
+        refused = None
+    except DatabaseError as exc:
+        refused = exc
+    before = path.read_bytes()
     updated = iscsiadm(
         sandbox, None, "-m", "node", "-T", TARGET, "-p", "192.0.2.11:3260", "-o", "update",
         "-n", "node.session.nr_sessions", "-v", "3",
     )  # fmt: skip
-    if updated.returncode == 0:
+    if refused is not None:
+        # the contents name another record: iscsiadm does not rewrite this file (it writes
+        # elsewhere, or matches nothing); iscsikit refuses rather than create a second record
+        assert path.read_bytes() == before, f"iscsikit refused ({refused}) but iscsiadm rewrote the file"
+    elif updated.returncode == 0:
         values = rec.values()
         values["node.session.nr_sessions"] = "3"
         assert path.read_text(errors="surrogateescape") == format_record(RecordKind.NODE, values)
@@ -64,6 +78,12 @@ CASES = {
     "key == value": T1_RECORD.replace("node.startup = automatic", "node.startup==automatic"),
     "hash in value": T1_RECORD.replace("s3cret pass#1", "a=b #c"),
     "duplicate key": T1_RECORD.replace("# END RECORD", "node.startup = onboot\n# END RECORD"),
+    "bad then good duplicate": T1_RECORD.replace(
+        "# END RECORD", "node.startup = Onboot\nnode.startup = onboot\n# END RECORD"
+    ),
+    "good then bad duplicate": T1_RECORD.replace(
+        "# END RECORD", "node.startup = onboot\nnode.startup = Onboot\n# END RECORD"
+    ),
     "no final newline": T1_RECORD.rstrip("\n").replace("# END RECORD", "node.conn[0].startup = automatic"),
     "unknown key": T1_RECORD.replace("# END RECORD", "node.session.futurekey = 1\n# END RECORD"),
     "enum case": T1_RECORD.replace("node.startup = automatic", "node.startup = Automatic"),

@@ -12,6 +12,7 @@ from iscsikit.db.database import Database
 from iscsikit.db.layout import DiscoveryRef, IfaceRef, NodeRef
 from iscsikit.db.schema import RecordKind
 from iscsikit.errors import (
+    DatabaseError,
     InvalidNameError,
     InvalidSettingError,
     LockTimeoutError,
@@ -295,6 +296,18 @@ def test_contents_that_disagree_with_the_path_are_reported(db: Database) -> None
     (db.root / f"nodes/{T}/10.0.0.1,3260,1/default").write_text(T1_RECORD)
     node = db.node(T)
     assert any("disagrees with the record's path" in p.message for p in node.problems)
+
+
+def test_a_record_whose_contents_name_another_record_is_not_rewritten(db: Database) -> None:
+    """iscsiadm writes an update where the *contents* say (here: an old-style file, tpgt -1),
+    leaving a second record behind; iscsikit refuses instead."""
+    node = db.new_node(T, "10.0.0.1:3260,1")
+    path = db.root / node.ref.relpath
+    path.write_text(path.read_text().replace("node.tpgt = 1", "node.tpgt = -1"))
+    before = tree(db.root)
+    with pytest.raises(DatabaseError, match=r"identify another record \(nodes/iqn.2026-11.test:disk1/10.0.0.1,3260\)"):
+        db.update(node.ref, {"node.startup": "automatic"})
+    assert tree(db.root) == before
 
 
 def test_lock_timeout_writes_nothing(db: Database, tmp_path: Path) -> None:
