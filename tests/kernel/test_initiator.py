@@ -78,7 +78,10 @@ def test_logout_if_unused_keeps_a_mounted_session(guest, target):
 def test_logout_by_sid_when_node_records_are_gone(guest, target):
     cli(guest, f"discover {target.portal}")
     res = cli(guest, f"login {target.iqn} --portal {target.portal} --no-wait")
-    guest.sh("iscsiadm -m node -o delete")
+    # iscsiadm refuses to delete a record in use, so remove it behind its back, as a wiped
+    # DB or a container with its own /etc/iscsi would leave it
+    guest.sh(f"rm -rf /etc/iscsi/nodes/{target.iqn} /var/lib/iscsi/nodes/{target.iqn}")
+    assert guest.sh(f"iscsiadm -m node -T {target.iqn}", ok=(21,)).returncode == 21
     sid = res["sessions"][0]["sid"]
     assert cli(guest, f"logout --sid {sid}")["logged_out"] == [sid]
     assert guest.sessions() == []
