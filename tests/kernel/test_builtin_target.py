@@ -46,10 +46,13 @@ class BuiltinTarget(GuestTarget):
 
     def start(self) -> None:
         assert self.guest is not None
-        waits = "\n".join(
-            f"waitfor 90 bash -c 'exec 3<>/dev/tcp/{p.rsplit(':', 1)[0]}/{p.rsplit(':', 1)[1]}' 2>/dev/null "
-            f"|| {{ echo 'target does not listen on {p}'; cat {self.log}; exit 1; }}"
-            for p in self.portals
+        # Python start-up under TCG on a loaded host can take a minute: wait on the control socket
+        # (it appears after every portal listens), give up early if the process died.
+        pid = f"$(cat {PIDS}/{self.name}.pid)"
+        waits = (
+            f"up() {{ kill -0 {pid} 2>/dev/null || {{ echo 'iscsikit target serve exited'; cat {self.log}; exit 1; }}; "
+            f"test -S {self.control}; }}\n"
+            f"waitfor 300 up || {{ echo 'target not up after 300 s'; ps aux | grep -c . ; cat {self.log}; exit 1; }}"
         )
         self.guest.sh(
             f"""
@@ -61,7 +64,7 @@ class BuiltinTarget(GuestTarget):
             {waits}
             """,
             what=f"start iscsikit target serve for {self.iqn}",
-            timeout=150,
+            timeout=400,
         )
 
     def stop(self) -> str:

@@ -118,7 +118,9 @@ class LoginMachine:
             if (Stage(csg), Stage(req.nsg) if req.nsg in (0, 1, 3) else None) not in LOGIN_STAGE_TRANSITIONS:
                 raise _fail(LoginStatus.INITIATOR_ERROR, f"illegal stage transition {csg} -> {req.nsg}")
             transit = self._may_leave(csg)
-        if transit and nsg in (Stage.OPERATIONAL, Stage.FULL_FEATURE) and not self._declared:
+        # Our declarations go in an operational-stage response only: open-iscsi drops a login
+        # whose security-stage response carries operational keys.
+        if csg == Stage.OPERATIONAL and not self._declared:
             assert self.negotiator is not None
             answers += self.negotiator.declarations()
             self._declared = True

@@ -262,3 +262,22 @@ def test_wildcard_portals_are_reported_as_the_address_reached() -> None:
     pair.login()
     (resp,) = pair.send(pair.ini.text([("SendTargets", "All")])[1])
     assert b"TargetAddress=192.0.2.7:3260,1" in bytes(resp.data)
+
+
+def test_security_stage_responses_carry_no_operational_keys() -> None:
+    """open-iscsi refuses a login whose security-stage response carries e.g. MaxRecvDataSegmentLength."""
+    ini = InitiatorConnection(INITIATOR, target=TARGET, chap=("user1", b"secret-12345678"))
+    pair = Pair(ini, auth=AuthConfig(creds()))
+    pdus = pair.send(ini.login_request())
+    allowed = {"AuthMethod", "CHAP_A", "CHAP_I", "CHAP_C", "CHAP_N", "CHAP_R", "TargetPortalGroupTag", "TargetAlias"}
+    while True:
+        (resp,) = pdus
+        keys = dict(decode_text(resp.data))  # type: ignore[attr-defined]
+        if resp.csg == 0:  # type: ignore[attr-defined]
+            assert set(keys) <= allowed, keys
+        else:
+            assert keys.get("MaxRecvDataSegmentLength") == "262144"
+        nxt = ini.login_response(resp)  # type: ignore[arg-type]
+        if nxt is None:
+            break
+        pdus = pair.send(nxt)
