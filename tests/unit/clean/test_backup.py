@@ -216,3 +216,32 @@ def test_a_restore_elsewhere_is_noted(host: SyntheticHost, tmp_path: Path) -> No
     report = restore_backup(read_backup(path), other)
     assert report.notes == [f"the backup was taken from {host.db_root}; restoring into {tmp_path / 'other'}"]
     assert [r.target for r in other.nodes()] == [f"{T}:a"]
+
+
+def test_headers_are_those_tarfile_writes_and_long_names_survive(tmp_path: Path) -> None:
+    from iscsikit.clean.backup import _TarWriter
+
+    class Sink:
+        def write(self, data: bytes) -> None:
+            pass
+
+    writer = _TarWriter(Sink())
+    kinds = {"dir": tarfile.DIRTYPE, "link": tarfile.SYMTYPE, "file": tarfile.REGTYPE}
+    for name, kind, link, size in [
+        ("db/nodes/x", "dir", "", 0),
+        ("db/static/t,a,3260,1,default", "link", "/etc/iscsi/nodes/t/a,3260,1", 0),
+        ("db/nodes/t/a,3260,1/default", "file", "", 2100),
+    ]:
+        info = tarfile.TarInfo(name + ("/" if kind == "dir" else ""))
+        info.mode, info.mtime, info.size, info.type, info.linkname = 0o640, writer.mtime, size, kinds[kind], link
+        info.uname = info.gname = "root"
+        ref = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+        assert writer._header(name.encode(), 0o640, size, kinds[kind], link.encode()) == ref
+    long_target = "iqn.2026-11.org.example:" + "v" * 150
+    snap = Snapshot()
+    snap.add(SnapshotEntry(f"nodes/{long_target}", "dir", 0o700))
+    snap.add(SnapshotEntry(f"nodes/{long_target}/10.0.0.1,3260", "file", 0o600, b"node.name = x\n"))
+    snap.add(SnapshotEntry(f"static/{long_target},10.0.0.1,3260,1,default", "link", 0o777,
+                           target=f"/etc/iscsi/nodes/{long_target}/10.0.0.1,3260,1"))  # fmt: skip
+    back = read_backup(write_backup(tmp_path / "long.tar.gz", snap, {}, {}))
+    assert sorted(back.snapshot.entries, key=lambda e: e.relpath) == sorted(snap.entries, key=lambda e: e.relpath)
