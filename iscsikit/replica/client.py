@@ -105,8 +105,9 @@ class ReplicaClient:
     async def read(self, offset: int, length: int) -> bytes:
         return (await self._call(p.Op.READ, offset=offset, length=length)).frame.payload
 
-    async def write(self, offset: int, data: bytes, fua: bool = False) -> None:
-        await self._call(p.Op.WRITE, offset=offset, payload=data, fua=fua,
+    async def write(self, offset: int, data: bytes, fua: bool = False, crc: int | None = None) -> None:
+        """Write ``data``; ``crc`` is its CRC32C if the caller already computed it."""
+        await self._call(p.Op.WRITE, offset=offset, payload=data, fua=fua, payload_crc=crc,
                          timeout=self.flush_timeout if fua else None)  # fmt: skip
 
     async def unmap(self, offset: int, length: int) -> None:
@@ -154,6 +155,7 @@ class ReplicaClient:
         payload: bytes = b"",
         fua: bool = False,
         timeout: float | None = None,
+        payload_crc: int | None = None,
     ) -> p.Response:
         if self._failure is not None:
             raise self._failure
@@ -167,7 +169,7 @@ class ReplicaClient:
                 raise self._failure
             self._bytes += size
             try:
-                resp = await self._send(op, offset, length, payload, fua, timeout)
+                resp = await self._send(op, offset, length, payload, fua, timeout, payload_crc)
             finally:
                 self._bytes -= size
                 waiters, self._byte_waiters = self._byte_waiters, []
@@ -184,7 +186,14 @@ class ReplicaClient:
         return resp
 
     async def _send(
-        self, op: p.Op, offset: int, length: int | None, payload: bytes, fua: bool, timeout: float | None
+        self,
+        op: p.Op,
+        offset: int,
+        length: int | None,
+        payload: bytes,
+        fua: bool,
+        timeout: float | None,
+        payload_crc: int | None,
     ) -> p.Response:
         if not self._writable.is_set():
             await self._writable.wait()
@@ -192,7 +201,9 @@ class ReplicaClient:
                 raise self._failure
         transport = self._transport
         assert transport is not None, "connect() first"
-        bufs = self._session.request(op, offset=offset, length=length, payload=payload, fua=fua)
+        bufs = self._session.request(
+            op, offset=offset, length=length, payload=payload, fua=fua, payload_crc=payload_crc
+        )
         seq = self._session.last_seq
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[p.Response] = loop.create_future()

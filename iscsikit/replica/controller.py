@@ -34,6 +34,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from google_crc32c import value as _crc32c
+
 from iscsikit.errors import ReplicaError, ReplicaRemoteError, VolumeStartError
 from iscsikit.replica.client import DEFAULT_FLUSH_TIMEOUT, DEFAULT_TIMEOUT, ReplicaClient
 from iscsikit.replica.rangelock import RangeLock
@@ -576,4 +578,5 @@ class ReplicatedBackend(Backend):
 
 
 def _writer(offset: int, data: bytes, fua: bool) -> Callable[[ReplicaClient], Awaitable[None]]:
-    return lambda c: c.write(offset, data, fua)
+    crc = _crc32c(data)  # once, not once per replica
+    return lambda c: c.write(offset, data, fua, crc)

@@ -113,8 +113,12 @@ class Frame:
         return self.payload.decode("utf-8", "replace") if self.status != Status.OK else ""
 
 
-def encode(frame: Frame) -> list[bytes]:
-    """The frame as buffers to send in order (the payload is not copied)."""
+def encode(frame: Frame, payload_crc: int | None = None) -> list[bytes]:
+    """The frame as buffers to send in order (the payload is not copied).
+
+    ``payload_crc`` may pass the payload's CRC32C when the caller already has it (the controller
+    sends the same data to every replica and computes it once).
+    """
     payload = frame.payload
     if len(payload) > MAX_PAYLOAD:
         raise ReplicaProtocolError(f"payload_len {len(payload)} exceeds the maximum {MAX_PAYLOAD}")
@@ -128,7 +132,7 @@ def encode(frame: Frame) -> list[bytes]:
         frame.length,
         frame.offset,
         len(payload),
-        _crc32c(payload) if payload else 0,
+        (_crc32c(payload) if payload_crc is None else payload_crc) if payload else 0,
         0,
     )
     head = head[:-4] + _HEADER_CRC.pack(_crc32c(head[:-4]))
@@ -355,7 +359,14 @@ class ClientSession:
         return list(self._pending)
 
     def request(
-        self, op: Op, *, offset: int = 0, length: int | None = None, payload: bytes = b"", fua: bool = False
+        self,
+        op: Op,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        payload: bytes = b"",
+        fua: bool = False,
+        payload_crc: int | None = None,
     ) -> list[bytes]:
         """Bytes for a new request; :attr:`last_seq` is its sequence number."""
         if op == Op.WRITE:
@@ -379,7 +390,7 @@ class ClientSession:
         self.last_seq = seq
         self._pending[seq] = (op, offset, length, granule)
         flags = FLAG_FUA if fua else 0
-        return encode(Frame(op, seq, offset, length, flags, Status.OK, payload))
+        return encode(Frame(op, seq, offset, length, flags, Status.OK, payload), payload_crc)
 
     def forget(self, seq: int) -> None:
         """Drop a request given up on (timed out); a late response to it is then an error."""
