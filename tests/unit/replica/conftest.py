@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from iscsikit.replica.controller import Mode, ReplicatedBackend
@@ -55,10 +55,6 @@ def fast(addresses: list[str], **kw: Any) -> ReplicatedBackend:
     opts: dict[str, Any] = dict(timeout=1.0, ping_interval=0.05, reconnect_interval=0.05, start_timeout=5.0)
     opts.update(kw)
     return ReplicatedBackend(addresses, **opts)
-
-
-async def gather_ok(*aws: Awaitable[Any]) -> list[Any]:
-    return list(await asyncio.gather(*aws))
 
 
 logging.getLogger("iscsikit.replica").setLevel(logging.INFO)
