@@ -325,6 +325,7 @@ class _Planner:
         actions += self.discovery_actions(nodes, node_blocks)
         actions += self.iface_actions(nodes, node_blocks, sessions, logout_blocks)
         actions += self.entry_actions()
+        actions += self.reset_actions(actions)
         actions += self.config_actions()
         actions += self.attachment_actions(sessions, logout_blocks)
         actions.sort(key=lambda a: (a.phase, *self.sort_key(a)))
@@ -707,18 +708,44 @@ class _Planner:
                         subject=rel,
                     )
                 )
-        if sel.reset:
-            for top in RECORD_DIRS:
-                if top in self.s.top_dirs:
-                    out.append(
-                        Action(
-                            Kind.DELETE_ENTRY,
-                            f"reset: remove the {top}/ directory once everything in it is gone",
-                            path=top,
-                            paths=(top,),
-                            subject=top,
-                        )
-                    )
+        return out
+
+    def reset_actions(self, planned: list[Action]) -> list[Action]:
+        """``--reset``: each record directory goes once empty, unless something in it stays."""
+        if not self.sel.reset:
+            return []
+        gone = {p for a in planned for p in a.paths}
+        gone |= {a.subject.dir_relpath for a in planned if a.kind is Kind.DELETE_DISCOVERY}
+        staying: dict[str, str] = {}
+        for ref in self.s.nodes:
+            if ref.relpath not in gone:
+                staying.setdefault("nodes", f"node record {ref}")
+        for link in self.s.links:
+            if link.relpath not in gone:
+                top = link.relpath.split("/", 1)[0]
+                staying.setdefault(top, f"link {link.relpath}")
+        for d in self.s.discoveries:
+            if d.relpath not in gone and d.dir_relpath not in gone:
+                staying.setdefault(d.top, f"discovery record {d}")
+        for i in self.s.ifaces:
+            if i.relpath not in gone:
+                staying.setdefault("ifaces", f"iface record {i.name}")
+        out = []
+        for top in RECORD_DIRS:
+            if top not in self.s.top_dirs:
+                continue
+            if top in staying:
+                self.notes.append(f"reset: {top}/ stays, it holds what stays ({staying[top]}, ...)")
+                continue
+            out.append(
+                Action(
+                    Kind.DELETE_ENTRY,
+                    f"reset: remove the {top}/ directory once everything in it is gone",
+                    path=top,
+                    paths=(top,),
+                    subject=top,
+                )
+            )
         return out
 
     def config_actions(self) -> list[Action]:

@@ -248,15 +248,16 @@ def test_an_iface_still_bound_by_a_record_is_left(run: Run, host: SyntheticHost)
     assert db.ifaces(builtin=False)
 
 
-def test_reset_leaves_a_directory_that_still_holds_kept_records(run: Run, host: SyntheticHost) -> None:
+def test_reset_keeps_a_directory_that_holds_kept_records(run: Run, host: SyntheticHost) -> None:
     (host.db_root / "iscsid.conf").write_text("# conf\n")
     host.db.new_node(f"{T}:live", "127.0.0.1:3260,1")
     host.session(f"{T}:live")
     host.db.new_node(f"{T}:old", "10.0.0.1:3260,1")
     host.db.new_discovery("10.0.0.9:3260")
     report = run.apply(Selection(reset=True, stale_only=True, keep_config=False))
+    assert report.ok, statuses(report)
     got = dict((o.action.path, o.status) for o in report.outcomes)
-    assert got["static"] == "blocked" and got["nodes"] == "blocked" and got["send_targets"] == "done"
+    assert "static" not in got and "nodes" not in got and got["send_targets"] == "done"
     assert got["iscsid.conf"] == "done" and not (host.db_root / "iscsid.conf").exists()
     assert [r.target for r in host.db.nodes()] == [f"{T}:live"]
     backup = read_backup(report.backup or "")

@@ -347,6 +347,8 @@ def test_records_of_a_session_that_stays_are_never_deleted(host: SyntheticHost) 
     p = plan(survey(host), Selection(reset=True, stale_only=True))
     absent(p, Kind.DELETE_NODE)
     assert "kept: their sessions stay logged in" in " ".join(p.notes)
+    assert f"reset: nodes/ stays, it holds what stays (node record {T}:live" in " ".join(p.notes)
+    assert not [a for a in p.actions if a.path in ("nodes", "static")]
 
 
 def test_keep_is_never_touched_nor_what_it_needs(host: SyntheticHost) -> None:
