@@ -69,6 +69,17 @@ PortalArg = str | Portal | None
 
 _GLOB_CHARS = frozenset("*?[")
 _READ_BATCH = 512
+# what setup_disc_to_node_link needs to find a node's link
+_LINK_KEYS = (
+    "node.name",
+    "node.conn[0].address",
+    "node.conn[0].port",
+    "node.tpgt",
+    "iface.iscsi_ifacename",
+    "node.discovery_type",
+    "node.discovery_address",
+    "node.discovery_port",
+)
 
 
 def _is_glob(text: str) -> bool:
@@ -116,15 +127,20 @@ class _Tx:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.root = db.root
+        self._root_text = str(db.root)
         self.dry_run = db.dry_run
         self.result = WriteResult()
         self._tmp: Path | None = None
-        self._dirty: set[Path] = set()
+        self._dirty: set[str] = set()  # directories whose entries changed: fsynced at the end
         self._gone: set[str] = set()  # dry-run: what would have been removed
         self._made: set[str] = set()  # dry-run: what would have been created
 
-    def p(self, rel: str) -> Path:
-        return self.root / rel
+    def p(self, rel: str) -> str:
+        # plain strings, not Path: bulk deletes make tens of thousands of these
+        return f"{self._root_text}/{rel}"
+
+    def _parent(self, rel: str) -> str:
+        return self.p(rel.rpartition("/")[0]) if "/" in rel else self._root_text
 
     def exists(self, rel: str) -> bool:
         if rel in self._gone:
@@ -134,7 +150,7 @@ class _Tx:
     def is_dir(self, rel: str) -> bool:
         if rel in self._gone:
             return False
-        return rel in self._made or self.p(rel).is_dir()
+        return rel in self._made or os.path.isdir(self.p(rel))
 
     def ensure_dir(self, rel: str) -> None:
         if self.is_dir(rel):
@@ -150,7 +166,7 @@ class _Tx:
             os.chmod(path, DIR_MODE)
         except FileExistsError:
             return
-        self._dirty.add(path.parent)
+        self._dirty.add(self._parent(rel))
         self.result.written.append(rel + "/")
 
     def write(self, rel: str, text: str) -> None:
@@ -159,14 +175,14 @@ class _Tx:
             self._made.add(rel)
             self._gone.discard(rel)
             return
-        write_atomic(self.p(rel), text.encode("utf-8", "surrogateescape"), self._tmp_dir(), mode=FILE_MODE)
+        write_atomic(Path(self.p(rel)), text.encode("utf-8", "surrogateescape"), self._tmp_dir(), mode=FILE_MODE)
 
     def write_bytes(self, rel: str, data: bytes, mode: int) -> None:
         self.result.written.append(rel)
         if self.dry_run:
             self._made.add(rel)
             return
-        write_atomic(self.p(rel), data, self._tmp_dir(), mode=mode)
+        write_atomic(Path(self.p(rel)), data, self._tmp_dir(), mode=mode)
 
     def unlink(self, rel: str) -> bool:
         if not self.exists(rel):
@@ -179,7 +195,7 @@ class _Tx:
             os.unlink(self.p(rel))
         except FileNotFoundError:
             return False
-        self._dirty.add(self.p(rel).parent)
+        self._dirty.add(self._parent(rel))
         return True
 
     def listdir(self, rel: str) -> list[str]:
@@ -205,7 +221,7 @@ class _Tx:
             os.rmdir(self.p(rel))
         except OSError:
             return False
-        self._dirty.add(self.p(rel).parent)
+        self._dirty.add(self._parent(rel))
         self.result.removed.append(rel + "/")
         return True
 
@@ -217,7 +233,7 @@ class _Tx:
             self._made.add(rel)
             return True
         os.symlink(target, self.p(rel))
-        self._dirty.add(self.p(rel).parent)
+        self._dirty.add(self._parent(rel))
         return True
 
     def _tmp_dir(self) -> Path:
@@ -236,7 +252,7 @@ class _Tx:
 
     def close(self) -> None:
         for path in self._dirty:
-            fsync_dir(path)
+            fsync_dir(Path(path))
         if self._tmp is not None:
             try:
                 os.rmdir(self._tmp)
@@ -356,7 +372,7 @@ class Database:
 
     def _read(self, relpath: str) -> bytes | None:
         try:
-            with open(self.root / relpath, "rb") as f:
+            with open(f"{self._root_text}/{relpath}", "rb") as f:
                 return f.read()
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
@@ -716,7 +732,7 @@ class Database:
             data = self._read(ref.relpath)
             if data is not None:
                 rec = parse_record(data, ref.relpath, RecordKind.NODE, iface_hint=ref.iface)
-                values = rec.values()
+                values = rec.some_values(_LINK_KEYS)
                 link = self._link_relpath(tx, values, creating=False)
                 if link is None:
                     result.warnings.append(

@@ -274,11 +274,18 @@ def parse_discovery_entry(name: str) -> tuple[str, int] | None:
 # Walks
 
 
-def _sorted_entries(path: Path) -> list[os.DirEntry[str]]:
+def _sorted_entries(path: Path | str) -> list[os.DirEntry[str]]:
     with os.scandir(path) as it:
         entries = list(it)
     entries.sort(key=lambda e: e.name)
     return entries
+
+
+def _kinds(path: str) -> list[tuple[str, bool, bool]]:
+    """(name, is_dir, is_file) of a directory's entries, byte-sorted (d_type: no stat)."""
+    with os.scandir(path) as it:
+        found = {e.name: (e.is_dir(), e.is_file()) for e in it}
+    return [(name, *found[name]) for name in sorted(found)]
 
 
 @dataclass(slots=True)
@@ -308,44 +315,50 @@ def scan_nodes(root: Path, targets: Iterable[str] | None = None) -> NodeScan:
     else:
         names = [(t, os.path.isdir(nodes_dir / t)) for t in sorted(set(targets)) if os.path.lexists(nodes_dir / t)]
     append = out.nodes.append
-    for target, is_dir in names:
+    nodes_text = str(nodes_dir)
+    for target, is_dir in names:  # strings, not Path objects: this walks 10,000 records
         if not is_dir:
             out.problems.append(LayoutProblem(f"{NODES}/{target}", "not a directory; a target must be one"))
             continue
-        tdir = nodes_dir / target
+        tdir = f"{nodes_text}/{target}"
         try:
-            portals = _sorted_entries(tdir)
+            portals = _kinds(tdir)
         except OSError as exc:
             out.problems.append(LayoutProblem(f"{NODES}/{target}", f"cannot read: {exc.strerror}"))
             continue
-        for pent in portals:
-            parsed = parse_portal_entry(pent.name)
-            rel = f"{NODES}/{target}/{pent.name}"
+        for name, pdir, pfile in portals:
+            parsed = parse_portal_entry(name)
             if parsed is None:
-                out.problems.append(LayoutProblem(rel, "not a portal entry ADDR,PORT[,TPGT]"))
+                out.problems.append(LayoutProblem(f"{NODES}/{target}/{name}", "not a portal entry ADDR,PORT[,TPGT]"))
                 continue
             address, port, tpgt = parsed
-            if pent.is_dir():
+            if pdir:
                 if tpgt is None:
-                    out.problems.append(LayoutProblem(rel, "a directory without a tpgt in its name"))
+                    out.problems.append(
+                        LayoutProblem(f"{NODES}/{target}/{name}", "a directory without a tpgt in its name")
+                    )
                     continue
                 try:
-                    ifaces = _sorted_entries(Path(pent.path))
+                    ifaces = _kinds(f"{tdir}/{name}")
                 except OSError as exc:
-                    out.problems.append(LayoutProblem(rel, f"cannot read: {exc.strerror}"))
+                    out.problems.append(LayoutProblem(f"{NODES}/{target}/{name}", f"cannot read: {exc.strerror}"))
                     continue
-                for ient in ifaces:
-                    if ient.is_file():
-                        append(NodeRef(target, address, port, tpgt, ient.name))
+                for iname, _, ifile in ifaces:
+                    if ifile:
+                        append(NodeRef(target, address, port, tpgt, iname))
                     else:
-                        out.problems.append(LayoutProblem(f"{rel}/{ient.name}", "not a regular file"))
-            elif pent.is_file():
+                        out.problems.append(LayoutProblem(f"{NODES}/{target}/{name}/{iname}", "not a regular file"))
+            elif pfile:
                 if tpgt is not None:
-                    out.problems.append(LayoutProblem(rel, "a file with a tpgt in its name (expected a directory)"))
+                    out.problems.append(
+                        LayoutProblem(
+                            f"{NODES}/{target}/{name}", "a file with a tpgt in its name (expected a directory)"
+                        )
+                    )
                     continue
                 append(NodeRef(target, address, port, None, "default"))
             else:
-                out.problems.append(LayoutProblem(rel, "neither a file nor a directory"))
+                out.problems.append(LayoutProblem(f"{NODES}/{target}/{name}", "neither a file nor a directory"))
     return out
 
 
