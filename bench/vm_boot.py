@@ -34,7 +34,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--boots", type=int, default=3)
     ap.add_argument("--requests", type=int, default=30)
-    ap.add_argument("--loglevel", type=int, default=4, help="kernel console loglevel (7 = everything)")
+    ap.add_argument("--loglevel", type=int, default=7, help="kernel console loglevel (7 = everything)")
     args = ap.parse_args()
     why = GuestVM.available()
     if why:
