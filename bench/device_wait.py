@@ -2,8 +2,9 @@
 
 Two approaches, interleaved in the same VM, ``--runs`` logins each (logout between):
 
-* iscsikit: a udev monitor (:class:`iscsikit.devices.udev.DeviceWaiter`) started before the
-  login; after the login returns, the device is read from sysfs after each udev event;
+* iscsikit: a uevent monitor (:class:`iscsikit.devices.udev.DeviceWaiter` with
+  ``settled=False``, as the connector uses it) started before the login; after the login
+  returns, the device is read from sysfs after each kernel uevent;
 * reference (go-iscsi-helper, csi-lib-iscsi style): after the login returns, run
   ``iscsiadm -m session -P 3`` and look for ``Attached scsi disk`` of the LUN; if absent,
   sleep one second and try again.
@@ -55,7 +56,7 @@ def logout():
     subprocess.run(["udevadm", "settle"], check=True)
 
 def iscsikit_way():
-    with DeviceWaiter() as w:
+    with DeviceWaiter(settled=False) as w:  # what the connector does
         subprocess.run([*node, "--login"], capture_output=True, check=True)
         t = time.perf_counter()
         sid = Sessions().find("{IQN}")[0].sid

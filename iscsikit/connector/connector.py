@@ -62,6 +62,8 @@ class Connector:
     Nothing runs and nothing is read until a method is called, so constructing one needs
     no root. ``runner`` decides where iscsiadm/multipath run (``Runner("ns")`` from a CSI
     container); ``sysfs_root``/``dev_root`` say where the host's sysfs and /dev are mounted.
+    ``wait_for_udev=True`` returns only once udev has made the device's links (by-path,
+    by-id); by default the device is returned as soon as the kernel has created it.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class Connector:
         iscsiadm: Iscsiadm | None = None,
         event_source: Callable[[], EventSource] | None = None,
         lock_timeout: float | None = None,
+        wait_for_udev: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.runner = runner if runner is not None else Runner()
@@ -83,6 +86,7 @@ class Connector:
         self.store = StateStore(state_dir)
         self.locks = Locks(state_dir)
         self.lock_timeout = lock_timeout
+        self.wait_for_udev = wait_for_udev
         self.sessions = Sessions(self.root)
         self.scsi = ScsiOps(self.runner, self.root, self.dev_root)
         self.multipath = Multipath(self.runner, self.root)
@@ -238,7 +242,7 @@ class Connector:
 
     def _waiter(self) -> DeviceWaiter:
         source = self._event_source() if self._event_source is not None else None
-        return DeviceWaiter(self.root, source=source, clock=self._clock)
+        return DeviceWaiter(self.root, source=source, settled=self.wait_for_udev, clock=self._clock)
 
     def _prepare_iface(self, spec: VolumeSpec) -> str:
         """The iface to log in through; clones ``spec.iface`` with the custom initiator name."""
@@ -363,7 +367,7 @@ class Connector:
                     host=session.host.host_no,
                     hctl=dev.hctl,
                     device=dev.block.devnode,
-                    by_path=str(link) if link.is_symlink() else None,
+                    by_path=str(link),  # udev's name for it (made shortly after, unless wait_for_udev)
                 )
             )
         wwn = next((WwnInfo.from_sysfs_wwid(d.wwid) for d in devices if d.wwid), None)

@@ -256,7 +256,7 @@ class PathInfo:
     host: int
     hctl: str
     device: str  # /dev/sdX
-    by_path: str | None = None
+    by_path: str | None = None  # the /dev/disk/by-path name udev gives this disk
 
     def to_dict(self) -> dict[str, Any]:
         return {

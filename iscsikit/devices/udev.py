@@ -3,8 +3,12 @@
 Peers poll ``iscsiadm -m session -P 3`` or ``/dev/disk/by-path`` once a second
 (go-iscsi-helper, csi-lib-iscsi, Kubernetes). Here a udev monitor is opened *before* login
 (so no event can be missed), and after each event the answer is read from sysfs, the
-source of truth. A device counts as ready once udev has finished its rules for it (its
-by-path and by-id links exist), which ``is_initialized`` tells.
+source of truth. With ``settled=True`` (the default) a device counts as ready once udev has
+finished its rules for it (its by-path and by-id links exist), which ``is_initialized``
+tells; with ``settled=False`` the kernel's own uevents are watched and the device is ready
+as soon as it exists (its /dev node is made by devtmpfs before the uevent is sent), which
+is what the connector uses: udev's rules (scsi_id, blkid probes) can take seconds on a
+busy host and nothing the connector returns depends on them.
 
 Where udev is not running (a container without ``/run/udev``, a recorded sysfs tree in
 tests) the waiter falls back to re-reading sysfs every ``interval`` seconds; that needs no
@@ -74,13 +78,21 @@ class PollingEventSource:
 
 
 class UdevEventSource:
-    """pyudev monitor on the ``udev`` netlink source, filtered to block devices."""
+    """pyudev netlink monitor filtered to block devices.
+
+    ``source="udev"``: events udevd sends after its rules ran (by-path/by-id links exist);
+    ``source="kernel"``: the kernel's own uevents, sent as soon as the device (and its
+    devtmpfs node) exists, before any rule runs, and needing no udevd at all.
+    """
 
     #: Wake up at least this often even without events (safety net; sysfs is re-read).
     recheck = 1.0
 
-    def __init__(self, subsystems: Sequence[str] = ("block",)) -> None:
+    def __init__(self, subsystems: Sequence[str] = ("block",), source: str = "udev") -> None:
+        if source not in ("udev", "kernel"):
+            raise ValueError(f"source must be 'udev' or 'kernel', got {source!r}")
         self.subsystems = tuple(subsystems)
+        self.source = source
         self._context: Any = None
         self._monitor: Any = None
 
@@ -99,7 +111,7 @@ class UdevEventSource:
         import pyudev
 
         self._context = pyudev.Context()
-        monitor = pyudev.Monitor.from_netlink(self._context, source="udev")
+        monitor = pyudev.Monitor.from_netlink(self._context, source=self.source)
         for subsystem in self.subsystems:
             monitor.filter_by(subsystem)
         monitor.set_receive_buffer_size(4 * 1024 * 1024)
@@ -119,6 +131,8 @@ class UdevEventSource:
         return DeviceEvent(device.action or "", device.sys_path, device.subsystem or "")
 
     def is_initialized(self, sys_path: Path) -> bool:
+        if self.source == "kernel":
+            return True  # not waiting for udev's rules
         import pyudev
 
         try:
@@ -127,11 +141,21 @@ class UdevEventSource:
             return False
 
 
-def default_source(sysfs_root: Path) -> EventSource:
-    """udev events on a real host with udevd; timer wake-ups elsewhere."""
-    if os.path.realpath(sysfs_root) == "/sys" and UdevEventSource.available():
-        return UdevEventSource()
-    return PollingEventSource()
+def default_source(sysfs_root: Path, *, settled: bool = True) -> EventSource:
+    """Events on a real host, timer wake-ups elsewhere (a recorded tree, no pyudev).
+
+    ``settled``: wait until udevd has processed the device (udev events, links exist);
+    otherwise the kernel's uevents wake the waiter as soon as the device exists.
+    """
+    if os.path.realpath(sysfs_root) != "/sys":
+        return PollingEventSource()
+    if settled:
+        return UdevEventSource() if UdevEventSource.available() else PollingEventSource()
+    try:
+        import pyudev  # noqa: F401
+    except ImportError:
+        return PollingEventSource()
+    return UdevEventSource(source="kernel")
 
 
 class DeviceWaiter:
@@ -142,10 +166,11 @@ class DeviceWaiter:
         sysfs_root: SysfsRoot | Path | str = Path("/sys"),
         *,
         source: EventSource | None = None,
+        settled: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.root = sysfs_root if isinstance(sysfs_root, SysfsRoot) else SysfsRoot(Path(sysfs_root))
-        self.source = source if source is not None else default_source(self.root.path)
+        self.source = source if source is not None else default_source(self.root.path, settled=settled)
         self.sessions = Sessions(self.root)
         self.blocks = BlockDevices(self.root)
         self._clock = clock
