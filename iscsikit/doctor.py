@@ -129,13 +129,8 @@ def check_kernel(env: DoctorEnv) -> Check:
 
 
 def check_db_root(env: DoctorEnv) -> Check:
-    try:
-        from iscsikit.db.locate import locate_db_root  # type: ignore[import-not-found]
-    except ImportError:
-        root = env.db_root
-        if root is None:
-            return Check("db-root", False, "the DB library is not available to detect the DB root", None)
-        return Check("db-root", root.is_dir(), f"{root} (given)", None if root.is_dir() else f"mkdir -p {root}")
+    from iscsikit.db.locate import locate_db_root
+
     try:
         found = locate_db_root(env.db_root, runner=env.runner)
     except Exception as exc:  # report whatever went wrong; doctor must not crash
