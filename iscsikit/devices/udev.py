@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from iscsikit.errors import DeviceTimeoutError, NoSuchSessionError
-from iscsikit.session.sysfs import BlockDevices, ScsiDevice, Sessions, SysfsRoot
+from iscsikit.session.sysfs import BlockDevices, ScsiDevice, ScsiDevices, Sessions, SysfsRoot
 
 log = logging.getLogger("iscsikit.devices")
 T = TypeVar("T")
@@ -173,6 +173,7 @@ class DeviceWaiter:
         self.source = source if source is not None else default_source(self.root.path, settled=settled)
         self.sessions = Sessions(self.root)
         self.blocks = BlockDevices(self.root)
+        self.scsi = ScsiDevices(self.root)
         self._clock = clock
         self._started = False
 
@@ -217,11 +218,19 @@ class DeviceWaiter:
 
     def lun_device(self, sid: int, lun: int) -> ScsiDevice | None:
         """The LUN's SCSI device if it has a block device that udev has finished with."""
+        # Cheap on purpose (it runs after every event): one readlink for the session's
+        # directory, one listdir per target directory, and only then the LUN's attributes.
+        link = self.root / f"class/iscsi_session/session{sid}"
         try:
-            session = self.sessions.from_sid(sid)
-        except NoSuchSessionError:
+            session_dir = self.root.resolve(link).parent.parent
+        except OSError:
             return None
-        dev = session.device(lun)
+        dev = None
+        for tname in self.root.list(session_dir):
+            if tname.startswith("target"):
+                for lname in self.root.list(session_dir / tname):
+                    if lname.rsplit(":", 1)[-1] == str(lun) and lname.count(":") == 3:
+                        dev = self.scsi.from_sys_path(session_dir / tname / lname)
         if dev is None or dev.block is None:
             return None
         if not self.source.is_initialized(dev.block.sys_path):
