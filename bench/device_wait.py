@@ -95,7 +95,7 @@ def main() -> int:
         vm.run("iscsiadm -m session -u >/dev/null 2>&1; pkill tgtd", timeout=300)
     r = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"device wait after login, runs: {r['runs']}, in the VM (medians, ms)")
-    print(f"  iscsikit (udev events + sysfs):          {r['iscsikit'] * 1000:8.1f}")
+    print(f"  iscsikit (kernel uevents + sysfs):      {r['iscsikit'] * 1000:8.1f}")
     print(f"  polling iscsiadm -m session -P 3 at 1 s: {r['polling'] * 1000:8.1f}")
     print(f"  ratio: {r['iscsikit'] / r['polling']:.3f}x")
     print(f"  all iscsikit: {[round(x * 1000) for x in r['iscsikit_all']]}")
