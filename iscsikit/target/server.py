@@ -155,6 +155,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._pinged = False
         self._idle: asyncio.Event | None = None
         self.started = time.monotonic()
+        self._debug = log.isEnabledFor(logging.DEBUG)
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
@@ -274,6 +275,11 @@ class _Connection(asyncio.BufferedProtocol):
         assert nexus is not None
         try:
             rsp: ScsiResponse = await luns.execute(task.lun, task.cdb, task.data_out, nexus)
+            if self._debug:
+                log.debug(
+                    "%s: LUN %d CDB %s EDTL %d -> status 0x%02x sense %s data %d", self.peer, task.lun,
+                    task.cdb.hex(), task.expected_length, rsp.status, rsp.sense.hex() or "-", rsp.data_length,
+                )  # fmt: skip
             expected = None if task.read else luns.data_out_length(task.lun, task.cdb)
             self.conn.complete_command(task, rsp.status, rsp.sense, rsp.data, expected_data_out=expected)
         except Exception:
