@@ -199,12 +199,17 @@ def show(
     if actx.json:
         out = sys.stdout
         out.write("[")
-        for i, (ref, data) in enumerate(files):
+        batch: list[str] = []
+        first = True
+        for ref, data in files:
             node = db.node_record(ref, data)
             report_problems(actx, node.problems)
-            if i:
-                out.write(",")
-            out.write(json.dumps(node.to_json(show_secrets)))
+            batch.append(node.to_json_text(show_secrets))
+            if len(batch) >= 256:
+                out.write(("" if first else ",") + ",".join(batch))
+                first, batch = False, []
+        if batch:
+            out.write(("" if first else ",") + ",".join(batch))
         out.write("]\n")
         return
 

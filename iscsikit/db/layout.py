@@ -281,13 +281,6 @@ def _sorted_entries(path: Path | str) -> list[os.DirEntry[str]]:
     return entries
 
 
-def _kinds(path: str) -> list[tuple[str, bool, bool]]:
-    """(name, is_dir, is_file) of a directory's entries, byte-sorted (d_type: no stat)."""
-    with os.scandir(path) as it:
-        found = {e.name: (e.is_dir(), e.is_file()) for e in it}
-    return [(name, *found[name]) for name in sorted(found)]
-
-
 @dataclass(slots=True)
 class NodeScan:
     """Result of :func:`scan_nodes`: the records found and what did not fit."""
@@ -316,49 +309,44 @@ def scan_nodes(root: Path, targets: Iterable[str] | None = None) -> NodeScan:
         names = [(t, os.path.isdir(nodes_dir / t)) for t in sorted(set(targets)) if os.path.lexists(nodes_dir / t)]
     append = out.nodes.append
     nodes_text = str(nodes_dir)
-    for target, is_dir in names:  # strings, not Path objects: this walks 10,000 records
+    # Plain listdir and names, not DirEntry objects: this walks 10,000 records. A portal entry
+    # with a tpgt must be a directory (listing it proves it); one without must be a file.
+    for target, is_dir in names:
         if not is_dir:
             out.problems.append(LayoutProblem(f"{NODES}/{target}", "not a directory; a target must be one"))
             continue
         tdir = f"{nodes_text}/{target}"
         try:
-            portals = _kinds(tdir)
+            portals = sorted(os.listdir(tdir))
         except OSError as exc:
             out.problems.append(LayoutProblem(f"{NODES}/{target}", f"cannot read: {exc.strerror}"))
             continue
-        for name, pdir, pfile in portals:
+        for name in portals:
             parsed = parse_portal_entry(name)
             if parsed is None:
                 out.problems.append(LayoutProblem(f"{NODES}/{target}/{name}", "not a portal entry ADDR,PORT[,TPGT]"))
                 continue
             address, port, tpgt = parsed
-            if pdir:
-                if tpgt is None:
+            if tpgt is None:
+                if os.path.isdir(f"{tdir}/{name}"):
                     out.problems.append(
                         LayoutProblem(f"{NODES}/{target}/{name}", "a directory without a tpgt in its name")
                     )
-                    continue
-                try:
-                    ifaces = _kinds(f"{tdir}/{name}")
-                except OSError as exc:
-                    out.problems.append(LayoutProblem(f"{NODES}/{target}/{name}", f"cannot read: {exc.strerror}"))
-                    continue
-                for iname, _, ifile in ifaces:
-                    if ifile:
-                        append(NodeRef(target, address, port, tpgt, iname))
-                    else:
-                        out.problems.append(LayoutProblem(f"{NODES}/{target}/{name}/{iname}", "not a regular file"))
-            elif pfile:
-                if tpgt is not None:
-                    out.problems.append(
-                        LayoutProblem(
-                            f"{NODES}/{target}/{name}", "a file with a tpgt in its name (expected a directory)"
-                        )
-                    )
-                    continue
-                append(NodeRef(target, address, port, None, "default"))
-            else:
-                out.problems.append(LayoutProblem(f"{NODES}/{target}/{name}", "neither a file nor a directory"))
+                else:
+                    append(NodeRef(target, address, port, None, "default"))
+                continue
+            try:
+                ifaces = sorted(os.listdir(f"{tdir}/{name}"))
+            except NotADirectoryError:
+                out.problems.append(
+                    LayoutProblem(f"{NODES}/{target}/{name}", "a file with a tpgt in its name (expected a directory)")
+                )
+                continue
+            except OSError as exc:
+                out.problems.append(LayoutProblem(f"{NODES}/{target}/{name}", f"cannot read: {exc.strerror}"))
+                continue
+            for iname in ifaces:
+                append(NodeRef(target, address, port, tpgt, iname))
     return out
 
 

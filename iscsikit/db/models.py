@@ -14,6 +14,7 @@ iscsid actually use (:meth:`Record.value`), not the raw text::
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,6 +185,12 @@ class NodeRecord(_View):
     @property
     def nr_sessions(self) -> int:
         return _int(self.value("node.session.nr_sessions"))
+
+    def to_json_text(self, show_secrets: bool = False) -> str:
+        """``json.dumps(self.to_json(show_secrets))``, faster (see Record.settings_json)."""
+        head = json.dumps(self.ref.to_json())[:-1]
+        tail = f', "problems": {json.dumps(self._problems_json())}' if self.record.issues else ""
+        return f'{head}, "settings": {self.record.settings_json(show_secrets)}{tail}}}'
 
     def to_json(self, show_secrets: bool = False) -> dict[str, Any]:
         """The ``node show`` JSON shape (``problems`` only when there are any)."""

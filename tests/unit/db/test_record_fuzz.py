@@ -3,11 +3,14 @@ and whatever it reads, what it writes reads back the same."""
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from iscsikit.db import record as record_module
 from iscsikit.db import schema
-from iscsikit.db.record import format_record, idbm_values, parse_record
+from iscsikit.db.record import Record, format_record, idbm_values, parse_record
 from iscsikit.db.schema import CType, KeySpec, RecordKind
 from tests.unit.db.support import OLDSTYLE_RECORD, T1_RECORD
 
@@ -129,3 +132,36 @@ def test_what_iscsikit_writes_reads_back_identically_and_cleanly(values: dict[st
     reread = rec.values()
     for key, value in values.items():
         assert reread[key] == value, key
+
+
+def _exact(text: str, kind: RecordKind, hint: str) -> Record:
+    """The slow, line-by-line C emulation alone (no fast path, no line cache)."""
+    rec = Record(kind, PATH, hint)
+    record_module._parse_exact(text, rec)
+    record_module._validate(rec)
+    rec.issues.sort(key=lambda i: i.line)
+    return rec
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    edits=st.lists(st.tuples(st.integers(0, 70), _lines), max_size=3),
+    hint=st.sampled_from(["default", "res1", "x-ipv6"]),
+)
+@example(edits=[], hint="default")
+def test_fast_paths_agree_with_the_exact_parser(edits: list[tuple[int, str]], hint: str) -> None:
+    lines = T1_RECORD.split("\n")
+    for index, text in edits:
+        lines[index % len(lines)] = text
+    text = "\n".join(lines)
+    for _ in range(2):  # the second parse is served from the line cache
+        fast = parse_record(text, PATH, RecordKind.NODE, iface_hint=hint)
+        slow = _exact(text, RecordKind.NODE, hint)
+        assert fast.entries == slow.entries
+        assert [(i.line, i.severity, i.message) for i in fast.issues] == [
+            (i.line, i.severity, i.message) for i in slow.issues
+        ]
+        assert fast.settings(True) == slow.settings(True)
+        for show in (False, True):
+            assert fast.settings_json(show) == json.dumps(fast.settings(show))
+        assert fast.values() == slow.values()
