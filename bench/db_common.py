@@ -85,6 +85,7 @@ def populate(db: Path, targets: int = 2000) -> int:
 @dataclass
 class Run:
     seconds: float
+    cpu_seconds: float  # user + system of the process (less disturbed by a loaded machine)
     maxrss_kb: int
     returncode: int
     stdout_bytes: int
@@ -102,7 +103,7 @@ def run_in(sandbox: IscsiadmSandbox, argv: Sequence[str], capture: bool = False)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(elapsed, usage.ru_maxrss, proc.returncode, size)
+    return Run(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, proc.returncode, size)
 
 
 def median(values: Sequence[float]) -> float:

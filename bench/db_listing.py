@@ -40,7 +40,7 @@ def main() -> int:
         print(f"{records} node records over {args.targets} targets in {sandbox.db}")
         rows = []
         for theirs, mine in pairs.values():
-            t_theirs, t_mine, rss = [], [], []
+            t_theirs, t_mine, c_theirs, c_mine, rss = [], [], [], [], []
             for _ in range(2):  # warm the page cache and the interpreter's files
                 run_in(sandbox, theirs)
                 run_in(sandbox, mine)
@@ -50,8 +50,11 @@ def main() -> int:
                 assert a.returncode == 0 and b.returncode == 0, (a, b)
                 t_theirs.append(a.seconds)
                 t_mine.append(b.seconds)
+                c_theirs.append(a.cpu_seconds)
+                c_mine.append(b.cpu_seconds)
                 rss.append(b.maxrss_kb)
             mt, mm = median(t_theirs), median(t_mine)
+            ct, cm = median(c_theirs), median(c_mine)
             rows.append(
                 [
                     f"`{' '.join(mine[1:])}`",
@@ -59,12 +62,23 @@ def main() -> int:
                     f"{mm:.3f}",
                     f"{mt:.3f}",
                     f"{mm / mt:.2f}",
+                    f"{cm:.3f} / {ct:.3f}",
+                    f"{cm / ct:.2f}",
                     f"{max(rss) / 1024:.0f}",
                 ]
             )
         print(
             table(
-                ["iscsikit", "iscsiadm 2.1.8", "iscsikit s", "iscsiadm s", "ratio", "iscsikit peak RSS MB"],
+                [
+                    "iscsikit",
+                    "iscsiadm 2.1.8",
+                    "iscsikit s",
+                    "iscsiadm s",
+                    "wall ratio",
+                    "CPU s (iscsikit / iscsiadm)",
+                    "CPU ratio",
+                    "iscsikit peak RSS MB",
+                ],
                 rows,
             )
         )

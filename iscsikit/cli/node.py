@@ -161,18 +161,22 @@ def _node_title(node: NodeRecord) -> str:
 @app.command("list")
 def list_(ctx: typer.Context, target: OptTargetArg = None, portal: PortalOpt = None, iface: IfaceOpt = None) -> None:
     """List node records from the DB's directory names alone (no record is parsed)."""
+    # Only the directory walk is imported: no record is read, so no lock either.
+    from iscsikit.db.layout import filter_nodes, select_nodes
+    from iscsikit.db.locate import locate_db_root
+
     actx = AppContext.of(ctx)
-    db = open_db(actx)
-    scan = db.node_scan(target)
-    refs = db.filter_nodes(scan.nodes, portal, iface)
+    root = locate_db_root(actx.db_root, runner=actx.runner() if actx.db_root is None else None).path
+    scan = select_nodes(root, target)
+    refs = filter_nodes(scan.nodes, portal, iface)
     if not actx.quiet:
         for problem in scan.problems:
-            sys.stderr.write(f"warning: {db.path(problem.relpath)}: {problem.message}\n")
+            sys.stderr.write(f"warning: {root / problem.relpath}: {problem.message}\n")
     rows = [r.to_json() for r in refs]
     if actx.json:
         print_json_fast(rows)
     else:
-        emit(actx, rows, NODE_COLUMNS, title=f"node records in {db.root}")
+        emit(actx, rows, NODE_COLUMNS, title=f"node records in {root}")
 
 
 @app.command("show")

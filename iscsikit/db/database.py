@@ -22,12 +22,10 @@ that tpgt; a record is always written back to the path it was read from.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,7 +65,6 @@ if TYPE_CHECKING:
 Settings = Mapping[str, str] | Iterable[tuple[str, str]]
 PortalArg = str | Portal | None
 
-_GLOB_CHARS = frozenset("*?[")
 _READ_BATCH = 512
 # what setup_disc_to_node_link needs to find a node's link
 _LINK_KEYS = (
@@ -82,39 +79,12 @@ _LINK_KEYS = (
 )
 
 
-def _is_glob(text: str) -> bool:
-    return any(c in _GLOB_CHARS for c in text)
-
-
 def _pairs(settings: Settings | None) -> list[tuple[str, str]]:
     if settings is None:
         return []
     if isinstance(settings, Mapping):
         return [(str(k), str(v)) for k, v in settings.items()]
     return [(str(k), str(v)) for k, v in settings]
-
-
-def _same_address(a: str, b: str) -> bool:
-    if a == b:
-        return True
-    try:
-        return ipaddress.ip_address(a.split("%", 1)[0]) == ipaddress.ip_address(b.split("%", 1)[0])
-    except ValueError:
-        return a.lower().rstrip(".") == b.lower().rstrip(".")
-
-
-def _as_portal(portal: PortalArg, default_port: int = schema.DEFAULT_ST_PORT) -> Portal | None:
-    if portal is None or isinstance(portal, Portal):
-        return portal
-    return Portal.parse(portal, default_port=default_port)
-
-
-def _portal_matches(ref: NodeRef, portal: Portal) -> bool:
-    if ref.port != portal.port:
-        return False
-    if portal.tpgt is not None and ref.tpgt != portal.tpgt:
-        return False
-    return _same_address(ref.address, portal.address)
 
 
 # --------------------------------------------------------------------------------------
@@ -400,12 +370,7 @@ class Database:
 
     def node_scan(self, target: str | None = None) -> NodeScan:
         """All node records (and layout problems) from directory names; ``target`` may be a glob."""
-        if target is not None and not _is_glob(target):
-            return scan_nodes(self.root, [target])
-        scan = scan_nodes(self.root)
-        if target is not None:
-            scan.nodes = [r for r in scan.nodes if fnmatchcase(r.target, target)]
-        return scan
+        return layout.select_nodes(self.root, target)
 
     def nodes(self, target: str | None = None, portal: PortalArg = None, iface: str | None = None) -> list[NodeRef]:
         """Node records matching the filters, in iscsiadm's order; reads no record file.
@@ -418,12 +383,7 @@ class Database:
     @staticmethod
     def filter_nodes(refs: list[NodeRef], portal: PortalArg = None, iface: str | None = None) -> list[NodeRef]:
         """Keep the refs on ``portal`` (see :meth:`nodes`) and ``iface``."""
-        p = _as_portal(portal)
-        if p is not None:
-            refs = [r for r in refs if _portal_matches(r, p)]
-        if iface is not None:
-            refs = [r for r in refs if r.iface == iface]
-        return refs
+        return layout.filter_nodes(refs, portal, iface)
 
     def read_node(self, ref: NodeRef) -> NodeRecord:
         """Parse one node record (problems are reported on it, never raised)."""
@@ -508,7 +468,7 @@ class Database:
         validate_iscsi_name(target, "target name", strict=strict_names)
         if "," in target:
             raise InvalidNameError("target name", target, "it contains ',', which open-iscsi uses as a separator")
-        p = _as_portal(portal)
+        p = layout.as_portal(portal)
         assert p is not None
         iface_name = "default" if iface is None else validate_iface_name(iface)
         pairs = self._validate_node_settings(settings)
@@ -770,7 +730,9 @@ class Database:
         for k in kinds:
             wanted = DiscoveryRef.parse(portal, k)
             found += [
-                r for r in self.discoveries(k) if r.port == wanted.port and _same_address(r.address, wanted.address)
+                r
+                for r in self.discoveries(k)
+                if r.port == wanted.port and layout.same_address(r.address, wanted.address)
             ]
         if not found:
             raise RecordNotFoundError(f"no discovery record for {portal}")

@@ -271,6 +271,59 @@ def parse_discovery_entry(name: str) -> tuple[str, int] | None:
 
 
 # --------------------------------------------------------------------------------------
+# Selection (shared by Database and the fast `node list`, which needs nothing else)
+
+
+def is_glob(text: str) -> bool:
+    return any(c in "*?[" for c in text)
+
+
+def same_address(a: str, b: str) -> bool:
+    """Equal addresses: as strings, as IP addresses (``2001:db8::1`` = ``2001:0db8::1``), or as host names."""
+    if a == b:
+        return True
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(a.split("%", 1)[0]) == ipaddress.ip_address(b.split("%", 1)[0])
+    except ValueError:
+        return a.lower().rstrip(".") == b.lower().rstrip(".")
+
+
+def as_portal(portal: str | Portal | None, default_port: int = DEFAULT_ST_PORT) -> Portal | None:
+    if portal is None or isinstance(portal, Portal):
+        return portal
+    return Portal.parse(portal, default_port=default_port)
+
+
+def filter_nodes(refs: list[NodeRef], portal: str | Portal | None = None, iface: str | None = None) -> list[NodeRef]:
+    """Keep refs on ``portal`` (``ADDR[:PORT][,TPGT]``: port 3260 if omitted, any tpgt if
+    omitted, a given tpgt must match) and on ``iface``."""
+    p = as_portal(portal)
+    if p is not None:
+        refs = [
+            r
+            for r in refs
+            if r.port == p.port and (p.tpgt is None or r.tpgt == p.tpgt) and same_address(r.address, p.address)
+        ]
+    if iface is not None:
+        refs = [r for r in refs if r.iface == iface]
+    return refs
+
+
+def select_nodes(root: Path, target: str | None = None) -> NodeScan:
+    """:func:`scan_nodes` limited to ``target`` (a name, or a glob such as ``iqn.2026-11.x:*``)."""
+    if target is not None and not is_glob(target):
+        return scan_nodes(root, [target])
+    scan = scan_nodes(root)
+    if target is not None:
+        from fnmatch import fnmatchcase
+
+        scan.nodes = [r for r in scan.nodes if fnmatchcase(r.target, target)]
+    return scan
+
+
+# --------------------------------------------------------------------------------------
 # Walks
 
 
