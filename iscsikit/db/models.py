@@ -22,6 +22,8 @@ from iscsikit.db.layout import DiscoveryRef, IfaceRef, LayoutProblem, NodeRef
 from iscsikit.db.record import Issue, Record
 from iscsikit.db.schema import RecordKind
 
+_json_str = json.encoder.encode_basestring_ascii
+
 
 def _int(value: str) -> int:
     try:
@@ -188,7 +190,12 @@ class NodeRecord(_View):
 
     def to_json_text(self, show_secrets: bool = False) -> str:
         """``json.dumps(self.to_json(show_secrets))``, faster (see Record.settings_json)."""
-        head = json.dumps(self.ref.to_json())[:-1]
+        ref = self.ref
+        tpgt = "null" if ref.tpgt is None else str(ref.tpgt)
+        head = (
+            f'{{"target": {_json_str(ref.target)}, "address": {_json_str(ref.address)}, "port": {ref.port}, '
+            f'"tpgt": {tpgt}, "iface": {_json_str(ref.iface)}'
+        )
         tail = f', "problems": {json.dumps(self._problems_json())}' if self.record.issues else ""
         return f'{head}, "settings": {self.record.settings_json(show_secrets)}{tail}}}'
 

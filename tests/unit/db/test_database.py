@@ -3,6 +3,7 @@ every refusal. The byte-for-byte comparison with the real iscsiadm is in tests/i
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -379,3 +380,14 @@ def test_link_root_is_taken_from_existing_links(tmp_path: Path) -> None:
     db = Database(root, lock_dir=tmp_path / "lock", defaults="compiled")
     assert db.link_root == Path("/var/lib/iscsi")
     assert Database(tmp_path / "empty", lock_dir=tmp_path / "lock").link_root == tmp_path / "empty"
+
+
+def test_the_fast_json_of_a_node_is_the_json_of_its_dict(db: Database) -> None:
+    db.new_node(T, "[2001:db8::1]:3260,1", settings={"node.session.auth.password": 'p"w\\é'})
+    db.new_node(T, "10.0.0.2")
+    bad = db.root / f"nodes/{T}/10.0.0.2,3260"
+    bad.write_text(bad.read_text() + "node.session.futurekey = 1\n")
+    for node in db.show_nodes():
+        for show in (False, True):
+            assert json.loads(node.to_json_text(show)) == node.to_json(show)
+            assert node.to_json_text(show) == json.dumps(node.to_json(show))
