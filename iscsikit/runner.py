@@ -114,9 +114,10 @@ class NamespaceResolver:
     (longhorn/longhorn#10544).
     """
 
-    def __init__(self, proc_root: str = "/proc", process_name: str = "iscsid") -> None:
+    def __init__(self, proc_root: str = "/proc", process_name: str = "iscsid", pid: int | None = None) -> None:
         self.proc_root = Path(proc_root)
         self.process_name = process_name
+        self.pinned_pid = pid  # enter exactly this process's namespaces (tests, sandboxes)
         self._cached: tuple[int, str] | None = None
 
     def _start_time(self, pid: int) -> str | None:
@@ -134,7 +135,9 @@ class NamespaceResolver:
             return None
 
     def find_pid(self) -> int | None:
-        """PID of the oldest process named iscsid, or None."""
+        """PID of the oldest process named iscsid (or the pinned pid), or None."""
+        if self.pinned_pid is not None:
+            return self.pinned_pid if (self.proc_root / str(self.pinned_pid)).exists() else None
         if self._cached is not None:
             pid, start = self._cached
             if self._comm(pid) == self.process_name and self._start_time(pid) == start:
@@ -186,6 +189,7 @@ class Runner:
         *,
         proc_root: str = "/proc",
         ns_process: str = "iscsid",
+        ns_pid: int | None = None,
         dry_run: bool = False,
         default_timeout: float = DEFAULT_TIMEOUT,
         env: Mapping[str, str] | None = None,
@@ -193,7 +197,7 @@ class Runner:
         self.host = host if isinstance(host, HostMode) else HostMode.parse(host)
         self.dry_run = dry_run
         self.default_timeout = default_timeout
-        self.resolver = NamespaceResolver(proc_root, ns_process)
+        self.resolver = NamespaceResolver(proc_root, ns_process, ns_pid)
         self.recorded: list[RecordedAction] = []
         base_env = dict(os.environ if env is None else env)
         base_env["LC_ALL"] = "C"  # stable, parseable output from every tool

@@ -83,7 +83,7 @@ class IscsiadmSandbox:
             start_new_session=True,
         )
         self._wait_for_holder()
-        self.runner = Runner("ns", ns_process=HOLDER_NAME)
+        self.runner = Runner("ns", ns_pid=self._proc.pid)  # pinned: other sandboxes may run at once
 
     def _wait_for_holder(self) -> None:
         deadline = time.monotonic() + 10

@@ -129,3 +129,11 @@ def test_resolver_finds_iscsid_and_notices_a_restart(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "412")
     _fake_proc(tmp_path, {412: ("bash", "950")})
     assert res.find_pid() is None and res.target_pid() == 1
+
+
+def test_resolver_pinned_to_one_pid(tmp_path: Path) -> None:
+    _fake_proc(tmp_path, {57: ("iscsid", "100"), 90: ("other", "5")})
+    res = NamespaceResolver(str(tmp_path), pid=90)
+    assert res.find_pid() == 90  # not the iscsid: the caller chose this process
+    shutil.rmtree(tmp_path / "90")
+    assert res.find_pid() is None and res.target_pid() == 1
