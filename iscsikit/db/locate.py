@@ -148,8 +148,8 @@ def _distribution_root(os_release: Path) -> tuple[Path, str] | None:
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep:
-            fields[key.strip()] = value.strip().strip('"').lower()
-    ids = [fields.get("ID", ""), *fields.get("ID_LIKE", "").split()]
+            fields[key.strip()] = value.strip().strip('"')
+    ids = [fields.get("ID", "").lower(), *fields.get("ID_LIKE", "").lower().split()]
     name = fields.get("PRETTY_NAME", fields.get("ID", "this distribution")) or "this distribution"
     for ident in ids:
         if ident in _DEBIAN_LIKE:
