@@ -274,16 +274,11 @@ def test_one_lun_on_two_portals_under_multipath(guest: Guest, builtin_targets: A
     assert target.status()["targets"][0]["sessions"] == 2
 
 
-SCSI2_LUN_BITS = (
-    "a LUN scanned alone gets INQUIRY with the SCSI-2 LUN in CDB byte 1 bits 7-5 (Linux does so until it "
-    "knows the device's SCSI level); iscsikit.target.scsi.inquiry rejects those obsolete bits as INVALID FIELD "
-    "IN CDB (tgt ignores them), so the LUN never appears"
-)
-
-
-@pytest.mark.xfail(reason=SCSI2_LUN_BITS, strict=False)
 def test_manual_scan_of_one_lun(guest: Guest, builtin_targets: Any) -> None:
-    """With node.session.scan = manual nothing appears until a LUN is scanned through sysfs."""
+    """With node.session.scan = manual nothing appears until a LUN is scanned through sysfs.
+
+    Linux then sends INQUIRY with the SCSI-2 LUN in CDB byte 1 bits 7-5; the target must ignore them.
+    """
     target = builtin_targets(_iqn("scan"), [8 * MiB, 8 * MiB])
     node = f"iscsiadm -m node -T {target.iqn} -p {target.portal}"
     out = guest.sh(

@@ -9,7 +9,6 @@ fault-injection connector scenarios run against tgtd only.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,15 +19,7 @@ from tests.kernel import test_connector as connector
 from tests.kernel import test_initiator as initiator
 from tests.kernel import test_multipath as multipath
 from tests.kernel.conftest import Guest, MiB
-from tests.kernel.test_builtin_target import SCSI2_LUN_BITS, builtin_target, stop_builtin_targets
-
-# These scenarios log in with node.session.scan = manual and then scan one LUN through sysfs, which
-# the SCSI layer refuses today (see SCSI2_LUN_BITS). Set ISCSIKIT_BUILTIN_SCENARIOS=1 to run them
-# anyway; remove this mark once test_builtin_target.py::test_manual_scan_of_one_lun passes.
-pytestmark = pytest.mark.xfail(
-    reason=SCSI2_LUN_BITS, run=os.environ.get("ISCSIKIT_BUILTIN_SCENARIOS") == "1", strict=False
-)
-
+from tests.kernel.test_builtin_target import builtin_target, stop_builtin_targets
 
 @pytest.fixture(params=["builtin"])
 def target(request: pytest.FixtureRequest, guest: Guest) -> Iterator[Any]:

@@ -160,7 +160,9 @@ def vpd_page(lu: LogicalUnit, code: int, nexus: Nexus | None) -> bytes:
 
 def inquiry(lu: LogicalUnit, cdb: bytes, nexus: Nexus | None) -> ScsiResponse:
     evpd = cdb[1] & 0x01
-    if cdb[1] & 0xFE:  # CMDDT (obsolete) or reserved bits
+    # Bits 7-5 are the SCSI-2 LUN field, which Linux still fills in when it scans one LUN
+    # (scsi_probe_lun): ignore them as tgt and LIO do; reject CMDDT and the reserved bits.
+    if cdb[1] & 0x1E:
         raise sense.INVALID_FIELD_IN_CDB.error(field=1)
     alloc = struct.unpack_from(">H", cdb, 3)[0]
     if evpd:
@@ -180,7 +182,7 @@ def absent_inquiry(cdb: bytes, *, well_known: bool) -> ScsiResponse:
     other LUN answers peripheral qualifier 3, device type 0x1F (SPC-4 6.6.2).
     """
     alloc = struct.unpack_from(">H", cdb, 3)[0] if len(cdb) >= 5 else 0
-    if cdb[1] & 0xFE:
+    if cdb[1] & 0x1E:
         raise sense.INVALID_FIELD_IN_CDB.error(field=1)
     peripheral = TYPE_CONTROLLER if well_known else (0x60 | TYPE_UNKNOWN)
     if cdb[1] & 0x01:

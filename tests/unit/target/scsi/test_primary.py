@@ -242,3 +242,14 @@ def test_read_defect_data_is_an_empty_list(disk: Disk) -> None:
     assert good(disk.cmd(bytes([0x37, 0, 0x18 | 0x05, 0, 0, 0, 0, 0, 32, 0]))) == bytes([0, 0x1D, 0, 0])
     assert good(disk.cmd(bytes([0xB7, 0x18, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0]))) == bytes([0, 0x18]) + bytes(6)
     assert good(disk.cmd(bytes([0x37, 0, 0x18, 0, 0, 0, 0, 0, 2, 0]))) == bytes([0, 0x18])
+
+
+@pytest.mark.parametrize("lun_bits", [0x20, 0x40, 0xE0])
+def test_inquiry_ignores_the_scsi2_lun_field(disk: Disk, lun_bits: int) -> None:
+    """Linux fills CDB byte 1 bits 7-5 with the LUN when it scans one LUN (node.session.scan = manual)."""
+    cdb = bytearray(inquiry(alloc=96))
+    cdb[1] |= lun_bits
+    assert good(disk.cmd(bytes(cdb))) == good(disk.cmd(inquiry(alloc=96)))
+    vpd = bytearray(inquiry(1, 0x80))
+    vpd[1] |= lun_bits
+    assert good(disk.cmd(bytes(vpd))) == good(disk.cmd(inquiry(1, 0x80)))
