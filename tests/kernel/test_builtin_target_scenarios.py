@@ -21,6 +21,7 @@ from tests.kernel import test_multipath as multipath
 from tests.kernel.conftest import Guest, MiB
 from tests.kernel.test_builtin_target import builtin_target, stop_builtin_targets
 
+
 @pytest.fixture(params=["builtin"])
 def target(request: pytest.FixtureRequest, guest: Guest) -> Iterator[Any]:
     if request.function.__module__ == multipath.__name__:
