@@ -111,10 +111,10 @@ _private_count = 0
 def private_sandbox(**kwargs: Any) -> IscsiadmSandbox:
     """An IscsiadmSandbox whose holder process has a name no other test uses.
 
-    The sandbox's runner (and every other test's) finds a sandbox by its holder's process
-    name, which is the same for all of them: another test running at the same time can
-    enter *this* sandbox and write into its DB (seen: an ``ifaces/isk-clone`` appearing
-    here). A unique name per sandbox keeps the DB tests' sandboxes private.
+    Sandbox runners used to find a sandbox by its holder's process name, the same for all of
+    them, so a test running at the same time could enter *this* sandbox and write into its DB
+    (seen: an ``ifaces/isk-clone`` appearing here). Runners are pinned to a pid now; a unique
+    name still keeps anything that looks sandboxes up by name away from the DB tests' ones.
     """
     from tests.support import sandbox as sandbox_module
 
@@ -133,9 +133,7 @@ def run_in(
 ) -> CommandResult:
     """Run ``argv`` in the sandbox's mount namespace (and the stand-in's network namespace).
 
-    The sandbox's own runner finds its namespace by the holder's process *name*, which every
-    sandbox shares: with two sandboxes alive (two tests, or a leaked one) it may enter the
-    wrong one. Entering by pid does not.
+    Entered by the holder's pid (and, with a stand-in, the stand-in's network namespace).
     """
     from iscsikit.runner import Runner
 
