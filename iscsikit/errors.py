@@ -647,6 +647,10 @@ class ReplicaRemoteError(ReplicaError):
         super().__init__(f"{status}: {message}", address)
 
 
+class ReplicaPeerError(ReplicaError):
+    """A rebuilding replica could not pull from its source replica (unreachable, refused, broken link)."""
+
+
 class VolumeStartError(ReplicaError):
     """The controller could not find a consistent set of replicas to serve the volume from."""
 

@@ -136,6 +136,30 @@ class ReplicaClient:
         self.meta = p.unpack_json(resp.frame.payload, "SET_META response")
         return self.meta
 
+    @property
+    def protocol_revision(self) -> int:
+        """What the replica said it speaks in its HELLO (1 when it did not say)."""
+        return int(self.meta.get("protocol_revision", 1))
+
+    async def grant(self, token: str, revoke: bool = False) -> None:
+        """Let a peer that shows ``token`` read this replica (revision 2), or stop letting it."""
+        fields: dict[str, Any] = {"token": token, "revoke": True} if revoke else {"token": token}
+        await self._call(p.Op.GRANT, payload=p.pack_json(fields))
+
+    async def source(self, address: str | None, token: str = "", volume_id: str = "", timeout: float = 2.0) -> None:
+        """Point this replica at the source it pulls from (revision 2); None forgets the source."""
+        fields: dict[str, Any] = (
+            {"address": None}
+            if address is None
+            else {"address": address, "token": token, "volume_id": volume_id, "timeout": timeout}
+        )
+        await self._call(p.Op.SOURCE, payload=p.pack_json(fields), timeout=self.flush_timeout)
+
+    async def pull(self, offset: int, length: int) -> p.PullResult:
+        """Make a range identical to the source's (revision 2); what was copied, skipped, unmapped."""
+        resp = await self._call(p.Op.PULL, offset=offset, length=length, timeout=self.flush_timeout)
+        return p.PullResult.unpack(resp.frame.payload)
+
     async def close_clean(self) -> None:
         """Flush and mark the replica cleanly shut down (the controller has no more writes)."""
         await self._call(p.Op.CLOSE, timeout=self.flush_timeout)

@@ -62,6 +62,8 @@ class RebuildProgress:
     done_bytes: int = 0
     copied_bytes: int = 0
     skipped_bytes: int = 0
+    #: "pull" (the target copies straight from the source) or "relay" (through the controller).
+    via: str = "relay"
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
 
@@ -77,6 +79,7 @@ class RebuildProgress:
             "done_bytes": self.done_bytes,
             "copied_bytes": self.copied_bytes,
             "skipped_bytes": self.skipped_bytes,
+            "via": self.via,
             "fraction": round(self.fraction, 4),
             "seconds": round(end - self.started, 3),
         }
@@ -130,6 +133,8 @@ class ReplicatedBackend(Backend):
         block_size: int = 512,
         rebuild_chunk: int = 4 << 20,
         rebuild_parallel: int = 4,
+        rebuild_pull: bool = True,
+        rebuild_pull_chunk: int = 16 << 20,
         client_factory: Callable[[str], ReplicaClient] | None = None,
     ) -> None:
         if not addresses:
@@ -152,6 +157,8 @@ class ReplicatedBackend(Backend):
         self.reconnect_interval = reconnect_interval
         self.rebuild_chunk = rebuild_chunk
         self.rebuild_parallel = rebuild_parallel
+        self.rebuild_pull = rebuild_pull
+        self.rebuild_pull_chunk = rebuild_pull_chunk
         self._client_factory = client_factory or self._default_client
         self.volume_id: str | None = None
         self.epoch = 0

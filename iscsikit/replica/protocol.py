@@ -38,14 +38,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from google_crc32c import value as _crc32c
+from crc32c import crc32c as _crc32c_any
 
 from iscsikit.errors import ReplicaProtocolError
 
 Buffer = bytes | bytearray | memoryview
 
 MAGIC = 0x4B52  # b"RK" on the wire
+#: The frame format version (the header byte). Unchanged since the first protocol.
 VERSION = 1
+#: What this side speaks on top of the frame format, told in the HELLO response
+#: (``protocol_revision``): 1 = the first protocol; 2 = also GRANT, SOURCE, PULL and status PEER
+#: (replica-to-replica rebuild). A controller sends revision-2 ops only to replicas that say 2.
+PROTOCOL_REVISION = 2
 HEADER = struct.Struct("<HBBHHIIQIII")
 HEADER_SIZE = HEADER.size  # 36
 _HEADER_CRC = struct.Struct("<I")
@@ -70,6 +75,10 @@ class Op(enum.IntEnum):
     CHECKSUM = 8  # payload u32 granule; response payload: one u32 CRC32C per granule
     SET_META = 9  # payload JSON fields to persist (volume_id, epoch, members, state, clean, revision)
     CLOSE = 10  # clean shutdown: flush and mark the replica clean
+    # Revision 2: replica-to-replica rebuild (docs/replica-protocol.md, "Rebuild by pull").
+    GRANT = 11  # to the source: payload JSON {"token"[, "revoke"]}; lets a peer read with the token
+    SOURCE = 12  # to the target: payload JSON {"address", "token", "volume_id", "timeout"}: connect
+    PULL = 13  # to the target: make the range identical to the source's; response: 3 u64 counters
 
 
 class Status(enum.IntEnum):
@@ -83,10 +92,18 @@ class Status(enum.IntEnum):
     UNSUPPORTED = 5  # an op this replica does not know
     FENCED = 6  # another controller claimed the replica; this connection is stale
     STATE = 7  # the request conflicts with the replica's metadata (volume id, size)
+    PEER = 8  # revision 2: the source replica of a SOURCE/PULL could not be reached or failed
 
 
-_DATA_IN_REQUEST = {Op.WRITE, Op.HELLO, Op.SET_META, Op.CHECKSUM}
-_RANGE_OPS = {Op.READ, Op.WRITE, Op.UNMAP, Op.EXTENTS, Op.CHECKSUM}
+_DATA_IN_REQUEST = {Op.WRITE, Op.HELLO, Op.SET_META, Op.CHECKSUM, Op.GRANT, Op.SOURCE}
+_RANGE_OPS = {Op.READ, Op.WRITE, Op.UNMAP, Op.EXTENTS, Op.CHECKSUM, Op.PULL}
+#: What a peer holding a read grant (not the owner) may send after its HELLO.
+GRANTED_OPS = frozenset({Op.READ, Op.EXTENTS, Op.CHECKSUM, Op.PING})
+
+
+def _crc32c(data: Buffer) -> int:
+    """CRC32C of any buffer (bytes, bytearray, memoryview, mmap): no copy of receive buffers."""
+    return int(_crc32c_any(data))
 
 
 @dataclass(slots=True)
@@ -120,23 +137,81 @@ def encode(frame: Frame, payload_crc: int | None = None) -> list[bytes]:
     sends the same data to every replica and computes it once).
     """
     payload = frame.payload
-    if len(payload) > MAX_PAYLOAD:
-        raise ReplicaProtocolError(f"payload_len {len(payload)} exceeds the maximum {MAX_PAYLOAD}")
-    head = HEADER.pack(
-        MAGIC,
-        VERSION,
-        int(frame.op),
-        frame.flags,
-        int(frame.status),
-        frame.seq,
-        frame.length,
-        frame.offset,
-        len(payload),
-        (_crc32c(payload) if payload_crc is None else payload_crc) if payload else 0,
-        0,
-    )
-    head = head[:-4] + _HEADER_CRC.pack(_crc32c(head[:-4]))
+    crc = (_crc32c(payload) if payload_crc is None else payload_crc) if payload else 0
+    head = encode_head(frame, len(payload), crc)
     return [head, payload] if payload else [head]
+
+
+def encode_head(frame: Frame, payload_len: int, payload_crc: int) -> bytes:
+    """Just the 36-byte header of ``frame`` for a payload the caller sends itself (``sendfile``).
+
+    ``frame.payload`` is ignored; ``payload_len`` and ``payload_crc`` describe what follows.
+    """
+    if payload_len > MAX_PAYLOAD:
+        raise ReplicaProtocolError(f"payload_len {payload_len} exceeds the maximum {MAX_PAYLOAD}")
+    head = HEADER.pack(
+        MAGIC, VERSION, int(frame.op), frame.flags, int(frame.status), frame.seq, frame.length,
+        frame.offset, payload_len, payload_crc if payload_len else 0, 0,
+    )  # fmt: skip
+    return head[:-4] + _HEADER_CRC.pack(_crc32c(head[:-4]))
+
+
+@dataclass(slots=True)
+class Header:
+    """A decoded, checked header: ``frame`` (without its payload) and what the payload must be."""
+
+    frame: Frame
+    payload_len: int
+    payload_crc: int
+
+
+def decode_header(head: Buffer, max_payload: int = MAX_PAYLOAD) -> Header:
+    """Decode and check a 36-byte header. Any :class:`ReplicaProtocolError` is a framing error.
+
+    For drivers that receive payloads into their own buffers: read ``payload_len`` bytes next,
+    then :func:`check_payload`.
+    """
+    if len(head) != HEADER_SIZE:
+        raise ReplicaProtocolError(f"a header is {HEADER_SIZE} bytes, got {len(head)}")
+    (magic, version, op, flags, status, seq, length, offset, plen, pcrc, hcrc) = HEADER.unpack(head)
+    if magic != MAGIC:
+        raise ReplicaProtocolError(f"bad magic {magic:#06x} (want {MAGIC:#06x}): not a replica protocol stream")
+    if version != VERSION:
+        raise ReplicaProtocolError(f"unsupported version {version} (this side speaks {VERSION})")
+    want_hcrc = _crc32c(memoryview(head)[: HEADER_SIZE - 4])
+    if hcrc != want_hcrc:
+        raise ReplicaProtocolError(f"header_crc mismatch: header says {hcrc:#010x}, header has {want_hcrc:#010x}")
+    try:
+        op_e = Op(op)
+    except ValueError:
+        raise ReplicaProtocolError(f"unknown op {op} in seq={seq}") from None
+    if flags & ~_KNOWN_FLAGS:
+        raise ReplicaProtocolError(f"unknown flags {flags & ~_KNOWN_FLAGS:#06x} in {op_e.name} seq={seq}")
+    try:
+        status_e = Status(status)
+    except ValueError:
+        raise ReplicaProtocolError(f"unknown status {status} in {op_e.name} seq={seq}") from None
+    if plen > max_payload:
+        raise ReplicaProtocolError(f"payload_len {plen} of {op_e.name} seq={seq} exceeds the maximum {max_payload}")
+    if plen == 0 and pcrc != 0:
+        raise ReplicaProtocolError(f"payload_crc {pcrc:#010x} set on {op_e.name} seq={seq} without a payload")
+    return Header(Frame(op_e, seq, offset, length, flags, status_e), plen, pcrc)
+
+
+def check_payload(header: Header, payload: Buffer) -> None:
+    """Raise :class:`PayloadChecksumError` unless ``payload`` matches the header's CRC32C.
+
+    Not a framing error: the stream is still in sync after it.
+    """
+    if len(payload) != header.payload_len:
+        raise ReplicaProtocolError(
+            f"{header.frame.op.name} seq={header.frame.seq}: payload of {len(payload)} bytes, "
+            f"payload_len says {header.payload_len}"
+        )
+    if header.payload_len:
+        got = _crc32c(payload)
+        if got != header.payload_crc:
+            raise PayloadChecksumError(header.frame, got, header.payload_crc)
 
 
 class PayloadChecksumError(ReplicaProtocolError):
@@ -238,40 +313,22 @@ class FrameDecoder:
             if self._eof and len(buf):
                 self._fail(f"stream ended inside a frame header ({len(buf)} of {HEADER_SIZE} bytes)")
             return None
-        head = buf.peek(HEADER_SIZE)
-        (magic, version, op, flags, status, seq, length, offset, plen, pcrc, hcrc) = HEADER.unpack(head)
-        if magic != MAGIC:
-            self._fail(f"bad magic {magic:#06x} (want {MAGIC:#06x}): not a replica protocol stream")
-        if version != VERSION:
-            self._fail(f"unsupported version {version} (this side speaks {VERSION})")
-        want_hcrc = _crc32c(head[: HEADER_SIZE - 4])
-        if hcrc != want_hcrc:
-            self._fail(f"header_crc mismatch: header says {hcrc:#010x}, header has {want_hcrc:#010x}")
         try:
-            op_e = Op(op)
-        except ValueError:
-            self._fail(f"unknown op {op} in seq={seq}")
-        if flags & ~_KNOWN_FLAGS:
-            self._fail(f"unknown flags {flags & ~_KNOWN_FLAGS:#06x} in {op_e.name} seq={seq}")
-        try:
-            status_e = Status(status)
-        except ValueError:
-            self._fail(f"unknown status {status} in {op_e.name} seq={seq}")
-        if plen > self._max_payload:
-            self._fail(f"payload_len {plen} of {op_e.name} seq={seq} exceeds the maximum {self._max_payload}")
+            header = decode_header(buf.peek(HEADER_SIZE), self._max_payload)
+        except ReplicaProtocolError as exc:
+            self._broken = exc
+            raise
+        frame, plen = header.frame, header.payload_len
         if len(buf) < HEADER_SIZE + plen:
             if self._eof:
-                self._fail(f"stream ended inside the payload of {op_e.name} seq={seq}")
+                self._fail(f"stream ended inside the payload of {frame.op.name} seq={frame.seq}")
             return None
         buf.take(HEADER_SIZE)
-        payload = buf.take(plen) if plen else b""
-        frame = Frame(op_e, seq, offset, length, flags, status_e, payload)
         if plen:
-            got = _crc32c(payload)
-            if got != pcrc:
-                raise PayloadChecksumError(frame, got, pcrc)
-        elif pcrc != 0:
-            self._fail(f"payload_crc {pcrc:#010x} set on {op_e.name} seq={seq} without a payload")
+            frame.payload = buf.take(plen)
+            got = _crc32c(frame.payload)
+            if got != header.payload_crc:
+                raise PayloadChecksumError(frame, got, header.payload_crc)
         return frame
 
     def _fail(self, message: str) -> Any:
@@ -309,6 +366,28 @@ def unpack_checksums(payload: bytes) -> list[int]:
 
 def checksum_count(length: int, granule: int) -> int:
     return (length + granule - 1) // granule
+
+
+_PULL_RESULT = struct.Struct("<QQQ")
+
+
+@dataclass(slots=True, frozen=True)
+class PullResult:
+    """What a PULL did in its range: bytes copied from the source, bytes whose checksums already
+    matched (not copied), bytes of the target's own data unmapped where the source has holes."""
+
+    copied: int = 0
+    skipped: int = 0
+    unmapped: int = 0
+
+    def pack(self) -> bytes:
+        return _PULL_RESULT.pack(self.copied, self.skipped, self.unmapped)
+
+    @classmethod
+    def unpack(cls, payload: Buffer) -> PullResult:
+        if len(payload) != _PULL_RESULT.size:
+            raise ReplicaProtocolError(f"PULL response payload is {len(payload)} bytes, want {_PULL_RESULT.size}")
+        return cls(*_PULL_RESULT.unpack(payload))
 
 
 def pack_json(obj: dict[str, Any]) -> bytes:
@@ -435,7 +514,72 @@ class ClientSession:
                 )
             if op == Op.EXTENTS and n % _EXTENT.size:
                 raise ReplicaProtocolError(f"EXTENTS seq={frame.seq} payload is {n} bytes, not pairs of u64")
+            if op == Op.PULL and n != _PULL_RESULT.size:
+                raise ReplicaProtocolError(f"PULL seq={frame.seq} payload is {n} bytes, want {_PULL_RESULT.size}")
         return Response(frame, offset, length)
+
+
+class OrderedClient:
+    """A client for a connection whose server answers strictly in order, for blocking drivers
+    that receive payloads into their own buffers (a rebuilding replica reading from its source).
+
+    ``request()`` returns the bytes to send. For each response the driver reads 36 bytes and
+    calls :meth:`response_header` (checked against the oldest pending request), then reads
+    ``payload_len`` bytes wherever it likes and calls :meth:`check_payload`::
+
+        >>> c = OrderedClient()
+        >>> wire = b"".join(c.request(Op.READ, offset=0, length=4))
+        >>> answer = encode(Frame(Op.READ, 1, 0, 4, FLAG_RESPONSE, Status.OK, b"data"))
+        >>> h = c.response_header(answer[0])
+        >>> (h.frame.op, h.payload_len)
+        (<Op.READ: 2>, 4)
+        >>> c.check_payload(h, answer[1])
+    """
+
+    def __init__(self) -> None:
+        self._session = ClientSession()
+        self._order: deque[int] = deque()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._order)
+
+    def request(self, op: Op, *, offset: int = 0, length: int | None = None, payload: bytes = b"") -> list[bytes]:
+        bufs = self._session.request(op, offset=offset, length=length, payload=payload)
+        self._order.append(self._session.last_seq)
+        return bufs
+
+    def response_header(self, head: Buffer) -> Header:
+        """Decode a response header and check it answers the oldest request; framing errors raise."""
+        header = decode_header(head)
+        frame = header.frame
+        if not frame.is_response:
+            raise ReplicaProtocolError(f"got a request ({frame.op.name} seq={frame.seq}) from the server")
+        if not self._order:
+            raise ReplicaProtocolError(f"response {frame.op.name} seq={frame.seq} answers no pending request")
+        want = self._order[0]
+        if frame.seq != want:
+            raise ReplicaProtocolError(f"response seq={frame.seq} out of order: seq={want} is answered first")
+        op, _offset, length, granule = self._session._pending[want]
+        if frame.op != op:
+            raise ReplicaProtocolError(f"response seq={frame.seq} is {frame.op.name}, the request was {op.name}")
+        if frame.status == Status.OK:
+            n = header.payload_len
+            if op == Op.READ and n != length:
+                raise ReplicaProtocolError(f"READ seq={frame.seq} returned {n} bytes, {length} were asked")
+            if op == Op.CHECKSUM and n != 4 * checksum_count(length, granule):
+                raise ReplicaProtocolError(
+                    f"CHECKSUM seq={frame.seq} returned {n // 4} values, {checksum_count(length, granule)} were asked"
+                )
+            if op == Op.EXTENTS and n % _EXTENT.size:
+                raise ReplicaProtocolError(f"EXTENTS seq={frame.seq} payload is {n} bytes, not pairs of u64")
+        self._order.popleft()
+        self._session.forget(want)
+        return header
+
+    def check_payload(self, header: Header, payload: Buffer) -> None:
+        """The payload of the response ``header`` was received: raise unless its CRC32C matches."""
+        check_payload(header, payload)
 
 
 class ServerSession:
@@ -461,19 +605,13 @@ class ServerSession:
         frame = self._decoder.next_frame()
         if frame is None:
             return None
-        if frame.is_response:
-            raise ReplicaProtocolError(f"got a response ({frame.op.name} seq={frame.seq}) from the controller")
-        if frame.status != Status.OK:
-            raise ReplicaProtocolError(f"request {frame.op.name} seq={frame.seq} has status {frame.status.name}")
-        if frame.op == Op.WRITE and frame.length != len(frame.payload):
-            raise ReplicaProtocolError(
-                f"WRITE seq={frame.seq} length {frame.length} != payload_len {len(frame.payload)}"
-            )
-        if frame.op not in _DATA_IN_REQUEST and frame.payload:
-            raise ReplicaProtocolError(f"{frame.op.name} seq={frame.seq} carries a payload it must not have")
-        if frame.fua and frame.op != Op.WRITE:
-            raise ReplicaProtocolError(f"FUA flag on {frame.op.name} seq={frame.seq}")
+        check_request(frame)
         return frame
+
+    @property
+    def buffered(self) -> int:
+        """Received bytes not yet taken out as requests."""
+        return self._decoder.buffered
 
     def respond(self, request: Frame, payload: bytes = b"") -> list[bytes]:
         """Bytes of a successful response to ``request``."""
@@ -489,6 +627,20 @@ class ServerSession:
                 message.encode()[:4096],
             )
         )  # fmt: skip
+
+
+def check_request(frame: Frame) -> None:
+    """Raise :class:`ReplicaProtocolError` for a request that breaks the rules of its op."""
+    if frame.is_response:
+        raise ReplicaProtocolError(f"got a response ({frame.op.name} seq={frame.seq}) from the controller")
+    if frame.status != Status.OK:
+        raise ReplicaProtocolError(f"request {frame.op.name} seq={frame.seq} has status {frame.status.name}")
+    if frame.op == Op.WRITE and frame.length != len(frame.payload):
+        raise ReplicaProtocolError(f"WRITE seq={frame.seq} length {frame.length} != payload_len {len(frame.payload)}")
+    if frame.op not in _DATA_IN_REQUEST and frame.payload:
+        raise ReplicaProtocolError(f"{frame.op.name} seq={frame.seq} carries a payload it must not have")
+    if frame.fua and frame.op != Op.WRITE:
+        raise ReplicaProtocolError(f"FUA flag on {frame.op.name} seq={frame.seq}")
 
 
 def is_range_op(op: Op) -> bool:

@@ -16,94 +16,39 @@
    replica (including it) before the controller calls it done.
 
 Chunks are synced ``rebuild_parallel`` at a time to keep both replicas and the network busy.
+
+How a chunk is synced (step 3) depends on the replicas. When both speak protocol revision 2, the
+data goes **straight from the source to the target** (:mod:`iscsikit.replica.pull`): the source
+gets a one-time read grant, the target is told the source's address and token (SOURCE), and for
+each chunk, still under the range lock, the controller sends one PULL to the target, which does
+the listing, the comparing and the copying itself. If the target cannot reach the source (status
+PEER) while the controller still can, the rebuild goes on by **relay**: the controller reads
+from the source and writes to the target, as with replicas that speak only revision 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from iscsikit.errors import ReplicaError
+from iscsikit.errors import ReplicaError, ReplicaRemoteError
+from iscsikit.replica.extents import GRANULE, chunked, differing_runs, holes, intersect, merge, spans
 
 if TYPE_CHECKING:
+    from iscsikit.replica.client import ReplicaClient
     from iscsikit.replica.controller import Replica, ReplicatedBackend
 
 log = logging.getLogger("iscsikit.replica.rebuild")
 T = TypeVar("T")
 
-GRANULE = 64 << 10
-Extents = list[tuple[int, int]]
-
 
 class _SourceLost(Exception):
     """The replica being copied from failed; the rebuild restarts from another one."""
-
-
-def merge(extents: Extents) -> Extents:
-    """Sorted, non-overlapping union of (start, length) extents."""
-    out: Extents = []
-    for s, n in sorted(e for e in extents if e[1] > 0):
-        if out and s <= out[-1][0] + out[-1][1]:
-            ps, pn = out[-1]
-            out[-1] = (ps, max(ps + pn, s + n) - ps)
-        else:
-            out.append((s, n))
-    return out
-
-
-def chunked(extents: Extents, chunk: int) -> Extents:
-    """Extents cut at multiples of ``chunk``, so each piece lies in one chunk."""
-    out: Extents = []
-    for s, n in extents:
-        pos, end = s, s + n
-        while pos < end:
-            stop = min(end, (pos // chunk + 1) * chunk)
-            out.append((pos, stop - pos))
-            pos = stop
-    return out
-
-
-def holes(extents: Extents, start: int, end: int) -> Extents:
-    """The gaps of sorted ``extents`` within [start, end)."""
-    out: Extents = []
-    pos = start
-    for s, n in extents:
-        if s > pos:
-            out.append((pos, min(s, end) - pos))
-        pos = max(pos, s + n)
-        if pos >= end:
-            break
-    if pos < end:
-        out.append((pos, end - pos))
-    return [(s, n) for s, n in out if n > 0]
-
-
-def intersect(a: Extents, b: Extents) -> Extents:
-    out: Extents = []
-    for s1, n1 in a:
-        for s2, n2 in b:
-            s, e = max(s1, s2), min(s1 + n1, s2 + n2)
-            if s < e:
-                out.append((s, e - s))
-    return merge(out)
-
-
-def differing_runs(start: int, length: int, granule: int, a: list[int], b: list[int]) -> Extents:
-    """Runs of granules whose checksums differ, as byte extents."""
-    runs: Extents = []
-    for i, (x, y) in enumerate(zip(a, b, strict=True)):
-        if x == y:
-            continue
-        s = start + i * granule
-        n = min(granule, start + length - s)
-        if runs and runs[-1][0] + runs[-1][1] == s:
-            runs[-1] = (runs[-1][0], runs[-1][1] + n)
-        else:
-            runs.append((s, n))
-    return runs
 
 
 async def rebuild(ctrl: ReplicatedBackend, r: Replica) -> None:
@@ -172,19 +117,45 @@ async def _rebuild_once(ctrl: ReplicatedBackend, r: Replica) -> None:
         still_valid()
     src_ext = await from_source(src.extents(0, size))
     tgt_ext = await client.extents(0, size)
-    work = chunked(merge(src_ext + tgt_ext), ctrl.rebuild_chunk)
-    progress.total_bytes = sum(n for _, n in work)
+    allocated = merge(src_ext + tgt_ext)
+    progress.total_bytes = sum(n for _, n in allocated)
+    target_had = merge(tgt_ext)
+    token = granted = await _start_pull(ctrl, r, source, from_source) if ctrl.rebuild_pull else None
+    progress.via = "pull" if token else "relay"
+    # A PULL covers a whole window of the volume (its extents and the holes between them), so the
+    # target streams several READs per round trip; a relay chunk is one piece of one extent.
+    if token is not None:
+        work = spans(allocated, ctrl.rebuild_pull_chunk)
+    else:
+        work = [(s, n, n) for s, n in chunked(allocated, ctrl.rebuild_chunk)]
     log.info(
-        "rebuild of %s from %s: %d bytes to check (%d allocated on the source)",
-        r.address, source.address, progress.total_bytes, sum(n for _, n in src_ext),
+        "rebuild of %s from %s by %s: %d bytes to check (%d allocated on the source)",
+        r.address, source.address, progress.via, progress.total_bytes, sum(n for _, n in src_ext),
     )  # fmt: skip
 
-    target_had = merge(tgt_ext)
-
-    async def sync(start: int, length: int) -> None:
+    async def sync(start: int, length: int, covered: int) -> None:
+        nonlocal token, target_had
         end = start + length
         async with ctrl.ranges.hold(start, end):
             still_valid()
+            if token is not None:
+                try:
+                    result = await client.pull(start, length)
+                except ReplicaRemoteError as exc:
+                    if exc.status != "PEER":
+                        raise
+                    await from_source(src.ping())  # the source itself is fine: only the link between them
+                    if token is not None:
+                        log.warning("rebuild of %s: pulling from %s failed (%s); going on by relay",
+                                    r.address, source.address, exc)  # fmt: skip
+                        ctrl._event(r.address, "relay", str(exc))
+                        token, progress.via = None, "relay"
+                        target_had = [(0, size)]  # a pull may have left partial data anywhere
+                else:
+                    progress.copied_bytes += result.copied
+                    progress.skipped_bytes += result.skipped
+                    progress.done_bytes += covered
+                    return
             if intersect([(start, length)], target_had):
                 s_ext, t_ext = await asyncio.gather(
                     from_source(src.extents(start, length)), client.extents(start, length)
@@ -212,19 +183,19 @@ async def _rebuild_once(ctrl: ReplicatedBackend, r: Replica) -> None:
                         copied += n
                 progress.copied_bytes += copied
                 progress.skipped_bytes += dn - copied
-        progress.done_bytes += length
+        progress.done_bytes += covered
 
-    queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, int, int]] = asyncio.Queue()
     for item in work:
         queue.put_nowait(item)
 
     async def worker() -> None:
         while True:
             try:
-                start, length = queue.get_nowait()
+                start, length, covered = queue.get_nowait()
             except asyncio.QueueEmpty:
                 return
-            await sync(start, length)
+            await sync(start, length, covered)
 
     workers = [asyncio.create_task(worker()) for _ in range(max(1, ctrl.rebuild_parallel))]
     try:
@@ -233,8 +204,14 @@ async def _rebuild_once(ctrl: ReplicatedBackend, r: Replica) -> None:
         for w in workers:
             w.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        if granted is not None:
+            await _end_pull(client, src, granted)
     still_valid()
+    copied_at = time.monotonic()
     await client.flush()
+    flushed_at = time.monotonic()
+    log.info("rebuild of %s: copied in %.2f s, flushed in %.2f s", r.address, copied_at - progress.started,
+             flushed_at - copied_at)  # fmt: skip
     still_valid()
     await client.set_meta(revision=source.revision)
     r.revision = source.revision
@@ -243,6 +220,40 @@ async def _rebuild_once(ctrl: ReplicatedBackend, r: Replica) -> None:
     await ctrl._settle()
     progress.finished = time.monotonic()
     log.info(
-        "rebuild of %s done in %.2f s: %d bytes copied, %d skipped (checksums matched)",
-        r.address, progress.finished - progress.started, progress.copied_bytes, progress.skipped_bytes,
+        "rebuild of %s done in %.2f s by %s: %d bytes copied, %d skipped (checksums matched)",
+        r.address, progress.finished - progress.started, progress.via, progress.copied_bytes,
+        progress.skipped_bytes,
     )  # fmt: skip
+
+
+async def _start_pull(
+    ctrl: ReplicatedBackend, r: Replica, source: Replica, from_source: Callable[[Awaitable[None]], Awaitable[None]]
+) -> str | None:
+    """Set up a direct source -> target copy; the grant's token, or None to copy by relay."""
+    client, src = r.client, source.client
+    assert client is not None and src is not None
+    if client.protocol_revision < 2 or src.protocol_revision < 2:
+        log.info("rebuild of %s by relay: a replica speaks only protocol revision 1", r.address)
+        return None
+    token = secrets.token_hex(16)
+    await from_source(src.grant(token))
+    try:
+        await client.source(source.address, token, ctrl.volume_id or "", ctrl.timeout)
+    except ReplicaRemoteError as exc:
+        if exc.status != "PEER":
+            raise
+        log.warning("rebuild of %s: it cannot reach %s (%s); copying by relay", r.address, source.address, exc)
+        ctrl._event(r.address, "relay", str(exc))
+        await _end_pull(None, src, token)
+        return None
+    return token
+
+
+async def _end_pull(client: ReplicaClient | None, src: ReplicaClient, token: str) -> None:
+    """Best effort: the grant and the puller also end with the controller's connections."""
+    with contextlib.suppress(ReplicaError):
+        if src.failed is None:
+            await src.grant(token, revoke=True)
+    with contextlib.suppress(ReplicaError):
+        if client is not None and client.failed is None:
+            await client.source(None)

@@ -8,7 +8,13 @@ a small thread pool (``os.pread``/``os.pwrite``/``fsync`` release the GIL).
 
 Fencing: a controller sends ``HELLO {"claim": true}``; the newest claim wins and every older
 claimed connection is answered ``FENCED`` and closed, so a controller that was cut off and
-replaced can never write again through its old connection.
+replaced can never write again through its old connection. The new claim is answered only after
+every disk write started for older owners (thread-pool writes, pulls) has finished.
+
+Rebuild by pull (protocol revision 2, :mod:`iscsikit.replica.pull`): the owner may GRANT a token
+with which another replica reads this one (its HELLO shows the token; the connection is then
+served by a blocking thread with ``sendfile``), and may point this replica at a SOURCE and PULL
+ranges from it. Grants and pullers belong to the owner connection and end with it.
 
 Example::
 
@@ -24,18 +30,23 @@ import asyncio
 import concurrent.futures
 import errno
 import logging
+import os
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
-from iscsikit.errors import ReplicaError, ReplicaProtocolError
+from iscsikit.errors import ReplicaError, ReplicaPeerError, ReplicaProtocolError
 from iscsikit.replica import protocol as p
+from iscsikit.replica.pull import Grant, Puller, serve_reads
 from iscsikit.replica.store import ReplicaStore
 
 log = logging.getLogger("iscsikit.replica.server")
 
 #: Reads and plain writes up to this size run inline on the event loop.
 INLINE_MAX = 128 << 10
+#: PULLs (of one owner) run at once.
+PULL_THREADS = 2
 
 
 class ReplicaServer:
@@ -45,9 +56,15 @@ class ReplicaServer:
         self.store = store
         self.inline_max = inline_max
         self._pool = concurrent.futures.ThreadPoolExecutor(io_threads, thread_name_prefix="replica-io")
+        # Pulls (rebuild by pull) get their own threads, so a slow source never holds up writes;
+        # two, so one pull's round trips overlap the other's data (more only fight over the GIL).
+        self._pull_pool = concurrent.futures.ThreadPoolExecutor(PULL_THREADS, thread_name_prefix="replica-pull")
         self._server: asyncio.Server | None = None
         self._conns: set[_Connection] = set()
         self._owner: _Connection | None = None
+        self._grants: dict[str, Grant] = {}
+        #: Disk work in the thread pool, by the connection it was started for.
+        self.busy: dict[asyncio.Future[Any], _Connection] = {}
         self.address = ""
         self.port = 0
 
@@ -72,38 +89,69 @@ class ReplicaServer:
             self._server.close()
         for conn in list(self._conns):
             conn.abort()
+            self._release(conn)
         if self._server is not None:
             await self._server.wait_closed()
+        self._pull_pool.shutdown(wait=True)
         await asyncio.get_running_loop().run_in_executor(self._pool, self.store.close)
         self._pool.shutdown(wait=True)
 
     # ------------------------------------------------------------------ ownership
 
-    def claim(self, conn: _Connection) -> None:
+    def claim(self, conn: _Connection) -> list[asyncio.Future[Any]]:
+        """Make ``conn`` the owner; returns the older owners' disk work still running."""
         old = self._owner
         self._owner = conn
         if old is not None and old is not conn:
             log.warning("replica claimed by %s; fencing the older controller connection %s", conn.peer, old.peer)
             old.fenced = True
             old.abort()
+            self._release(old)
+        return [f for f, c in self.busy.items() if c is not conn and not f.done()]
 
     def is_owner(self, conn: _Connection) -> bool:
         return self._owner is conn
 
     def forget(self, conn: _Connection) -> None:
         self._conns.discard(conn)
+        self._release(conn)
         if self._owner is conn:
             self._owner = None
+
+    def _release(self, conn: _Connection) -> None:
+        """End what ``conn`` set up as owner: its read grants and its puller."""
+        for token, grant in list(self._grants.items()):
+            if grant.owner is conn:
+                del self._grants[token]
+                grant.revoke()
+        conn.drop_puller()
+
+    def grant(self, conn: _Connection, token: str) -> None:
+        old = self._grants.get(token)
+        if old is not None and old.owner is not conn:
+            raise ReplicaError("that token is already granted by another connection")
+        self._grants[token] = Grant(token, conn)
+
+    def revoke(self, conn: _Connection, token: str) -> None:
+        grant = self._grants.get(token)
+        if grant is not None and grant.owner is conn:
+            del self._grants[token]
+            grant.revoke()
+
+    def find_grant(self, token: Any) -> Grant | None:
+        grant = self._grants.get(token) if isinstance(token, str) else None
+        return None if grant is None or grant.revoked or not self.is_owner(grant.owner) else grant  # type: ignore[arg-type]
 
     def hello_payload(self) -> bytes:
         info = self.store.meta.to_json()
         info["revision"] = self.store.revision
         info["allocated_bytes"] = self.store.allocated_bytes()
         info["protocol_version"] = p.VERSION
+        info["protocol_revision"] = p.PROTOCOL_REVISION
         return p.pack_json(info)
 
-    def run_blocking(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
-        return asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+    def run_blocking(self, fn: Callable[..., Any], *args: Any, pull: bool = False) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().run_in_executor(self._pull_pool if pull else self._pool, fn, *args)
 
 
 class _Connection(asyncio.Protocol):
@@ -114,6 +162,8 @@ class _Connection(asyncio.Protocol):
         self.peer = "?"
         self.fenced = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self.puller: Puller | None = None
+        self._handed_off = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -126,13 +176,27 @@ class _Connection(asyncio.Protocol):
         log.debug("connection from %s", self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        log.debug("connection from %s closed (%s)", self.peer, exc or "EOF")
+        if not self._handed_off:
+            log.debug("connection from %s closed (%s)", self.peer, exc or "EOF")
         self.server.forget(self)
         self.transport = None
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def drop_puller(self) -> None:
+        puller, self.puller = self.puller, None
+        if puller is not None:
+            puller.close()
+
+    def run_blocking(self, fn: Callable[..., Any], *args: Any, pull: bool = False) -> asyncio.Future[Any]:
+        """Run ``fn`` in the server's pool; a new claim waits for it (``ReplicaServer.busy``)."""
+        busy = self.server.busy
+        fut = self.server.run_blocking(fn, *args, pull=pull)
+        busy[fut] = self
+        fut.add_done_callback(lambda f: busy.pop(f, None))
+        return fut
 
     def data_received(self, data: bytes) -> None:
         self.session.receive_data(data)
@@ -180,8 +244,14 @@ class _Connection(asyncio.Protocol):
             except ReplicaProtocolError as exc:
                 self._send(self.session.respond_error(req, p.Status.EINVAL, str(exc)))
                 return
+            if "grant" in hello:
+                self._hand_off(req, hello["grant"])
+                return
             if hello.get("claim"):
-                srv.claim(self)
+                older = srv.claim(self)
+                if older:  # answer once no disk write of an older owner can land any more
+                    self._spawn(self._answer_claim(req, older))
+                    return
             self._send(self.session.respond(req, srv.hello_payload()))
             return
         if self.fenced or not srv.is_owner(self):
@@ -198,10 +268,81 @@ class _Connection(asyncio.Protocol):
             self._finish(req, lambda: store.read(req.offset, req.length))
         elif req.op == p.Op.WRITE and inline:
             self._finish(req, lambda: store.write(req.offset, req.payload))
+        elif req.op == p.Op.GRANT:
+            self._finish(req, lambda: self._grant(req))
         else:
-            task = asyncio.get_running_loop().create_task(self._run(req))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._run(req))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer_claim(self, req: p.Frame, older: list[asyncio.Future[Any]]) -> None:
+        await asyncio.wait(older)
+        if self.server.is_owner(self):
+            self._send(self.session.respond(req, self.server.hello_payload()))
+
+    def _hand_off(self, req: p.Frame, token: Any) -> None:
+        """A peer with a read grant: serve it from a blocking thread on its own socket."""
+        grant = self.server.find_grant(token)
+        if grant is None:
+            self._send(self.session.respond_error(req, p.Status.FENCED, "no such read grant (revoked or never given)"))
+            return
+        if self.session.buffered or self.transport is None:
+            self._send(self.session.respond_error(req, p.Status.EINVAL, "requests sent before the HELLO answer"))
+            return
+        sock = self.transport.get_extra_info("socket")
+        raw = socket.socket(fileno=os.dup(sock.fileno()))
+        self._handed_off = True
+        self.transport.pause_reading()
+        self.abort()  # the loop lets go of its descriptor; the connection lives on in ``raw``
+        self.transport = None
+        threading.Thread(
+            target=serve_reads, args=(raw, self.server.store, grant, req, self.server.hello_payload()),
+            name=f"replica-peer {self.peer}", daemon=True,
+        ).start()  # fmt: skip
+
+    def _grant(self, req: p.Frame) -> bytes:
+        fields = p.unpack_json(req.payload, "GRANT")
+        token = fields.get("token")
+        if not isinstance(token, str) or not 16 <= len(token) <= 256:
+            raise ValueError('GRANT needs a "token" string of 16 to 256 characters')
+        if fields.get("revoke"):
+            self.server.revoke(self, token)
+        else:
+            self.server.grant(self, token)
+        return b""
+
+    async def _source(self, req: p.Frame) -> bytes:
+        fields = p.unpack_json(req.payload, "SOURCE")
+        self.drop_puller()
+        address = fields.get("address")
+        if address is None:
+            return b""
+        store = self.server.store
+        volume_id, token, timeout = fields.get("volume_id"), fields.get("token"), fields.get("timeout", 2.0)
+        if not isinstance(address, str) or not isinstance(token, str) or not isinstance(timeout, int | float):
+            raise ValueError('SOURCE needs "address" and "token" strings and a numeric "timeout"')
+        if volume_id is None or volume_id != store.meta.volume_id:
+            raise ReplicaError(f"SOURCE names volume {volume_id}; this replica holds {store.meta.volume_id}")
+        puller = Puller(store, address, token, volume_id, float(timeout))
+        self.puller = puller
+        try:
+            meta = await self.run_blocking(puller.open, pull=True)
+        except BaseException:
+            if self.puller is puller:
+                self.drop_puller()
+            raise
+        log.info("pulling from %s (replica %s) for %s", address, meta.get("replica_id"), self.peer)
+        return p.pack_json({"replica_id": meta.get("replica_id"), "revision": meta.get("revision")})
+
+    async def _pull(self, req: p.Frame) -> bytes:
+        puller = self.puller
+        if puller is None:
+            raise ReplicaError("PULL before a SOURCE")
+        result: p.PullResult = await self.run_blocking(puller.pull, req.offset, req.length, pull=True)
+        return result.pack()
 
     def _finish(self, req: p.Frame, fn: Callable[[], Any]) -> None:
         try:
@@ -216,30 +357,34 @@ class _Connection(asyncio.Protocol):
         op = req.op
         try:
             if op == p.Op.READ:
-                payload = await self.server.run_blocking(store.read, req.offset, req.length)
+                payload = await self.run_blocking(store.read, req.offset, req.length)
             elif op == p.Op.WRITE:
-                await self.server.run_blocking(store.write, req.offset, req.payload, req.fua)
+                await self.run_blocking(store.write, req.offset, req.payload, req.fua)
                 payload = b""
             elif op == p.Op.UNMAP:
-                await self.server.run_blocking(store.unmap, req.offset, req.length)
+                await self.run_blocking(store.unmap, req.offset, req.length)
                 payload = b""
             elif op == p.Op.FLUSH:
-                await self.server.run_blocking(store.flush)
+                await self.run_blocking(store.flush)
                 payload = b""
             elif op == p.Op.EXTENTS:
-                payload = p.pack_extents(await self.server.run_blocking(store.extents, req.offset, req.length))
+                payload = p.pack_extents(await self.run_blocking(store.extents, req.offset, req.length))
             elif op == p.Op.CHECKSUM:
                 granule = p.parse_granule(req.payload)
-                sums = await self.server.run_blocking(store.checksums, req.offset, req.length, granule)
+                sums = await self.run_blocking(store.checksums, req.offset, req.length, granule)
                 payload = p.pack_checksums(sums)
             elif op == p.Op.SET_META:
                 fields = p.unpack_json(req.payload, "SET_META")
-                await self.server.run_blocking(store.update_meta, fields)
+                await self.run_blocking(store.update_meta, fields)
                 log.info("metadata set by %s: %s", self.peer, fields)
                 payload = self.server.hello_payload()
+            elif op == p.Op.SOURCE:
+                payload = await self._source(req)
+            elif op == p.Op.PULL:
+                payload = await self._pull(req)
             elif op == p.Op.CLOSE:
-                await self.server.run_blocking(store.flush)
-                await self.server.run_blocking(store.update_meta, {"clean": True})
+                await self.run_blocking(store.flush)
+                await self.run_blocking(store.update_meta, {"clean": True})
                 log.info("clean close by %s (revision %d)", self.peer, store.revision)
                 payload = b""
             else:  # pragma: no cover - every Op is handled above
@@ -251,7 +396,10 @@ class _Connection(asyncio.Protocol):
         self._send(self.session.respond(req, payload))
 
     def _error(self, req: p.Frame, exc: Exception) -> list[bytes]:
-        if isinstance(exc, OSError):
+        if isinstance(exc, ReplicaPeerError):
+            status = p.Status.PEER
+            log.warning("%s %d+%d: %s", req.op.name, req.offset, req.length, exc)
+        elif isinstance(exc, OSError):
             status = p.Status.ENOSPC if exc.errno in (errno.ENOSPC, errno.EDQUOT) else p.Status.EIO
             log.error("%s seq=%d at %d+%d failed: %s", req.op.name, req.seq, req.offset, req.length, exc)
         elif isinstance(exc, ValueError | ReplicaProtocolError):

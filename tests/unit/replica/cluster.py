@@ -41,7 +41,9 @@ class LocalCluster:
         server._server.close()
         for conn in list(server._conns):
             conn.abort()
+            server._release(conn)  # read grants (their peer connections) and pulls end with the process
         await server._server.wait_closed()
+        server._pull_pool.shutdown(wait=True)
         server._pool.shutdown(wait=True)
         os.close(server.store._fd)
         os.close(server.store._lock_fd)

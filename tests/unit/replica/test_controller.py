@@ -170,11 +170,13 @@ async def test_missing_member_blocks_start_until_it_returns(tmp_path: Path) -> N
     await c.stop()
 
 
+@pytest.mark.parametrize("via", ["pull", "relay"])
 @run
-async def test_rebuild_under_continuous_writes_never_loses_newer_data(tmp_path: Path) -> None:
+async def test_rebuild_under_continuous_writes_never_loses_newer_data(tmp_path: Path, via: str) -> None:
     c = LocalCluster(tmp_path, 2, SIZE)
     await c.start(0)
-    b = fast(c.addresses[:1], rebuild_chunk=256 << 10, rebuild_parallel=2)
+    b = fast(c.addresses[:1], rebuild_chunk=256 << 10, rebuild_pull_chunk=256 << 10, rebuild_parallel=2,
+             rebuild_pull=via == "pull")  # fmt: skip
     await b.open()
     rng = random.Random(7)
     acked: dict[int, bytes] = {}
@@ -206,7 +208,7 @@ async def test_rebuild_under_continuous_writes_never_loses_newer_data(tmp_path: 
     await all_rw(b)
     stop.set()
     await task
-    assert r.rebuild is not None and r.rebuild.copied_bytes > 0
+    assert r.rebuild is not None and r.rebuild.copied_bytes > 0 and r.rebuild.via == via
     await b.flush()
     await verify(c, acked_ref)
     await b.close()

@@ -189,3 +189,127 @@ def test_protocol_core_imports_no_asyncio() -> None:
     code = "import sys, iscsikit.replica.protocol; print('asyncio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+# --------------------------------------------------------------------------------------
+# Revision 2: headers decoded on their own (payloads received into the driver's buffers),
+# in-order clients, PULL results, and the rules of the new ops.
+
+
+@given(frames)
+def test_header_alone_round_trips_and_matches_the_full_encoding(frame: p.Frame) -> None:
+    wire = p.encode(frame)
+    crc = p.HEADER.unpack(wire[0])[9]
+    assert p.encode_head(frame, len(frame.payload), crc) == wire[0]
+    header = p.decode_header(wire[0])
+    assert header.payload_len == len(frame.payload)
+    got = header.frame
+    assert (got.op, got.seq, got.offset, got.length, got.flags, got.status) == (
+        frame.op, frame.seq, frame.offset, frame.length, frame.flags, frame.status,
+    )  # fmt: skip
+    p.check_payload(header, memoryview(bytearray(frame.payload)))  # any buffer type will do
+
+
+@settings(max_examples=500)
+@given(st.binary(min_size=p.HEADER_SIZE, max_size=p.HEADER_SIZE))
+def test_decode_header_only_ever_raises_protocol_errors(junk: bytes) -> None:
+    try:
+        header = p.decode_header(junk)
+    except ReplicaProtocolError:
+        return
+    assert header.payload_len <= p.MAX_PAYLOAD
+
+
+@given(st.binary(min_size=1, max_size=3000), st.data())
+def test_check_payload_names_the_frame_of_a_corrupt_payload(payload: bytes, data: st.DataObject) -> None:
+    wire = p.encode(p.Frame(p.Op.READ, 9, 0, len(payload), p.FLAG_RESPONSE, p.Status.OK, payload))
+    header = p.decode_header(wire[0])
+    bad = bytearray(payload)
+    bad[data.draw(st.integers(0, len(bad) - 1))] ^= 0x01
+    with pytest.raises(p.PayloadChecksumError, match="payload_crc mismatch in READ seq=9"):
+        p.check_payload(header, memoryview(bad))
+    with pytest.raises(ReplicaProtocolError, match="payload of 0 bytes"):
+        p.check_payload(header, b"")
+
+
+@given(st.lists(st.integers(1, 1 << 20), min_size=1, max_size=12))
+def test_ordered_client_accepts_in_order_answers_and_refuses_any_other(lengths: list[int]) -> None:
+    client = p.OrderedClient()
+    server = p.ServerSession()
+    offset = 0
+    for n in lengths:
+        server.receive_data(b"".join(client.request(p.Op.READ, offset=offset, length=n)))
+        offset += n
+    reqs = []
+    while (r := server.next_request()) is not None:
+        reqs.append(r)
+    assert client.in_flight == len(lengths)
+    if len(reqs) > 1:  # the second answer first: refused
+        head = p.encode_head(p.Frame(p.Op.READ, reqs[1].seq, flags=p.FLAG_RESPONSE), reqs[1].length, 1)
+        with pytest.raises(ReplicaProtocolError, match="out of order"):
+            p.OrderedClient.response_header(_copy_client(client), head)
+    for r in reqs:
+        head, *body = server.respond(r, bytes(r.length))
+        header = client.response_header(head)
+        assert (header.frame.seq, header.payload_len) == (r.seq, r.length)
+        client.check_payload(header, body[0])
+    assert client.in_flight == 0
+    with pytest.raises(ReplicaProtocolError, match="answers no pending request"):
+        client.response_header(p.encode_head(p.Frame(p.Op.PING, 1, flags=p.FLAG_RESPONSE), 0, 0))
+
+
+def _copy_client(client: p.OrderedClient) -> p.OrderedClient:
+    import copy
+
+    return copy.deepcopy(client)
+
+
+def test_ordered_client_checks_what_answers_a_request() -> None:
+    client = p.OrderedClient()
+    client.request(p.Op.READ, offset=0, length=512)
+    with pytest.raises(ReplicaProtocolError, match="READ seq=1 returned 5 bytes, 512 were asked"):
+        p.OrderedClient.response_header(
+            _copy_client(client), p.encode_head(p.Frame(p.Op.READ, 1, 0, 512, p.FLAG_RESPONSE), 5, 1)
+        )
+    with pytest.raises(ReplicaProtocolError, match="is EXTENTS, the request was READ"):
+        p.OrderedClient.response_header(
+            _copy_client(client), p.encode_head(p.Frame(p.Op.EXTENTS, 1, 0, 512, p.FLAG_RESPONSE), 0, 0)
+        )
+    with pytest.raises(ReplicaProtocolError, match="got a request"):
+        p.OrderedClient.response_header(_copy_client(client), p.encode_head(p.Frame(p.Op.READ, 1, 0, 512), 0, 0))
+    # An error answer has a message instead of the data.
+    error = p.encode(p.Frame(p.Op.READ, 1, 0, 512, p.FLAG_RESPONSE, p.Status.FENCED, b"no grant"))
+    header = client.response_header(error[0])
+    client.check_payload(header, error[1])
+    assert header.frame.status == p.Status.FENCED
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1))
+def test_pull_results_round_trip(copied: int, skipped: int, unmapped: int) -> None:
+    result = p.PullResult(copied, skipped, unmapped)
+    assert p.PullResult.unpack(result.pack()) == result
+    with pytest.raises(ReplicaProtocolError, match="PULL response payload is 23 bytes"):
+        p.PullResult.unpack(result.pack()[:-1])
+
+
+def test_pull_response_must_carry_its_counters() -> None:
+    client, server = p.ClientSession(), p.ServerSession()
+    server.receive_data(b"".join(client.request(p.Op.PULL, offset=0, length=4096)))
+    req = server.next_request()
+    assert req is not None and p.is_range_op(req.op)
+    client.receive_data(b"".join(server.respond(req, b"\0" * 8)))
+    with pytest.raises(ReplicaProtocolError, match="PULL seq=1 payload is 8 bytes, want 24"):
+        client.next_response()
+
+
+def test_revision_2_request_rules() -> None:
+    for op in (p.Op.GRANT, p.Op.SOURCE):  # JSON in the request
+        server = p.ServerSession()
+        server.receive_data(b"".join(p.encode(p.Frame(op, 1, payload=b"{}"))))
+        assert server.next_request() is not None
+    server = p.ServerSession()
+    server.receive_data(b"".join(p.encode(p.Frame(p.Op.PULL, 2, 0, 512, payload=b"x"))))
+    with pytest.raises(ReplicaProtocolError, match="PULL seq=2 carries a payload"):
+        server.next_request()
+    assert {p.Op.READ, p.Op.EXTENTS, p.Op.CHECKSUM, p.Op.PING} == p.GRANTED_OPS
+    assert p.Status.PEER == 8 and p.PROTOCOL_REVISION == 2 and p.VERSION == 1
