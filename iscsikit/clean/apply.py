@@ -49,6 +49,8 @@ log = logging.getLogger("iscsikit.clean")
 
 Status = Literal["done", "gone", "blocked", "failed"]
 RUNTIME = (Kind.FLUSH_MAP, Kind.REMOVE_DEVICE, Kind.LOGOUT)
+#: Longest hold of iscsiadm's DB lock while deleting, in seconds (iscsiadm waits 30).
+LOCK_SLICE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +122,7 @@ class Executor:
         self.multipath = Multipath(runner, self.root)
         self.blocks = BlockDevices(self.root)
         self.sessions = Sessions(self.root)
+        self._backed_up: dict[str, bytes] = {}
 
     # ---- the run ----------------------------------------------------------------------------
 
@@ -335,10 +338,11 @@ class Executor:
                     "selection": plan.selection.to_json(),
                     "removed": [a.to_json() for a in todo] + [a.to_json() for a, _ in att_todo],
                 }
-                backup = str(
-                    write_backup(path, collector.snapshot(), {a.subject.volume_id: b for a, b in att_todo}, manifest)
-                )
-            self._delete_records(todo, record)
+                snapshot = collector.snapshot()
+                saved = {a.subject.volume_id: b for a, b in att_todo}
+                backup = str(write_backup(path, snapshot, saved, manifest))
+                self._backed_up = {e.relpath: e.data for e in snapshot.entries if e.type == "file"}
+        self._delete_records(todo, record)
         for a, _ in att_todo:
             record(self._delete_attachment(a))
         return backup
@@ -370,33 +374,61 @@ class Executor:
         return None
 
     def _delete_records(self, todo: list[Action], record: Callable[[Outcome], None]) -> None:
+        """Delete under iscsiadm's lock, given back every ``LOCK_SLICE`` seconds.
+
+        iscsiadm 2.1.8 waits 30 s for the lock and then goes on *without* it, so a long run
+        (10,000 records on a slow disk) must not hold it throughout. Between slices a record
+        may change: a node record whose bytes are no longer those in the backup is left.
+        """
+        import time
+
         root = str(self.db.root)
         dirty: set[str] = set()
-        deleted_nodes: set[str] = set()
-        for a in todo:
-            try:
-                if a.kind is Kind.DELETE_NODE:
-                    outcome = self._delete_node(a, root, dirty)
-                    if outcome.status == "done":
-                        deleted_nodes.add(a.subject.relpath)
-                elif a.kind is Kind.DELETE_LINK:
-                    link: LinkRef = a.subject
-                    outcome = Outcome(a, "done" if _unlink(f"{root}/{link.relpath}", dirty) else "gone")
-                elif a.kind is Kind.DELETE_DISCOVERY:
-                    outcome = self._delete_discovery(a, root)
-                elif a.kind is Kind.DELETE_IFACE:
-                    outcome = self._delete_iface(a, root, dirty)
-                elif a.kind is Kind.DELETE_ENTRY:
-                    outcome = self._delete_entry(a, root, dirty)
-                else:  # DELETE_CONFIG
-                    outcome = Outcome(a, "done" if _unlink(f"{root}/{a.path}", dirty) else "gone")
-            except OSError as exc:
-                outcome = Outcome(a, "failed", f"{exc.filename or a.path}: {exc.strerror}")
-            except IscsikitError as exc:
-                outcome = Outcome(a, "failed", str(exc))
-            record(outcome)
+        pending = iter(todo)
+        left = len(todo)
+        while left:
+            with self.db.transaction():
+                deadline = time.monotonic() + LOCK_SLICE
+                while True:  # at least one deletion per hold
+                    record(self._delete_one(next(pending), root, dirty))
+                    left -= 1
+                    if not left or time.monotonic() >= deadline:
+                        break
         for path in sorted(dirty):
             _fsync_dir(path)
+
+    def _delete_one(self, a: Action, root: str, dirty: set[str]) -> Outcome:
+        try:
+            if a.kind is Kind.DELETE_NODE:
+                changed = self._changed_since_backup(a.subject.relpath, root)
+                if changed:
+                    return Outcome(a, "blocked", changed)
+                return self._delete_node(a, root, dirty)
+            if a.kind is Kind.DELETE_LINK:
+                link: LinkRef = a.subject
+                return Outcome(a, "done" if _unlink(f"{root}/{link.relpath}", dirty) else "gone")
+            if a.kind is Kind.DELETE_DISCOVERY:
+                return self._delete_discovery(a, root)
+            if a.kind is Kind.DELETE_IFACE:
+                return self._delete_iface(a, root, dirty)
+            if a.kind is Kind.DELETE_ENTRY:
+                return self._delete_entry(a, root, dirty)
+            return Outcome(a, "done" if _unlink(f"{root}/{a.path}", dirty) else "gone")  # DELETE_CONFIG
+        except OSError as exc:
+            return Outcome(a, "failed", f"{exc.filename or a.path}: {exc.strerror}")
+        except IscsikitError as exc:
+            return Outcome(a, "failed", str(exc))
+
+    def _changed_since_backup(self, rel: str, root: str) -> str | None:
+        saved = self._backed_up.get(rel)
+        if saved is None:
+            return None
+        try:
+            with open(f"{root}/{rel}", "rb") as fh:
+                now = fh.read()
+        except OSError:
+            return None  # gone: the delete will say so
+        return None if now == saved else f"{rel} changed since the backup was taken; left"
 
     def _delete_node(self, a: Action, root: str, dirty: set[str]) -> Outcome:
         """``idbm_delete_node`` for a known ref: its links first, the record, then empty directories."""

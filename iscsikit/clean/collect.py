@@ -398,9 +398,15 @@ def read_journal(state_dir: Path) -> list[PendingItem]:
 
 
 def write_journal(state_dir: Path, items: Iterable[PendingItem], argv: list[str]) -> None:
+    """Record what is about to be deleted; an error here stops the run before anything changed."""
+    from iscsikit.errors import BackupError
+
     path = state_dir / JOURNAL_FILE
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_json(path, {"started": time.time(), "argv": argv, "pending": [i.to_json() for i in items]})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_json(path, {"started": time.time(), "argv": argv, "pending": [i.to_json() for i in items]})
+    except OSError as exc:
+        raise BackupError(f"cannot write the journal {path}: {exc.strerror}; nothing was changed") from None
 
 
 def clear_journal(state_dir: Path) -> None:

@@ -296,3 +296,48 @@ def test_an_explicit_backup_path_is_used_and_never_overwritten(run: Run, host: S
     with pytest.raises(BackupError, match="already exists"):
         ex.apply(run.plan(Selection()))
     assert [r.target for r in host.db.nodes()] == [f"{T}:b"], "nothing is removed without a backup"
+
+
+def test_the_lock_is_given_back_between_slices_and_changed_records_are_left(
+    run: Run, host: SyntheticHost, monkeypatch: Any
+) -> None:
+    import iscsikit.clean.apply as apply_module
+    from iscsikit.db.lock import DbLock
+
+    for i in range(5):
+        host.db.new_node(f"{T}:v{i}", f"10.0.0.{i}:3260,1")
+    the_plan = run.plan(Selection())
+    real_write = apply_module.write_backup
+
+    def write_then_someone_edits(*args: Any) -> Path:
+        path = real_write(*args)
+        host.db.update(host.db.nodes(f"{T}:v3")[0], {"node.startup": "automatic"})  # iscsiadm -o update, say
+        return path
+
+    acquired = []
+    real_acquire = DbLock.acquire
+
+    def counting_acquire(self: DbLock, timeout: float | None = None) -> None:
+        acquired.append(self.held)
+        real_acquire(self, timeout)
+
+    monkeypatch.setattr(apply_module, "write_backup", write_then_someone_edits)
+    monkeypatch.setattr(apply_module, "LOCK_SLICE", 0.0)
+    monkeypatch.setattr(DbLock, "acquire", counting_acquire)
+    report = run.executor().apply(the_plan)
+    assert acquired.count(False) >= 6, "one hold for the backup, then one per slice"
+    assert [o.status for o in report.outcomes] == ["done"] * 3 + ["blocked", "done"]
+    assert "changed since the backup was taken" in report.outcomes[3].message
+    assert [r.target for r in host.db.nodes()] == [f"{T}:v3"]
+
+
+def test_an_unwritable_state_dir_stops_the_run_before_any_change(run: Run, host: SyntheticHost) -> None:
+    from iscsikit.errors import BackupError
+
+    host.db.new_node(f"{T}:a", "10.0.0.1:3260,1")
+    sid = host.session(f"{T}:a", "10.0.0.1:3260,1")
+    the_plan = run.plan(Selection())
+    (host.state / "clean").write_text("a file where a directory belongs")
+    with pytest.raises(BackupError, match=r"cannot write the journal .*nothing was changed"):
+        run.executor().apply(the_plan)
+    assert sessions(host) == [f"session{sid}"] and host.db.nodes() and run.runner.calls == []
