@@ -5,9 +5,18 @@
 The controller (ReplicatedBackend, in this process, on uvloop when installed) fills every other
 MiB of the volume on one replica server, then rebuilds a fresh replica server from it; both
 servers are `iscsikit replica serve` processes on loopback. The reference, in the same run, is a
-local `cp --sparse=always` of the source's data file (page cache hot, like the rebuild's reads).
-Also measured: the rebuild of a replica that returns with identical data (checksums match,
-nothing is copied). Goal: fresh rebuild >= 0.5x the speed of cp. Prints a markdown table.
+local `cp --sparse=always` of the source's data file (page cache hot, like the rebuild's reads),
+and the same cp followed by an fsync of the copy (a rebuild must make its copy durable before the
+replica may serve: it ends with a flush). Measured, each run in turn:
+
+* a fresh replica rebuilt by pull (the replica copies straight from the source, the default);
+* a fresh replica rebuilt by relay (through the controller: what replicas that cannot reach each
+  other do, and the only way before protocol revision 2);
+* a replica that returns with identical data (checksums match, nothing is copied).
+
+Goal: fresh rebuild (pull) >= 0.5x the speed of cp. Prints a markdown table with medians, the
+CPU seconds the processes used (controller + both replica servers; cp itself), and the load
+average before each run: on a shared machine the figures move with it.
 """
 
 from __future__ import annotations
@@ -15,8 +24,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import subprocess
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from bench._util import median, table
 from bench.replica_common import MiB, Procs
@@ -38,10 +51,10 @@ async def fill(addresses: list[str], size: int) -> None:
     await b.close()
 
 
-async def rebuild_time(source: str, target: str) -> tuple[float, dict[str, object]]:
+async def rebuild_time(source: str, target: str, pull: bool = True) -> tuple[float, dict[str, object]]:
     from iscsikit.replica.controller import Mode, ReplicatedBackend
 
-    b = ReplicatedBackend([source], force_start=True)
+    b = ReplicatedBackend([source], force_start=True, rebuild_pull=pull)
     await b.open()
     started = time.perf_counter()
     r = await b.add_replica(target)
@@ -57,6 +70,45 @@ async def rebuild_time(source: str, target: str) -> tuple[float, dict[str, objec
     return seconds, info
 
 
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of a live process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Sample:
+    """Wall seconds, CPU seconds and the 1-minute load average before, per run."""
+
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+        self.load: list[float] = []
+
+    def measure(self, fn: Callable[[], Any], pids: list[int], children: bool = False) -> Any:
+        self.load.append(os.getloadavg()[0])
+        before = sum(cpu_seconds(p) for p in pids) + (children_cpu() if children else 0.0)
+        started = time.perf_counter()
+        result = fn()
+        self.wall.append(time.perf_counter() - started)
+        self.cpu.append(sum(cpu_seconds(p) for p in pids) + (children_cpu() if children else 0.0) - before)
+        return result
+
+
+def cp_copy(image: Path, copy: Path, sync: bool) -> None:
+    subprocess.run(["cp", "--sparse=always", str(image), str(copy)], check=True)
+    if sync:
+        fd = os.open(copy, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
@@ -64,47 +116,57 @@ def main() -> None:
     args = parser.parse_args()
     size = args.size_mib * MiB
     data_bytes = size // 2
+    run: Callable[..., Any] = asyncio.run
     try:
         import uvloop
 
         run = uvloop.run
     except ImportError:
-        run = asyncio.run
-    cp_s: list[float] = []
-    fresh_s: list[float] = []
-    same_s: list[float] = []
+        pass
+    cp, cp_sync, pull, relay, same = Sample(), Sample(), Sample(), Sample(), Sample()
+    me = os.getpid()
     with Procs() as procs:
-        src, _ = procs.replica("source", size)
+        src, src_proc = procs.replica("source", size)
         run(fill([src], size))
         image = procs.workdir / "source" / "volume.img"
         subprocess.run(["cat", str(image)], stdout=subprocess.DEVNULL, check=True)  # page cache hot
         for i in range(args.runs):
-            copy = procs.workdir / f"copy{i}.img"
-            started = time.perf_counter()
-            subprocess.run(["cp", "--sparse=always", str(image), str(copy)], check=True)
-            cp_s.append(time.perf_counter() - started)
-            copy.unlink()
-            addr, proc = procs.replica(f"fresh{i}", size)
-            seconds, info = run(rebuild_time(src, addr))
-            assert info["copied_bytes"] == data_bytes, info
-            fresh_s.append(seconds)
-            seconds, info = run(rebuild_time(src, addr))  # the same replica again: all checksums match
-            assert info["copied_bytes"] == 0, info
-            same_s.append(seconds)
-            procs.kill(proc)
-            subprocess.run(["rm", "-rf", str(procs.workdir / f"fresh{i}")], check=True)
+            for sample, sync in ((cp, False), (cp_sync, True)):
+                copy = procs.workdir / f"copy{i}.img"
+                sample.measure(lambda copy=copy, sync=sync: cp_copy(image, copy, sync), [], children=True)  # type: ignore[misc]
+                copy.unlink()
+            for sample, pulled in ((pull, True), (relay, False)):
+                addr, proc = procs.replica(f"fresh{i}{'p' if pulled else 'r'}", size)
+                pids = [me, src_proc.pid, proc.pid]
+                seconds, info = sample.measure(lambda a=addr, p=pulled: run(rebuild_time(src, a, p)), pids)  # type: ignore[misc]
+                assert info["copied_bytes"] == data_bytes, info
+                assert info["via"] == ("pull" if pulled else "relay"), info
+                sample.wall[-1] = seconds  # from add_replica to RW, without the controller's start
+                if pulled:  # the same replica again: all checksums match
+                    seconds, info = same.measure(lambda a=addr: run(rebuild_time(src, a)), pids)  # type: ignore[misc]
+                    assert info["copied_bytes"] == 0, info
+                    same.wall[-1] = seconds
+                procs.kill(proc)
+                subprocess.run(["rm", "-rf", str(procs.workdir / f"fresh{i}{'p' if pulled else 'r'}")], check=True)
     mb = data_bytes / 1e6
-    cp_rate = mb / median(cp_s)
+    base = median(cp.wall)
+
+    def row(name: str, s: Sample) -> tuple[str, ...]:
+        w = median(s.wall)
+        return (name, f"{w:.2f}", f"{mb / w:.0f}", f"{base / w:.2f}", f"{median(s.cpu):.2f}",
+                " ".join(f"{x:.1f}" for x in s.load))  # fmt: skip
+
     rows = [
-        ("cp --sparse=always (local file)", f"{median(cp_s):.2f}", f"{cp_rate:.0f}", "1.00"),
-        ("rebuild of a fresh replica", f"{median(fresh_s):.2f}", f"{mb / median(fresh_s):.0f}",
-         f"{median(cp_s) / median(fresh_s):.2f}"),
-        ("rebuild of a returning identical replica", f"{median(same_s):.2f}", f"{mb / median(same_s):.0f}",
-         f"{median(cp_s) / median(same_s):.2f}"),
-    ]  # fmt: skip
+        row("cp --sparse=always (local file)", cp),
+        row("cp --sparse=always + fsync of the copy", cp_sync),
+        row("rebuild of a fresh replica, by pull", pull),
+        row("rebuild of a fresh replica, by relay", relay),
+        row("rebuild of a returning identical replica", same),
+    ]
     print(table([f"{args.size_mib} MiB volume, {data_bytes // MiB} MiB of data", "seconds (median)", "MB/s",
-                 "vs cp"], rows))  # fmt: skip
-    print(f"\nfresh rebuild / cp speed = {median(cp_s) / median(fresh_s):.2f} (goal >= 0.5)")
+                 "vs cp", "CPU s (median)", "load avg per run"], rows))  # fmt: skip
+    print(f"\nfresh rebuild by pull / cp speed = {base / median(pull.wall):.2f} (goal >= 0.5); "
+          f"per run: {' '.join(f'{c / p:.2f}' for c, p in zip(cp.wall, pull.wall, strict=True))}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -135,6 +135,7 @@ REPLICA_COLUMNS = [
     Column("mode", "MODE"),
     Column("revision", "REVISION"),
     Column("rebuild_progress", "REBUILD", lambda v: "" if v is None else f"{100 * v:.0f}%"),
+    Column("rebuild", "VIA", lambda v: "" if not v else str(v.get("via", ""))),  # pull or relay
     Column("last_error", "LAST ERROR"),
 ]
 

@@ -436,9 +436,7 @@ class ReplicatedBackend(Backend):
             return
         self._closing = True
         tasks = [t for t in [self._monitor, *(r.rebuild_task for r in self.replicas)] if t is not None]
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _cancel_all(tasks)
         if self._opened:
             members = self._members()
             results = await asyncio.gather(
@@ -460,7 +458,7 @@ class ReplicatedBackend(Backend):
 
     async def _monitor_loop(self) -> None:
         next_ping = 0.0
-        while True:
+        while not self._closing:
             await asyncio.sleep(min(self.ping_interval, self.reconnect_interval))
             if time.monotonic() >= next_ping:
                 next_ping = time.monotonic() + self.ping_interval
@@ -582,6 +580,16 @@ class ReplicatedBackend(Backend):
             "min_replicas": self.min_replicas,
             "replicas": [r.to_json() for r in self.replicas],
         }
+
+
+async def _cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel tasks and wait until they ended. Python 3.11's ``wait_for`` can swallow a
+    cancellation that lands just as what it waits for completes, so cancel again until done."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
 
 
 def _writer(offset: int, data: bytes, fua: bool) -> Callable[[ReplicaClient], Awaitable[None]]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import mmap
+import os
 import socket
 import struct
 import threading
@@ -220,18 +221,12 @@ def _send_read(sock: socket.socket, store: ReplicaStore, req: p.Frame) -> None:
     out, fd = sock.fileno(), store.fileno()
     while sent < n:
         try:
-            k = _sendfile(out, fd, req.offset + sent, n - sent)
+            k = os.sendfile(out, fd, req.offset + sent, n - sent)
         except BlockingIOError:
             raise TimeoutError("the peer took nothing within the timeout") from None
         if k == 0:
             raise OSError(f"the data file ended at {req.offset + sent}")
         sent += k
-
-
-def _sendfile(out: int, fd: int, offset: int, count: int) -> int:
-    import os
-
-    return os.sendfile(out, fd, offset, count)
 
 
 # --------------------------------------------------------------------------------------
@@ -250,10 +245,7 @@ class _SourceConnection:
         self._bufs = [memoryview(mmap.mmap(-1, PIECE)) for _ in range(BUFFERS)]
 
     def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self.shutdown()
         self.sock.close()
 
     def shutdown(self) -> None:
@@ -278,12 +270,16 @@ class _SourceConnection:
 
     def call(self, op: p.Op, *, offset: int = 0, length: int | None = None, payload: bytes = b"") -> bytes:
         self.send(op, offset=offset, length=length, payload=payload)
+        return self.answer()
+
+    def answer(self) -> bytes:
+        """The payload of the next answer (to the oldest request); an error answer raises."""
         header = self.header()
         body = self.payload(header)
         if header.frame.status != p.Status.OK:
+            f = header.frame
             text = body.decode("utf-8", "replace")
-            status = header.frame.status.name
-            raise ReplicaPeerError(f"{op.name} {offset}+{length or 0} failed on the source: {status}: {text}")
+            raise ReplicaPeerError(f"{f.op.name} {f.offset}+{f.length} failed on the source: {f.status.name}: {text}")
         return body
 
     def copy(self, runs: Extents, writer: _Writer, cancelled: Callable[[], bool]) -> int:
@@ -463,17 +459,20 @@ class Puller:
         for hs, hn in intersect(holes(s_ext, start, end), t_ext):
             _local(store.unmap, hs, hn)
             unmapped += hn
+        # Where both have data, compare CRC32C per granule: the source computes its checksums
+        # while this side computes its own (all requests first, answers after).
+        both = [(ds, dn) for ds, dn in s_ext if intersect([(ds, dn)], t_ext)]
+        for ds, dn in both:
+            conn.send(p.Op.CHECKSUM, offset=ds, length=dn, payload=p.granule_payload(GRANULE))
+        ours = [_local(store.checksums, ds, dn, GRANULE) for ds, dn in both]
+        differ = {
+            (ds, dn): differing_runs(ds, dn, GRANULE, p.unpack_checksums(conn.answer()), mine)
+            for (ds, dn), mine in zip(both, ours, strict=True)
+        }
         runs: Extents = []
         skipped = 0
         for ds, dn in s_ext:
-            if intersect([(ds, dn)], t_ext):
-                theirs = p.unpack_checksums(
-                    conn.call(p.Op.CHECKSUM, offset=ds, length=dn, payload=p.granule_payload(GRANULE))
-                )
-                ours = _local(store.checksums, ds, dn, GRANULE)
-                diff = differing_runs(ds, dn, GRANULE, theirs, ours)
-            else:
-                diff = [(ds, dn)]
+            diff = differ.get((ds, dn), [(ds, dn)])
             runs += diff
             skipped += dn - sum(n for _, n in diff)
 

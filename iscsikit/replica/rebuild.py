@@ -61,7 +61,7 @@ async def rebuild(ctrl: ReplicatedBackend, r: Replica) -> None:
                 await _rebuild_once(ctrl, r)
                 return
             except _SourceLost:
-                if r.client is None:
+                if r.client is None or ctrl._closing:
                     return
                 log.warning("rebuild of %s lost its source; starting again from another replica", r.address)
                 await asyncio.sleep(min(ctrl.reconnect_interval, 1.0))

@@ -4,11 +4,12 @@ Spec syntax (``iscsikit target serve --lun 1=SPEC``)::
 
     replicated:tcp://HOST:PORT,tcp://HOST:PORT[,...][,size=SIZE][,min_replicas=M][,timeout=SECONDS]
                [,flush_timeout=SECONDS][,start_timeout=SECONDS][,auto_rebuild=yes|no]
-               [,force_start=yes|no][,block_size=512|4096]
+               [,force_start=yes|no][,block_size=512|4096][,rebuild_pull=yes|no]
 
 ``size`` is optional (taken from the replicas) and, when given, must match them.
 ``force_start=yes`` starts even when members of the newest epoch are unreachable: unsafe, it
-may serve data older than acknowledged writes (see docs/replication.md).
+may serve data older than acknowledged writes (see docs/replication.md). ``rebuild_pull=no``
+makes every rebuild copy through the controller (relay) instead of replica to replica.
 
 This module is imported by :mod:`iscsikit.target.backends`, so it must stay light: the
 controller itself is imported only when a replicated LUN is built.
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 OPTIONS = frozenset(
     {"path", "size", "min_replicas", "timeout", "flush_timeout", "start_timeout", "auto_rebuild",
-     "force_start", "block_size"}
+     "force_start", "block_size", "rebuild_pull"}
 )  # fmt: skip
 
 
@@ -96,6 +97,7 @@ def replicated_backend(options: Mapping[str, str], where: str) -> ReplicatedBack
         start_timeout=_seconds(options, "start_timeout", 30.0, where),
         auto_rebuild=_bool(options, "auto_rebuild", True, where),
         force_start=_bool(options, "force_start", False, where),
+        rebuild_pull=_bool(options, "rebuild_pull", True, where),
         block_size=block,
     )
 

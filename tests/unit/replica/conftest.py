@@ -42,11 +42,10 @@ async def all_rw(backend: ReplicatedBackend, n: int | None = None) -> None:
 
 async def crash(backend: ReplicatedBackend) -> None:
     """The controller process dies: no flush, no clean close, connections just drop."""
-    tasks = [t for t in [backend._monitor, *(r.rebuild_task for r in backend.replicas)] if t is not None]
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    from iscsikit.replica.controller import _cancel_all
+
     backend._closing = True
+    await _cancel_all([t for t in [backend._monitor, *(r.rebuild_task for r in backend.replicas)] if t is not None])
     backend._close_clients()
 
 
