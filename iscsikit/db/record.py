@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import operator
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal, cast
 
@@ -205,7 +205,19 @@ class Record:
         keys, defaults = _template(self.kind, schema.name_is_ipv6(self.iface_hint))
         index, template = _fragments(keys, defaults)
         infos = self._infos
-        if infos is not None:  # from the line cache: C-level dict operations only
+        if infos is not None:  # from the line cache: C-level calls only
+            signature = tuple(map(_key_of, infos))
+            plan = _JSON_PLANS.get((id(keys), signature))
+            if plan is None:
+                plan = _json_plan(keys, template, signature, self.kind)
+                if len(_JSON_PLANS) < 10_000:
+                    _JSON_PLANS[(id(keys), signature)] = plan
+            texts = list(map(_clear_text_of if show_secrets else _masked_text_of, infos))
+            texts.extend(template)
+            texts.append(_cached_pair("iface.iscsi_ifacename", self.iface_hint or EMPTY))
+            texts.append(_cached_pair("iface.transport_name", EMPTY))
+            return "{" + ", ".join(plan(texts)) + "}"
+        if infos is not None:
             by_position = dict(_FRAGMENT_BASES[id(keys)])
             hint = self.iface_hint or EMPTY
             by_position[index["iface.iscsi_ifacename"]] = _cached_pair("iface.iscsi_ifacename", hint)
@@ -293,8 +305,10 @@ def parse_record(
 _Pair = tuple[str, str] | tuple[()]
 _Frag = tuple[int, str] | tuple[()]
 # (key, value), (key, shown), (key, secret), flag, (position, JSON fragment), (position, clear fragment)
-_LineInfo = tuple[_Pair, _Pair, _Pair, str, _Frag, _Frag]
-_NOT_FAST: Final = ((), (), (), "x", (), ())
+# ... and three more for the JSON of -o show: the key ("" for comments), its fragment (masked),
+# and its fragment with secrets shown
+_LineInfo = tuple[_Pair, _Pair, _Pair, str, _Frag, _Frag, str, str, str]
+_NOT_FAST: Final = ((), (), (), "x", (), (), "", "", "")
 _LINE_CACHES: dict[int, dict[str, _LineInfo]] = {}
 _BAD_LINES: dict[int, set[str]] = {}
 _LINE_CACHE_LIMIT: Final = 400_000
@@ -304,6 +318,12 @@ _secret_of = operator.itemgetter(2)
 _flag_of = operator.itemgetter(3)
 _frag_of = operator.itemgetter(4)
 _secret_frag_of = operator.itemgetter(5)
+_key_of = operator.itemgetter(6)
+_masked_text_of = operator.itemgetter(7)
+_clear_text_of = operator.itemgetter(8)
+# (key set, keys of the lines in file order) -> positions that put fragments in -o show order
+_Plan = Callable[[list[str]], tuple[str, ...]]
+_JSON_PLANS: dict[tuple[int, tuple[str, ...]], _Plan] = {}
 
 
 # json.dumps(str) is this C function behind a Python wrapper; called directly it is several times faster
@@ -317,7 +337,7 @@ def _json_pair(key: str, value: str) -> str:
 def _line_info(line: str, keys: KeySet, index: Mapping[str, int]) -> _LineInfo:
     """What one line contributes (``flag``: "" fine, "p" has a problem, "x" not fast)."""
     if not line or line[0] == "#":
-        return ((), (), (), "", (), ())
+        return ((), (), (), "", (), (), "", "", "")
     if len(line) > _FAST_MAX_LINE or "\x00" in line or "\x01" in line:
         return _NOT_FAST
     key, sep, value = line.partition(" = ")
@@ -338,7 +358,10 @@ def _line_info(line: str, keys: KeySet, index: Mapping[str, int]) -> _LineInfo:
     clear: _Pair = () if secret is None else (key, secret)
     frag: _Frag = () if display is None else (index[key], _json_pair(key, display))
     clear_frag: _Frag = () if secret is None else (index[key], _json_pair(key, secret))
-    return ((key, value), shown, clear, "p" if problem is not None else "", frag, clear_frag)
+    masked_text = frag[1] if frag else ""
+    clear_text = clear_frag[1] if clear_frag else masked_text
+    flag = "p" if problem is not None else ""
+    return ((key, value), shown, clear, flag, frag, clear_frag, key, masked_text, clear_text)
 
 
 def _parse_cached(text: str, rec: Record) -> bool:
@@ -761,6 +784,25 @@ def _fragments(keys: KeySet, template: Mapping[str, str]) -> tuple[dict[str, int
 
 
 _FRAGMENT_BASES: dict[int, dict[int, str]] = {}
+
+
+def _json_plan(keys: KeySet, template: list[str], signature: tuple[str, ...], kind: RecordKind) -> _Plan:
+    """Where each -o show key's fragment is in [line fragments..., defaults..., ifacename, transport]."""
+    show_order = [k.name for k in keys.keys if not k.hidden]
+    from_line = {key: i for i, key in enumerate(signature) if key}
+    base = len(signature)
+    hint_slot = base + len(template)
+    positions = []
+    for i, key in enumerate(show_order):
+        if key in from_line:
+            positions.append(from_line[key])
+        elif key == "iface.iscsi_ifacename":
+            positions.append(hint_slot)
+        elif key == "iface.transport_name" and kind is RecordKind.IFACE:
+            positions.append(hint_slot + 1)
+        else:
+            positions.append(base + i)
+    return cast("_Plan", operator.itemgetter(*positions))
 
 
 def _cached_pair(key: str, value: str) -> str:

@@ -107,7 +107,8 @@ def _value_strategy(spec: KeySpec) -> st.SearchStrategy[str]:
     printable = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
     inner = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30)
     limit = spec.max_bytes
-    text = st.tuples(printable, inner, printable).map(lambda t: (t[0] + t[1] + t[2])[:limit])
+    # printable at both ends (iscsiadm strips blanks), at most the C field's size
+    text = st.tuples(printable, inner, printable).map(lambda t: t[0] + t[1][: max(0, limit - 2)] + t[2])
     return text if spec.default else text | st.just("")
 
 
