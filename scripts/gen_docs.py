@@ -105,10 +105,10 @@ def build_tree() -> Node:
         node.options.append(
             Opt(["-h", "--help"], False, False, [], "Show the help of this command and exit.", "", None)
         )
-        commands = getattr(cmd, "commands", {})
-        for name in sorted(commands):
-            sub = commands[name]
-            if not getattr(sub, "hidden", False):
+        names = cmd.list_commands(None) if hasattr(cmd, "list_commands") else []
+        for name in sorted(names):
+            sub = cmd.get_command(None, name)
+            if sub is not None and not getattr(sub, "hidden", False):
                 node.children.append(walk(sub, [*path, name]))
         return node
 

@@ -7,21 +7,92 @@ command (``iscsikit node list --json``): :func:`main` moves them in front.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
 from iscsikit import __version__
-from iscsikit.cli import clean, config_cmd, device, discovery, doctor, iface, initiator, node, replica, session, target
 from iscsikit.cli.context import AppContext
+
+# Every command, loaded only when invoked: building typer's tree for all of them costs ~140 ms
+# of start-up. name -> (module, attribute: a Typer group or a command function, one-line help
+# for `iscsikit --help`; tests/unit/core/test_cli.py checks it matches the command's own help).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "doctor": (
+        "iscsikit.cli.doctor",
+        "doctor",
+        "Check iscsiadm, iscsid, initiator name, kernel, DB root, lock dir, udev and multipathd.",
+    ),
+    "discover": (
+        "iscsikit.cli.initiator",
+        "discover",
+        "Ask a portal (SendTargets) or an iSNS server which targets it offers.",
+    ),
+    "login": ("iscsikit.cli.initiator", "login", "Log in to a target (node records must exist: run discover first)."),
+    "logout": ("iscsikit.cli.initiator", "logout", "Log out of a target's sessions (or one session by --sid)."),
+    "session": ("iscsikit.cli.session", "app", "iSCSI sessions (read from sysfs; no iscsiadm or iscsid needed)."),
+    "device": ("iscsikit.cli.device", "app", "iSCSI block devices (from sysfs, /dev/disk and mountinfo)."),
+    "node": (
+        "iscsikit.cli.node",
+        "app",
+        "open-iscsi node records (read and written directly, as iscsiadm 2.1.8 does).",
+    ),
+    "discovery": ("iscsikit.cli.discovery", "app", "open-iscsi discovery records (SendTargets and iSNS servers)."),
+    "iface": ("iscsikit.cli.iface", "app", "open-iscsi iface records (default and iser are built in)."),
+    "clean": (
+        "iscsikit.cli.clean",
+        "clean",
+        "Garbage-collect iSCSI state: sessions, devices, multipath maps, records, attachments.",
+    ),
+    "restore": (
+        "iscsikit.cli.clean",
+        "restore",
+        "Put back the records a clean removed (node, discovery and iface records, links, attachments).",
+    ),
+    "target": ("iscsikit.cli.target", "app", "The built-in userspace iSCSI target."),
+    "replica": ("iscsikit.cli.replica", "app", "Replica servers and the replicated LUNs of a running target."),
+    "config": ("iscsikit.cli.config_cmd", "app", "Show and edit iscsikit's config file (comments and order are kept)."),
+}
+
+
+def _noop() -> None:
+    pass
+
+
+def build_command(name: str) -> Any:
+    """Import one command's module and build its click command (a group for a Typer)."""
+    module, attr, _ = COMMANDS[name]
+    obj = getattr(importlib.import_module(module), attr)
+    holder = typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False)
+    holder.callback()(_noop)  # always a group, so a one-command Typer stays a group too
+    if isinstance(obj, typer.Typer):
+        holder.add_typer(obj, name=name)
+    else:
+        holder.command(name)(obj)
+    return typer.main.get_command(holder).commands[name]  # type: ignore[attr-defined]
 
 
 class _RootGroup(TyperGroup):
-    """Turns IscsikitError from any command into the documented output and exit code."""
+    """Loads commands lazily, and turns IscsikitError from any command into the documented output."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS) + [n for n in super().list_commands(ctx) if n not in COMMANDS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None and cmd_name in COMMANDS:
+            cmd = self.commands[cmd_name] = build_command(cmd_name)
+        return cmd
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = [(name, help_text) for name, (_, _, help_text) in COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: typer.Context) -> object:  # type: ignore[override]
         from iscsikit.errors import IscsikitError
@@ -123,23 +194,6 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level)
     logger.propagate = False
-
-
-# --- command groups -------------------------------------------------------------------
-app.command("doctor")(doctor.doctor)
-app.add_typer(config_cmd.app, name="config")
-app.command("discover")(initiator.discover)
-app.command("login")(initiator.login)
-app.command("logout")(initiator.logout)
-app.add_typer(session.app, name="session")
-app.add_typer(device.app, name="device")
-app.add_typer(target.app, name="target")
-app.add_typer(replica.app, name="replica")
-app.add_typer(node.app, name="node")
-app.add_typer(discovery.app, name="discovery")
-app.add_typer(iface.app, name="iface")
-app.command("clean")(clean.clean)
-app.command("restore")(clean.restore)
 
 
 # --- entry point ----------------------------------------------------------------------

@@ -64,7 +64,12 @@ def console(stderr: bool = False) -> Console:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    """One JSON document: indented for a person at a terminal, compact (and much faster:
+    ``indent`` forces Python's pure-Python encoder) when piped to a program."""
+    if sys.stdout.isatty():
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(json.dumps(data, separators=(",", ":"), default=str) + "\n")
 
 
 def emit(

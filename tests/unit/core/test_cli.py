@@ -89,3 +89,29 @@ def test_plain_output_when_piped(tmp_path: Path) -> None:
     lines = res.stdout.splitlines()
     assert lines[0] == "CHECK\tSTATUS\tDETAIL\tFIX"
     assert any(line.startswith("kernel-iscsi\tFAIL\t") for line in lines)
+
+
+def test_lazy_command_table_matches_the_commands() -> None:
+    """`iscsikit --help` shows the table's one-liners without importing commands; they must not drift."""
+    from iscsikit.cli.main import COMMANDS, build_command
+
+    for name, (_, _, help_text) in COMMANDS.items():
+        cmd = build_command(name)
+        assert cmd.name == name
+        assert cmd.get_short_help_str(500) == help_text, name
+
+
+def test_only_the_invoked_command_is_imported() -> None:
+    code = (
+        "import sys; from iscsikit.cli.main import main\n"
+        "try: main(['config', 'get', 'host'])\n"
+        "except SystemExit: pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('iscsikit.cli.')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = out.strip().splitlines()[-1]
+    assert (
+        "iscsikit.cli.config_cmd" in loaded
+        and "iscsikit.cli.node" not in loaded
+        and "iscsikit.cli.target" not in loaded
+    )
