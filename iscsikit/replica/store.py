@@ -282,7 +282,7 @@ class ReplicaStore:
             while done < n:
                 done += os.pwrite(fd, data[done:], offset + done)
         except OSError as exc:
-            if exc.errno != errno.EINVAL or done:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP) or done:
                 raise
             self._direct_ok = False  # alignment rules of this device/filesystem differ: stay buffered
             self.write(offset, data)

@@ -79,3 +79,39 @@ def test_malformed_metadata_is_named(tmp_path: Path) -> None:
     (tmp_path / META_FILE).write_text('{"replica_id": "x", "size": 1048576, "members": [], "state": "odd"}')
     with pytest.raises(ReplicaError, match=r"replica.json: unknown state 'odd'"):
         ReplicaStore.open(tmp_path)
+
+
+@pytest.mark.parametrize("where", ["tmp", "shm"])
+def test_bulk_writes_read_back_with_or_without_o_direct(tmp_path: Path, where: str) -> None:
+    import mmap
+    import os
+    import tempfile
+
+    if where == "shm":  # tmpfs: no O_DIRECT on older kernels, the store falls back to buffered writes
+        if not os.path.isdir("/dev/shm"):
+            pytest.skip("no /dev/shm")
+        root = Path(tempfile.mkdtemp(dir="/dev/shm"))
+    else:
+        root = tmp_path
+    try:
+        store = ReplicaStore.open(root / "r", 8 * MiB)
+        store.write(0, b"old" * 10000)  # cached pages the direct write must not leave stale
+        buf = mmap.mmap(-1, MiB)
+        data = os.urandom(MiB)
+        buf[:] = data
+        with memoryview(buf) as view:
+            store.write_bulk(0, view)  # aligned: O_DIRECT where the filesystem has it
+            store.write_bulk(3 * MiB + 512, view[: 64 << 10])  # unaligned: buffered
+        assert store.read(0, MiB) == data
+        assert store.read(3 * MiB + 512, 64 << 10) == data[: 64 << 10]
+        assert store.checksums(0, MiB, 64 << 10) == [crc32c(data[i : i + (64 << 10)]) for i in range(0, MiB, 64 << 10)]
+        assert store.revision == 3
+        store.flush()
+        store.close()
+        assert (root / "r" / DATA_FILE).read_bytes()[:MiB] == data
+        buf.close()
+    finally:
+        if where == "shm":
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)
