@@ -9,15 +9,14 @@ UUIDv5 (for memory LUNs, which have no file to sit next to).
 Example::
 
     >>> ident = LuIdentity.from_name("iqn.2026-11.org.example:disk/1")
-    >>> ident.naa.hex()[:1], len(ident.naa)
-    ('3', 8)
+    >>> ident.naa.hex()[:7], len(ident.naa)
+    ('6000000', 16)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +42,14 @@ class LuIdentity:
 
     @property
     def naa(self) -> bytes:
-        """8-byte NAA 3h (locally assigned) designator: 4 bits of NAA, 60 bits from the UUID."""
-        return struct.pack(">Q", (0x3 << 60) | (self.uuid.int & ((1 << 60) - 1)))
+        """16-byte NAA 6h (IEEE Registered Extended) designator: company ID 0, 100 bits from the UUID.
+
+        Not NAA 3h (locally assigned): Linux ranks that no higher than the T10 vendor id
+        (``designator_prio`` in drivers/scsi/scsi_lib.c) and picks the T10 one for
+        ``device/wwid``, so the disk would have no WWN there. NAA 6h outranks it, as with tgt.
+        """
+        value = (0x6 << 124) | (self.uuid.int & ((1 << 100) - 1))
+        return value.to_bytes(16, "big")
 
     @property
     def serial(self) -> str:
@@ -53,7 +58,7 @@ class LuIdentity:
 
     @property
     def wwn(self) -> str:
-        """How Linux names the disk: ``naa.3...`` (udev builds ``wwn-0x3...`` from it)."""
+        """How Linux names the disk: ``naa.6...`` (udev builds ``wwn-0x6...`` from it)."""
         return "naa." + self.naa.hex()
 
     @classmethod

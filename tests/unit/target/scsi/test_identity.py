@@ -44,7 +44,7 @@ def test_identity_formats() -> None:
     ident = LuIdentity.from_name("iqn.2026-11.org.example:disk/1")
     assert ident == LuIdentity.from_name("iqn.2026-11.org.example:disk/1")
     assert ident != LuIdentity.from_name("iqn.2026-11.org.example:disk/2")
-    assert len(ident.naa) == 8 and ident.naa[0] >> 4 == 3
+    assert len(ident.naa) == 16 and ident.naa[0] >> 4 == 6
     assert ident.wwn == "naa." + ident.naa.hex()
     assert len(ident.serial) == 32 and ident.serial.isalnum()
     assert LuIdentity.parse(str(ident.uuid)) == ident

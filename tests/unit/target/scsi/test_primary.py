@@ -110,8 +110,8 @@ def test_serial_and_naa_come_from_the_identity(disk: Disk) -> None:
     page = good(disk.cmd(inquiry(1, 0x83)))
     assert page[:2] == bytes([0, 0x83]) and struct.unpack(">H", page[2:4])[0] == len(page) - 4
     # first designator: NAA, binary, LU association
-    assert page[4:8] == bytes([0x01, 0x03, 0x00, 0x08]) and page[8:16] == ident.naa
-    assert ident.naa[0] >> 4 == 0x3
+    assert page[4:8] == bytes([0x01, 0x03, 0x00, 0x10]) and page[8:24] == ident.naa
+    assert ident.naa[0] >> 4 == 0x6  # outranks the T10 designator in Linux's choice of device/wwid
 
 
 def test_lu_designators_are_identical_across_restarts_and_portals() -> None:
