@@ -50,10 +50,11 @@ log = logging.getLogger("iscsikit.replica.pull")
 #: Bytes per READ of a pull, and how many READs are in flight on one connection.
 PIECE = 1 << 20
 WINDOW = 8
-#: Receive buffers per connection: pieces received while earlier ones are being written.
-BUFFERS = 4
-#: Threads writing received pieces (each O_DIRECT write waits for the disk).
-WRITERS = 2
+#: Receive buffers per connection: pieces received while earlier ones are being written. As many
+#: as the window, so the receiver never waits for the disk in the middle of a PULL.
+BUFFERS = 8
+#: Threads writing received pieces (each O_DIRECT write waits for the disk): the disk's queue depth.
+WRITERS = 4
 #: Largest request payload a granted peer may send (CHECKSUM carries 4 bytes).
 _MAX_PEER_PAYLOAD = 4096
 #: A granted connection that says nothing for this long is closed.
@@ -326,7 +327,7 @@ class _Writer:
 
     def __init__(self, store: ReplicaStore) -> None:
         self.store = store
-        # Two, so the disk has two O_DIRECT writes to work on while the receiver goes on.
+        # Several, so the disk has several O_DIRECT writes to work on while the receiver goes on.
         self._pool = ThreadPoolExecutor(WRITERS, thread_name_prefix="replica-pull-write")
 
     def submit(self, pos: int, data: memoryview) -> Future[None]:
