@@ -98,7 +98,9 @@ def emit(
         for row in rows:
             table.add_row(*(col.cell(row) for col in columns))
         if not rows:
-            console().print(f"[dim]{title + ': ' if title else ''}nothing found[/dim]")
+            from rich.markup import escape
+
+            console().print(f"[dim]{escape(title) + ': ' if title else ''}nothing found[/dim]")
             return
         console().print(table)
     else:
@@ -119,15 +121,14 @@ def emit_mapping(actx: AppContext, mapping: Mapping[str, Any]) -> None:
 
 
 def note(actx: AppContext, message: str) -> None:
-    """A human message on stderr; silent with -q."""
+    """A human message on stderr, printed as is (no rich markup: ``[fd00::5]`` is an address,
+    not a style); silent with -q."""
     if actx.quiet:
         return
     if sys.stderr.isatty():
-        console(stderr=True).print(message)
+        console(stderr=True).print(message, markup=False)
     else:
-        from rich.text import Text
-
-        sys.stderr.write(Text.from_markup(message).plain + "\n")
+        sys.stderr.write(message + "\n")
 
 
 def confirm(actx: AppContext, question: str, yes: bool) -> bool:

@@ -115,3 +115,12 @@ def test_only_the_invoked_command_is_imported() -> None:
         and "iscsikit.cli.node" not in loaded
         and "iscsikit.cli.target" not in loaded
     )
+
+
+def test_notes_print_brackets_as_text(capsys: object) -> None:
+    from iscsikit.cli.context import AppContext
+    from iscsikit.cli.output import note
+
+    note(AppContext(), "added node record iqn.2026-11.org.example:d [fd00::5]:3260,1 [bold]x[/bold]")
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert err == "added node record iqn.2026-11.org.example:d [fd00::5]:3260,1 [bold]x[/bold]\n"
