@@ -59,7 +59,7 @@ __iscsikit_opts() {
         'session show') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'target') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'target serve') echo '--allow --chap-secret-file --chap-user --config --control --data-digest --dry-run --header-digest --help --iqn --json --loop --lun --mutual-secret-file --mutual-user --portal --quiet --verbose -h -q -v' ;;
-        'target status') echo '--control --dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'target status') echo '--control --dry-run --help --json --quiet --verbose --wait -h -q -v' ;;
     esac
 }
 
@@ -90,7 +90,7 @@ __iscsikit_value_opts() {
         'session list') echo '--target -T' ;;
         'session rescan') echo '--lun' ;;
         'target serve') echo '--allow --chap-secret-file --chap-user --config --control --data-digest --header-digest --iqn --loop --lun --mutual-secret-file --mutual-user --portal' ;;
-        'target status') echo '--control' ;;
+        'target status') echo '--control --wait' ;;
     esac
 }
 

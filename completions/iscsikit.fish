@@ -75,7 +75,7 @@ function __iscsikit_value_opts
         case 'target serve'
             printf '%s\n' '--allow' '--chap-secret-file' '--chap-user' '--config' '--control' '--data-digest' '--header-digest' '--iqn' '--loop' '--lun' '--mutual-secret-file' '--mutual-user' '--portal'
         case 'target status'
-            printf '%s\n' '--control'
+            printf '%s\n' '--control' '--wait'
     end
 end
 function __iscsikit_path
@@ -545,6 +545,7 @@ complete -c iscsikit -n '__iscsikit_at \'target serve\'' -l quiet -d '(global) s
 complete -c iscsikit -n '__iscsikit_at \'target serve\'' -s v -d '(global) see iscsikit --help'
 complete -c iscsikit -n '__iscsikit_at \'target serve\'' -l verbose -d '(global) see iscsikit --help'
 complete -c iscsikit -n '__iscsikit_at \'target status\'' -l control -r -F -d 'Control socket (default /run/iscsikit/target.sock, or the config\'s `control`).'
+complete -c iscsikit -n '__iscsikit_at \'target status\'' -l wait -r -d 'Wait up to SECONDS for a target that is still starting (its control socket opens'
 complete -c iscsikit -n '__iscsikit_at \'target status\'' -s h -l help -d 'Show the help of this command and exit.'
 complete -c iscsikit -n '__iscsikit_at \'target status\'' -l json -d '(global) see iscsikit --help'
 complete -c iscsikit -n '__iscsikit_at \'target status\'' -l dry-run -d '(global) see iscsikit --help'

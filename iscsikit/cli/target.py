@@ -166,14 +166,35 @@ TARGET_COLUMNS = [
 
 
 @app.command("status")
-def status(ctx: typer.Context, control: ControlOpt = None) -> None:
+def status(
+    ctx: typer.Context,
+    control: ControlOpt = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            metavar="SECONDS",
+            help="Wait up to SECONDS for a target that is still starting (its control socket opens once it listens).",
+        ),
+    ] = 0.0,
+) -> None:
     """Targets, sessions and LUNs of a running `target serve` (JSON with --json)."""
+    import time
+
     from iscsikit.target.config import DEFAULT_CONTROL
-    from iscsikit.target.control import request
+    from iscsikit.target.control import ControlError, request
 
     actx = AppContext.of(ctx)
     path = control or Path(os.environ.get("ISCSIKIT_TARGET_CONTROL", str(DEFAULT_CONTROL)))
-    result = request(path, "status")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            result = request(path, "status")
+            break
+        except ControlError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
     if actx.json:
         emit(actx, result)
         return
