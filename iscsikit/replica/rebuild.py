@@ -239,12 +239,12 @@ async def _start_pull(
     await from_source(src.grant(token))
     try:
         await client.source(source.address, token, ctrl.volume_id or "", ctrl.timeout)
-    except ReplicaRemoteError as exc:
-        if exc.status != "PEER":
+    except ReplicaError as exc:
+        await _end_pull(None, src, token)
+        if not isinstance(exc, ReplicaRemoteError) or exc.status != "PEER":
             raise
         log.warning("rebuild of %s: it cannot reach %s (%s); copying by relay", r.address, source.address, exc)
         ctrl._event(r.address, "relay", str(exc))
-        await _end_pull(None, src, token)
         return None
     return token
 

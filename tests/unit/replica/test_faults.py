@@ -123,13 +123,15 @@ async def life(b: ReplicatedBackend, c: LocalCluster, acked: dict[int, bytes], r
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("after_send", "min_replicas", "ending"),
-    [(False, 1, "close"), (True, 1, "crash"), (True, 3, "close"), (False, 3, "crash")],
-    ids=["before-send-min1-close", "after-send-min1-crash", "after-send-min3-close", "before-send-min3-crash"],
-)
+    ("after_send", "min_replicas", "ending", "victim"),
+    [(False, 1, "close", 0), (True, 1, "crash", 0), (True, 3, "close", 0), (False, 3, "crash", 0),
+     (False, 1, "close", 2), (True, 1, "crash", 2)],
+    ids=["before-send-min1-close", "after-send-min1-crash", "after-send-min3-close", "before-send-min3-crash",
+         "rebuilt-replica-before-send-min1-close", "rebuilt-replica-after-send-min1-crash"],
+)  # fmt: skip
 @run
 async def test_a_replica_failing_at_any_step_loses_no_acknowledged_write(
-    tmp_path: Path, after_send: bool, min_replicas: int, ending: str
+    tmp_path: Path, after_send: bool, min_replicas: int, ending: str, victim: int
 ) -> None:
     steps_seen = set()
     at = 0
@@ -137,7 +139,7 @@ async def test_a_replica_failing_at_any_step_loses_no_acknowledged_write(
         root = tmp_path / f"at{at}"
         c = LocalCluster(root, 3, SIZE)
         await c.start()
-        plan = FaultPlan(c.addresses[0], at, after_send)
+        plan = FaultPlan(c.addresses[victim], at, after_send)
         b = faulty(c.addresses, plan, min_replicas=min_replicas)
         acked: dict[int, bytes] = {}
         try:
@@ -169,5 +171,7 @@ async def test_a_replica_failing_at_any_step_loses_no_acknowledged_write(
         await b2.close()
         await c.stop()
         at += 1
-    # The script really exercised every kind of request on the faulty replica.
-    assert {"HELLO", "SET_META", "WRITE", "FLUSH", "UNMAP", "READ"} <= steps_seen, steps_seen
+    # The script really exercised every kind of request on the faulty replica: replica 0 is the
+    # source of the rebuild in the script (GRANT), replica 2 the one rebuilt by pull.
+    assert {"HELLO", "SET_META", "WRITE", "FLUSH", "UNMAP"} <= steps_seen, steps_seen
+    assert ({"READ", "GRANT"} if victim == 0 else {"SOURCE", "PULL"}) <= steps_seen, steps_seen
