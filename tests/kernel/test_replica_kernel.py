@@ -104,7 +104,9 @@ def test_ext4_on_a_replicated_lun_survives_a_replica_kill_and_rebuild(replica_gu
     guest.sh(
         f"""
         set -e
-        rebuilt() {{ iscsikit replica status --control {target.control} | awk 'NR > 1 && $4 == "rw"' | wc -l | grep -qx 3; }}
+        rebuilt() {{
+            iscsikit replica status --control {target.control} | awk 'NR > 1 && $4 == "rw"' | wc -l | grep -qx 3
+        }}
         waitfor 180 rebuilt || {{ iscsikit replica status --control {target.control}; exit 1; }}
         for i in 1 2; do dd if=/dev/urandom of={mnt}/c$i bs=1M count=1 conv=fsync status=none; done
         (cd {mnt} && sha256sum a1 a2 a3 b1 b2 b3 c1 c2) > {SCRATCH}/repl-sums
