@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from google_crc32c import value as _crc32c
+from crc32c import crc32c as _crc32c
 
 from iscsikit.errors import ReplicaError, ReplicaRemoteError, VolumeStartError
 from iscsikit.replica.client import DEFAULT_FLUSH_TIMEOUT, DEFAULT_TIMEOUT, ReplicaClient

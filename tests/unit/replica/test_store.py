@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from google_crc32c import value as crc32c
+from crc32c import crc32c
 
 from iscsikit.errors import ReplicaError, UsageError
 from iscsikit.replica.store import DATA_FILE, META_FILE, ReplicaStore
