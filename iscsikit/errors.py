@@ -715,6 +715,10 @@ class GuestCommandError(VMError):
         return out
 
 
+class DemoStepError(IscsikitError):
+    """A step of ``iscsikit demo`` found something wrong; the message says what (and where to look)."""
+
+
 # --------------------------------------------------------------------------------------
 # tgtadm (the tgt target's admin tool): errors by the message tgtd returns
 

@@ -57,6 +57,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "target": ("iscsikit.cli.target", "app", "The built-in userspace iSCSI target."),
     "replica": ("iscsikit.cli.replica", "app", "Replica servers and the replicated LUNs of a running target."),
     "config": ("iscsikit.cli.config_cmd", "app", "Show and edit iscsikit's config file (comments and order are kept)."),
+    "demo": (
+        "iscsikit.cli.demo",
+        "demo",
+        "Run the whole flow end to end: replicated target, login, ext4, a replica killed and rebuilt, cleanup.",
+    ),
 }
 
 
