@@ -27,10 +27,12 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
+from iscsikit.target.buffers import READ_POOL, PoolBuffer, pooled
 from iscsikit.target.proto import (
     NEED_DATA,
     CommandReady,
@@ -154,6 +156,12 @@ class _Connection(asyncio.BufferedProtocol):
         self._last_in = -1
         self._pinged = False
         self._idle: asyncio.Event | None = None
+        # Pool buffers of answered reads: ``_lent`` not yet handed to the transport, ``_sending``
+        # (end offset in ``_wrote``, buffers) handed over and given back once the transport has
+        # passed that offset to the kernel (see _release_sent).
+        self._lent: list[PoolBuffer] = []
+        self._sending: deque[tuple[int, list[PoolBuffer]]] = deque()
+        self._wrote = 0
         self.started = time.monotonic()
         self._debug = log.isEnabledFor(logging.DEBUG)
 
@@ -194,6 +202,9 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server._connections.discard(self)
+        # Buffers the closed transport may still reference are dropped, never reused.
+        self._lent = []
+        self._sending.clear()
         if self._timer is not None:
             self._timer.cancel()
         aborted = self.conn.abort_all()
@@ -217,6 +228,8 @@ class _Connection(asyncio.BufferedProtocol):
 
     def resume_writing(self) -> None:
         self._paused_write = False
+        if self._sending:
+            self._release_sent([])
         self._update_reading()
 
     # -- core events -------------------------------------------------------------------------
@@ -281,7 +294,11 @@ class _Connection(asyncio.BufferedProtocol):
                     task.cdb.hex(), task.expected_length, rsp.status, rsp.sense.hex() or "-", rsp.data_length,
                 )  # fmt: skip
             expected = None if task.read else luns.data_out_length(task.lun, task.cdb)
-            self.conn.complete_command(task, rsp.status, rsp.sense, rsp.data, expected_data_out=expected)
+            data = rsp.data
+            self.conn.complete_command(task, rsp.status, rsp.sense, data, expected_data_out=expected)
+            for piece in data:
+                if (buf := pooled(piece)) is not None:
+                    self._lent.append(buf)
         except Exception:
             log.exception("SCSI command %r failed inside the target", task)
             self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)
@@ -328,9 +345,43 @@ class _Connection(asyncio.BufferedProtocol):
                 else:
                     for piece in out:
                         transport.write(piece)
+        if self._lent or self._sending:
+            if transport is None or transport.is_closing():
+                self._lent = []  # dropped, never reused: a closing transport may still hold views
+                self._sending.clear()
+            else:
+                self._release_sent(out)
         if self._closing and not self.running and transport is not None and not transport.is_closing():
             transport.close()
         self._check_idle()
+
+    def _release_sent(self, out: list[Any]) -> None:
+        """Give back the pool buffers the transport has passed to the kernel.
+
+        ``_wrote`` counts bytes handed to the transport while buffers are out; the transport's
+        queue holds the newest ``get_write_buffer_size()`` of them, so everything before
+        ``_wrote - queued`` has been sent (bytes queued from before counting began only make
+        this smaller: never early). uvloop queues ``writelines`` until the end of the loop
+        iteration, so this run's buffers are typically given back at the next flush.
+        """
+        assert self.transport is not None
+        wrote = self._wrote
+        for piece in out:
+            wrote += len(piece)
+        if self._lent:
+            self._sending.append((wrote, self._lent))
+            self._lent = []
+        sent = wrote - self.transport.get_write_buffer_size()
+        sending = self._sending
+        while sending and sending[0][0] <= sent:
+            for buf in sending.popleft()[1]:
+                buf.pool.give(buf)
+        if sending:
+            self._wrote = wrote
+            if len(sending) > 256:  # a transport that never drains: stop tracking, let the GC unmap them
+                sending.popleft()
+        else:
+            self._wrote = 0
 
     def _update_reading(self) -> None:
         transport = self.transport
@@ -422,6 +473,7 @@ class TargetServer:
         self._connections: set[_Connection] = set()
         self._stopped = asyncio.Event()
         self._stopping = False
+        self._housekeeping: asyncio.TimerHandle | None = None
         self.started_at = time.time()
         # writelines() is scatter-gather (writev) under uvloop and on Python >= 3.12.
         self.scatter_gather = False
@@ -466,6 +518,13 @@ class TargetServer:
         log.info(
             "serving %s on %s", ", ".join(self.targets) or "no targets", ", ".join(p.target_address() for p in bound)
         )
+        self._housekeep()
+
+    def _housekeep(self) -> None:
+        """Once a second: unmap read buffers idle for a while (RSS falls back after a burst)."""
+        READ_POOL.trim()
+        if not self._stopping:
+            self._housekeeping = asyncio.get_running_loop().call_later(1.0, self._housekeep)
 
     def _reinstate(self, new: _Connection, old_session: Session) -> None:
         for c in list(self._connections):
@@ -482,6 +541,8 @@ class TargetServer:
             await self._stopped.wait()
             return
         self._stopping = True
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         for srv in self._servers:
             srv.close()
         for c in list(self._connections):

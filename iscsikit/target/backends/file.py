@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from iscsikit.target.backend import Backend, BackendError, Buffer, ErrorKind
+from iscsikit.target.buffers import READ_POOL, BufferPool
 
 __all__ = ["FileBackend"]
 
@@ -85,6 +86,7 @@ class FileBackend(Backend):
         thin: bool = True,
         inline: bool = True,
         workers: int = 4,
+        buffers: BufferPool | None = None,
     ) -> None:
         if block_size not in (512, 1024, 2048, 4096):
             raise ValueError(f"block size must be 512, 1024, 2048 or 4096, not {block_size}")
@@ -102,6 +104,8 @@ class FileBackend(Backend):
         self._fd: int | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._punch_ok = True
+        #: Where :meth:`readv` takes its buffers from.
+        self.buffers = buffers if buffers is not None else READ_POOL
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -186,44 +190,55 @@ class FileBackend(Backend):
     # ------------------------------------------------------------------ I/O
 
     @staticmethod
-    def _read_blocking(fd: int, offset: int, length: int) -> bytearray:
-        buf = bytearray(length)
-        view = memoryview(buf)
+    def _read_blocking(fd: int, view: memoryview, offset: int) -> None:
+        """Fill ``view`` from ``offset``, blocking (in the pool)."""
+        length = len(view)
         done = 0
         while done < length:
             n = os.preadv(fd, [view[done : done + min(length - done, _MAX_IO)]], offset + done)
             if n == 0:  # a file shorter than its recorded size (truncated under us): zeros
+                view[done:] = bytes(length - done)
                 break
             done += n
-        return buf
 
-    async def read(self, offset: int, length: int) -> Buffer:
-        fd = self._need_fd()
-        self._check(offset, length)
+    async def _read_into(self, fd: int, view: memoryview, offset: int) -> None:
+        """Fill ``view``: inline from the page cache when possible, else in the thread pool."""
         try:
             if self.inline_reads:
                 try:
-                    buf = bytearray(length)
-                    n = os.preadv(fd, [buf], offset, _RWF_NOWAIT)
-                    if n == length:
-                        return buf
+                    n = os.preadv(fd, [view], offset, _RWF_NOWAIT)
+                    if n == len(view):
+                        return
                     if n > 0:
-                        rest = await self._in_pool(self._read_blocking, fd, offset + n, length - n)
-                        buf[n:] = rest
-                        return buf
+                        view, offset = view[n:], offset + n
                 except BlockingIOError:
                     pass
                 except OSError as exc:
                     if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
                         raise
                     self.inline_reads = False
-            result: bytearray = await self._in_pool(self._read_blocking, fd, offset, length)
-            return result
+            await self._in_pool(self._read_blocking, fd, view, offset)
         except OSError as exc:
             raise BackendError(f"{self.path}: read at {offset}: {exc.strerror}", _kind_of(exc)) from None
 
+    async def read(self, offset: int, length: int) -> Buffer:
+        fd = self._need_fd()
+        self._check(offset, length)
+        buf = bytearray(length)
+        await self._read_into(fd, memoryview(buf), offset)
+        return buf
+
     async def readv(self, offset: int, length: int) -> Sequence[Buffer]:
-        return [await self.read(offset, length)]
+        """Like :meth:`read`; large reads land in a :data:`~iscsikit.target.buffers.READ_POOL` buffer.
+
+        The caller may give that buffer back (``READ_POOL.give``) once nothing reads it any more;
+        the target server does so when the transport has sent it.
+        """
+        fd = self._need_fd()
+        self._check(offset, length)
+        view = self.buffers.take(length)
+        await self._read_into(fd, view, offset)
+        return [view]
 
     @staticmethod
     def _write_blocking(fd: int, offset: int, data: memoryview, flags: int) -> None:

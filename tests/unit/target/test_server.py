@@ -11,15 +11,16 @@ from typing import Any
 
 import pytest
 
-from iscsikit.target.backend import Buffer
-from iscsikit.target.backends import MemoryBackend
+from iscsikit.target.backend import Backend, Buffer
+from iscsikit.target.backends import FileBackend, MemoryBackend
+from iscsikit.target.buffers import BufferPool
 from iscsikit.target.control import ControlError, ControlServer, register_command, request
 from iscsikit.target.proto import InitiatorConnection, PortalInfo, TargetInfo
-from iscsikit.target.proto.pdu import ScsiResponse
+from iscsikit.target.proto.pdu import DataIn, ScsiResponse
 from iscsikit.target.scsi import LogicalUnit, LuIdentity, LunMap
 from iscsikit.target.server import ServerOptions, TargetRuntime, TargetServer
 
-from .proto.aclient import Client
+from .proto.aclient import READ10, Client, rw10
 
 T = "iqn.2026-11.org.example:srv"
 I = "iqn.2026-11.org.example:ini"  # noqa: E741
@@ -46,7 +47,7 @@ class SlowFlushBackend(MemoryBackend):
 
 
 @contextlib.asynccontextmanager
-async def serving(backend: MemoryBackend | None = None, **opts: Any) -> AsyncIterator[TargetServer]:
+async def serving(backend: Backend | None = None, **opts: Any) -> AsyncIterator[TargetServer]:
     backend = backend or MemoryBackend(64 << 20)
     luns = LunMap({1: LogicalUnit(backend, identity=LuIdentity.from_name(T + "/1"))})
     server = TargetServer([TargetRuntime(TargetInfo(T), luns)], [PortalInfo("127.0.0.1", 0, 1)], ServerOptions(**opts))
@@ -88,6 +89,55 @@ def test_write_and_read_back_large_and_small() -> None:
             await c.close()
 
     run(main())
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_read_buffers_are_reused_only_after_the_transport_sent_them(tmp_path: Path, loop: str) -> None:
+    """Pooled read buffers come back for reuse, and never while their bytes may still be unsent.
+
+    The initiator stops reading while 16 MiB of Data-In is queued (socket buffers full, the rest
+    in the transport), then asks for more: a buffer reused too early would carry the later
+    read's data in place of the earlier one's.
+    """
+
+    async def main() -> None:
+        pool = BufferPool(max_idle_bytes=64 << 20)
+        backend = FileBackend(tmp_path / "pool.img", size=64 << 20, buffers=pool)
+        async with serving(backend) as server:
+            c = await client(server)
+            blocks = [os.urandom(1 << 20) for _ in range(32)]
+            for i, blk in enumerate(blocks):
+                assert (await c.write(1, i * 2048, blk)).status == 0
+            for rnd in range(3):
+                wanted: dict[int, int] = {}
+                for batch in range(2):
+                    for k in range(8):
+                        i = (rnd * 5 + batch * 8 + k) % 32
+                        itt, wire = c.ini.scsi_command(rw10(READ10, i * 2048, 2048), lun=1, read_length=1 << 20)
+                        wanted[itt] = i
+                        c.writer.write(wire)
+                    await asyncio.sleep(0.3)  # nothing read: the target's output backs up
+                got: dict[int, bytearray] = {itt: bytearray(1 << 20) for itt in wanted}
+                done: set[int] = set()
+                while len(done) < len(wanted):
+                    pdu = await c.pdu()
+                    assert isinstance(pdu, DataIn), pdu
+                    piece = b"".join(bytes(d) for d in pdu.data)
+                    got[pdu.itt][pdu.offset : pdu.offset + len(piece)] = piece
+                    if pdu.status_present:
+                        assert pdu.status == 0
+                        done.add(pdu.itt)
+                for itt, i in wanted.items():
+                    assert got[itt] == blocks[i], f"read of block {i} returned other data"
+            await c.close()
+        assert pool.reused > 0 and pool.returned > 0
+
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(asyncio.wait_for(main(), 60))
+    else:
+        run(main())
 
 
 def test_digests_end_to_end() -> None:
