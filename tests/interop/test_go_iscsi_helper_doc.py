@@ -15,7 +15,7 @@ from iscsikit.iscsiadm import Iscsiadm
 from tests.support import tiers
 from tests.support.sandbox import IscsiadmSandbox
 from tests.support.tgtd import Tgtd
-from tests.unit.core.test_go_iscsi_helper_doc import DOC, IQN, Example, examples, needs_real_tools, run_example
+from tests.unit.core.test_go_iscsi_helper_doc import DOC, IQN, Example, needs_real_tools, python_blocks, run_example
 
 IFACE = "isk-doc"
 
@@ -57,7 +57,7 @@ def _run_discovery_example(example: Example, tgtd: Tgtd, base: Path) -> None:
 def test_examples_with_real_tools(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     tiers.require_root(request)
     tiers.require(request, "tgtd", "tgtadm", "iscsiadm", "unshare", "nsenter")
-    todo = [e for e in examples() if needs_real_tools(e.code)]
+    todo = [e for e in python_blocks() if needs_real_tools(e.code)]
     ran = 0
     for i, example in enumerate(todo):
         with Tgtd() as tgtd:

@@ -303,7 +303,7 @@ class Example:
     expected: str | None  # a ```text block right after it is its output
 
 
-def examples() -> list[Example]:
+def python_blocks() -> list[Example]:
     text = DOC.read_text()
     blocks = list(re.finditer(r"```(\w*)\n(.*?)```", text, re.S))
     out = []
@@ -382,7 +382,7 @@ def _run_dry_run_example(example: Example) -> None:
 
 
 def test_python_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    all_examples = examples()
+    all_examples = python_blocks()
     here = [e for e in all_examples if not needs_real_tools(e.code)]
     ran = 0
     for i, example in enumerate(here):
