@@ -2,7 +2,7 @@
 
 __iscsikit_children() {
     case "$1" in
-        '') echo 'clean config device discover discovery doctor iface login logout node replica restore session target' ;;
+        '') echo 'clean config demo device discover discovery doctor iface login logout node replica restore session target' ;;
         'config') echo 'get set show' ;;
         'device') echo 'list' ;;
         'discovery') echo 'delete list new set show' ;;
@@ -22,6 +22,7 @@ __iscsikit_opts() {
         'config get') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'config set') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'config show') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'demo') echo '--boot-timeout --dry-run --help --json --keep --no-vm --quiet --replicas --size --step-timeout --verbose --vm --workdir -h -q -v' ;;
         'device') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'device list') echo '--dry-run --help --json --quiet --target --verbose -T -h -q -v' ;;
         'discover') echo '--chap-secret-file --chap-user --dry-run --help --iface --json --no-persist --quiet --type --verbose -I -h -q -t -v' ;;
@@ -67,6 +68,7 @@ __iscsikit_value_opts() {
     case "$1" in
         '') echo '--config --db-root --host --sysfs-root' ;;
         'clean') echo '--backup --desired --keep --older-than --portal --probe-timeout --target -T -p' ;;
+        'demo') echo '--boot-timeout --replicas --size --step-timeout --workdir' ;;
         'device list') echo '--target -T' ;;
         'discover') echo '--chap-secret-file --chap-user --iface --type -I -t' ;;
         'discovery delete') echo '--type -t' ;;
@@ -98,6 +100,7 @@ __iscsikit_path_opts() {
     case "$1" in
         '') echo '--config --db-root --sysfs-root' ;;
         'clean') echo '--backup --desired' ;;
+        'demo') echo '--workdir' ;;
         'discover') echo '--chap-secret-file' ;;
         'replica add') echo '--control' ;;
         'replica remove') echo '--control' ;;
