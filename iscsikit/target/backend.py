@@ -57,6 +57,15 @@ class Backend(abc.ABC):
         """Like read(), as a list of buffers (lets a backend avoid joining pieces)."""
         return [await self.read(offset, length)]
 
+    def read_now(self, offset: int, length: int) -> Sequence[Buffer] | None:
+        """Like readv(), synchronously, if it can be done at once without blocking; else None.
+
+        An optional fast path (a page-cache hit) that spares the caller a coroutine per layer.
+        None promises nothing happened: the caller then uses :meth:`readv`, which also reports
+        errors. The default never has data at once.
+        """
+        return None
+
     @abc.abstractmethod
     async def write(self, offset: int, data: Buffer, *, fua: bool = False) -> None:
         """Store ``data`` at ``offset``; with ``fua`` it must be durable before returning."""

@@ -241,7 +241,7 @@ class _Connection(asyncio.BufferedProtocol):
             event = conn.next_event()
             if event is NEED_DATA:
                 break
-            if isinstance(event, CommandReady):
+            if type(event) is CommandReady:
                 self._start(event.task)
             elif isinstance(event, SessionStarted):
                 self._session_started(event)
@@ -276,29 +276,46 @@ class _Connection(asyncio.BufferedProtocol):
         )  # fmt: skip
 
     def _start(self, task: Task) -> None:
-        if self.runtime is None:
+        runtime = self.runtime
+        if runtime is None:
             self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)
             return
-        fut = start_eagerly(self._execute(task, self.runtime.luns))
+        luns = runtime.luns
+        if task.buffer is None:
+            # A command without Data-Out (every READ): try the synchronous path first.
+            assert self.nexus is not None
+            try:
+                rsp = luns.execute_now(task.lun, task.cdb, self.nexus)
+                if rsp is not None:
+                    self._complete(task, rsp, luns)
+                    return
+            except Exception:
+                log.exception("SCSI command %r failed inside the target", task)
+                self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)
+                return
+        fut = start_eagerly(self._execute(task, luns))
         if fut is not None:
             self.running[task] = fut
+
+    def _complete(self, task: Task, rsp: ScsiResponse, luns: LunMap) -> None:
+        if self._debug:
+            log.debug(
+                "%s: LUN %d CDB %s EDTL %d -> status 0x%02x sense %s data %d", self.peer, task.lun,
+                task.cdb.hex(), task.expected_length, rsp.status, rsp.sense.hex() or "-", rsp.data_length,
+            )  # fmt: skip
+        expected = None if task.read else luns.data_out_length(task.lun, task.cdb)
+        data = rsp.data
+        self.conn.complete_command(task, rsp.status, rsp.sense, data, expected_data_out=expected)
+        for piece in data:
+            if type(piece) is memoryview and (buf := pooled(piece)) is not None:
+                self._lent.append(buf)
 
     async def _execute(self, task: Task, luns: LunMap) -> None:
         nexus = self.nexus
         assert nexus is not None
         try:
             rsp: ScsiResponse = await luns.execute(task.lun, task.cdb, task.data_out, nexus)
-            if self._debug:
-                log.debug(
-                    "%s: LUN %d CDB %s EDTL %d -> status 0x%02x sense %s data %d", self.peer, task.lun,
-                    task.cdb.hex(), task.expected_length, rsp.status, rsp.sense.hex() or "-", rsp.data_length,
-                )  # fmt: skip
-            expected = None if task.read else luns.data_out_length(task.lun, task.cdb)
-            data = rsp.data
-            self.conn.complete_command(task, rsp.status, rsp.sense, data, expected_data_out=expected)
-            for piece in data:
-                if (buf := pooled(piece)) is not None:
-                    self._lent.append(buf)
+            self._complete(task, rsp, luns)
         except Exception:
             log.exception("SCSI command %r failed inside the target", task)
             self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)

@@ -134,6 +134,12 @@ _S_DATAOUT_DEST = struct.Struct(">16xII16xI")  # itt @16, ttt @20, offset @40
 _S_CMD_DEST = struct.Struct(">xB14xII")  # b1 @1, itt @16, edtl @20
 _S_CMD = struct.Struct(">BBxxI Q IIII 16s")
 _S_DATA_IN = struct.Struct(">BBBBI Q IIIIIIII")
+_S_LENGTHS = struct.Struct(">I")  # TotalAHSLength (1 byte) + DataSegmentLength (3 bytes) @4
+_OP_DATA_IN: Final = int(Opcode.DATA_IN)
+_OP_SCSI_COMMAND: Final = int(Opcode.SCSI_COMMAND)
+_READY: Final = TaskState.READY
+_FULL_FEATURE: Final = Phase.FULL_FEATURE
+_PAD_BYTES: Final = (b"", b"\0\0\0", b"\0\0", b"\0")  # by length & 3
 _MAX_AHS = 1020
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
 #: Largest EDTL accepted for one command (bytes held in memory while data arrives).
@@ -155,6 +161,10 @@ class TargetConnection:
         limits = directory.limits
         self._max_recv = limits.max_recv_data_segment_length
         self._max_send = 8192
+        self._max_burst = 8192
+        #: A Normal session is logged in on this connection (SCSI commands are accepted).
+        self._normal = False
+        self._luns: dict[int, int] = {}  # LUN field -> LUN number (decode_lun cache)
         scratch = max(self._max_recv, 8192) + BHS_LEN + _MAX_AHS + 16
         self._buf = bytearray(max(scratch, 64 << 10))
         self._mv = memoryview(self._buf)
@@ -272,8 +282,9 @@ class TargetConnection:
                 if self._start + BHS_LEN > len(self._buf):
                     self._compact()
                 return False
-            b0, ahs_words, dslen = self._buf[start], self._buf[start + 4], int.from_bytes(mv[start + 5 : start + 8])
-            ahs_len = ahs_words * 4
+            lengths = _S_LENGTHS.unpack_from(self._buf, start + 4)[0]
+            ahs_len = (lengths >> 22) & 0x3FC  # TotalAHSLength words * 4
+            dslen = lengths & 0xFFFFFF
             hlen = BHS_LEN + ahs_len + (4 if self._hdigest else 0)
             if avail < hlen:
                 if self._start + hlen > len(self._buf):
@@ -286,7 +297,13 @@ class TargetConnection:
                 if header_digest(bhs + ahs) != got:
                     raise RemoteProtocolError("header digest mismatch", close=True, header=bhs)
             self._start = start + hlen
-            opcode = b0 & 0x3F
+            opcode = bhs[0] & 0x3F
+            if not dslen:
+                # No data segment (every read, TEST UNIT READY, NOP-Out ping...): dispatch now.
+                self._dest = None
+                self.pdus_in += 1
+                self._dispatch(opcode, bhs, ahs, b"")
+                return True
             if dslen > self._max_recv:
                 raise RemoteProtocolError(
                     f"DataSegmentLength {dslen} exceeds MaxRecvDataSegmentLength {self._max_recv}",
@@ -295,7 +312,7 @@ class TargetConnection:
                     header=bhs,
                 )
             self._hdr = (opcode, bhs, ahs, dslen)
-            self._dest = self._destination(opcode, bhs, dslen) if dslen else None
+            self._dest = self._destination(opcode, bhs, dslen)
             self._dest_filled = 0
         opcode, bhs, ahs, dslen = self._hdr
         data: Buffer = b""
@@ -381,6 +398,9 @@ class TargetConnection:
     # -- dispatch ----------------------------------------------------------------------------
 
     def _dispatch(self, opcode: int, bhs: bytes, ahs: bytes, data: Buffer) -> None:
+        if opcode == _OP_SCSI_COMMAND and self.phase is _FULL_FEATURE and self._normal:
+            self._on_scsi_command(bhs, ahs, data)
+            return
         accepts = PHASE_ACCEPTS[self.phase]
         if self.phase is Phase.FULL_FEATURE and self._discovery:
             accepts = DISCOVERY_ACCEPTS
@@ -416,9 +436,11 @@ class TargetConnection:
             session.connection.abort_all()
         session.connection = self
         self.session = session
+        self._normal = not session.discovery
         params = session.params
         self._max_send = params.max_send_data_segment_length
         self._max_recv = params.max_recv_data_segment_length
+        self._max_burst = params.max_burst_length
         self.phase = next_phase(self.phase, Trigger.LOGIN_COMPLETE)
         # Digests start with the first PDU after the final Login Response (RFC 7143 13.1).
         self._hdigest = params.header_digest
@@ -470,11 +492,12 @@ class TargetConnection:
             and not self._waiting
         ):
             # In-order command without Data-Out (reads, TEST UNIT READY, INQUIRY, ...): ready now.
-            task = Task(
-                itt=itt, lun_raw=lun_raw, lun=decode_lun(lun_raw), cdb=cdb, expected_length=edtl, cmd_sn=cmd_sn,
-                read=bool(b1 & 0x40), write=False, immediate=False,
-            )  # fmt: skip
-            task.state = TaskState.READY
+            lun = self._luns.get(lun_raw)
+            if lun is None:
+                lun = decode_lun(lun_raw)
+                if len(self._luns) < 64:
+                    self._luns[lun_raw] = lun
+            task = Task(itt, lun_raw, lun, cdb, edtl, cmd_sn, bool(b1 & 0x40), False, False, _READY)
             self.tasks[itt] = task
             session.exp_cmd_sn = (cmd_sn + 1) & 0xFFFFFFFF
             session.active += 1
@@ -1009,6 +1032,26 @@ class TargetConnection:
         if not task.immediate:
             session.active -= 1
         edtl = task.expected_length
+        if status == 0 and not sense and len(data) == 1 and self._hd is None and self._dd is None:
+            # The common good read: one buffer of exactly EDTL, one Data-In PDU with status.
+            piece = data[0]
+            n = len(piece)
+            if n == edtl and n <= self._max_send and n <= self._max_burst and n:
+                stat_sn = self.stat_sn
+                self.stat_sn = (stat_sn + 1) & 0xFFFFFFFF
+                exp_cmd_sn = session.exp_cmd_sn
+                free = session.queue_depth - session.active
+                out = self._out
+                out.append(_S_DATA_IN.pack(
+                    _OP_DATA_IN, 0x81, 0, 0, n, task.lun_raw, task.itt, RESERVED_TAG, stat_sn, exp_cmd_sn,
+                    (exp_cmd_sn + (free if free > 0 else 0) - 1) & 0xFFFFFFFF, 0, 0, 0,
+                ))  # fmt: skip
+                out.append(piece)
+                if n & 3:
+                    out.append(_PAD_BYTES[n & 3])
+                if self._logout is not None:
+                    self._maybe_finish_logout()
+                return
         overflow = underflow = False
         residual = 0
         total = 0

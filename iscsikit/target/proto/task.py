@@ -52,7 +52,6 @@ class Task:
 
     def __init__(
         self,
-        *,
         itt: int,
         lun_raw: int,
         lun: int,
@@ -62,7 +61,9 @@ class Task:
         read: bool,
         write: bool,
         immediate: bool,
+        state: TaskState = TaskState.COLLECTING,
     ) -> None:
+        # Positional (the per-command fast path calls it so); keywords work as well.
         self.itt = itt
         self.lun_raw = lun_raw
         self.lun = lun
@@ -72,7 +73,7 @@ class Task:
         self.read = read
         self.write = write
         self.immediate = immediate
-        self.state = TaskState.COLLECTING
+        self.state = state
         self.buffer: bytearray | None = None
         self.received = 0
         # Unsolicited data (immediate + Data-Out with TTT 0xffffffff)

@@ -101,6 +101,24 @@ async def read(lu: LogicalUnit, req: Request) -> ScsiResponse:
     return ScsiResponse(0, b"", data)
 
 
+def read_now(lu: LogicalUnit, cdb: bytes) -> ScsiResponse | None:
+    """READ(10/16) at once if the backend has the data at hand (:meth:`Backend.read_now`), else None.
+
+    Nothing can run between the range check and the read, so no range hold is needed; with an
+    exclusive hold anywhere on the LU the ordinary path (which waits for it) is used.
+    """
+    lba, blocks, _ = _fast_rw(lu, cdb)  # SenseError: the caller answers CHECK CONDITION
+    if not blocks:
+        return ScsiResponse.good()
+    if lu.ranges.exclusive_holds:
+        return None
+    bs = lu.block_size
+    data = lu.backend.read_now(lba * bs, blocks * bs)
+    if data is None:
+        return None
+    return ScsiResponse(0, b"", data)
+
+
 def _received(lu: LogicalUnit, data: Buffer, blocks: int) -> memoryview:
     """The whole blocks of Data-Out that arrived, at most ``blocks``."""
     n = min(blocks, len(data) // lu.block_size)

@@ -90,6 +90,10 @@ class LogicalUnit:
         self.reservations = Reservations(self)
         self._opened = False
         self._table = _handlers()
+        from iscsikit.target.scsi import block
+
+        self._block_read = block.read
+        self._block_read_now = block.read_now
 
     # ------------------------------------------------------------------ properties
 
@@ -160,6 +164,28 @@ class LogicalUnit:
             log.warning("LU %s: backend error on opcode 0x%02x: %s", self.identity.wwn, op, exc)
             read_code, write_code = _BACKEND_SENSE.get(exc.kind, _BACKEND_SENSE["medium"])
             return self.check_condition((write_code if _is_write(op) else read_code).error())
+
+    def execute_now(self, cdb: bytes, nexus: Nexus) -> ScsiResponse | None:
+        """A READ(10/16) answered synchronously when nothing stands in its way, else None.
+
+        None whenever :meth:`execute` would do more than a plain read: a unit attention to
+        report or a new nexus to register, reservations, an unopened backend, a handler table
+        without the standard READ, or data the backend cannot give at once. Then call
+        :meth:`execute`; nothing has changed.
+        """
+        op = cdb[0]
+        if (op != 0x28 and op != 0x88) or len(cdb) < 16 or not self._opened:
+            return None
+        ua = self.ua
+        sid = nexus.session_id
+        if sid not in ua.known or sid in ua.waiting or self.reservations.active:
+            return None
+        if self._table.get(op) is not self._block_read:
+            return None
+        try:
+            return self._block_read_now(self, cdb)
+        except sense.SenseError as exc:
+            return self.check_condition(exc)
 
     def check_condition(self, exc: sense.SenseError) -> ScsiResponse:
         return ScsiResponse(Status.CHECK_CONDITION, exc.sense(self.mode.d_sense))

@@ -70,6 +70,17 @@ class LunMap:
             return await lu.execute(cdb, data_out, nexus)
         return self._absent(lun, cdb)
 
+    def execute_now(self, lun: int, cdb: bytes, nexus: Nexus) -> ScsiResponse | None:
+        """The synchronous fast path of :meth:`execute` (see :meth:`LogicalUnit.execute_now`).
+
+        None: nothing was done, call :meth:`execute`. Used by the server for every command
+        without Data-Out; a page-cache READ then costs no coroutine at all.
+        """
+        lu = self._luns.get(lun)
+        if lu is None:
+            return None
+        return lu.execute_now(cdb, nexus)
+
     def _report_luns_via(self, lu: LogicalUnit, cdb: bytes, nexus: Nexus) -> ScsiResponse:
         if lu.ua.is_new(nexus):
             lu.ua.register(nexus)

@@ -52,6 +52,11 @@ class RangeLock:
     def busy(self) -> int:
         return len(self._holds)
 
+    @property
+    def exclusive_holds(self) -> int:
+        """Exclusive holds granted or waiting (0: a shared hold would be granted at once)."""
+        return self._exclusive
+
     def try_shared(self, lba: int, blocks: int) -> _Hold | None:
         """A shared hold at once if no exclusive one exists anywhere (the common case), else None."""
         if self._exclusive:
