@@ -118,6 +118,18 @@ def _session_row(s: IscsiSession) -> dict[str, Any]:
     }
 
 
+def _only_portal(actx: AppContext, target: str, iface: str | None) -> None:
+    """Without --portal/--all-portals: fine when the target's node records name one portal, else say which."""
+    from iscsikit.cli.node import open_db
+    from iscsikit.errors import UsageError
+
+    found = sorted({f"{r.address}:{r.port}" for r in open_db(actx).nodes(target, iface=iface)})
+    if not found:
+        raise UsageError(f"no node record for {target}: run `iscsikit discover PORTAL` first, or give --portal P")
+    if len(found) > 1:
+        raise UsageError(f"{target} has {len(found)} portals ({', '.join(found)}): give --portal P or --all-portals")
+
+
 def login(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(metavar="TARGET", help="Target IQN.")],
@@ -133,6 +145,8 @@ def login(
     iface: IfaceOpt = None,
 ) -> None:
     """Log in to a target (node records must exist: run discover first). Already logged in is success.
+
+    Without --portal or --all-portals the target must have node records for one portal only.
 
     With --wait (the default) the command returns once the devices are there, found by udev
     events (or sysfs without udev). With --lun only that LUN is scanned and waited for.
@@ -150,7 +164,7 @@ def login(
     if portals and all_portals:
         raise UsageError("give --portal or --all-portals, not both")
     if not portals and not all_portals:
-        raise UsageError("give --portal P (repeatable) or --all-portals")
+        _only_portal(actx, target, iface)  # one portal in the DB: that one (as iscsiadm -m node -T T -l)
     if lun is not None and not 0 <= lun <= 65535:
         raise UsageError(f"--lun must be 0-65535, got {lun}")
     adm = _iscsiadm(actx)

@@ -12,7 +12,8 @@ A console block is a transcript::
 Lines starting with ``$ `` are commands (a trailing ``\\`` continues one); the lines after a
 command, up to the next one, are its expected output. Matching is by line: each expected line
 must equal the printed line, except that a line of just ``...`` matches any number of lines
-and a line ending in ``...`` matches any line starting with the text before it. A command
+and ``...`` inside a line matches any text there (``/dev/sd...`` any disk, a line ending in
+``...`` any line starting with the text before it). A command
 whose expected output starts with ``iscsikit: error:`` must fail; every other must exit 0.
 A command with no expected output only has to succeed.
 
@@ -94,8 +95,9 @@ def output_matches(expected: list[str], actual: list[str]) -> bool:
         if j == len(actual):
             return False
         got = actual[j].rstrip()
-        if exp.endswith("..."):
-            ok = got.startswith(exp[:-3].rstrip()) if exp[:-3].strip() else True
+        if "..." in exp:
+            pattern = ".*".join(re.escape(part) for part in exp.rstrip().split("..."))
+            ok = re.fullmatch(pattern, got, re.S) is not None
         else:
             ok = got == exp.rstrip()
         return ok and match(i + 1, j + 1)

@@ -77,3 +77,7 @@ def test_matching_rules() -> None:
     assert output_matches(["start..."], ["start and more"])
     assert not output_matches(["start..."], ["other"])
     assert not output_matches(["x"], ["x", "y"])
+    assert output_matches(["...\t1\t/dev/sd...\t64.0 MiB"], ["12\t1\t/dev/sdab\t64.0 MiB"])
+    assert not output_matches(["...\t1\t/dev/sd...\t64.0 MiB"], ["12\t1\t/dev/vda\t64.0 MiB"])
+    assert not output_matches(["a...b"], ["a-b-c"])
+    assert output_matches(["a.b (x)..."], ["a.b (x) and more"]) and not output_matches(["a.b (x)..."], ["aXb (x)"])

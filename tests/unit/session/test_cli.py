@@ -56,9 +56,22 @@ def test_device_list(synthetic_sysfs):
         assert key in rows[0]
 
 
-def test_login_and_logout_usage_errors(synthetic_sysfs):
-    r = invoke("--json", "login", "iqn.2026-11.org.ex:t")
-    assert r.exit_code == 2 and "--all-portals" in json.loads(r.stdout)["error"]["message"]
+def test_login_and_logout_usage_errors(synthetic_sysfs, tmp_path):
+    db = tmp_path / "iscsi"
+    (db / "nodes").mkdir(parents=True)
+    r = invoke("--db-root", str(db), "--json", "login", "iqn.2026-11.org.ex:t")
+    assert r.exit_code == 2
+    assert json.loads(r.stdout)["error"]["message"] == (
+        "no node record for iqn.2026-11.org.ex:t: run `iscsikit discover PORTAL` first, or give --portal P"
+    )
+    for portal in ("10.0.0.1,3260,1", "10.0.0.2,3260,1"):
+        (db / "nodes/iqn.2026-11.org.ex:t" / portal).mkdir(parents=True)
+        (db / "nodes/iqn.2026-11.org.ex:t" / portal / "default").write_text("node.name = iqn.2026-11.org.ex:t\n")
+    r = invoke("--db-root", str(db), "--json", "login", "iqn.2026-11.org.ex:t")
+    assert r.exit_code == 2
+    assert json.loads(r.stdout)["error"]["message"] == (
+        "iqn.2026-11.org.ex:t has 2 portals (10.0.0.1:3260, 10.0.0.2:3260): give --portal P or --all-portals"
+    )
     r = invoke("--json", "login", "iqn.2026-11.org.ex:t", "--portal", "1.2.3.4", "--all-portals")
     assert r.exit_code == 2
     r = invoke("--json", "logout")
