@@ -178,7 +178,10 @@ class LogicalUnit:
             return None
         ua = self.ua
         sid = nexus.session_id
-        if sid not in ua.known or sid in ua.waiting or self.reservations.active:
+        if sid not in ua.known or sid in ua.waiting:
+            return None
+        reservations = self.reservations
+        if reservations.spc2_holder is not None or reservations.pr_type:  # Reservations.active
             return None
         if self._table.get(op) is not self._block_read:
             return None
