@@ -10,7 +10,12 @@ the ratio iscsikit/tgt:
 * RSS of the target with 16 sessions of ``iscsi-perf -r -b 8 -m 32``
 
 Usage: ``.venv/bin/python -m bench.target_perf [--runs 3] [--seconds 8] [--loop uvloop|asyncio]
-[--only read1m,rand4k,write1m,rss] [--digests]``. Run as root (tgtd). Prints a markdown table.
+[--only read1m,rand4k,write1m,rss] [--digests] [--baseline DIR]``. Run as root (tgtd). Prints a
+markdown table.
+
+``--baseline DIR`` also serves the target from another checkout of the repository (for example
+``git archive <commit> iscsikit | tar -x -C DIR``), on its own LUN file, in the same rotation:
+before/after figures of a change measured side by side in one run, each with its ratio to tgt.
 """
 
 from __future__ import annotations
@@ -114,6 +119,7 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=1 << 30)
     ap.add_argument("--loop", default="auto")
     ap.add_argument("--only", default="read1m,rand4k,write1m,rss")
+    ap.add_argument("--baseline", type=Path, help="another checkout whose iscsikit target runs beside this one")
     ap.add_argument(
         "--digests",
         action="store_true",
@@ -122,36 +128,51 @@ def main() -> int:
     args = ap.parse_args()
     only = set(args.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="isk-bench-"))
-    img_tgt, img_isk = work / "tgt.img", work / "isk.img"
+    img_tgt, img_isk, img_base = work / "tgt.img", work / "isk.img", work / "base.img"
     fill(img_tgt, args.size)
     fill(img_isk, args.size)
+    if args.baseline:
+        fill(img_base, args.size)
 
     tgt = Tgtd()
     tgt.add_target(IQN_TGT, luns={1: img_tgt})
     if args.digests:
         tid = "1"
         tgt.tgtadm("--op", "update", "--mode", "target", "--tid", tid, "--name", "HeaderDigest", "--value", "CRC32C")
-    port = free_port()
-    argv = [sys.executable, "-m", "iscsikit", "-q", "target", "serve", "--portal", f"127.0.0.1:{port}",
-            "--iqn", IQN_ISK, "--lun", f"1=file:{img_isk}", "--control", str(work / "ctl.sock"),
-            "--loop", args.loop]  # fmt: skip
-    if args.digests:
-        argv += ["--header-digest", "crc32c"]
-    isk = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    wait_for_port("127.0.0.1", port, timeout=30)
-    urls = {"tgt": f"iscsi://127.0.0.1:{tgt.port}/{IQN_TGT}/1", "iscsikit": f"iscsi://127.0.0.1:{port}/{IQN_ISK}/1"}
+
+    def serve(root: Path, img: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        argv = [sys.executable, "-m", "iscsikit", "-q", "target", "serve", "--portal", f"127.0.0.1:{port}",
+                "--iqn", IQN_ISK, "--lun", f"1=file:{img}", "--control", str(work / f"{name}.sock"),
+                "--loop", args.loop]  # fmt: skip
+        if args.digests:
+            argv += ["--header-digest", "crc32c"]
+        proc = subprocess.Popen(argv, cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+        wait_for_port("127.0.0.1", port, timeout=30)
+        return proc, f"iscsi://127.0.0.1:{port}/{IQN_ISK}/1"
+
+    isk, isk_url = serve(ROOT, img_isk, "isk")
+    urls = {"tgt": f"iscsi://127.0.0.1:{tgt.port}/{IQN_TGT}/1", "iscsikit": isk_url}
+    base = None
+    if args.baseline:
+        base, urls["baseline"] = serve(args.baseline.resolve(), img_base, "base")
     rows: list[list[object]] = []
     s = args.seconds
 
     def compare(name: str, command: str, unit: str, fn: Callable[[str], float]) -> None:
-        samples: dict[str, list[float]] = {"tgt": [], "iscsikit": []}
+        samples: dict[str, list[float]] = {who: [] for who in urls}
+        whos = list(urls)
         for run in range(args.runs):
-            order = ("tgt", "iscsikit") if run % 2 == 0 else ("iscsikit", "tgt")
-            for who in order:
+            k = run % len(whos)  # rotate who goes first
+            for who in whos[k:] + whos[:k]:
                 samples[who].append(fn(urls[who]))
         t, i = statistics.median(samples["tgt"]), statistics.median(samples["iscsikit"])
-        rows.append([name, f"{t:,.0f} {unit}", f"{i:,.0f} {unit}", f"{i / t:.2f}", f"`{command}`"])
-        print(f"{name}: tgt {samples['tgt']} iscsikit {samples['iscsikit']}", file=sys.stderr, flush=True)
+        row: list[object] = [name, f"{t:,.0f} {unit}", f"{i:,.0f} {unit}", f"{i / t:.2f}"]
+        if "baseline" in samples:
+            b = statistics.median(samples["baseline"])
+            row += [f"{b:,.0f} {unit}", f"{b / t:.2f}"]
+        rows.append([*row, f"`{command}`"])
+        print(f"{name}: " + " ".join(f"{who} {v}" for who, v in samples.items()), file=sys.stderr, flush=True)
 
     try:
         if "read1m" in only:
@@ -169,18 +190,28 @@ def main() -> int:
         if "rss" in only:
             before = rss_kib(isk.pid)
             peak = peak_rss_during(isk.pid, lambda: sixteen_sessions(urls["iscsikit"], s))
-            rows.append(["RSS, 16 sessions QD32", "-", f"{peak / 1024:.0f} MB (idle {before / 1024:.0f} MB)", "-",
-                         f"`16 x iscsi-perf -r -b 8 -m 32 -t {s} URL`"])  # fmt: skip
+            rss = f"{peak / 1024:.0f} MB (idle {before / 1024:.0f} MB)"
+            row: list[object] = ["RSS, 16 sessions QD32", "-", rss, "-"]
+            if base is not None:
+                base_before = rss_kib(base.pid)
+                base_peak = peak_rss_during(base.pid, lambda: sixteen_sessions(urls["baseline"], s))
+                row += [f"{base_peak / 1024:.0f} MB (idle {base_before / 1024:.0f} MB)", "-"]
+            rows.append([*row, f"`16 x iscsi-perf -r -b 8 -m 32 -t {s} URL`"])
     finally:
-        isk.terminate()
-        isk.wait(timeout=60)
+        for proc in (isk, base):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=60)
         tgt.close()
-        for p in (img_tgt, img_isk):
+        for p in (img_tgt, img_isk, img_base):
             p.unlink(missing_ok=True)
     load = os.getloadavg()
     print(f"\nloopback, {args.runs} runs each (median), {s} s per run, LUN {args.size >> 20} MiB file, "
           f"loop={args.loop}, hdigest={'CRC32C' if args.digests else 'off'}, load avg {load[0]:.1f}\n")  # fmt: skip
-    print(table(["workload", "tgt", "iscsikit", "ratio", "command"], rows))
+    header = ["workload", "tgt", "iscsikit", "ratio"]
+    if base is not None:
+        header += [f"baseline ({args.baseline})", "baseline ratio"]
+    print(table([*header, "command"], rows))
     return 0
 
 
