@@ -229,11 +229,11 @@ def report_error(exc: BaseException, json_mode: bool) -> int:
         code, name = 1, type(exc).__name__
     message = str(exc)
     if json_mode:
-        import json
+        from iscsikit.cli.output import print_json
 
         payload = exc.to_json() if isinstance(exc, IscsikitError) else {}
         payload.update(code=code, name=name, message=message)
-        sys.stdout.write(json.dumps({"error": payload}, indent=2, default=str) + "\n")
+        print_json({"error": payload})  # like every other document: compact when piped
     else:
         sys.stderr.write(f"iscsikit: error: {message}\n")
     return code if 0 < code < 256 else 1
