@@ -5,10 +5,15 @@ One :class:`TargetServer` serves many targets on many portals. Each accepted soc
 the buffer the protocol core hands out (a Data-Out payload lands in its task's buffer), and
 responses leave with ``writelines`` (scatter-gather under uvloop) without joining payloads.
 
-SCSI commands run as coroutines started *eagerly*: the coroutine runs at once, and only if it
-has to wait (a thread-pool read, a replica round trip) is it wrapped in an asyncio Task. A
-page-cache hit therefore costs no Task, no extra loop iteration; its response joins the same
-``writelines`` as the other answers of that ``recv``.
+A command without Data-Out is first offered to :meth:`LunMap.execute_now
+<iscsikit.target.scsi.LunMap.execute_now>`: a READ whose data is in the page cache is answered
+synchronously, with no coroutine at all. Everything else runs as a coroutine started *eagerly*:
+it runs at once, and only if it has to wait (a thread-pool read, a replica round trip) is it
+wrapped in an asyncio Task. Either way a quick answer costs no Task and no extra loop iteration;
+it joins the same ``writelines`` as the other answers of that ``recv``.
+
+Large reads arrive in pooled buffers (:mod:`iscsikit.target.buffers`); each connection gives
+them back once its transport has handed their bytes to the kernel (``_release_sent``).
 
 Back-pressure: the CmdSN window (``queue_depth``) bounds commands per session; reading from a
 socket pauses while its transport's write buffer is over the high-water mark (the initiator is
