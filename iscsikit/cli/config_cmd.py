@@ -14,7 +14,11 @@ app = typer.Typer(help="Show and edit iscsikit's config file (comments and order
 
 @app.command("show")
 def show(ctx: typer.Context) -> None:
-    """Every setting with its effective value and where it came from (file or default)."""
+    """Every setting with its value and where it came from (file or default).
+
+    Global flags and environment variables (--host, --db-root, ISCSIKIT_DB_ROOT...) override
+    these for the run they are given to; they are not shown here.
+    """
     actx = AppContext.of(ctx)
     rows = actx.config.effective()
     if actx.json:
@@ -35,7 +39,8 @@ def show(ctx: typer.Context) -> None:
 
 @app.command("get")
 def get(ctx: typer.Context, key: Annotated[str, typer.Argument(help="Dotted key, e.g. timeouts.login.")]) -> None:
-    """Print one setting's effective value."""
+    """Print one setting's value from the config file, or its default (flags and environment
+    variables given to a run override it for that run only)."""
     actx = AppContext.of(ctx)
     value = actx.config.get(key)
     emit(actx, {key: value}) if actx.json else typer.echo(value)
