@@ -505,18 +505,22 @@ class ClientSession:
         if frame.op != op:
             raise ReplicaProtocolError(f"response seq={frame.seq} is {frame.op.name}, the request was {op.name}")
         if frame.status == Status.OK:
-            n = len(frame.payload)
-            if op == Op.READ and n != length:
-                raise ReplicaProtocolError(f"READ seq={frame.seq} returned {n} bytes, {length} were asked")
-            if op == Op.CHECKSUM and n != 4 * checksum_count(length, granule):
-                raise ReplicaProtocolError(
-                    f"CHECKSUM seq={frame.seq} returned {n // 4} values, {checksum_count(length, granule)} were asked"
-                )
-            if op == Op.EXTENTS and n % _EXTENT.size:
-                raise ReplicaProtocolError(f"EXTENTS seq={frame.seq} payload is {n} bytes, not pairs of u64")
-            if op == Op.PULL and n != _PULL_RESULT.size:
-                raise ReplicaProtocolError(f"PULL seq={frame.seq} payload is {n} bytes, want {_PULL_RESULT.size}")
+            _check_response_size(op, frame.seq, len(frame.payload), length, granule)
         return Response(frame, offset, length)
+
+
+def _check_response_size(op: Op, seq: int, n: int, length: int, granule: int) -> None:
+    """A successful response carries the payload its request asked for (both clients check it)."""
+    if op == Op.READ and n != length:
+        raise ReplicaProtocolError(f"READ seq={seq} returned {n} bytes, {length} were asked")
+    if op == Op.CHECKSUM and n != 4 * checksum_count(length, granule):
+        raise ReplicaProtocolError(
+            f"CHECKSUM seq={seq} returned {n // 4} values, {checksum_count(length, granule)} were asked"
+        )
+    if op == Op.EXTENTS and n % _EXTENT.size:
+        raise ReplicaProtocolError(f"EXTENTS seq={seq} payload is {n} bytes, not pairs of u64")
+    if op == Op.PULL and n != _PULL_RESULT.size:
+        raise ReplicaProtocolError(f"PULL seq={seq} payload is {n} bytes, want {_PULL_RESULT.size}")
 
 
 class OrderedClient:
@@ -564,15 +568,7 @@ class OrderedClient:
         if frame.op != op:
             raise ReplicaProtocolError(f"response seq={frame.seq} is {frame.op.name}, the request was {op.name}")
         if frame.status == Status.OK:
-            n = header.payload_len
-            if op == Op.READ and n != length:
-                raise ReplicaProtocolError(f"READ seq={frame.seq} returned {n} bytes, {length} were asked")
-            if op == Op.CHECKSUM and n != 4 * checksum_count(length, granule):
-                raise ReplicaProtocolError(
-                    f"CHECKSUM seq={frame.seq} returned {n // 4} values, {checksum_count(length, granule)} were asked"
-                )
-            if op == Op.EXTENTS and n % _EXTENT.size:
-                raise ReplicaProtocolError(f"EXTENTS seq={frame.seq} payload is {n} bytes, not pairs of u64")
+            _check_response_size(op, frame.seq, header.payload_len, length, granule)
         self._order.popleft()
         self._session.forget(want)
         return header
