@@ -19,6 +19,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from iscsikit.connector import Connector
+from iscsikit.devices.udev import PollingEventSource
+from iscsikit.iscsiadm import Iscsiadm
 from iscsikit.names import Portal
 from iscsikit.runner import CommandResult, Runner
 
@@ -364,3 +367,25 @@ class FakeHost(Runner):
 
     def disks(self) -> list[str]:
         return sorted(p.name for p in (self.sys / "class/block").iterdir())
+
+
+def connector_on(host: FakeHost, tmp_path: Path, *, state_dir: Path | None = None, instant: bool = False) -> Connector:
+    """A Connector whose commands, sysfs and device nodes are ``host``'s.
+
+    ``instant``: nothing sleeps and the clock moves 0.1 s per look, so a timeout passes at once
+    (for examples that wait on purpose); otherwise sysfs is polled every millisecond.
+    """
+    ticks = iter(range(10**9))
+
+    def events() -> PollingEventSource:
+        return PollingEventSource(interval=0, sleep=lambda s: None) if instant else PollingEventSource(interval=0.001)
+
+    return Connector(
+        runner=host,
+        sysfs_root=host.sys,
+        dev_root=tmp_path / "dev",
+        state_dir=state_dir if state_dir is not None else tmp_path / "state",
+        iscsiadm=Iscsiadm(host, sleep=lambda s: None),
+        event_source=events,
+        **({"clock": lambda: float(next(ticks)) / 10} if instant else {}),
+    )

@@ -10,10 +10,8 @@ import pytest
 
 from iscsikit.connector import Attachment, Chap, Connector, StateStore, Timeouts, VolumeSpec
 from iscsikit.connector.state import StateError
-from iscsikit.devices.udev import PollingEventSource
 from iscsikit.errors import AttachmentError, DeviceBusyError, LoginAuthFailedError, UsageError
-from iscsikit.iscsiadm import Iscsiadm
-from tests.unit.connector.fakehost import FakeHost, FakeTarget
+from tests.unit.connector.fakehost import FakeHost, FakeTarget, connector_on
 
 T = "iqn.2026-11.test:tgt1"
 MiB = 1 << 20
@@ -25,14 +23,7 @@ def host(tmp_path: Path) -> FakeHost:
 
 
 def make(host: FakeHost, tmp_path: Path) -> Connector:
-    return Connector(
-        runner=host,
-        sysfs_root=host.sys,
-        dev_root=tmp_path / "dev",
-        state_dir=tmp_path / "state",
-        iscsiadm=Iscsiadm(host, sleep=lambda s: None),
-        event_source=lambda: PollingEventSource(interval=0.001),
-    )
+    return connector_on(host, tmp_path)
 
 
 def spec(volume_id: str, lun: int, **kw) -> VolumeSpec:

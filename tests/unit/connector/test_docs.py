@@ -11,10 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from iscsikit.connector import Connector
-from iscsikit.devices.udev import PollingEventSource
-from iscsikit.iscsiadm import Iscsiadm
 from tests.support.tiers import ROOT
-from tests.unit.connector.fakehost import FakeHost, FakeTarget
+from tests.unit.connector.fakehost import FakeHost, FakeTarget, connector_on
 
 DOC = ROOT / "docs" / "connector.md"
 IQN = "iqn.2026-11.org.example:storage.pvc-3f1c"
@@ -34,19 +32,10 @@ def test_the_doc_has_the_worked_example():
 
 def test_every_block_runs(tmp_path):
     host = FakeHost(tmp_path / "sys", [FakeTarget(IQN, {1: 64 << 20})])
-    ticks = iter(range(10**9))
     commands: list[tuple[str, ...]] = []
 
     def fake_connector(**kw: Any) -> Connector:
-        return Connector(
-            runner=host,
-            sysfs_root=host.sys,
-            dev_root=tmp_path / "dev",
-            state_dir=kw.get("state_dir", tmp_path / "state"),
-            iscsiadm=Iscsiadm(host, sleep=lambda s: None),
-            event_source=lambda: PollingEventSource(interval=0, sleep=lambda s: None),
-            clock=lambda: float(next(ticks)) / 10,  # 0.1 s per look: timeouts pass quickly
-        )
+        return connector_on(host, tmp_path, state_dir=kw.get("state_dir"), instant=True)
 
     def fake_run(*argv: str) -> str:
         commands.append(argv)

@@ -30,12 +30,11 @@ from typer.testing import CliRunner
 import iscsikit.connector
 from iscsikit.cli.main import COMMANDS, app
 from iscsikit.connector import Connector
-from iscsikit.devices.udev import PollingEventSource
 from iscsikit.iscsiadm import Iscsiadm
 from iscsikit.names import Portal
 from tests.support import tiers
 from tests.support.tiers import ROOT
-from tests.unit.connector.fakehost import FakeHost, FakeTarget
+from tests.unit.connector.fakehost import FakeHost, FakeTarget, connector_on
 
 DOC = ROOT / "docs" / "go-iscsi-helper.md"
 SHARED = Path(os.environ.get("ISCSIKIT_SHARED", str(ROOT.parent / "shared")))
@@ -342,18 +341,9 @@ def _fake_host(tmp_path: Path) -> FakeHost:
 
 def _run_connector_example(example: Example, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     host = _fake_host(tmp_path)
-    ticks = iter(range(10**9))
 
     def fake_connector(**kw: Any) -> Connector:
-        return Connector(
-            runner=host,
-            sysfs_root=host.sys,
-            dev_root=tmp_path / "dev",
-            state_dir=tmp_path / "state",
-            iscsiadm=Iscsiadm(host, sleep=lambda s: None),
-            event_source=lambda: PollingEventSource(interval=0, sleep=lambda s: None),
-            clock=lambda: float(next(ticks)) / 10,
-        )
+        return connector_on(host, tmp_path, instant=True)
 
     monkeypatch.setattr(iscsikit.connector, "Connector", fake_connector)
     out = run_example(example, {})

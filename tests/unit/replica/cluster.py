@@ -65,6 +65,14 @@ class LocalCluster:
     def data(self, i: int) -> bytes:
         return (self.dirs[i] / DATA_FILE).read_bytes()
 
+    def assert_identical(self, acked: dict[int, bytes]) -> None:
+        """Every replica file holds every acknowledged write, and all replicas are identical."""
+        images = [self.data(i) for i in range(len(self.dirs))]
+        for off, data in acked.items():
+            for i, img in enumerate(images):
+                assert img[off : off + len(data)] == data, f"replica {i} lost the write at {off}"
+        assert all(img == images[0] for img in images), "replicas differ"
+
     def meta(self, i: int) -> dict[str, object]:
         data: dict[str, object] = json.loads((self.dirs[i] / META_FILE).read_text())
         return data

@@ -23,16 +23,6 @@ def block(tag: int, n: int = 4096) -> bytes:
     return random.Random(tag).randbytes(n)
 
 
-async def verify(backend_or_cluster: LocalCluster, acked: dict[int, bytes]) -> None:
-    """Every replica file holds every acknowledged write, and all replicas are identical."""
-    c = backend_or_cluster
-    images = [c.data(i) for i in range(len(c.dirs))]
-    for off, data in acked.items():
-        for i, img in enumerate(images):
-            assert img[off : off + len(data)] == data, f"replica {i} lost the write at {off}"
-    assert all(img == images[0] for img in images), "replicas differ"
-
-
 @run
 async def test_writes_fan_out_and_reads_come_back(tmp_path: Path) -> None:
     c = LocalCluster(tmp_path, 3, SIZE)
@@ -48,7 +38,7 @@ async def test_writes_fan_out_and_reads_come_back(tmp_path: Path) -> None:
     await b.unmap(MiB, 4096)
     assert await b.read(MiB, 4096) == bytes(4096)
     await b.flush()
-    await verify(c, {5 * MiB: block(2, 6 * MiB)})
+    c.assert_identical({5 * MiB: block(2, 6 * MiB)})
     assert b.describe()["replicas"][0]["revision"] == 4  # the 6 MiB write went as two requests
     await b.close()
     assert all(c.meta(i)["clean"] for i in range(3))
@@ -77,7 +67,7 @@ async def test_killed_replica_is_dropped_then_rebuilt_and_identical(tmp_path: Pa
     assert progress is not None and progress.fraction == 1.0
     assert progress.skipped_bytes >= 8 * (64 << 10)  # what it already had was not copied again
     await b.flush()
-    await verify(c, acked)
+    c.assert_identical(acked)
     events = [e["event"] for e in b.events if e["address"] == c.addresses[1]]
     assert events[-3:] == ["reconnected", "wo", "rw"]
     await b.close()
@@ -147,7 +137,7 @@ async def test_stale_replica_is_never_a_source_after_controller_restart(tmp_path
         assert await b2.read(MiB, 4096) == block(3)
     await all_rw(b2)
     await b2.flush()
-    await verify(c, {0: block(2), MiB: block(3)})
+    c.assert_identical({0: block(2), MiB: block(3)})
     await b2.close()
     await c.stop()
 
@@ -210,7 +200,7 @@ async def test_rebuild_under_continuous_writes_never_loses_newer_data(tmp_path: 
     await task
     assert r.rebuild is not None and r.rebuild.copied_bytes > 0 and r.rebuild.via == via
     await b.flush()
-    await verify(c, acked_ref)
+    c.assert_identical(acked_ref)
     await b.close()
     await c.stop()
 
@@ -344,7 +334,7 @@ async def test_write_in_flight_when_a_rebuild_starts_reaches_the_new_replica(tmp
     await write
     await all_rw(b)
     await b.flush()
-    await verify(c, {3 * MiB: block(9)})
+    c.assert_identical({3 * MiB: block(9)})
     await b.close()
     await c.stop()
 
@@ -374,7 +364,7 @@ async def test_volume_with_every_replica_gone_fails_io_then_comes_back_by_itself
     assert await b.read(0, 4096) == block(1)
     assert await b.read(MiB, 4096) == block(2)
     await b.flush()
-    await verify(c, {0: block(1), MiB: block(2)})
+    c.assert_identical({0: block(1), MiB: block(2)})
     await b.close()
     await c.stop()
 
@@ -395,6 +385,6 @@ async def test_without_auto_rebuild_a_failed_replica_waits_for_replica_add(tmp_p
     await b.add_replica(c.addresses[1])
     await all_rw(b)
     await b.flush()
-    await verify(c, {0: block(1)})
+    c.assert_identical({0: block(1)})
     await b.close()
     await c.stop()

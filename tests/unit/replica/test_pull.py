@@ -43,14 +43,6 @@ async def fill(b: ReplicatedBackend, tag: int = 1) -> dict[int, bytes]:
     return acked
 
 
-def identical(c: LocalCluster, acked: dict[int, bytes]) -> None:
-    images = [c.data(i) for i in range(len(c.dirs))]
-    for off, data in acked.items():
-        for i, img in enumerate(images):
-            assert img[off : off + len(data)] == data, f"replica {i} lost the write at {off}"
-    assert all(img == images[0] for img in images), "replicas differ"
-
-
 @run
 async def test_fresh_and_returning_replicas_are_rebuilt_by_pull(tmp_path: Path) -> None:
     c = LocalCluster(tmp_path, 2, SIZE)
@@ -64,7 +56,7 @@ async def test_fresh_and_returning_replicas_are_rebuilt_by_pull(tmp_path: Path) 
     info = r.rebuild.to_json()
     assert info["via"] == "pull"
     assert info["copied_bytes"] == sum(n for _, n in c.servers[0].store.extents(0, SIZE))  # type: ignore[union-attr]
-    identical(c, acked)
+    c.assert_identical(acked)
 
     # It goes away, misses writes and an unmap, comes back: only what differs is copied.
     await b.remove_replica(c.addresses[1])
@@ -80,7 +72,7 @@ async def test_fresh_and_returning_replicas_are_rebuilt_by_pull(tmp_path: Path) 
     assert 0 < info["copied_bytes"] <= 64 << 10  # one 64 KiB granule differed
     assert info["skipped_bytes"] > 10 * MiB
     await b.flush()
-    identical(c, acked)
+    c.assert_identical(acked)
     fd = os.open(c.dirs[1] / "volume.img", os.O_RDONLY)
     try:  # the missed unmap was punched on the returning replica too
         assert os.lseek(fd, 8 * MiB, os.SEEK_DATA) >= 9 * MiB
@@ -151,7 +143,7 @@ async def test_replicas_that_cannot_reach_each_other_rebuild_by_relay(tmp_path: 
     assert gate.refused >= 1  # the target really tried to connect to the source
     assert any(e["event"] == "relay" for e in b.events)
     await b.flush()
-    identical(c, acked)
+    c.assert_identical(acked)
     await b.close()
     await gate.close()
     await c.stop()
@@ -188,7 +180,7 @@ async def test_a_link_lost_mid_rebuild_goes_on_by_relay(tmp_path: Path) -> None:
     assert relay and "PEER" in relay[0]["detail"]
     assert r.rebuild.done_bytes == r.rebuild.total_bytes
     await b.flush()
-    identical(c, acked)
+    c.assert_identical(acked)
     await b.close()
     await c.stop()
 
@@ -214,7 +206,7 @@ async def test_a_replica_that_speaks_only_revision_1_is_rebuilt_by_relay(tmp_pat
     await all_rw(b)
     assert r.rebuild is not None and r.rebuild.via == "relay"
     await b.flush()
-    identical(c, acked)
+    c.assert_identical(acked)
     await b.close()
     await c.stop()
 
