@@ -118,6 +118,8 @@ class Agent:
     def prepare(self) -> dict[str, Any]:
         started = _now()
         LOCAL_DIR.mkdir(parents=True, exist_ok=True)
+        if self.config.get("cached"):
+            self._cached_view(self.config["cached"])
         # One modprobe for all (each process start costs a lot under TCG); -a goes on past a
         # module that fails, and /sys/module says what actually loaded.
         self.sh(["modprobe", "-a", *MODULES_REQUIRED, *MODULES_OPTIONAL])
@@ -143,6 +145,28 @@ class Agent:
         }
         self.log(f"ready: {json.dumps(info)}")
         return info
+
+    def _cached_view(self, view: dict[str, Any]) -> None:
+        """Serve read-mostly trees from the host's second 9p export, mounted with caching.
+
+        virtme-ng's root is 9p without caching: every stat and open is a round trip to the
+        host, which under TCG makes each Python start cost seconds. The trees named here do
+        not change while the VM runs, so caching them is safe; ``overlays`` stay writable
+        (a tmpfs upper layer, as virtme-ng does), ``binds`` are read-only.
+        """
+        root = Path("/run/iscsikit-ro")
+        root.mkdir(parents=True, exist_ok=True)
+        options = "ro,trans=virtio,version=9p2000.L,access=any,msize=512000,cache=loose"
+        if self.sh(["mount", "-t", "9p", "-o", options, view["tag"], str(root)], check=True).returncode:
+            return
+        for index, path in enumerate(view.get("overlays", [])):
+            upper = LOCAL_DIR / f"overlay{index}"
+            (upper / "upper").mkdir(parents=True, exist_ok=True)
+            (upper / "work").mkdir(parents=True, exist_ok=True)
+            layers = f"lowerdir={root}{path},upperdir={upper}/upper,workdir={upper}/work"
+            self.sh(["mount", "-t", "overlay", "-o", layers, f"iscsikit-ro{index}", path], check=True)
+        for path in view.get("binds", []):
+            self.sh(["mount", "--bind", f"{root}{path}", path], check=True)
 
     def _fresh_database(self) -> None:
         """Empty open-iscsi DB: the guest's /etc and /var are throwaway overlays of the host's."""

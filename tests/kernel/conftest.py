@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import itertools
 import shlex
+import sys
 import textwrap
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -48,7 +50,8 @@ MiB = 1024 * 1024
 KERNEL_BOOT_TIMEOUT = 300  # TCG on a loaded 2-core machine: boots take 20-50 s, leave room
 SCRATCH = "/run/iscsikit-test"  # guest tmpfs: LUN backing files, tgtd pid files, DB snapshot
 DEFAULT_PORTAL = "127.0.0.1:3260"
-# Prepended (as one line) to every guest.sh script and the clean slate: `waitfor SECONDS CMD...`
+CLEAN_SLATE = Path(__file__).with_name("clean_slate.py")  # run in the guest before every test
+# Prepended (as one line) to every guest.sh script: `waitfor SECONDS CMD...`
 # retries CMD every 0.1 s until it succeeds or SECONDS of wall clock pass. Poll loops must be
 # bounded by time, not by a count: under TCG each `sleep` or `ss` costs a process start of
 # 0.2-0.6 s, so `for i in $(seq 300); ... sleep 0.1` can run for minutes.
@@ -98,7 +101,7 @@ def prepare_vm(vm: GuestVM) -> None:
 
 def clean_slate(vm: GuestVM) -> Guest:
     """Bring the guest back to its state after :func:`prepare_vm`; fail (naming what is left) if it cannot."""
-    result = vm.run(f"{WAITFOR}\n{CLEAN_SLATE}", timeout=240)
+    result = vm.run(shlex.join([sys.executable, "-S", str(CLEAN_SLATE), SCRATCH]), timeout=240)
     if result.returncode != 0:
         pytest.fail(
             "the kernel-tier VM could not be brought back to a clean slate after the previous test:\n"
@@ -230,53 +233,6 @@ def _add_loopback_aliases(portals: Iterable[str]) -> str:
         if host.startswith("127.") and host != "127.0.0.1":
             cmds.append(f"ip addr show dev lo | grep -qF ' {host}/' || ip addr add {host}/8 dev lo")
     return "\n".join(cmds)
-
-
-CLEAN_SLATE = f"""
-set -u
-problems=()
-# 1. Log out while the targets still answer (a logout against a dead target waits for timeouts).
-if [ -n "$(ls /sys/class/iscsi_session 2>/dev/null)" ]; then
-    timeout 60 iscsiadm -m session -u >/dev/null 2>&1
-fi
-# 2. multipath maps and daemon, if a test started them.
-if pidof multipathd >/dev/null; then
-    multipath -F >/dev/null 2>&1
-    kill $(pidof multipathd) 2>/dev/null
-fi
-dmsetup remove_all >/dev/null 2>&1
-# 3. Every tgtd: the ones our helper started (pid files) first, then any other (the whole guest is ours).
-for f in {SCRATCH}/tgtd/*.pid; do
-    [ -e "$f" ] && kill "$(cat "$f")" 2>/dev/null
-    rm -f "$f"
-done
-for pid in $(pidof tgtd); do kill "$pid" 2>/dev/null; done
-waitfor 10 eval '! pidof tgtd >/dev/null'
-for pid in $(pidof tgtd); do kill -9 "$pid" 2>/dev/null; done
-# 4. open-iscsi DB and config back to the boot snapshot; scratch files away.
-rm -rf /etc/iscsi && cp -a {SCRATCH}/etc-iscsi /etc/iscsi
-[ -e {SCRATCH}/had-multipath-conf ] || rm -f /etc/multipath.conf
-rm -f {SCRATCH}/luns/*
-for a in $(ip -o -4 addr show dev lo | awk '{{print $4}}' | grep -v '^127.0.0.1/'); do ip addr del "$a" dev lo; done
-# 5. iscsid must be running (a test may have stopped it).
-if ! pidof iscsid >/dev/null; then
-    setsid iscsid -f >>"$ISCSIKIT_VM_SHARED/iscsid.log" 2>&1 </dev/null &
-    waitfor 30 grep -q ISCSIADM_ABSTRACT_NAMESPACE /proc/net/unix
-fi
-udevadm settle --timeout=30
-# 6. Verify.
-left=$(ls /sys/class/iscsi_session 2>/dev/null | tr '\\n' ' ')
-[ -z "$left" ] || problems+=("sessions left: $left")
-[ -z "$(ls /dev/disk/by-path 2>/dev/null | grep -- -iscsi-)" ] || problems+=("iSCSI by-path links left")
-pidof tgtd >/dev/null && problems+=("tgtd still running: $(pidof tgtd)")
-pidof iscsid >/dev/null || problems+=("iscsid is not running")
-grep -q ISCSIADM_ABSTRACT_NAMESPACE /proc/net/unix || problems+=("iscsid does not listen")
-if [ ${{#problems[@]}} -ne 0 ]; then
-    printf '%s\\n' "${{problems[@]}}"
-    iscsiadm -m session -P 1 2>&1
-    exit 1
-fi
-"""
 
 
 class Guest:
