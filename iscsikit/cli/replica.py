@@ -49,6 +49,7 @@ def serve(
     """Serve one replica in the foreground until SIGTERM/SIGINT (logs to stderr)."""
     import logging
 
+    from iscsikit.heap import keep_large_buffers
     from iscsikit.names import Portal
     from iscsikit.units import parse_size
 
@@ -57,6 +58,7 @@ def serve(
         logging.getLogger("iscsikit").setLevel(logging.INFO)
     want = parse_size(size, "--size") if size is not None else None
     portal = Portal.parse(listen, default_port=9700)
+    keep_large_buffers()
     _run(_serve(actx, directory, want, portal.address, portal.port, io_threads))
 
 

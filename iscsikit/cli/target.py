@@ -111,6 +111,9 @@ def serve(
     if not cfg.targets:
         raise ConfigError("no target to serve: give --iqn and --lun N=SPEC, or a --config with [[targets]]")
     runner = _loop_runner(loop)
+    from iscsikit.heap import keep_large_buffers
+
+    keep_large_buffers()
     runner(_serve(actx, cfg))
 
 

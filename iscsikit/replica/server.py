@@ -2,9 +2,11 @@
 
 One TCP listener; each connection gets its own :class:`~iscsikit.replica.protocol.ServerSession`.
 Requests are handled concurrently and answered as they finish, so responses come back out of
-order: small reads and writes run inline on the event loop (a page-cache copy is cheaper than
-a thread hop), large ones, FUA writes, flushes, unmaps, checksums and metadata updates run in
-a small thread pool (``os.pread``/``os.pwrite``/``fsync`` release the GIL).
+order: small reads and writes, and plain writes of whole pages up to 1 MiB, run inline on the
+event loop (a page-cache copy is cheaper than a thread hop); larger ones, FUA writes, flushes,
+unmaps, checksums and metadata updates run in a small thread pool (``os.pread``/``os.pwrite``/
+``fsync`` release the GIL). Overlapping writes never race: the controller holds a range lock
+for each write until every replica has answered it.
 
 Fencing: a controller sends ``HELLO {"claim": true}``; the newest claim wins and every older
 claimed connection is answered ``FENCED`` and closed, so a controller that was cut off and
@@ -45,6 +47,12 @@ log = logging.getLogger("iscsikit.replica.server")
 
 #: Reads and plain writes up to this size run inline on the event loop.
 INLINE_MAX = 128 << 10
+#: Plain writes of whole pages run inline up to this size: their page-cache copy never has to
+#: read a page first, and it costs less than the thread hop it replaces. Measured with three
+#: replicas and the target on two cores (1 MiB writes): 1.2-1.7 ms of replica CPU per MiB
+#: through the pool, 0.85-1.1 ms inline, 30% more throughput.
+INLINE_WRITE_MAX = 1 << 20
+PAGE = 4096
 #: PULLs (of one owner) run at once.
 PULL_THREADS = 2
 
@@ -52,9 +60,17 @@ PULL_THREADS = 2
 class ReplicaServer:
     """Serves one :class:`ReplicaStore` over the replica protocol."""
 
-    def __init__(self, store: ReplicaStore, *, io_threads: int = 4, inline_max: int = INLINE_MAX) -> None:
+    def __init__(
+        self,
+        store: ReplicaStore,
+        *,
+        io_threads: int = 4,
+        inline_max: int = INLINE_MAX,
+        inline_write_max: int = INLINE_WRITE_MAX,
+    ) -> None:
         self.store = store
         self.inline_max = inline_max
+        self.inline_write_max = inline_write_max
         self._pool = concurrent.futures.ThreadPoolExecutor(io_threads, thread_name_prefix="replica-io")
         # Pulls (rebuild by pull) get their own threads, so a slow source never holds up writes;
         # two, so one pull's round trips overlap the other's data (more only fight over the GIL).
@@ -149,6 +165,10 @@ class ReplicaServer:
         info["protocol_version"] = p.VERSION
         info["protocol_revision"] = p.PROTOCOL_REVISION
         return p.pack_json(info)
+
+    def whole_pages_inline(self, offset: int, length: int) -> bool:
+        """A write of whole pages small enough to copy into the page cache on the event loop."""
+        return length <= self.inline_write_max and offset % PAGE == 0 and length % PAGE == 0
 
     def run_blocking(self, fn: Callable[..., Any], *args: Any, pull: bool = False) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().run_in_executor(self._pull_pool if pull else self._pool, fn, *args)
@@ -266,7 +286,7 @@ class _Connection(asyncio.Protocol):
         inline = req.length <= srv.inline_max and not req.fua
         if req.op == p.Op.READ and inline:
             self._finish(req, lambda: store.read(req.offset, req.length))
-        elif req.op == p.Op.WRITE and inline:
+        elif req.op == p.Op.WRITE and (inline or (not req.fua and srv.whole_pages_inline(req.offset, req.length))):
             self._finish(req, lambda: store.write(req.offset, req.payload))
         elif req.op == p.Op.GRANT:
             self._finish(req, lambda: self._grant(req))
