@@ -1,0 +1,71 @@
+"""CPU per MiB written, per process, for 1 MiB QD8 writes to a replicated LUN (1 and 3 replicas).
+
+    .venv/bin/python -m bench.replica_cpu [--runs 3] [--count 400]
+
+Where `bench.replica_write` gives throughput, this says where the CPU goes: for each process
+(qemu-img as the initiator, the target with its controller, every replica server) the user +
+system time it spent during one `qemu-img bench` run (from /proc/PID/stat and the children's
+rusage), divided by the MiB written. Medians over --runs. On a machine where everything shares
+a few cores, the 3-vs-1 throughput ratio cannot beat the inverse ratio of the totals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from bench._util import median, table
+from bench.replica_common import MiB, Procs
+from bench.replica_write import qemu_bench
+
+IQN = "iqn.2026-11.org.iscsikit:cpu"
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115 - procfs, read at once
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children_seconds() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+def measure(n: int, count: int, runs: int) -> dict[str, float]:
+    """Median ms of CPU per MiB for each process role, plus the run's MB/s."""
+    samples: dict[str, list[float]] = {}
+    with Procs() as procs:
+        replicas = [procs.replica(f"r{i}", max(count, 64) * MiB) for i in range(n)]
+        url, target = procs.target(f"{IQN}{n}", "replicated:" + ",".join(a for a, _ in replicas), f"t{n}")
+        qemu_bench(url, count // 4, 8)  # allocate the blocks first
+        pids = {"target + controller": target.pid} | {f"replica {i}": p.pid for i, (_, p) in enumerate(replicas)}
+        for _ in range(runs):
+            before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+            kids = children_seconds()
+            mbs = qemu_bench(url, count, 8)
+            samples.setdefault("qemu-img (initiator)", []).append((children_seconds() - kids) * 1000 / count)
+            for k, pid in pids.items():
+                samples.setdefault(k, []).append((cpu_seconds(pid) - before[k]) * 1000 / count)
+            samples.setdefault("MB/s", []).append(mbs)
+    return {k: median(v) for k, v in samples.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--count", type=int, default=400)
+    args = parser.parse_args()
+    one, three = measure(1, args.count, args.runs), measure(3, args.count, args.runs)
+    roles = ["qemu-img (initiator)", "target + controller", "replica 0", "replica 1", "replica 2"]
+    rows = [(r, f"{one[r]:.2f}" if r in one else "", f"{three[r]:.2f}") for r in roles]
+    total1 = sum(one[r] for r in roles if r in one)
+    total3 = sum(three[r] for r in roles)
+    rows.append(("total", f"{total1:.2f}", f"{total3:.2f}"))
+    rows.append(("MB/s", f"{one['MB/s']:.0f}", f"{three['MB/s']:.0f}"))
+    print(table(["process", "1 replica, ms CPU per MiB", "3 replicas, ms CPU per MiB"], rows))
+    print(f"\nCPU-bound bound on the 3/1 throughput ratio: {total1 / total3:.2f}")
+
+
+if __name__ == "__main__":
+    main()
