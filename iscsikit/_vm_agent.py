@@ -223,7 +223,7 @@ class Agent:
             if proc.poll() is not None:
                 self.warnings.append(f"iscsid exited at once with status {proc.returncode} (see iscsid.log)")
                 return None
-            if _iscsid_listening():
+            if iscsid_listening():
                 self.log(f"prep: iscsid pid {proc.pid} listening")
                 return proc.pid
             time.sleep(0.02)
@@ -406,18 +406,32 @@ def _read_and_remove(path: Path) -> str:
     return data.decode("utf-8", "replace")
 
 
-def _process_running(name: str) -> bool:
+def pids(name: str) -> list[int]:
+    """PIDs of the processes whose command name is ``name`` (what ``pidof`` finds, without a process)."""
+    found = []
+    want = name.encode() + b"\n"
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() == name:
-                    return True
+                fd = os.open(f"/proc/{entry}/comm", os.O_RDONLY)
             except OSError:
                 continue
-    return False
+            try:
+                if os.read(fd, 64) == want:
+                    found.append(int(entry))
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+    return found
 
 
-def _iscsid_listening() -> bool:
+def _process_running(name: str) -> bool:
+    return bool(pids(name))
+
+
+def iscsid_listening() -> bool:
+    """iscsid has opened its control socket (iscsiadm can talk to it)."""
     try:
         return ISCSID_SOCKET in Path("/proc/net/unix").read_text()
     except OSError:

@@ -24,27 +24,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ISCSID_SOCKET = "@ISCSIADM_ABSTRACT_NAMESPACE"
-
-
-def pids(name: str) -> list[int]:
-    """PIDs of processes whose command name is ``name`` (what ``pidof`` finds)."""
-    found = []
-    want = name.encode() + b"\n"
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fd = os.open(f"/proc/{entry}/comm", os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                if os.read(fd, 64) == want:
-                    found.append(int(entry))
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-    return found
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # -S: no site, so no editable install
+from iscsikit._vm_agent import iscsid_listening, pids  # stdlib-only, like this script
 
 
 def run(*argv: str, timeout: float = 60) -> int:
@@ -78,13 +59,6 @@ def sessions() -> list[str]:
         return sorted(os.listdir("/sys/class/iscsi_session"))
     except FileNotFoundError:
         return []
-
-
-def iscsid_listening() -> bool:
-    try:
-        return ISCSID_SOCKET in Path("/proc/net/unix").read_text()
-    except OSError:
-        return False
 
 
 def loopback_aliases() -> list[str]:
