@@ -166,9 +166,12 @@ class ReplicaServer:
         info["protocol_revision"] = p.PROTOCOL_REVISION
         return p.pack_json(info)
 
-    def whole_pages_inline(self, offset: int, length: int) -> bool:
-        """A write of whole pages small enough to copy into the page cache on the event loop."""
-        return length <= self.inline_write_max and offset % PAGE == 0 and length % PAGE == 0
+    def write_inline(self, offset: int, length: int, fua: bool) -> bool:
+        """Copy this write into the page cache on the event loop (not FUA; small, or whole pages)."""
+        if fua:
+            return False
+        whole_pages = offset % PAGE == 0 and length % PAGE == 0
+        return length <= self.inline_max or (whole_pages and length <= self.inline_write_max)
 
     def run_blocking(self, fn: Callable[..., Any], *args: Any, pull: bool = False) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().run_in_executor(self._pull_pool if pull else self._pool, fn, *args)
@@ -283,10 +286,9 @@ class _Connection(asyncio.Protocol):
             except ValueError as exc:
                 self._send(self.session.respond_error(req, p.Status.EINVAL, str(exc)))
                 return
-        inline = req.length <= srv.inline_max and not req.fua
-        if req.op == p.Op.READ and inline:
+        if req.op == p.Op.READ and req.length <= srv.inline_max and not req.fua:
             self._finish(req, lambda: store.read(req.offset, req.length))
-        elif req.op == p.Op.WRITE and (inline or (not req.fua and srv.whole_pages_inline(req.offset, req.length))):
+        elif req.op == p.Op.WRITE and srv.write_inline(req.offset, req.length, req.fua):
             self._finish(req, lambda: store.write(req.offset, req.payload))
         elif req.op == p.Op.GRANT:
             self._finish(req, lambda: self._grant(req))

@@ -18,6 +18,7 @@ MiB = 1 << 20
 @pytest.mark.parametrize(
     ("offset", "length", "inline"),
     [
+        (0, 512, True),  # small: inline whatever its alignment
         (0, MiB, True),  # whole pages, at the limit
         (8 * 4096, 64 * 4096, True),
         (512, MiB - 4096, False),  # a partial first page: the kernel may have to read it first
@@ -25,9 +26,10 @@ MiB = 1 << 20
         (0, 2 * MiB, False),  # over the limit
     ],
 )
-def test_whole_page_writes_up_to_the_limit_are_inline(tmp_path: Path, offset: int, length: int, inline: bool) -> None:
+def test_small_or_whole_page_writes_are_inline(tmp_path: Path, offset: int, length: int, inline: bool) -> None:
     server = ReplicaServer(ReplicaStore.open(tmp_path / "r", 4 * MiB))
-    assert server.whole_pages_inline(offset, length) is inline
+    assert server.write_inline(offset, length, fua=False) is inline
+    assert server.write_inline(offset, length, fua=True) is False
 
 
 def test_plain_page_writes_skip_the_pool_fua_and_larger_ones_use_it(tmp_path: Path) -> None:
