@@ -192,7 +192,7 @@ class Agent:
         return name
 
     def _udev(self) -> None:
-        if not _process_running("systemd-udevd") and not _process_running("udevd"):
+        if not pids("systemd-udevd") and not pids("udevd"):
             for daemon in ("/lib/systemd/systemd-udevd", "/usr/lib/systemd/systemd-udevd", "/sbin/udevd"):
                 if os.path.exists(daemon):
                     self.sh([daemon, "--daemon"], check=True)
@@ -424,10 +424,6 @@ def pids(name: str) -> list[int]:
             finally:
                 os.close(fd)
     return found
-
-
-def _process_running(name: str) -> bool:
-    return bool(pids(name))
 
 
 def iscsid_listening() -> bool:
