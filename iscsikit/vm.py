@@ -33,7 +33,10 @@ agent mounts it with ``cache=loose`` over the trees that do not change while a V
 ``/usr`` (as the lower layer of a writable overlay), the virtualenv and the iscsikit package.
 The same program then starts in about half the time. The price: a file changed on the host
 under those trees while the VM runs may be seen stale in the guest (boot a new VM after
-editing iscsikit). ``ISCSIKIT_VM_CACHED_TOOLS=0`` turns it off.
+editing iscsikit). ``ISCSIKIT_VM_CACHED_TOOLS=0`` turns it off. Requests go through a shared
+directory; the host rings a doorbell (a virtio serial port on an abstract unix socket) after
+each, so the agent sleeps instead of polling: an idle guest costs a host core 3 % instead of
+25 %.
 
 Environment: ``ISCSIKIT_VM_KERNEL`` picks the kernel image (default: the newest
 ``/boot/vmlinuz-*``); ``ISCSIKIT_VNG`` the vng program (default: next to the running Python,
@@ -59,6 +62,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -80,6 +84,8 @@ VNG_ENV = "ISCSIKIT_VNG"
 CACHED_TOOLS_ENV = "ISCSIKIT_VM_CACHED_TOOLS"
 #: 9p tag of the second, read-only export of the host's ``/`` that the agent mounts cached.
 CACHED_ROOT_TAG = "iscsikit-ro"
+#: Name of the virtio serial port the host rings after each request (see :mod:`iscsikit._vm_agent`).
+BELL_PORT = "iscsikit.bell"
 CONSOLE_TAIL_LINES = 40
 #: Extra time the host gives the agent to answer after a script's own timeout has passed.
 ANSWER_GRACE = 30.0
@@ -205,6 +211,19 @@ def _cached_view(venv: str) -> dict[str, Any]:
     return {"tag": CACHED_ROOT_TAG, "overlays": ["/usr"], "binds": binds}
 
 
+def _doorbell_device(socket_name: str) -> str:
+    """QEMU options for the doorbell: a virtio serial port backed by an abstract unix socket.
+
+    Abstract, so nothing is left on disk and no path length limit applies; QEMU listens
+    (``wait=off``: it does not wait for us), the host connects once the guest is ready.
+    """
+    return (
+        f"-chardev socket,id=iscsikitbell,path={socket_name},abstract=on,server=on,wait=off"
+        f" -device virtio-serial-pci,id=iscsikitserial"
+        f" -device virtserialport,bus=iscsikitserial.0,name={BELL_PORT},chardev=iscsikitbell"
+    )
+
+
 def _cached_root_export() -> str:
     """QEMU options exporting the host's ``/`` read-only as a second 9p share."""
     return (
@@ -261,6 +280,8 @@ class GuestVM:
         self.info: dict[str, Any] = {}
         self.boot_seconds: float | None = None
         self._agent_dir = self.shared / "agent"
+        self._bell_name = f"iscsikit-vm-bell-{os.getpid()}-{id(self):x}"
+        self._bell: socket.socket | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._console_thread: threading.Thread | None = None
         self._reaper: subprocess.Popen[bytes] | None = None
@@ -368,6 +389,7 @@ class GuestVM:
             "--rwdir", str(self.shared),
             "--exec", agent_cmd,
             f"--qemu-opts=-cpu {TCG_CPU}",  # QEMU takes the last -cpu given
+            f"--qemu-opts={_doorbell_device(self._bell_name)}",
             *([f"--qemu-opts={_cached_root_export()}"] if self.cached_tools else []),
         ]  # fmt: skip
         env = dict(os.environ)
@@ -404,7 +426,32 @@ class GuestVM:
             self.close(timeout=5)
             raise
         self.boot_seconds = time.monotonic() - started
+        self._connect_bell()
         return self
+
+    def _connect_bell(self) -> None:
+        """Connect to the doorbell port; without it the agent polls (slower, never wrong)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect("\0" + self._bell_name)
+        except OSError:
+            sock.close()
+            return
+        sock.setblocking(False)
+        self._bell = sock
+
+    def _ring(self) -> None:
+        """Tell the agent that ``req/`` changed. A full buffer means rings are pending anyway."""
+        bell = self._bell
+        if bell is None:
+            return
+        try:
+            bell.send(b"!")
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._bell = None
+            bell.close()
 
     def _wait_ready(self, started: float) -> None:
         ready = self._agent_dir / "ready.json"
@@ -468,6 +515,7 @@ class GuestVM:
                     (self._agent_dir / "req" / "stop").touch()
                 except OSError:
                     pass
+                self._ring()
                 if not self._wait_exit(timeout):
                     self._kill_group(signal.SIGTERM)
                     if not self._wait_exit(5):
@@ -477,6 +525,9 @@ class GuestVM:
             # not reaped yet (see _exit_status), so its pid cannot have been reused as a group id.
             self._kill_group(signal.SIGKILL)
             proc.wait()
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None
         if self._console_thread is not None:
             self._console_thread.join(5)
         if self._reaper is not None:
@@ -574,10 +625,12 @@ class GuestVM:
         tmp = req / f".{job_id}.tmp"
         tmp.write_text(json.dumps(body))
         os.rename(tmp, req / f"{job_id}.json")
+        self._ring()
         try:
             result = self._wait_result(job_id, shown, timeout)
         except KeyboardInterrupt:
             (req / f"{job_id}.cancel").touch()
+            self._ring()
             raise
         if result.get("timed_out"):
             raise VMTimeoutError(

@@ -167,6 +167,22 @@ def test_runs_from_several_threads_proceed_together(vm: GuestVM) -> None:
     vm.run(f"rm -f {flag}")
 
 
+def test_requests_are_served_with_the_doorbell_and_without_it(vm: GuestVM) -> None:
+    # The agent sleeps until the host rings; when the host end goes away it polls instead,
+    # and it takes the doorbell up again once the host reconnects.
+    assert vm.info["doorbell"] is True
+    assert vm._bell is not None
+    vm._bell.close()
+    vm._bell = None
+    try:
+        assert vm.run("echo polled").stdout == "polled\n"
+        assert vm.run("echo polled again").stdout == "polled again\n"
+    finally:
+        vm._connect_bell()
+    assert vm._bell is not None
+    assert vm.run("echo rung").stdout == "rung\n"
+
+
 # ---- finding the kernel, failing to boot, never leaving QEMU behind -------------------------
 
 
