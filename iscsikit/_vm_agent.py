@@ -160,7 +160,8 @@ class Agent:
         virtme-ng's root is 9p without caching: every stat and open is a round trip to the
         host, which under TCG makes each Python start cost seconds. The trees named here do
         not change while the VM runs, so caching them is safe; ``overlays`` stay writable
-        (a tmpfs upper layer, as virtme-ng does), ``binds`` are read-only.
+        (a tmpfs upper layer, as virtme-ng does), ``binds`` are read-only. ``files`` maps a
+        file to the text it shows instead (the editable install's ``.pth``).
         """
         root = Path("/run/iscsikit-ro")
         root.mkdir(parents=True, exist_ok=True)
@@ -175,6 +176,10 @@ class Agent:
             self.sh(["mount", "-t", "overlay", "-o", layers, f"iscsikit-ro{index}", path], check=True)
         for path in view.get("binds", []):
             self.sh(["mount", "--bind", f"{root}{path}", path], check=True)
+        for index, (path, text) in enumerate(view.get("files", {}).items()):
+            replacement = LOCAL_DIR / f"file{index}"
+            replacement.write_text(text)
+            self.sh(["mount", "--bind", str(replacement), path], check=True)
 
     def _fresh_database(self) -> None:
         """Empty open-iscsi DB: the guest's /etc and /var are throwaway overlays of the host's."""

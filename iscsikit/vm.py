@@ -210,7 +210,24 @@ def _cached_view(venv: str) -> dict[str, Any]:
     binds = [str(package)]
     if venv and not venv.startswith("/usr/"):
         binds.insert(0, venv)
-    return {"tag": CACHED_ROOT_TAG, "overlays": ["/usr"], "binds": binds}
+    return {"tag": CACHED_ROOT_TAG, "overlays": ["/usr"], "binds": binds, "files": _plain_editable_hooks(venv)}
+
+
+def _plain_editable_hooks(venv: str) -> dict[str, str]:
+    """For a ``pip install -e`` checkout: its editable-install ``.pth``, as a plain path line.
+
+    setuptools' ``.pth`` imports a finder module at every interpreter start, which in the
+    guest costs about 0.09 CPU-seconds (8 %) of each ``iscsikit`` run. A ``.pth`` naming the
+    checkout imports the same files. Keys are guest paths, values their new text.
+    """
+    root = _project_root()
+    if not venv or root is None:
+        return {}
+    return {
+        str(pth): f"{root}\n"
+        for pth in Path(venv).glob("lib/python3*/site-packages/__editable__.iscsikit-*.pth")
+        if pth.is_file()
+    }
 
 
 def default_cpus() -> int:

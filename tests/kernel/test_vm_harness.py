@@ -78,6 +78,17 @@ def test_venv_tools_are_on_path_and_cwd_is_the_checkout(vm: GuestVM) -> None:
     assert vm.run("python -c 'import iscsikit.runner, sys; print(sys.prefix)'", check=True).stdout.strip() == sys.prefix
 
 
+def test_iscsikit_imports_from_the_checkout_without_the_editable_finder(vm: GuestVM) -> None:
+    # The guest sees the editable install's .pth as a plain path line (iscsikit.vm explains
+    # why); from any directory, iscsikit must still come from this checkout.
+    r = vm.run_python(
+        "import sys, iscsikit; print(iscsikit.__file__); print(any('editable' in repr(f) for f in sys.meta_path))",
+        cwd="/",
+        check=True,
+    )
+    assert r.stdout.splitlines() == [str(ROOT / "iscsikit" / "__init__.py"), "False"]
+
+
 def test_env_and_cwd_can_be_given(vm: GuestVM) -> None:
     r = vm.run('echo "$GREETING"; pwd', env={"GREETING": "hello guest"}, cwd="/run", check=True)
     assert r.stdout == "hello guest\n/run\n"
