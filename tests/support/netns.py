@@ -233,9 +233,18 @@ class ReplicaRig:
         return volumes[0]["replicas"]  # type: ignore[no-any-return]
 
     def wait_all_rw(self, timeout: float = 120.0) -> list[dict[str, Any]]:
+        from iscsikit.target.control import ControlError
+
         deadline = time.monotonic() + timeout
+        reps: list[dict[str, Any]] = []
         while True:
-            reps = self.status()
+            try:
+                reps = self.status()
+            except ControlError:  # a just-restarted target may not listen on its control socket yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
             if all(r["mode"] == "rw" for r in reps) and len(reps) == self.lab.n:
                 return reps
             if time.monotonic() > deadline:
