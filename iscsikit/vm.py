@@ -76,6 +76,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from iscsikit._vm_agent import BELL_PORT
 from iscsikit.errors import GuestCommandError, UsageError, VMBootError, VMError, VMTimeoutError
 
 __all__ = ["GuestResult", "GuestVM", "default_cpus", "find_kernel"]
@@ -86,8 +87,6 @@ CACHED_TOOLS_ENV = "ISCSIKIT_VM_CACHED_TOOLS"
 CPUS_ENV = "ISCSIKIT_VM_CPUS"
 #: 9p tag of the second, read-only export of the host's ``/`` that the agent mounts cached.
 CACHED_ROOT_TAG = "iscsikit-ro"
-#: Name of the virtio serial port the host rings after each request (see :mod:`iscsikit._vm_agent`).
-BELL_PORT = "iscsikit.bell"
 CONSOLE_TAIL_LINES = 40
 #: Extra time the host gives the agent to answer after a script's own timeout has passed.
 ANSWER_GRACE = 30.0

@@ -182,22 +182,12 @@ def status(
     ] = 0.0,
 ) -> None:
     """Targets, sessions and LUNs of a running `target serve` (JSON with --json)."""
-    import time
-
     from iscsikit.target.config import DEFAULT_CONTROL
-    from iscsikit.target.control import ControlError, request
+    from iscsikit.target.control import request
 
     actx = AppContext.of(ctx)
     path = control or Path(os.environ.get("ISCSIKIT_TARGET_CONTROL", str(DEFAULT_CONTROL)))
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            result = request(path, "status")
-            break
-        except ControlError:
-            if time.monotonic() >= deadline:
-                raise
-            time.sleep(0.1)
+    result = request(path, "status", wait=wait)
     if actx.json:
         emit(actx, result)
         return

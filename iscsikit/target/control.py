@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,8 +149,29 @@ def _alive(path: Path) -> bool:
         return True
 
 
-def request(path: Path, command: str, args: dict[str, Any] | None = None, *, timeout: float = 10.0) -> Any:
-    """Send one control request (blocking client); returns ``result`` or raises ControlError."""
+class NotListeningError(ControlError):
+    """No target listens on the control socket (yet: a starting target opens it once it serves)."""
+
+
+def request(
+    path: Path, command: str, args: dict[str, Any] | None = None, *, timeout: float = 10.0, wait: float = 0.0
+) -> Any:
+    """Send one control request (blocking client); returns ``result`` or raises ControlError.
+
+    ``wait``: keep retrying for up to that many seconds while nothing listens on ``path``
+    (a target still starting); any other error is raised at once.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return _request_once(path, command, args, timeout)
+        except NotListeningError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _request_once(path: Path, command: str, args: dict[str, Any] | None, timeout: float) -> Any:
     payload = json.dumps({"command": command, "args": args or {}}).encode() + b"\n"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
@@ -165,9 +187,9 @@ def request(path: Path, command: str, args: dict[str, Any] | None = None, *, tim
                 if len(buf) > 64 << 20:
                     raise ControlError(f"{path}: answer too large")
         except FileNotFoundError:
-            raise ControlError(f"{path}: no control socket (is `iscsikit target serve` running?)") from None
+            raise NotListeningError(f"{path}: no control socket (is `iscsikit target serve` running?)") from None
         except ConnectionRefusedError:
-            raise ControlError(f"{path}: nothing listens on the control socket (stale socket file?)") from None
+            raise NotListeningError(f"{path}: nothing listens on the control socket (stale socket file?)") from None
         except TimeoutError:
             raise ControlError(f"{path}: the target did not answer within {timeout:g} s") from None
         except OSError as exc:

@@ -214,6 +214,9 @@ class ReplicaRig:
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         wait_tcp("127.0.0.1", self.port, timeout=60)
+        from iscsikit.target.control import request
+
+        request(self.control, "status", wait=60)  # the control socket opens just after the portal
 
     def kill_target(self) -> None:
         assert self.target is not None
@@ -233,18 +236,9 @@ class ReplicaRig:
         return volumes[0]["replicas"]  # type: ignore[no-any-return]
 
     def wait_all_rw(self, timeout: float = 120.0) -> list[dict[str, Any]]:
-        from iscsikit.target.control import ControlError
-
         deadline = time.monotonic() + timeout
-        reps: list[dict[str, Any]] = []
         while True:
-            try:
-                reps = self.status()
-            except ControlError:  # a just-restarted target may not listen on its control socket yet
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-                continue
+            reps = self.status()
             if all(r["mode"] == "rw" for r in reps) and len(reps) == self.lab.n:
                 return reps
             if time.monotonic() > deadline:
