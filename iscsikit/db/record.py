@@ -336,10 +336,13 @@ def _json_pair(key: str, value: str) -> str:
 
 def _line_info(line: str, keys: KeySet, index: Mapping[str, int]) -> _LineInfo:
     """What one line contributes (``flag``: "" fine, "p" has a problem, "x" not fast)."""
-    if not line or line[0] == "#":
+    if not line:
         return ((), (), (), "", (), (), "", "", "")
+    # Before the comment test: a comment with a NUL byte or over the line limit is reported too.
     if len(line) > _FAST_MAX_LINE or "\x00" in line or "\x01" in line:
         return _NOT_FAST
+    if line[0] == "#":
+        return ((), (), (), "", (), (), "", "", "")
     key, sep, value = line.partition(" = ")
     if (
         not sep

@@ -225,6 +225,9 @@ class PayloadChecksumError(ReplicaProtocolError):
         )
 
 
+_COALESCE = 4096
+
+
 class _Chunks:
     """Received bytes as a list of the transport's chunks: taking a payload out copies it once
     (a join), instead of once into a bytearray and once out of it."""
@@ -241,7 +244,13 @@ class _Chunks:
 
     def append(self, data: bytes) -> None:
         if data:
-            self._chunks.append(data)
+            chunks = self._chunks
+            # Small reads are joined to a small last chunk: a peer that sends one byte at a time
+            # would otherwise cost a bytes object (~40 bytes) per byte held (fuzz/regressions/).
+            if chunks and len(data) < _COALESCE and len(chunks[-1]) < _COALESCE:
+                chunks[-1] += data
+            else:
+                chunks.append(data)
             self._len += len(data)
 
     def peek(self, n: int) -> bytes:

@@ -605,8 +605,9 @@ def _read_text_response(bhs: Buffer, ahs: bytes, data: Buffer) -> TextResponse:
 
 def _read_data_in(bhs: Buffer, ahs: bytes, data: Buffer) -> DataIn:
     _b0, b1, _b2, status, _l, lun, itt, ttt, stat_sn, exp_cmd_sn, max_cmd_sn, data_sn, offset, res = _generic(bhs)
+    # Status is reserved unless the S bit is set (RFC 7143 11.7.4): a writer puts 0 there.
     return DataIn(
-        itt, data_sn, offset, [data] if data else [], bool(b1 & 0x80), bool(b1 & 0x01), status,
+        itt, data_sn, offset, [data] if data else [], bool(b1 & 0x80), bool(b1 & 0x01), status if b1 & 0x01 else 0,
         bool(b1 & 0x40), bool(b1 & 0x04), bool(b1 & 0x02), res, lun, ttt, stat_sn, exp_cmd_sn, max_cmd_sn,
     )  # fmt: skip
 

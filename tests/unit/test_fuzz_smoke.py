@@ -1,0 +1,31 @@
+"""A short libFuzzer run of every fuzz harness (fuzz/, docs/fuzzing.md): CI's fuzzing step.
+
+Each harness runs in a child process (libFuzzer ends its process on a crash) over its committed
+seeds, with a fixed seed and a bounded number of inputs, so a run is repeatable; the time cap
+only guards a slow machine. A crash fails the test and prints the exception, the input (base64)
+and how to replay it. Longer runs are done by hand with ``scripts/fuzz``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fuzz._common import HARNESSES
+from fuzz.run import run_harness
+
+#: Inputs per harness: each costs a few seconds here (the harnesses differ ~50x in speed).
+RUNS = {"pdu": 6000, "login": 1200, "replica_frames": 800, "db_record": 400}
+#: A cap per harness on a slow machine; all four together stay well under a minute.
+SECONDS = 12
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", HARNESSES)
+def test_a_short_fuzz_run_finds_no_crash(name: str, tmp_path: Path) -> None:
+    result = run_harness(
+        name, runs=RUNS[name], seconds=SECONDS, seed=1, work=tmp_path / "work", crashes=tmp_path / "crashes"
+    )
+    assert result.ok, f"fuzzing {name} broke an invariant:\n{result.reproducer()}"
+    assert result.runs > 0 and result.coverage > 0, result.log[-2000:]
