@@ -73,7 +73,7 @@ def instrument(*packages: str) -> AbstractContextManager[object]:
 
 def fuzz_main(test_one_input: Callable[[bytes], None]) -> None:
     """libFuzzer's main loop over ``test_one_input`` (argv: libFuzzer flags and corpus directories)."""
-    import atheris  # type: ignore[import-untyped]
+    import atheris
 
     tracemalloc.start()  # kept on: allocation_limit() then costs two calls per input
     atheris.Setup(sys.argv, test_one_input)
