@@ -9,6 +9,7 @@ crash replayed by pytest go through one function.
 
 from __future__ import annotations
 
+import os
 import sys
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -20,10 +21,11 @@ ROOT = Path(__file__).resolve().parent
 CORPUS = ROOT / "corpus"
 #: Inputs that once broke an invariant; each is replayed by the unit tests (committed).
 REGRESSIONS = ROOT / "regressions"
+_OUT = Path(os.environ.get("ISCSIKIT_FUZZ_OUT", str(ROOT)))
 #: Where ``scripts/fuzz`` has libFuzzer write crashing inputs (not committed).
-CRASHES = ROOT / "crashes"
+CRASHES = _OUT / "crashes"
 #: libFuzzer's growing corpus of inputs that found new coverage (not committed).
-WORK = ROOT / "work"
+WORK = _OUT / "work"
 
 #: Every harness, by name: ``fuzz/fuzz_NAME.py``.
 HARNESSES = ("pdu", "login", "replica_frames", "db_record")
