@@ -11,9 +11,10 @@ The exchange::
 Algorithms are PPP numbers: 5 MD5, 6 SHA-1, 7 SHA-256, 8 SHA3-256. We pick the first one the
 initiator lists that we support. Binary values are hex (``0x``) or base64 (``0b``).
 
-Refused on purpose: a mutual challenge equal to ours (reflection), a mutual challenge seen
-before in this process (replay: :class:`ChallengeLog`), a response of the wrong length, and
-secrets shorter than 12 bytes (checked when credentials are built).
+Refused on purpose: a second response to one challenge, a mutual challenge equal to ours
+(reflection), a mutual challenge seen before in this process (replay: :class:`ChallengeLog`),
+mutual CHAP whose two secrets are equal, a response of the wrong length, and secrets shorter
+than 12 bytes (checked when credentials are built).
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class ChapExchange:
     algorithm: int = 0
     identifier: int = 0
     challenge: bytes = b""
+    answered: bool = False
 
     def choose(self, offered: str) -> list[tuple[str, str]]:
         """Answer CHAP_A: pick the first offered algorithm we support, issue our challenge."""
@@ -152,6 +154,8 @@ class ChapExchange:
 
     def verify(self, keys: dict[str, str]) -> list[tuple[str, str]]:
         """Check CHAP_N/CHAP_R; answer a mutual challenge. Raises ChapError on any failure."""
+        if self.answered:
+            raise ChapError("a second CHAP_R for the same challenge (one response per challenge)")
         if not self.challenge:
             raise ChapError("CHAP_R before CHAP_A")
         name = keys.get("CHAP_N")
@@ -165,6 +169,7 @@ class ChapExchange:
         ok_resp = hmac.compare_digest(got, expected)
         ours = self.challenge
         self.challenge = b""  # one response per challenge
+        self.answered = True
         if not (ok_name and ok_resp):
             raise ChapError(f"CHAP response for user {name!r} does not match")
         if "CHAP_I" not in keys and "CHAP_C" not in keys:
