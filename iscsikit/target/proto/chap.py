@@ -132,7 +132,6 @@ class ChapExchange:
     algorithm: int = 0
     identifier: int = 0
     challenge: bytes = b""
-    answered: bool = False
 
     def choose(self, offered: str) -> list[tuple[str, str]]:
         """Answer CHAP_A: pick the first offered algorithm we support, issue our challenge."""
@@ -154,10 +153,8 @@ class ChapExchange:
 
     def verify(self, keys: dict[str, str]) -> list[tuple[str, str]]:
         """Check CHAP_N/CHAP_R; answer a mutual challenge. Raises ChapError on any failure."""
-        if self.answered:
-            raise ChapError("a second CHAP_R for the same challenge (one response per challenge)")
         if not self.challenge:
-            raise ChapError("CHAP_R before CHAP_A")
+            raise ChapError("CHAP_R without a pending challenge (before CHAP_A, or a second response to one)")
         name = keys.get("CHAP_N")
         response = keys.get("CHAP_R")
         if name is None or response is None:
@@ -168,8 +165,7 @@ class ChapExchange:
         ok_name = hmac.compare_digest(name.encode(), self.incoming.user.encode())
         ok_resp = hmac.compare_digest(got, expected)
         ours = self.challenge
-        self.challenge = b""  # one response per challenge
-        self.answered = True
+        self.challenge = b""  # one response per challenge: a second CHAP_R finds none
         if not (ok_name and ok_resp):
             raise ChapError(f"CHAP response for user {name!r} does not match")
         if "CHAP_I" not in keys and "CHAP_C" not in keys:
