@@ -118,10 +118,10 @@ async def acl_add(server: TargetServer, args: dict[str, Any]) -> Any:
     runtime = _runtime(server, args)
     info = runtime.info
     initiator = args.get("initiator")
+    if not isinstance(initiator, str) or not initiator:
+        raise UsageError("an initiator name is needed")
     where = f"acl add {initiator}"
-    entry = acl_entry(
-        initiator, where=where, chap=_credentials(args, "chap"), mutual=_credentials(args, "mutual")
-    )
+    entry = acl_entry(initiator, where=where, chap=_credentials(args, "chap"), mutual=_credentials(args, "mutual"))
     acls = dict(info.acls or {})
     if entry.initiator in acls:
         raise UsageError(f"{entry.initiator} already has an ACL on {info.name}; remove it first to change it")
