@@ -14,7 +14,7 @@ Invariants:
 * everything queued for the wire is a sequence of well-formed target PDUs (checked when digests
   are off), and no CHAP secret of the target's configuration is ever in it;
 * no session can start when the configuration's CHAP was not proven, or for an initiator the ACL
-  refuses;
+  refuses, and SendTargets never names a target the ACL hides from the initiator;
 * memory: the receive buffer never grows, no task buffer exceeds the per-command limit
   (``MAX_TRANSFER``), ``buffered_bytes`` counts exactly the task buffers held, at most
   ``queue_depth`` commands hold data, and the heap's peak stays within the connection's scratch
@@ -34,6 +34,7 @@ with instrument("iscsikit.target.proto"):
         ChapCredentials,
         CommandReady,
         ConnectionClosed,
+        InitiatorAcl,
         LocalProtocolError,
         PortalInfo,
         ProtocolError,
@@ -57,7 +58,9 @@ PORTAL = PortalInfo("127.0.0.1", 3260, 1)
 INITIATOR_SECRET = b"initiator-secret-1"
 TARGET_SECRET = b"target-secret-2222"
 DISCOVERY_SECRET = b"discovery-secret-3"
-SECRETS = (INITIATOR_SECRET, TARGET_SECRET, DISCOVERY_SECRET)
+ACL_SECRET = b"acl-own-secret-444"
+SECRETS = (INITIATOR_SECRET, TARGET_SECRET, DISCOVERY_SECRET, ACL_SECRET)
+STRANGER = "iqn.2026-11.org.example:someone-else"
 #: Small, so that the fuzzer can fill the command window within one input.
 QUEUE_DEPTH = 4
 #: Read sizes the stream is cut into (byte 0, bits 3-5); 0 = the whole stream at once.
@@ -65,16 +68,23 @@ CHUNKS = (0, 1, 7, 48, 49, 512, 4096, 0)
 
 
 def _directory(config: int) -> TargetDirectory:
+    """Byte 0: bits 0-1 authentication (none, one-way CHAP, mutual CHAP, discovery CHAP plus an
+    ACL entry with its own CHAP for our initiator), bit 2 digests allowed, bit 6 an ACL that
+    admits someone else only."""
     auth_kind = config & 3
     one_way = ChapCredentials("user1", INITIATOR_SECRET)
     auth = AuthConfig()
     discovery_auth = AuthConfig()
+    acls: dict[str, InitiatorAcl] | None = None
     if auth_kind == 1:
         auth = AuthConfig(one_way)
     elif auth_kind == 2:
         auth = AuthConfig(one_way, ChapCredentials("target1", TARGET_SECRET))
     elif auth_kind == 3:
         discovery_auth = AuthConfig(ChapCredentials("disc", DISCOVERY_SECRET))
+        acls = {INITIATOR: InitiatorAcl(INITIATOR, AuthConfig(ChapCredentials("acluser", ACL_SECRET)))}
+    if config & 0x40:
+        acls = {STRANGER: InitiatorAcl(STRANGER)}
     digests = ("None", "CRC32C") if config & 4 else ("None",)
     limits = TargetLimits(
         max_recv_data_segment_length=8192,
@@ -84,9 +94,8 @@ def _directory(config: int) -> TargetDirectory:
         data_digests=digests,
         queue_depth=QUEUE_DEPTH,
     )
-    allowed = frozenset({"iqn.2026-11.org.example:someone-else"}) if config & 0x40 else None
     targets = {
-        TARGET: TargetInfo(name=TARGET, portals=(PORTAL,), alias="disk", allowed_initiators=allowed, auth=auth),
+        TARGET: TargetInfo(name=TARGET, portals=(PORTAL,), alias="disk", acls=acls, auth=auth),
         OTHER_TARGET: TargetInfo(name=OTHER_TARGET, portals=(PortalInfo("0.0.0.0", 3260, 2),)),
     }
     return TargetDirectory(targets, limits=limits, discovery_auth=discovery_auth)
@@ -153,7 +162,7 @@ class _Server:
             assert session.target_name in (TARGET, OTHER_TARGET)
             if session.target_name == TARGET:
                 assert not self.config & 0x40, "a session started for an initiator the ACL refuses"
-                assert auth_kind not in (1, 2), "a session started without the target's CHAP"
+                assert auth_kind == 0, "a session started without the target's (or the ACL's) CHAP"
 
     def run_ready(self) -> None:
         """Complete every command handed out, the way the SCSI layer would."""
@@ -222,6 +231,8 @@ def check(data: bytes) -> None:
         conn.close()
     for secret in SECRETS:
         assert secret not in out and secret.hex().encode() not in out, "a CHAP secret was sent"
+    if config & 0x40:
+        assert b"TargetName=" + TARGET.encode() not in out, "SendTargets listed a target the ACL hides"
     if not config & 4:
         _parse_output(bytes(out))
 

@@ -234,6 +234,7 @@ def _login_seeds() -> None:
     )
     rec("discovery-chap", 0x03, discovery, chap=("disc", fuzz_login.DISCOVERY_SECRET))
     rec("acl-refused", 0x40, normal, target=TARGET)
+    rec("acl-own-chap", 0x03, normal, target=TARGET, chap=("acluser", fuzz_login.ACL_SECRET))
     rec("other-target", 0x00, normal, target=fuzz_login.OTHER_TARGET)
 
 
