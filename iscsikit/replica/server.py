@@ -243,6 +243,8 @@ class _Connection(asyncio.Protocol):
         self._granted_queue: deque[p.Frame] = deque()
         self._granted_wake: asyncio.Event | None = None
         self._refused = False  # a refusal was logged: log no second one for this connection
+        self._early: list[p.Frame] = []
+        self._after_tls: Callable[[p.Frame], None] = self._dispatch_open
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -270,6 +272,8 @@ class _Connection(asyncio.Protocol):
             self._tls_pending = True
             assert self.transport is not None
             self.transport.pause_reading()  # the TLS layer reads the ClientHello, not the frame decoder
+            # Requests can arrive before start_tls() hands over the TLS transport: they wait for it.
+            self._after_tls, self.dispatch = self.dispatch, self._early.append
             self._spawn(self._start_tls(security.tls))
 
     async def _start_tls(self, ctx: ssl.SSLContext) -> None:
@@ -291,6 +295,10 @@ class _Connection(asyncio.Protocol):
         self._tls_pending = False
         if self.auth is None:
             self.server.settled(self)  # TLS alone: the client certificate was verified
+        self.dispatch = self._after_tls
+        early, self._early = self._early, []
+        for req in early:
+            self.dispatch(req)
 
     def _refuse(self, reason: str) -> None:
         """Log why this connection is refused, once, and stop serving it."""
