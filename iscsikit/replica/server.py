@@ -282,7 +282,14 @@ class _Connection(asyncio.Protocol):
         assert raw is not None
         try:
             tls = await loop.start_tls(raw, self, ctx, server_side=True, ssl_handshake_timeout=self.server.auth_timeout)
-        except (OSError, ConnectionError, TimeoutError, RuntimeError) as exc:
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError) as exc:
+            if not self._refused:  # the peer left (a port probe, a client that gave up): not a refusal
+                self._refused = True
+                log.info("connection from %s closed during its TLS handshake (%s)", self.peer, exc or "EOF")
+            raw.abort()
+            self.server.forget(self)
+            return
+        except (OSError, TimeoutError, RuntimeError) as exc:
             self._refuse(f"TLS handshake failed: {exc or type(exc).__name__}")
             raw.abort()
             self.server.forget(self)
