@@ -75,6 +75,7 @@ def serve(
     from iscsikit.heap import keep_large_buffers
     from iscsikit.names import Portal
     from iscsikit.replica import auth
+    from iscsikit.target.config import is_loopback
     from iscsikit.units import parse_size
 
     actx = AppContext.of(ctx)
@@ -92,7 +93,7 @@ def serve(
         auth.server_tls(*files, where="--tls-cert") if files else None,
         auth.Credentials(secret, auth.client_tls(*files, where="--tls-cert") if files else None),
     )
-    if secret is None and not auth.is_loopback(portal.address):
+    if secret is None and not is_loopback(portal.address):
         if not insecure_open:
             raise UsageError(
                 f"--listen {listen}: {portal.address} is not a loopback address and there is no --secret-file; "

@@ -37,7 +37,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
-import ipaddress
 import os
 import secrets
 import ssl
@@ -327,13 +326,3 @@ def tls_files(cert: str | None, key: str | None, ca: str | None, where: str) -> 
     if missing:
         raise ConfigError(f"{where}: TLS needs tls_cert, tls_key and tls_ca together; missing {', '.join(missing)}")
     return str(cert), str(key), str(ca)
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a listen address reaches only this host (127.0.0.0/8, ::1, localhost)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
