@@ -213,3 +213,13 @@ def test_tls_files_are_all_or_none() -> None:
     assert auth.tls_files(None, None, None, "spec") is None
     with pytest.raises(ConfigError, match="missing tls_key, tls_ca"):
         auth.tls_files("c.pem", None, None, "spec")
+
+
+@given(st.binary(max_size=200))
+@example(bytes(64))
+@example(bytes(64) + b"\xff\xfe")
+def test_any_answer_to_step_1_either_fails_cleanly_or_was_made_with_the_secret(payload: bytes) -> None:
+    c = client()
+    c.challenge()
+    with pytest.raises(ReplicaAuthError):
+        c.answer(payload)
