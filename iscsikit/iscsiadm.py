@@ -36,7 +36,7 @@ from iscsikit.errors import (
     UsageError,
 )
 from iscsikit.names import Portal, validate_iface_name, validate_iscsi_name
-from iscsikit.runner import CommandResult, Runner
+from iscsikit.runner import CommandResult, Runner, mask, mask_argv
 from iscsikit.session.parse import (
     DiscoveredTarget,
     PortalOutcome,
@@ -193,7 +193,7 @@ class Iscsiadm:
             if rc in ok_codes:
                 return res
             err = IscsiadmError.from_result(
-                _masked(argv, secrets), rc, _mask(res.stdout, secrets), _mask(res.stderr, secrets)
+                mask_argv(argv, secrets), rc, mask(res.stdout, secrets), mask(res.stderr, secrets)
             )
             if rc in retry and attempt < self.attempts:
                 delay = self.backoff * (2 ** (attempt - 1))
@@ -467,13 +467,3 @@ class Iscsiadm:
     def iface_delete(self, name: str) -> None:
         """Delete an iface record (and its node bindings). Missing is success."""
         self.call(["-m", "iface", "-I", validate_iface_name(name), "-o", "delete"], ok=(21, 7), mutating=True)
-
-
-def _mask(text: str, secrets: Sequence[str]) -> str:
-    for s in secrets:
-        text = text.replace(s, "********")
-    return text
-
-
-def _masked(argv: Sequence[str], secrets: Sequence[str]) -> list[str]:
-    return [_mask(a, secrets) for a in argv]
