@@ -800,7 +800,8 @@ class Database:
             self._write_discovery_locked(tx, ref, values)
             if self.dry_run:  # nothing was written to read back
                 new_ref = DiscoveryRef(ref.kind, ref.address, ref.port)
-                return DiscoveryRecord(new_ref, parse_record(format_record(ref.kind, values), ref.relpath, ref.kind), [])
+                text = format_record(ref.kind, values)
+                return DiscoveryRecord(new_ref, parse_record(text, ref.relpath, ref.kind), [])
         return self.discovery(DiscoveryRef(ref.kind, ref.address, ref.port))
 
     def _write_discovery_locked(self, tx: _Tx, ref: DiscoveryRef, values: Mapping[str, str]) -> None:
