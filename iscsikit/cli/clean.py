@@ -329,7 +329,7 @@ def restore(
     ] = False,
     include_config: Annotated[
         bool,
-        typer.Option("--include-config", help="Also restore iscsid.conf and initiatorname.iscsi if the backup has them."),
+        typer.Option("--include-config", help="Also restore iscsid.conf and initiatorname.iscsi from the backup."),
     ] = False,
 ) -> None:
     """Put back the records a clean removed (node, discovery and iface records, links, attachments).
