@@ -53,7 +53,7 @@ __iscsikit_opts() {
         'replica remove') echo '--control --dry-run --help --json --lun --quiet --target --verbose -h -q -v' ;;
         'replica serve') echo '--dry-run --help --io-threads --json --listen --quiet --size --verbose -h -q -v' ;;
         'replica status') echo '--control --dry-run --help --json --quiet --verbose -h -q -v' ;;
-        'restore') echo '--dry-run --force --help --json --quiet --verbose -h -q -v' ;;
+        'restore') echo '--dry-run --force --help --include-config --json --quiet --verbose -h -q -v' ;;
         'session') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'session list') echo '--dry-run --help --json --quiet --target --verbose -T -h -q -v' ;;
         'session rescan') echo '--dry-run --help --json --lun --quiet --verbose -h -q -v' ;;

@@ -530,6 +530,19 @@ def _state(tree: _Tree, m: Member, data: bytes) -> str | None:
     return "same" if tree.read(m.relpath) == data else "different content"
 
 
+def _link_roots(db: Database) -> set[str]:
+    """The names this DB goes by in iscsiadm's links: its path here, the root its existing
+    links name (or ``link_root``), and the root compiled into this host's iscsiadm (when the
+    DB is reached through another mount point, e.g. ``--db-root /host/etc/iscsi``)."""
+    from iscsikit.db.locate import compiled_db_root
+
+    roots = {str(db.link_root).rstrip("/"), str(db.root).rstrip("/")}
+    compiled = compiled_db_root()
+    if compiled is not None:
+        roots.add(str(compiled[0]).rstrip("/"))
+    return roots
+
+
 def restore_backup(
     backup: Backup,
     db: Database,
@@ -551,7 +564,7 @@ def restore_backup(
     if origin and os.path.realpath(str(origin)) != os.path.realpath(str(root)):
         report.notes.append(f"the backup was taken from {origin}; restoring into {root}")
     where = backup.path
-    roots = {str(db.link_root).rstrip("/"), str(root).rstrip("/")}
+    roots = _link_roots(db)
     checked: list[tuple[Member, bytes]] = []
     for entry in backup.snapshot.ordered():
         name = DB_PREFIX + entry.relpath + ("/" if entry.type == "dir" else "")
