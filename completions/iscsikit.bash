@@ -10,7 +10,8 @@ __iscsikit_children() {
         'node') echo 'delete list new set show' ;;
         'replica') echo 'add info remove serve status' ;;
         'session') echo 'list rescan show' ;;
-        'target') echo 'serve status' ;;
+        'target') echo 'acl serve status' ;;
+        'target acl') echo 'add list remove' ;;
     esac
 }
 
@@ -59,7 +60,11 @@ __iscsikit_opts() {
         'session rescan') echo '--dry-run --help --json --lun --quiet --verbose -h -q -v' ;;
         'session show') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'target') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
-        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --data-digest --dry-run --header-digest --help --iqn --json --loop --lun --mutual-secret-file --mutual-user --portal --quiet --verbose -h -q -v' ;;
+        'target acl') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'target acl add') echo '--chap-secret-file --chap-user --control --dry-run --help --json --mutual-secret-file --mutual-user --quiet --target --verbose -h -q -v' ;;
+        'target acl list') echo '--control --dry-run --help --json --quiet --target --verbose -h -q -v' ;;
+        'target acl remove') echo '--control --dry-run --help --json --quiet --target --verbose -h -q -v' ;;
+        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --data-digest --discovery-chap-secret-file --discovery-chap-user --discovery-mutual-secret-file --discovery-mutual-user --dry-run --header-digest --help --insecure-open --iqn --json --loop --lun --mutual-secret-file --mutual-user --portal --quiet --verbose -h -q -v' ;;
         'target status') echo '--control --dry-run --help --json --quiet --verbose --wait -h -q -v' ;;
     esac
 }
@@ -91,7 +96,10 @@ __iscsikit_value_opts() {
         'replica status') echo '--control' ;;
         'session list') echo '--target -T' ;;
         'session rescan') echo '--lun' ;;
-        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --data-digest --header-digest --iqn --loop --lun --mutual-secret-file --mutual-user --portal' ;;
+        'target acl add') echo '--chap-secret-file --chap-user --control --mutual-secret-file --mutual-user --target' ;;
+        'target acl list') echo '--control --target' ;;
+        'target acl remove') echo '--control --target' ;;
+        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --data-digest --discovery-chap-secret-file --discovery-chap-user --discovery-mutual-secret-file --discovery-mutual-user --header-digest --iqn --loop --lun --mutual-secret-file --mutual-user --portal' ;;
         'target status') echo '--control --wait' ;;
     esac
 }
@@ -105,7 +113,10 @@ __iscsikit_path_opts() {
         'replica add') echo '--control' ;;
         'replica remove') echo '--control' ;;
         'replica status') echo '--control' ;;
-        'target serve') echo '--chap-secret-file --config --control --mutual-secret-file' ;;
+        'target acl add') echo '--chap-secret-file --control --mutual-secret-file' ;;
+        'target acl list') echo '--control' ;;
+        'target acl remove') echo '--control' ;;
+        'target serve') echo '--chap-secret-file --config --control --discovery-chap-secret-file --discovery-mutual-secret-file --mutual-secret-file' ;;
         'target status') echo '--control' ;;
     esac
 }

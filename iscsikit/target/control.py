@@ -1,7 +1,8 @@
 """The target's control socket: one JSON request per line on a Unix socket, one JSON answer.
 
 Request ``{"command": "status", "args": {...}}``; answer ``{"ok": true, "result": ...}`` or
-``{"ok": false, "error": {"name": ..., "message": ...}}``. Built in: ``status`` and ``ping``.
+``{"ok": false, "error": {"name": ..., "message": ..., "usage": bool}}`` (``usage``: bad input,
+the CLI exits 2). Built in: ``status``, ``ping`` and the ``acl`` commands (:mod:`.acl`).
 Other parts of iscsikit add commands without touching this file::
 
     from iscsikit.target.control import register_command
@@ -34,7 +35,7 @@ from iscsikit.errors import IscsikitError, UsageError
 if TYPE_CHECKING:
     from iscsikit.target.server import TargetServer
 
-__all__ = ["ControlError", "ControlServer", "register_command", "request"]
+__all__ = ["ControlError", "ControlServer", "ControlUsageError", "register_command", "request"]
 
 log = logging.getLogger("iscsikit.target.control")
 
@@ -68,6 +69,9 @@ class ControlServer:
     """Serves the control socket of one :class:`TargetServer`."""
 
     def __init__(self, server: TargetServer, path: Path) -> None:
+        from iscsikit.target.acl import register_commands
+
+        register_commands()
         self.server = server
         self.path = path
         self._srv: asyncio.AbstractServer | None = None
@@ -130,15 +134,16 @@ class ControlServer:
         try:
             result = await handler(self.server, args)
         except IscsikitError as exc:
-            return _answer_error(type(exc).__name__, exc.message)
+            return _answer_error(type(exc).__name__, exc.message, usage=exc.exit_code == 2)
         except Exception as exc:  # a handler bug must not take the target down
             log.exception("control command %s failed", name)
             return _answer_error(type(exc).__name__, str(exc))
         return json.dumps({"ok": True, "result": result}, default=str).encode() + b"\n"
 
 
-def _answer_error(name: str, message: str) -> bytes:
-    return json.dumps({"ok": False, "error": {"name": name, "message": message}}).encode() + b"\n"
+def _answer_error(name: str, message: str, *, usage: bool = False) -> bytes:
+    error = {"name": name, "message": message, "usage": usage}
+    return json.dumps({"ok": False, "error": error}).encode() + b"\n"
 
 
 def _stale_socket(path: Path) -> bool:
@@ -167,6 +172,12 @@ def _alive(path: Path) -> bool:
         except OSError:
             return False
         return True
+
+
+class ControlUsageError(ControlError):
+    """The target refused the request as bad input (a name, a value): the CLI exits 2."""
+
+    exit_code = 2
 
 
 class NotListeningError(ControlError):
@@ -220,5 +231,6 @@ def _request_once(path: Path, command: str, args: dict[str, Any] | None, timeout
         raise ControlError(f"{path}: malformed answer from the target") from None
     if not answer.get("ok"):
         err = answer.get("error") or {}
-        raise ControlError(f"{command}: {err.get('name', 'Error')}: {err.get('message', '')}")
+        cls = ControlUsageError if err.get("usage") else ControlError
+        raise cls(f"{command}: {err.get('name', 'Error')}: {err.get('message', '')}")
     return answer.get("result")
