@@ -55,7 +55,7 @@ __iscsikit_opts() {
         'replica secret') echo '--dry-run --help --json --output --quiet --verbose -h -o -q -v' ;;
         'replica serve') echo '--dry-run --help --insecure-open --io-threads --json --listen --quiet --secret-file --size --tls-ca --tls-cert --tls-key --verbose -h -q -v' ;;
         'replica status') echo '--control --dry-run --help --json --quiet --verbose -h -q -v' ;;
-        'restore') echo '--dry-run --force --help --json --quiet --verbose -h -q -v' ;;
+        'restore') echo '--dry-run --force --help --include-config --json --quiet --verbose -h -q -v' ;;
         'session') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'session list') echo '--dry-run --help --json --quiet --target --verbose -T -h -q -v' ;;
         'session rescan') echo '--dry-run --help --json --lun --quiet --verbose -h -q -v' ;;

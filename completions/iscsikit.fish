@@ -516,6 +516,7 @@ complete -c iscsikit -n '__iscsikit_at \'replica status\'' -l quiet -d '(global)
 complete -c iscsikit -n '__iscsikit_at \'replica status\'' -s v -d '(global) see iscsikit --help'
 complete -c iscsikit -n '__iscsikit_at \'replica status\'' -l verbose -d '(global) see iscsikit --help'
 complete -c iscsikit -n '__iscsikit_at \'restore\'' -l force -d 'Overwrite records that changed since the backup was taken.'
+complete -c iscsikit -n '__iscsikit_at \'restore\'' -l include-config -d 'Also restore iscsid.conf and initiatorname.iscsi from the backup.'
 complete -c iscsikit -n '__iscsikit_at \'restore\'' -s h -l help -d 'Show the help of this command and exit.'
 complete -c iscsikit -n '__iscsikit_at \'restore\'' -l json -d '(global) see iscsikit --help'
 complete -c iscsikit -n '__iscsikit_at \'restore\'' -l dry-run -d '(global) see iscsikit --help'
