@@ -127,7 +127,7 @@ def _server(stream: bytes, chunk: int, eof: bool) -> None:
                 raise AssertionError("the decoder went on after a framing error")
 
 
-_OPS = [Op.READ, Op.WRITE, Op.CHECKSUM, Op.EXTENTS, Op.PULL, Op.HELLO, Op.PING]
+_OPS = [Op.READ, Op.WRITE, Op.CHECKSUM, Op.EXTENTS, Op.PULL, Op.HELLO, Op.PING, Op.AUTH]
 
 
 def _client(params: bytes, stream: bytes, chunk: int) -> None:
@@ -142,6 +142,8 @@ def _client(params: bytes, stream: bytes, chunk: int) -> None:
             kwargs = {"length": length, "payload": granule_payload(params[i + 3] or 1)}
         elif op == Op.HELLO:
             kwargs = {"payload": b'{"claim":true}'}
+        elif op == Op.AUTH:
+            kwargs = {"payload": b"\x01" + bytes(32)}
         else:
             kwargs = {"length": length}
         client.request(op, offset=params[i + 3] * 512, **kwargs)  # type: ignore[arg-type]

@@ -24,8 +24,8 @@ import struct
 import tarfile
 from collections.abc import Callable
 
-from fuzz import fuzz_db_record, fuzz_login, fuzz_replica_frames
-from fuzz._common import CORPUS, ROOT
+from fuzz import fuzz_db_record, fuzz_login, fuzz_replica_auth, fuzz_replica_frames
+from fuzz._common import CORPUS, HARNESSES, ROOT
 from iscsikit.replica import protocol as rp
 from iscsikit.target.proto import InitiatorConnection, SessionTable, TargetConnection
 from iscsikit.target.proto.chap import chap_response, decode_binary, encode_binary
@@ -347,6 +347,33 @@ def _replica_seeds() -> None:
     _save("replica_frames", "client-error", bytes([1 | (1 << 4)]) + params[:4] + err)
 
 
+def _replica_auth_seeds() -> None:
+    from iscsikit.replica import auth
+
+    fa = fuzz_replica_auth
+    for index, volume in enumerate(fa.VOLUMES):
+        server = auth.ServerAuth(fa.SECRET, lambda v=volume: v, nonce=lambda n: fa.SERVER_NONCE[:n])  # type: ignore[misc]
+        client = auth.ClientAuth(fa.SECRET, nonce=lambda n: fa.CLIENT_NONCE[:n])
+        session = rp.ClientSession()
+        step1 = client.challenge()
+        wire = b"".join(session.request(rp.Op.AUTH, payload=step1))
+        answer = server.receive(rp.Frame(rp.Op.AUTH, 1, payload=step1))
+        step2 = client.answer(answer.payload)
+        good = wire + b"".join(session.request(rp.Op.AUTH, payload=step2))
+        good += b"".join(session.request(rp.Op.HELLO, payload=rp.pack_json({"claim": True})))
+        good += b"".join(session.request(rp.Op.READ, offset=0, length=4096))
+        good += b"".join(session.request(rp.Op.WRITE, offset=0, payload=bytes(512)))
+        config = index << 1
+        _save("replica_auth", f"server-handshake-vol{index}", bytes([config]) + good)
+        wrong = wire + b"".join(rp.ClientSession().request(rp.Op.AUTH, payload=step2[:-1] + b"\0"))
+        _save("replica_auth", f"server-wrong-proof-vol{index}", bytes([config]) + wrong)
+        answer_seed = len(answer.payload).to_bytes(2, "little") + answer.payload
+        _save("replica_auth", f"client-answer-vol{index}", bytes([1 | (2 if index == 2 else 0)]) + answer_seed)
+    old = b"".join(rp.ClientSession().request(rp.Op.HELLO, payload=rp.pack_json({"claim": True})))
+    _save("replica_auth", "server-hello-first", b"\x00" + old)
+    _save("replica_auth", "server-chunked", bytes([1 << 3]) + good)
+
+
 # ---- DB records -------------------------------------------------------------------------------
 
 
@@ -402,11 +429,12 @@ def _db_seeds() -> None:
 
 
 def main() -> None:
-    for name in ("pdu", "login", "replica_frames", "db_record"):
+    for name in HARNESSES:
         shutil.rmtree(CORPUS / name, ignore_errors=True)
     _pdu_seeds()
     _login_seeds()
     _replica_seeds()
+    _replica_auth_seeds()
     _db_seeds()
     for d in sorted(CORPUS.iterdir()):
         print(f"{d.name}: {len(list(d.iterdir()))} seeds")
