@@ -28,7 +28,7 @@ CRASHES = _OUT / "crashes"
 WORK = _OUT / "work"
 
 #: Every harness, by name: ``fuzz/fuzz_NAME.py``.
-HARNESSES = ("pdu", "login", "replica_frames", "replica_auth", "db_record")
+HARNESSES = ("pdu", "login", "replica_frames", "replica_auth", "db_record", "restore_member")
 
 
 class MemoryBoundExceeded(AssertionError):

@@ -24,8 +24,9 @@ import struct
 import tarfile
 from collections.abc import Callable
 
-from fuzz import fuzz_db_record, fuzz_login, fuzz_replica_auth, fuzz_replica_frames
+from fuzz import fuzz_db_record, fuzz_login, fuzz_replica_auth, fuzz_replica_frames, fuzz_restore_member
 from fuzz._common import CORPUS, HARNESSES, ROOT
+from iscsikit.clean import backup
 from iscsikit.replica import protocol as rp
 from iscsikit.target.proto import InitiatorConnection, SessionTable, TargetConnection
 from iscsikit.target.proto.chap import chap_response, decode_binary, encode_binary
@@ -428,6 +429,43 @@ def _db_seeds() -> None:
         )
 
 
+def _restore_member_seeds() -> None:
+    """Members as a clean backup holds them: the real DB tree of the kernel capture, under db/."""
+    kinds = [k for k, _ in fuzz_restore_member.KINDS]
+
+    def seed(label: str, kind: str, mode: int, name: str, linkname: str = "", config: bool = False) -> None:
+        head = bytes([kinds.index(kind) | (8 if config else 0)]) + mode.to_bytes(2, "little")
+        _save("restore_member", label, head + name.encode() + (b"\0" + linkname.encode() if linkname else b""))
+
+    with tarfile.open(ROOT.parent / "tests/fixtures/kernel/etc-iscsi.tar.gz") as tar:
+        for member in tar.getmembers():
+            rel = member.name.removeprefix("etc/iscsi").strip("/")
+            if not rel:
+                continue
+            kind = backup.member_kind(member)
+            label = "kernel-" + kind.replace(" ", "-") + "-" + rel.split("/")[0]
+            seed(
+                label,
+                kind,
+                member.mode,
+                "db/" + rel,
+                member.linkname,
+                config=rel in ("iscsid.conf", "initiatorname.iscsi"),
+            )
+    target = "iqn.2026-11.org.example:disk"
+    seed(
+        "static-link",
+        "link",
+        0o777,
+        f"db/static/{target},10.0.0.1,3260,1,default",
+        f"/etc/iscsi/nodes/{target}/10.0.0.1,3260,1",
+    )
+    seed("setuid-record", "file", 0o4755, f"db/nodes/{target}/10.0.0.1,3260,1/default")
+    seed("attachment", "file", 0o644, "state/attachments/pvc-0a1b2c3d.json")
+    seed("config-without-flag", "file", 0o644, "db/iscsid.conf")
+    seed("device", "character device", 0o600, "db/nodes/x")
+
+
 def main() -> None:
     for name in HARNESSES:
         shutil.rmtree(CORPUS / name, ignore_errors=True)
@@ -436,6 +474,7 @@ def main() -> None:
     _replica_seeds()
     _replica_auth_seeds()
     _db_seeds()
+    _restore_member_seeds()
     for d in sorted(CORPUS.iterdir()):
         print(f"{d.name}: {len(list(d.iterdir()))} seeds")
 

@@ -19,7 +19,14 @@ from fuzz._common import HARNESSES
 from fuzz.run import REPO, run_harness
 
 #: Inputs per harness: each costs a few seconds here (the harnesses differ ~50x in speed).
-RUNS = {"pdu": 6000, "login": 1200, "replica_frames": 800, "replica_auth": 3000, "db_record": 400}
+RUNS = {
+    "pdu": 6000,
+    "login": 1200,
+    "replica_frames": 800,
+    "replica_auth": 3000,
+    "db_record": 400,
+    "restore_member": 4000,
+}
 #: A cap per harness on a slow machine; all of them together stay well under a minute.
 SECONDS = 12
 
