@@ -16,9 +16,10 @@ Invariants:
 * no session can start when the configuration's CHAP was not proven, or for an initiator the ACL
   refuses, and SendTargets never names a target the ACL hides from the initiator;
 * memory: the receive buffer never exceeds what MaxRecvDataSegmentLength needs, no task buffer
-  exceeds the per-command limit (``MAX_TRANSFER``), ``buffered_bytes`` counts exactly the task buffers held, at most
-  ``queue_depth`` commands hold data, and the heap's peak stays within the connection's scratch
-  buffer plus ``queue_depth`` commands of ``MAX_TRANSFER``.
+  exceeds the per-command limit (the maximum transfer length), ``buffered_bytes`` counts exactly
+  the task buffers held, at most ``queue_depth`` commands hold data, and the heap's peak stays
+  within the connection's scratch buffer plus ``queue_depth`` commands of the maximum transfer
+  length.
 """
 
 from __future__ import annotations
@@ -99,6 +100,12 @@ def _directory(config: int) -> TargetDirectory:
         OTHER_TARGET: TargetInfo(name=OTHER_TARGET, portals=(PortalInfo("0.0.0.0", 3260, 2),)),
     }
     return TargetDirectory(targets, limits=limits, discovery_auth=discovery_auth)
+
+
+def max_transfer(directory: TargetDirectory) -> int:
+    """The largest transfer one command may hold in memory (the target's declared limit)."""
+    limit = getattr(directory.limits, "max_transfer_length", None)
+    return int(limit) if limit is not None else int(connection_module.MAX_TRANSFER)
 
 
 def _parse_output(out: bytes) -> None:
@@ -182,7 +189,7 @@ class _Server:
 
     def _check_bounds(self) -> None:
         conn = self.conn
-        limit = connection_module.MAX_TRANSFER
+        limit = max_transfer(conn.directory)
         held = 0
         holding = 0
         for task in conn.tasks.values():
@@ -205,7 +212,7 @@ def check(data: bytes) -> None:
     config, stream = data[0], data[1:]
     directory = _directory(config)
     scratch = max(directory.limits.max_recv_data_segment_length, 64 << 10) + (64 << 10)
-    budget = scratch + QUEUE_DEPTH * connection_module.MAX_TRANSFER + 64 * len(data) + (1 << 20)
+    budget = scratch + QUEUE_DEPTH * max_transfer(directory) + 64 * len(data) + (1 << 20)
     with allocation_limit(budget, "one connection"):
         conn = TargetConnection(directory, SessionTable(), PORTAL)
         # Scratch for the largest PDU the target accepts (MaxRecvDataSegmentLength), never more.
