@@ -31,6 +31,10 @@ WORK = _OUT / "work"
 HARNESSES = ("pdu", "login", "replica_frames", "replica_auth", "db_record", "restore_member")
 
 
+#: libFuzzer dictionaries (tokens the mutator splices in), by harness.
+DICTS = {"pdu": ROOT / "dict" / "iscsi_text.dict", "login": ROOT / "dict" / "iscsi_text.dict"}
+
+
 class MemoryBoundExceeded(AssertionError):
     """One input made the code under test allocate more than its declared limit allows."""
 

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fuzz._common import CORPUS, CRASHES, HARNESSES, ROOT, WORK
+from fuzz._common import CORPUS, CRASHES, DICTS, HARNESSES, ROOT, WORK
 
 REPO = ROOT.parent
 _STATS = re.compile(r"#(\d+)\s+\w+\s+cov: (\d+) ft: (\d+) corp: (\d+)/\S+(?: lim: \d+)? exec/s: (\d+)")
@@ -108,6 +108,8 @@ def run_harness(
         argv.append(f"-runs={runs}")
     if seed is not None:
         argv.append(f"-seed={seed}")
+    if name in DICTS:
+        argv.append(f"-dict={DICTS[name]}")
     argv += [*extra, str(work), str(CORPUS / name)]
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     with tempfile.TemporaryFile("w+") as log:

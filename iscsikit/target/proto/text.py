@@ -23,7 +23,8 @@ __all__ = ["MAX_KEY_LEN", "MAX_VALUE_LEN", "decode_text", "encode_text", "split_
 
 MAX_KEY_LEN = 63
 MAX_VALUE_LEN = 8192  # generous: CHAP_C/CHAP_R with SHA3-256 in hex are ~66 bytes; some initiators send more
-_KEY_RE = re.compile(r"^[A-Za-z0-9.\-+@_]{1,63}$")
+# fullmatch, not ^...$: "$" also matches before a final newline ("Key\n" would pass).
+_KEY_RE = re.compile(r"[A-Za-z0-9.\-+@_]{1,63}")
 
 #: Login status "initiator error" (class 2, detail 0): malformed text.
 INITIATOR_ERROR = 0x0200
@@ -54,7 +55,7 @@ def decode_text(data: Buffer) -> list[tuple[str, str]]:
             raise RemoteProtocolError(
                 f"text pair {i} ({key[:40]!r}) has no '='", login_status=INITIATOR_ERROR, reject_reason=0x09
             )
-        if not _KEY_RE.match(key):
+        if not _KEY_RE.fullmatch(key):
             raise RemoteProtocolError(
                 f"text key {key[:70]!r} is not a valid key name", login_status=INITIATOR_ERROR, reject_reason=0x09
             )
