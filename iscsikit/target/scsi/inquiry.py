@@ -104,9 +104,10 @@ def block_limits(lu: LogicalUnit) -> bytes:
     body = bytearray(0x3C)
     body[1] = MAX_COMPARE_AND_WRITE_BLOCKS
     struct.pack_into(">H", body, 2, 1 << PHYSICAL_BLOCK_EXPONENT)  # optimal transfer length granularity
-    struct.pack_into(">I", body, 4, lu.max_transfer_blocks)  # maximum transfer length
-    # optimal transfer length: 1 MiB, one MaxBurstLength (Linux turns it into io_opt)
-    struct.pack_into(">I", body, 8, min(lu.max_transfer_blocks, (1 << 20) // lu.block_size))
+    # maximum transfer length: enforced (block.py and, for the EDTL, the protocol core)
+    struct.pack_into(">I", body, 4, lu.max_transfer_blocks)
+    # optimal transfer length: 1 MiB, one default MaxBurstLength (Linux turns it into io_opt)
+    struct.pack_into(">I", body, 8, min(lu.max_transfer_blocks, max(1, (1 << 20) // lu.block_size)))
     struct.pack_into(">I", body, 12, 0)  # maximum prefetch length (0: no limit stated)
     if lu.thin:
         struct.pack_into(">I", body, 16, MAX_UNMAP_BLOCKS)
