@@ -196,6 +196,8 @@ class TargetConnection:
         self._max_xfer = limits.max_transfer_length
         #: Bytes of Data-Out buffers the process may hold (shared by the server's connections).
         self._budget = budget if budget is not None else WriteBudget(1 << 62)
+        #: What one connection may hold of it: a quarter (one peer cannot starve the others).
+        self._budget_share = max(self._budget.limit // 4, self._max_xfer)
         self._max_send = 8192
         self._max_burst = 8192
         #: A Normal session is logged in on this connection (SCSI commands are accepted).
@@ -447,7 +449,7 @@ class TargetConnection:
             if not (b1 & 0x20) or dslen > edtl or edtl > self._max_xfer or itt in self.tasks:
                 return None  # refused or rejected: the immediate data goes to scratch, then away
             budget = self._budget
-            if budget.used + edtl > budget.limit:
+            if budget.used + edtl > budget.limit or self.buffered_bytes + edtl > self._budget_share:
                 budget.refused += 1
                 return None
             budget.used += edtl
@@ -633,7 +635,9 @@ class TargetConnection:
         )  # fmt: skip
         if cmd.write and edtl and refusal is None:
             budget = self._budget
-            if buffer is None and (dslen or not budget.take(edtl)):
+            if buffer is None and (
+                dslen or self.buffered_bytes + edtl > self._budget_share or not budget.take(edtl)
+            ):
                 refusal = (_TASK_SET_FULL, b"")  # dslen: _destination found the budget spent
             else:
                 if buffer is None:
