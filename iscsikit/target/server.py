@@ -371,6 +371,11 @@ class _Connection(asyncio.BufferedProtocol):
         try:
             rsp: ScsiResponse = await luns.execute(task.lun, task.cdb, task.data_out, nexus)
             self._complete(task, rsp, luns)
+        except asyncio.CancelledError:
+            # Cancelled by stop() after its connection was aborted: nothing is sent, the buffer
+            # goes back to the budget.
+            self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)
+            raise
         except Exception:
             log.exception("SCSI command %r failed inside the target", task)
             self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)
@@ -749,6 +754,8 @@ class TargetServer:
             if not_done:
                 log.warning("%d connection(s) still busy after %.0f s; closing anyway", len(not_done),
                             self.options.shutdown_timeout)  # fmt: skip
+        # Commands still running past the deadline are cancelled once their connection is gone.
+        late = [fut for c in self._connections for fut in c.running.values()]
         for c in list(self._connections):
             c._flush()
             if c.busy:
@@ -762,9 +769,8 @@ class TargetServer:
             grace -= 0.01
         for c in list(self._connections):
             c.abort()
-        for c in list(self._connections):
-            for fut in list(c.running.values()):
-                fut.cancel()
+        for fut in late:
+            fut.cancel()
         await asyncio.sleep(0)
         if self._housekeeping is not None:
             self._housekeeping.cancel()

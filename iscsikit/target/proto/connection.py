@@ -635,10 +635,12 @@ class TargetConnection:
         )  # fmt: skip
         if cmd.write and edtl and refusal is None:
             budget = self._budget
-            if buffer is None and (
-                dslen or self.buffered_bytes + edtl > self._budget_share or not budget.take(edtl)
-            ):
-                refusal = (_TASK_SET_FULL, b"")  # dslen: _destination found the budget spent
+            if buffer is None and (dslen or self.buffered_bytes + edtl > self._budget_share):
+                if not dslen:  # (with immediate data, _destination already counted it)
+                    budget.refused += 1
+                refusal = (_TASK_SET_FULL, b"")
+            elif buffer is None and not budget.take(edtl):
+                refusal = (_TASK_SET_FULL, b"")
             else:
                 if buffer is None:
                     buffer = write_buffer(edtl)
@@ -1363,6 +1365,10 @@ class TargetConnection:
 
     def close(self) -> None:
         """The driver is closing the socket."""
+        if self._cmd_task_buffer is not None:  # a command whose immediate data was still arriving
+            self._budget.used -= len(self._cmd_task_buffer)
+            self._cmd_task_buffer = None
+            self._hdr = self._dest = self._direct = None
         if self.phase not in (Phase.CLOSED, Phase.ERROR):
             self._close(Trigger.CLOSE)
         if self.session is not None and self.session.connection is self:
