@@ -155,6 +155,12 @@ def test_stop_ends_within_the_shutdown_timeout_whatever_peers_left() -> None:
             _itt, wire = w.ini.scsi_command(rw10(WRITE10, i * 2048, 2048), lun=1, write_data=b"\0" * (1 << 20),
                                             immediate_length=0)  # fmt: skip
             await w.send(wire)
+        deaf = await client(server, isid=b"\x80\0\0\0\0\x03")  # asks for 32 MiB, reads none of it
+        deaf.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        for i in range(8):
+            _itt, wire = deaf.ini.scsi_command(rw10(0x28, i * 8192, 8192), lun=1, read_length=4 << 20)
+            await deaf.send(wire)
+        deaf.reader._transport.pause_reading()  # type: ignore[attr-defined]
         half = await asyncio.open_connection("127.0.0.1", port(server))
         await asyncio.wait_for(server_cm.__aexit__(None, None, None), 30)
         assert not server.connections

@@ -135,7 +135,7 @@ def test_refusals_are_answered_in_cmdsn_order() -> None:
 def test_login_pdus_over_8192_bytes_end_the_login() -> None:
     pair = Pair()
     ini = pair.ini
-    keys = ini._leading() + ini._operational() + [("X-pad", "p" * 9000)]
+    keys = ini._leading() + ini._operational() + [(f"X-pad{i}", "p" * 100) for i in range(90)]
     from iscsikit.target.proto.text import encode_text
 
     wire = ini._login(1, 3, True, keys)
