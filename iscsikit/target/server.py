@@ -65,6 +65,7 @@ from iscsikit.target.proto import (
     TargetLimits,
     Task,
     TaskManagement,
+    TaskState,
 )
 from iscsikit.target.proto.connection import ProtocolIssue
 from iscsikit.target.proto.errors import LocalProtocolError
@@ -82,6 +83,9 @@ log = logging.getLogger("iscsikit.target")
 _INTERNAL_FAILURE_SENSE = bytes([0x70, 0, 0x04, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x44, 0, 0, 0, 0, 0])
 #: Seconds a connection we closed may take to go (its unsent answers flushing) before it is aborted.
 _LINGER = 10.0
+#: Bytes of read data answered but not yet handed to the transport before a flush mid-batch:
+#: a batch of large reads reaches the transport's high-water mark (and pauses) as it goes.
+_FLUSH_AT = 8 << 20
 #: Something is wrong with a socket asyncio is not reading: reset, hang-up, or the peer's FIN.
 _GONE = select.POLLHUP | select.POLLERR
 _EOF = select.POLLRDHUP
@@ -194,7 +198,11 @@ class _Connection(asyncio.BufferedProtocol):
         # (end offset in ``_wrote``, buffers) handed over and given back once the transport has
         # passed that offset to the kernel (see _release_sent).
         self._lent: list[PoolBuffer] = []
+        self._lent_bytes = 0
         self._sending: deque[tuple[int, list[PoolBuffer]]] = deque()
+        #: Commands without Data-Out that arrived while the peer was not reading our answers:
+        #: started once it reads again, so unread answers cannot pile up past the high-water mark.
+        self._deferred: deque[Task] = deque()
         self._wrote = 0
         self.started = time.monotonic()
         self._debug = log.isEnabledFor(logging.DEBUG)
@@ -259,6 +267,7 @@ class _Connection(asyncio.BufferedProtocol):
         # Buffers the closed transport may still reference are dropped, never reused.
         self._lent = []
         self._sending.clear()
+        self._deferred.clear()
         if self._timer is not None:
             self._timer.cancel()
         aborted = self.conn.abort_all()
@@ -284,7 +293,20 @@ class _Connection(asyncio.BufferedProtocol):
         self._paused_write = False
         if self._sending:
             self._release_sent([])
+        if self._deferred:
+            self._run_deferred()
         self._update_reading()
+
+    def _run_deferred(self) -> None:
+        deferred = self._deferred
+        while deferred and not self._paused_write:
+            task = deferred.popleft()
+            if task.state is TaskState.ABORTED:
+                self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)  # forgets it, sends nothing
+            else:
+                self._start(task)
+        if not self._in_process:
+            self._process()
 
     # -- core events -------------------------------------------------------------------------
 
@@ -331,6 +353,9 @@ class _Connection(asyncio.BufferedProtocol):
         )  # fmt: skip
 
     def _start(self, task: Task) -> None:
+        if self._paused_write and task.buffer is None:
+            self._deferred.append(task)
+            return
         runtime = self.runtime
         if runtime is None:
             self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)
@@ -364,6 +389,9 @@ class _Connection(asyncio.BufferedProtocol):
         for piece in data:
             if type(piece) is memoryview and (buf := pooled(piece)) is not None:
                 self._lent.append(buf)
+                self._lent_bytes += len(buf)
+                if self._lent_bytes > _FLUSH_AT:
+                    self._flush()
 
     async def _execute(self, task: Task, luns: LunMap) -> None:
         nexus = self.nexus
@@ -425,6 +453,7 @@ class _Connection(asyncio.BufferedProtocol):
         if self._lent or self._sending:
             if transport is None or transport.is_closing():
                 self._lent = []  # dropped, never reused: a closing transport may still hold views
+                self._lent_bytes = 0
                 self._sending.clear()
             else:
                 self._release_sent(out)
@@ -448,6 +477,7 @@ class _Connection(asyncio.BufferedProtocol):
         if self._lent:
             self._sending.append((wrote, self._lent))
             self._lent = []
+            self._lent_bytes = 0
         sent = wrote - self.transport.get_write_buffer_size()
         sending = self._sending
         while sending and sending[0][0] <= sent:

@@ -194,3 +194,38 @@ def test_refusal_log_memory_is_bounded() -> None:
 def test_server_limits_must_be_positive(field: str) -> None:
     with pytest.raises(ValueError, match=field):
         ServerLimits(**{field: 0})
+
+
+def test_reads_sent_in_one_burst_and_never_read_back_stay_bounded(tmp_path: Any) -> None:
+    """128 x 1 MiB READs in one send, no answer read: the target stops at its high-water mark."""
+    from iscsikit.target.backends import FileBackend
+    from iscsikit.target.buffers import BufferPool
+
+    async def main() -> None:
+        backend = FileBackend(tmp_path / "r.img", size=256 << 20, buffers=BufferPool())
+        async with serving(backend, nop_interval=0, shutdown_timeout=1) as server:
+            c = await client(server)
+            c.writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            wire = b"".join(
+                c.ini.scsi_command(rw10(0x28, i * 2048, 2048), lun=1, read_length=1 << 20)[1] for i in range(128)
+            )
+            c.writer.transport.pause_reading()  # type: ignore[attr-defined]
+            c.writer.write(wire)
+            await asyncio.sleep(1.0)
+            (conn,) = server.connections
+            assert conn.transport is not None
+            queued = conn.transport.get_write_buffer_size() + sum(len(b) for _, bufs in conn._sending for b in bufs)
+            assert conn.transport.get_write_buffer_size() < 32 << 20, queued
+            assert len(conn._deferred) > 64  # most reads wait for the peer to read
+            # Once it reads, every answer comes, in order.
+            c.writer.transport.resume_reading()  # type: ignore[attr-defined]
+            for _ in range(128):
+                got = 0
+                while True:
+                    p = await c.pdu(timeout=30)
+                    got += sum(len(d) for d in p.data)  # type: ignore[attr-defined]
+                    if p.status_present:  # type: ignore[attr-defined]
+                        break
+                assert got == 1 << 20
+
+    run(main())
