@@ -249,7 +249,7 @@ async def write_same(lu: LogicalUnit, req: Request) -> ScsiResponse:
     check_range(lu, lba, blocks)
     if blocks == 0:  # WSNZ=0: zero means "to the last LBA"
         blocks = lu.num_blocks - lba
-    if blocks > inq.MAX_WRITE_SAME_BLOCKS:
+    if blocks > inq.max_write_same_blocks(lu):
         raise sense.INVALID_FIELD_IN_CDB.error(field=10 if ws16 else 7)
     if unmap and not lu.thin:
         raise sense.INVALID_FIELD_IN_CDB.error(field=1, bit=3)

@@ -29,6 +29,15 @@ VERSION_DESCRIPTORS = (0x00A0, 0x0960, 0x0460, 0x04C0)
 MAX_UNMAP_BLOCKS = 1 << 20  # per command (a 512 MiB hole per UNMAP with 512-byte blocks)
 MAX_UNMAP_DESCRIPTORS = 256
 MAX_WRITE_SAME_BLOCKS = 1 << 16
+
+
+def max_write_same_blocks(lu: LogicalUnit) -> int:
+    """MAXIMUM WRITE SAME LENGTH: at most the maximum transfer length too.
+
+    WRITE SAME carries one block, but initiators size other commands by it: libiscsi's
+    WriteSame tests first WRITE that many blocks, which must stay within the transfer limit.
+    """
+    return min(MAX_WRITE_SAME_BLOCKS, lu.max_transfer_blocks)
 MAX_COMPARE_AND_WRITE_BLOCKS = 1
 #: Physical block: 8 logical blocks (4 KiB with 512-byte blocks), as tgt reports.
 PHYSICAL_BLOCK_EXPONENT = 3
@@ -114,7 +123,7 @@ def block_limits(lu: LogicalUnit) -> bytes:
         struct.pack_into(">I", body, 20, MAX_UNMAP_DESCRIPTORS)
         struct.pack_into(">I", body, 24, 1 << PHYSICAL_BLOCK_EXPONENT)  # optimal unmap granularity
         struct.pack_into(">I", body, 28, 0x80000000)  # UGAVALID, alignment 0
-    struct.pack_into(">Q", body, 32, MAX_WRITE_SAME_BLOCKS)
+    struct.pack_into(">Q", body, 32, max_write_same_blocks(lu))
     return bytes([0, 0xB0]) + struct.pack(">H", len(body)) + bytes(body)
 
 
