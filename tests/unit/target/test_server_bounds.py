@@ -35,7 +35,17 @@ async def until(cond: Any, timeout: float = 20.0) -> bool:
     return bool(cond())
 
 
-def test_a_paused_connection_whose_peer_resets_is_reaped_and_its_buffers_freed() -> None:
+def run_on(loop: str, coro: Any) -> None:
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(asyncio.wait_for(coro, 60))
+    else:
+        run(coro)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_paused_connection_whose_peer_resets_is_reaped_and_its_buffers_freed(loop: str) -> None:
     """Writes wait for a stuck backend: reading pauses; the peer then vanishes with an RST.
 
     asyncio does not read a paused socket, so without the housekeeping poll nobody would see it.
@@ -67,7 +77,7 @@ def test_a_paused_connection_whose_peer_resets_is_reaped_and_its_buffers_freed()
             backend.gate.set()
             assert await until(lambda: server.budget.used == 0)
 
-    run(main())
+    run_on(loop, main())
 
 
 def test_a_login_that_does_not_finish_is_dropped_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
