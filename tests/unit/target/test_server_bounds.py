@@ -27,6 +27,23 @@ def reset(c: Client) -> None:
     c.writer.transport.abort()
 
 
+async def fill_past_max_buffered(c: Client) -> None:
+    """Two complete 1 MiB writes the (stopped) backend holds, then a third command nobody reads."""
+    data = os.urandom(1 << 20)
+    for i in range(2):  # two complete 1 MiB writes wait for the backend: over max_buffered_bytes
+        itt, wire = c.ini.scsi_command(rw10(WRITE10, i * 2048, 2048), lun=1, write_data=data)
+        await c.send(wire)
+        p = await c.pdu()
+        assert isinstance(p, R2T), p
+        off, end, sn = p.offset, p.offset + p.length, 0
+        while off < end:
+            n = min(c.ini.target_mrdsl, end - off)
+            await c.send(c.ini.data_out(itt, p.ttt, sn, off, data[off : off + n], off + n == end, lun=1))
+            off, sn = off + n, sn + 1
+    _itt, wire = c.ini.scsi_command(rw10(WRITE10, 8192, 2048), lun=1, write_data=data)
+    await c.send(wire)  # not read any more
+
+
 async def until(cond: Any, timeout: float = 20.0) -> bool:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -56,19 +73,7 @@ def test_a_paused_connection_whose_peer_resets_is_reaped_and_its_buffers_freed(l
         async with serving(backend, max_buffered_bytes=1 << 20, nop_interval=0) as server:
             c = await client(server)
             backend.gate.clear()
-            data = os.urandom(1 << 20)
-            for i in range(2):  # two complete 1 MiB writes wait for the backend: over max_buffered_bytes
-                itt, wire = c.ini.scsi_command(rw10(WRITE10, i * 2048, 2048), lun=1, write_data=data)
-                await c.send(wire)
-                p = await c.pdu()
-                assert isinstance(p, R2T), p
-                off, end, sn = p.offset, p.offset + p.length, 0
-                while off < end:
-                    n = min(c.ini.target_mrdsl, end - off)
-                    await c.send(c.ini.data_out(itt, p.ttt, sn, off, data[off : off + n], off + n == end, lun=1))
-                    off, sn = off + n, sn + 1
-            _itt, wire = c.ini.scsi_command(rw10(WRITE10, 8192, 2048), lun=1, write_data=data)
-            await c.send(wire)  # not read any more
+            await fill_past_max_buffered(c)
             (conn,) = server.connections
             assert await until(lambda: conn._paused_read)
             assert server.budget.used > 0
@@ -237,5 +242,27 @@ def test_reads_sent_in_one_burst_and_never_read_back_stay_bounded(tmp_path: Any)
                     if p.status_present:  # type: ignore[attr-defined]
                         break
                 assert got == 1 << 20
+
+    run(main())
+
+
+def test_a_paused_connection_whose_peer_half_closes_reads_to_the_end_and_finishes() -> None:
+    """A FIN behind a pause: the rest of the stream is read; the connection ends as at any EOF."""
+
+    async def main() -> None:
+        backend = SlowFlushBackend(64 << 20)
+        async with serving(backend, max_buffered_bytes=1 << 20, nop_interval=0) as server:
+            c = await client(server)
+            backend.gate.clear()
+            await fill_past_max_buffered(c)
+            (conn,) = server.connections
+            assert await until(lambda: conn._paused_read)
+            c.writer.write_eof()
+            assert await until(lambda: conn._peer_eof and not conn._paused_read), "the FIN was not noticed"
+            # As at any end of stream (ErrorRecoveryLevel 0) its tasks are aborted and it closes;
+            # the writes already in the backend give their buffers back when they finish.
+            assert await c.closed_by_target()
+            backend.gate.set()
+            assert await until(lambda: not server.connections and server.budget.used == 0)
 
     run(main())
