@@ -21,6 +21,7 @@ A config file (its settings may also sit under a ``[target]`` table of the main
                                                      # over it writes get TASK SET FULL
     login_timeout = 15                               # seconds from connect to logged in
     idle_timeout = 60                                # seconds a discovery session may stay silent
+    data_timeout = 30                                # seconds commands may wait for Data-Out
     max_connections = 4096                           # whole process
     max_connections_per_address = 256                # per source address
     max_sessions_per_target = 1024
@@ -311,8 +312,8 @@ _TARGET_KEYS = {
 }  # fmt: skip
 #: [limits] keys that are ServerLimits fields (numbers of seconds, connections, sessions, bytes).
 _SERVER_LIMIT_KEYS = (
-    "login_timeout", "idle_timeout", "max_connections", "max_connections_per_address", "max_sessions_per_target",
-    "max_sessions_per_address", "write_buffer_budget",
+    "login_timeout", "idle_timeout", "data_timeout", "max_connections", "max_connections_per_address",
+    "max_sessions_per_target", "max_sessions_per_address", "write_buffer_budget",
 )  # fmt: skip
 _LIMIT_KEYS = {
     "max_recv_data_segment_length", "first_burst_length", "max_burst_length", "max_outstanding_r2t",

@@ -29,6 +29,9 @@ class ServerLimits:
     login_timeout: float = 15.0
     #: Seconds a connection without a Normal session (a discovery session) may stay silent.
     idle_timeout: float = 60.0
+    #: Seconds commands may wait for Data-Out without any arriving before the connection is
+    #: dropped (their buffers held all along).
+    data_timeout: float = 30.0
     #: Open connections of the whole process (logged in or not).
     max_connections: int = 4096
     #: Open connections from one source address.

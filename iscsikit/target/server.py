@@ -24,7 +24,8 @@ Bounds on peers (:class:`~iscsikit.target.limits.ServerLimits`, docs/target.md "
 connections per process and per source address are checked at accept, sessions per target and
 per address when a login completes (the core's ``admit`` hook); write buffers come from one
 :class:`~iscsikit.target.buffers.WriteBudget`. A housekeeping timer (once a second) drops
-logins slower than ``login_timeout`` and discovery sessions idle for ``idle_timeout``, and
+logins slower than ``login_timeout``, discovery sessions idle for ``idle_timeout`` and
+connections whose commands wait ``data_timeout`` for Data-Out that does not come, and
 looks at every connection whose reading is paused: asyncio does not read a paused socket, so
 it would never see the peer leave; ``poll`` does (a reset or a hang-up aborts the connection,
 a FIN resumes reading so the end of the stream is processed as usual). A connection asked to
@@ -183,6 +184,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._counted = False
         self._idle_seen = -1
         self._idle_since = 0.0
+        self._data_seen = -1
+        self._data_since = 0.0
         self._closed_at: float | None = None
         self._peer_eof = False
         self.runtime: TargetRuntime | None = None
@@ -555,7 +558,7 @@ class _Connection(asyncio.BufferedProtocol):
         return reason
 
     def watch(self, now: float) -> None:
-        """Housekeeping (once a second): login and idle timeouts, peers gone behind a pause."""
+        """Housekeeping (once a second): login, idle and data timeouts, peers gone behind a pause."""
         transport = self.transport
         if transport is None:
             return
@@ -582,6 +585,22 @@ class _Connection(asyncio.BufferedProtocol):
                 log.info("connection %s: discovery session idle for %g s, closing", self.peer, limits.idle_timeout)
                 transport.close()
                 return
+        else:
+            conn = self.conn
+            if conn.buffered_bytes > conn.ready_bytes and not self._paused_read:
+                # Buffers wait for Data-Out: it must keep coming (a stalled peer holds them).
+                seen = conn.data_outs_in
+                if seen != self._data_seen:
+                    self._data_seen, self._data_since = seen, now
+                elif now - self._data_since > limits.data_timeout:
+                    self.server.refusals.note(self.address, "data timeout",
+                                              f"{self.peer}: no Data-Out for {limits.data_timeout:g} s while "
+                                              f"{conn.buffered_bytes - conn.ready_bytes} bytes waited for it",
+                                              now=now)  # fmt: skip
+                    transport.abort()
+                    return
+            else:
+                self._data_seen = -1
         if self._paused_read or self._paused_write:
             self._check_peer(transport)
 

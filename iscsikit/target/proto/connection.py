@@ -239,6 +239,8 @@ class TargetConnection:
         self.admit: Admit | None = None
         #: Count of PDUs received (keep-alive, status).
         self.pdus_in = 0
+        #: Count of Data-Out PDUs taken into a task (the driver's stalled-data check).
+        self.data_outs_in = 0
         #: Set by the driver at shutdown: new SCSI commands are ignored, running ones finish.
         self.draining = False
 
@@ -748,6 +750,7 @@ class TargetConnection:
             )
         assert task.buffer is not None
         in_place = isinstance(data, memoryview) and data.obj is task.buffer
+        self.data_outs_in += 1
         if ttt == RESERVED_TAG:
             if task.unsol_done:
                 raise RemoteProtocolError(

@@ -29,6 +29,9 @@ VERSION_DESCRIPTORS = (0x00A0, 0x0960, 0x0460, 0x04C0)
 MAX_UNMAP_BLOCKS = 1 << 20  # per command (a 512 MiB hole per UNMAP with 512-byte blocks)
 MAX_UNMAP_DESCRIPTORS = 256
 MAX_WRITE_SAME_BLOCKS = 1 << 16
+MAX_COMPARE_AND_WRITE_BLOCKS = 1
+#: Physical block: 8 logical blocks (4 KiB with 512-byte blocks), as tgt reports.
+PHYSICAL_BLOCK_EXPONENT = 3
 
 
 def max_write_same_blocks(lu: LogicalUnit) -> int:
@@ -38,9 +41,7 @@ def max_write_same_blocks(lu: LogicalUnit) -> int:
     WriteSame tests first WRITE that many blocks, which must stay within the transfer limit.
     """
     return min(MAX_WRITE_SAME_BLOCKS, lu.max_transfer_blocks)
-MAX_COMPARE_AND_WRITE_BLOCKS = 1
-#: Physical block: 8 logical blocks (4 KiB with 512-byte blocks), as tgt reports.
-PHYSICAL_BLOCK_EXPONENT = 3
+
 
 # Designator codes
 _ASSOC_LU, _ASSOC_PORT, _ASSOC_TARGET = 0x00, 0x10, 0x20

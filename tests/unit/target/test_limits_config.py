@@ -17,13 +17,13 @@ def test_limits_are_read(tmp_path: Path) -> None:
     path = tmp_path / "serve.toml"
     path.write_text(
         "[limits]\nmax_transfer_length = 2097152\nwrite_buffer_budget = 134217728\nlogin_timeout = 2.5\n"
-        "idle_timeout = 30\nmax_connections = 100\nmax_connections_per_address = 10\n"
+        "idle_timeout = 30\ndata_timeout = 7\nmax_connections = 100\nmax_connections_per_address = 10\n"
         "max_sessions_per_target = 50\nmax_sessions_per_address = 5\n"
         '[[targets]]\niqn = "iqn.2026-11.org.example:a"\nluns = { 1 = "memory:size=8M" }\n'
     )
     cfg = load_config(path)
     assert cfg.limits.max_transfer_length == 2 << 20
-    assert cfg.server_limits == ServerLimits(2.5, 30.0, 100, 10, 50, 5, 128 << 20)
+    assert cfg.server_limits == ServerLimits(2.5, 30.0, 7.0, 100, 10, 50, 5, 128 << 20)
     server = server_from_config(cfg)
     assert server.budget.limit == 128 << 20
     (runtime,) = server.targets.values()

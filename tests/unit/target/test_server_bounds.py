@@ -266,3 +266,23 @@ def test_a_paused_connection_whose_peer_half_closes_reads_to_the_end_and_finishe
             assert await until(lambda: not server.connections and server.budget.used == 0)
 
     run(main())
+
+
+def test_commands_waiting_for_data_that_never_comes_lose_their_connection(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        async with serving(server_limits=ServerLimits(data_timeout=1.0), nop_interval=0) as server:
+            c = await client(server)  # alive, it just sends no data
+            for i in range(4):
+                _itt, wire = c.ini.scsi_command(rw10(WRITE10, i * 2048, 2048), lun=1, write_data=b"\0" * (1 << 20),
+                                                immediate_length=0)  # fmt: skip
+                await c.send(wire)
+            assert isinstance(await c.pdu(), R2T)
+            assert server.budget.used == 4 << 20
+            assert await c.closed_by_target(timeout=20)
+            assert await until(lambda: not server.connections and server.budget.used == 0)
+            good = await client(server, isid=b"\x80\0\0\0\0\x02")  # sending its data in time is fine
+            assert (await good.write(1, 0, b"\1" * (1 << 20))).status == 0
+
+    with caplog.at_level(logging.WARNING, logger="iscsikit.target"):
+        run(main())
+    assert len([r for r in caplog.records if "data timeout" in r.getMessage()]) == 1
