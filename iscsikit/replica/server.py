@@ -13,6 +13,13 @@ claimed connection is answered ``FENCED`` and closed, so a controller that was c
 replaced can never write again through its old connection. The new claim is answered only after
 every disk write started for older owners (thread-pool writes, pulls) has finished.
 
+Bounds: every request's answer is bounded before the request is started
+(:func:`~iscsikit.replica.protocol.response_bound`; an answer that could not be sent, a READ
+over 16 MiB say, is answered ``EINVAL``), and a connection holds at most ``response_budget``
+bytes of answers being computed or waiting to be sent. A request that would go over it is not
+started, and the connection is not read, until its peer has taken enough of them: a peer that
+pipelines requests and never reads the answers holds that much of the server's memory, no more.
+
 Rebuild by pull (protocol revision 2, :mod:`iscsikit.replica.pull`): the owner may GRANT a token
 with which another replica reads this one (its HELLO shows the token; the connection is then
 served by a blocking thread with ``sendfile``), and may point this replica at a SOURCE and PULL
@@ -55,6 +62,11 @@ INLINE_WRITE_MAX = 1 << 20
 PAGE = 4096
 #: PULLs (of one owner) run at once.
 PULL_THREADS = 2
+#: Bytes of answers one connection may have in progress or unsent (twice what a controller keeps
+#: in flight, so it never waits for it). At least ``MAX_PAYLOAD``, and the transports' high-water
+#: mark (64 KiB) must stay under ``RESPONSE_BUDGET - MAX_PAYLOAD``: a request waiting for the
+#: budget then always has a running request or a paused transport to wake it.
+RESPONSE_BUDGET = 32 << 20
 
 
 class ReplicaServer:
@@ -67,8 +79,10 @@ class ReplicaServer:
         io_threads: int = 4,
         inline_max: int = INLINE_MAX,
         inline_write_max: int = INLINE_WRITE_MAX,
+        response_budget: int = RESPONSE_BUDGET,
     ) -> None:
         self.store = store
+        self.response_budget = max(response_budget, p.MAX_PAYLOAD)
         self.inline_max = inline_max
         self.inline_write_max = inline_write_max
         self._pool = concurrent.futures.ThreadPoolExecutor(io_threads, thread_name_prefix="replica-io")
@@ -187,6 +201,12 @@ class _Connection(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self.puller: Puller | None = None
         self._handed_off = False
+        #: Answer bytes reserved by requests started and not answered yet (response_bound each).
+        self._reserved = 0
+        #: A decoded request waiting for the response budget (nothing after it is decoded meanwhile).
+        self._waiting: p.Frame | None = None
+        self._write_paused = False
+        self._reading = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -203,6 +223,7 @@ class _Connection(asyncio.Protocol):
             log.debug("connection from %s closed (%s)", self.peer, exc or "EOF")
         self.server.forget(self)
         self.transport = None
+        self._waiting = None
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -223,7 +244,11 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.session.receive_data(data)
-        while self.transport is not None:
+        self._serve_received()
+
+    def _serve_received(self) -> None:
+        """Start the requests received, in order, until one has to wait for the response budget."""
+        while self.transport is not None and self._waiting is None:
             try:
                 req = self.session.next_request()
             except p.PayloadChecksumError as exc:
@@ -234,20 +259,63 @@ class _Connection(asyncio.Protocol):
                 self.abort()
                 return
             if req is None:
-                return
+                break
+            self._start(req)
+        self._update_reading()
+
+    def _start(self, req: p.Frame) -> None:
+        try:
+            need = p.response_bound(req)
+        except ReplicaProtocolError as exc:  # its answer could not be sent: refuse it before any work
+            self._send(self.session.respond_error(req, p.Status.EINVAL, str(exc)))
+            return
+        if not self._admits(need):
+            self._waiting = req
+            return
+        self._dispatch(req)
+
+    def _admits(self, need: int) -> bool:
+        """Whether an answer of ``need`` bytes fits the budget beside those in progress and unsent."""
+        assert self.transport is not None
+        held = self._reserved + self.transport.get_write_buffer_size()
+        return held == 0 or held + need <= self.server.response_budget
+
+    def _budget_freed(self) -> None:
+        """A request ended or the transport drained: start the waiting request if it fits now."""
+        req = self._waiting
+        if req is None or self.transport is None or self.transport.is_closing():
+            return
+        if self._admits(p.response_bound(req)):
+            self._waiting = None
             self._dispatch(req)
+            self._serve_received()
+
+    def _update_reading(self) -> None:
+        """Read while answers flow out and nothing waits for the budget; otherwise leave the
+        requests in the socket (the peer's sending stalls instead of our memory growing)."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        want = not self._write_paused and self._waiting is None
+        if want != self._reading:
+            self._reading = want
+            if want:
+                t.resume_reading()
+            else:
+                t.pause_reading()
 
     def eof_received(self) -> bool | None:
         return None
 
     # Back-pressure: while responses pile up unsent, stop reading requests.
     def pause_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._write_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        self._write_paused = False
+        self._budget_freed()
+        self._update_reading()
 
     def _send(self, buffers: list[bytes]) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -293,12 +361,19 @@ class _Connection(asyncio.Protocol):
         elif req.op == p.Op.GRANT:
             self._finish(req, lambda: self._grant(req))
         else:
-            self._spawn(self._run(req))
+            self._spawn(self._run(req), p.response_bound(req))
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, reserve: int = 0) -> None:
+        """Run ``coro`` as a task holding ``reserve`` bytes of the response budget until it ends."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._reserved += reserve
+        task.add_done_callback(lambda t: self._task_done(t, reserve))
+
+    def _task_done(self, task: asyncio.Task[None], reserve: int) -> None:
+        self._tasks.discard(task)
+        self._reserved -= reserve
+        self._budget_freed()
 
     async def _answer_claim(self, req: p.Frame, older: list[asyncio.Future[Any]]) -> None:
         await asyncio.wait(older)
@@ -390,10 +465,10 @@ class _Connection(asyncio.Protocol):
                 await self.run_blocking(store.flush)
                 payload = b""
             elif op == p.Op.EXTENTS:
-                payload = p.pack_extents(await self.run_blocking(store.extents, req.offset, req.length))
+                payload = await self.run_blocking(_pack_extents, store, req.offset, req.length)
             elif op == p.Op.CHECKSUM:
                 granule = p.parse_granule(req.payload)
-                sums = await self.run_blocking(store.checksums, req.offset, req.length, granule)
+                sums = await self.run_blocking(store.checksum_array, req.offset, req.length, granule)
                 payload = p.pack_checksums(sums)
             elif op == p.Op.SET_META:
                 fields = p.unpack_json(req.payload, "SET_META")
@@ -432,3 +507,8 @@ class _Connection(asyncio.Protocol):
             log.exception("unexpected error in %s seq=%d", req.op.name, req.seq)
             status = p.Status.EIO
         return self.session.respond_error(req, status, str(exc))
+
+
+def _pack_extents(store: ReplicaStore, offset: int, length: int) -> bytes:
+    """An EXTENTS answer, packed as the extents are found (at most ``MAX_EXTENTS`` of them)."""
+    return p.pack_extents(store.iter_extents(offset, length))

@@ -146,7 +146,7 @@ def test_client_rejects_responses_that_do_not_fit_the_request() -> None:
         client.next_response()
 
     client = p.ClientSession()
-    client.request(p.Op.CHECKSUM, offset=0, length=1000, payload=p.granule_payload(300))
+    client.request(p.Op.CHECKSUM, offset=0, length=2000, payload=p.granule_payload(512))
     client.receive_data(b"".join(server.respond(p.Frame(p.Op.CHECKSUM, 1), p.pack_checksums([1, 2]))))
     with pytest.raises(ReplicaProtocolError, match="CHECKSUM seq=1 returned 2 values, 4 were asked"):
         client.next_response()
