@@ -128,6 +128,15 @@ class ReplicaMeta:
         return meta
 
 
+def read_meta(directory: Path) -> ReplicaMeta:
+    """The metadata of the replica in ``directory`` without opening it for serving (no lock), read
+    as the server reads it (never through a link); :class:`ReplicaError` if there is none."""
+    path = Path(directory) / META_FILE
+    if not os.path.lexists(path):
+        raise ReplicaError(f"{directory} holds no replica ({META_FILE} is missing)")
+    return ReplicaMeta.from_json(ReplicaStore._load(path), str(path))
+
+
 def _libc_fallocate() -> Any:
     try:
         libc = ctypes.CDLL(None, use_errno=True)

@@ -283,5 +283,9 @@ def test_planted_links_in_a_replica_in_use_are_refused(tmp_path: Path) -> None:
         err = serve_refused(replica.directory)
         assert real.read_bytes() == before
         assert f"{replica.directory / name} is a symbolic link" in err
+        if name == "replica.json":  # nor does `replica info` read through it
+            info = subprocess.run([str(Path(sys.executable).parent / "iscsikit"), "replica", "info",
+                                   str(replica.directory)], capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert info.returncode == 1 and f"{replica.directory / name} is a symbolic link" in info.stderr
         (replica.directory / name).unlink()
         real.rename(replica.directory / name)
