@@ -8,9 +8,10 @@ __iscsikit_children() {
         'discovery') echo 'delete list new set show' ;;
         'iface') echo 'delete list new set show' ;;
         'node') echo 'delete list new set show' ;;
-        'replica') echo 'add info remove serve status' ;;
+        'replica') echo 'add info remove secret serve status' ;;
         'session') echo 'list rescan show' ;;
-        'target') echo 'serve status' ;;
+        'target') echo 'acl serve status' ;;
+        'target acl') echo 'add list remove' ;;
     esac
 }
 
@@ -51,15 +52,20 @@ __iscsikit_opts() {
         'replica add') echo '--control --dry-run --help --json --lun --no-wait --quiet --target --timeout --verbose --wait -h -q -v' ;;
         'replica info') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'replica remove') echo '--control --dry-run --help --json --lun --quiet --target --verbose -h -q -v' ;;
-        'replica serve') echo '--dry-run --help --io-threads --json --listen --quiet --size --verbose -h -q -v' ;;
+        'replica secret') echo '--dry-run --help --json --output --quiet --verbose -h -o -q -v' ;;
+        'replica serve') echo '--dry-run --help --insecure-open --io-threads --json --listen --quiet --secret-file --size --tls-ca --tls-cert --tls-key --verbose -h -q -v' ;;
         'replica status') echo '--control --dry-run --help --json --quiet --verbose -h -q -v' ;;
-        'restore') echo '--dry-run --force --help --json --quiet --verbose -h -q -v' ;;
+        'restore') echo '--dry-run --force --help --include-config --json --quiet --verbose -h -q -v' ;;
         'session') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'session list') echo '--dry-run --help --json --quiet --target --verbose -T -h -q -v' ;;
         'session rescan') echo '--dry-run --help --json --lun --quiet --verbose -h -q -v' ;;
         'session show') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'target') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
-        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --data-digest --dry-run --header-digest --help --iqn --json --loop --lun --mutual-secret-file --mutual-user --portal --quiet --verbose -h -q -v' ;;
+        'target acl') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'target acl add') echo '--chap-secret-file --chap-user --control --dry-run --help --json --mutual-secret-file --mutual-user --quiet --target --verbose -h -q -v' ;;
+        'target acl list') echo '--control --dry-run --help --json --quiet --target --verbose -h -q -v' ;;
+        'target acl remove') echo '--control --dry-run --help --json --quiet --target --verbose -h -q -v' ;;
+        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --data-digest --discovery-chap-secret-file --discovery-chap-user --discovery-mutual-secret-file --discovery-mutual-user --dry-run --header-digest --help --insecure-open --iqn --json --loop --lun --mutual-secret-file --mutual-user --portal --quiet --verbose -h -q -v' ;;
         'target status') echo '--control --dry-run --help --json --quiet --verbose --wait -h -q -v' ;;
     esac
 }
@@ -87,11 +93,15 @@ __iscsikit_value_opts() {
         'node show') echo '--iface --portal -I -p' ;;
         'replica add') echo '--control --lun --target --timeout' ;;
         'replica remove') echo '--control --lun --target' ;;
-        'replica serve') echo '--io-threads --listen --size' ;;
+        'replica secret') echo '--output -o' ;;
+        'replica serve') echo '--io-threads --listen --secret-file --size --tls-ca --tls-cert --tls-key' ;;
         'replica status') echo '--control' ;;
         'session list') echo '--target -T' ;;
         'session rescan') echo '--lun' ;;
-        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --data-digest --header-digest --iqn --loop --lun --mutual-secret-file --mutual-user --portal' ;;
+        'target acl add') echo '--chap-secret-file --chap-user --control --mutual-secret-file --mutual-user --target' ;;
+        'target acl list') echo '--control --target' ;;
+        'target acl remove') echo '--control --target' ;;
+        'target serve') echo '--allow --chap-secret-file --chap-user --config --control --data-digest --discovery-chap-secret-file --discovery-chap-user --discovery-mutual-secret-file --discovery-mutual-user --header-digest --iqn --loop --lun --mutual-secret-file --mutual-user --portal' ;;
         'target status') echo '--control --wait' ;;
     esac
 }
@@ -104,8 +114,13 @@ __iscsikit_path_opts() {
         'discover') echo '--chap-secret-file' ;;
         'replica add') echo '--control' ;;
         'replica remove') echo '--control' ;;
+        'replica secret') echo '--output -o' ;;
+        'replica serve') echo '--secret-file --tls-ca --tls-cert --tls-key' ;;
         'replica status') echo '--control' ;;
-        'target serve') echo '--chap-secret-file --config --control --mutual-secret-file' ;;
+        'target acl add') echo '--chap-secret-file --control --mutual-secret-file' ;;
+        'target acl list') echo '--control' ;;
+        'target acl remove') echo '--control' ;;
+        'target serve') echo '--chap-secret-file --config --control --discovery-chap-secret-file --discovery-mutual-secret-file --mutual-secret-file' ;;
         'target status') echo '--control' ;;
     esac
 }

@@ -1,4 +1,4 @@
-"""``iscsikit target serve|status``: the built-in userspace iSCSI target."""
+"""``iscsikit target serve|status|acl``: the built-in userspace iSCSI target."""
 
 from __future__ import annotations
 
@@ -33,7 +33,12 @@ def serve(
     ] = None,
     portal: Annotated[
         list[str] | None,
-        typer.Option("--portal", metavar="ADDR:PORT[,TPGT]", help="Listen here (repeat for several portals)."),
+        typer.Option(
+            "--portal",
+            metavar="ADDR:PORT[,TPGT]",
+            help="Listen here (repeat for several portals; default 127.0.0.1:3260). A non-loopback portal needs "
+            "CHAP or an ACL on every target, or --insecure-open.",
+        ),
     ] = None,
     iqn: Annotated[str | None, typer.Option("--iqn", metavar="IQN", help="Target name the flags apply to.")] = None,
     lun: Annotated[
@@ -64,8 +69,44 @@ def serve(
     ] = None,
     allow: Annotated[
         list[str] | None,
-        typer.Option("--allow", metavar="INITIATOR_IQN", help="Only these initiators may log in (repeatable)."),
+        typer.Option(
+            "--allow",
+            metavar="INITIATOR_IQN",
+            help="Only these initiators may log in (repeatable): ACL entries using the target's CHAP, if any.",
+        ),
     ] = None,
+    discovery_chap_user: Annotated[
+        str | None,
+        typer.Option("--discovery-chap-user", metavar="USER", help="CHAP user for discovery (SendTargets) sessions."),
+    ] = None,
+    discovery_chap_secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--discovery-chap-secret-file",
+            metavar="FILE",
+            help="File with the discovery CHAP secret (or env ISCSIKIT_DISCOVERY_CHAP_SECRET).",
+        ),
+    ] = None,
+    discovery_mutual_user: Annotated[
+        str | None,
+        typer.Option("--discovery-mutual-user", metavar="USER", help="Our user name for mutual discovery CHAP."),
+    ] = None,
+    discovery_mutual_secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--discovery-mutual-secret-file",
+            metavar="FILE",
+            help="Our mutual discovery CHAP secret (or env ISCSIKIT_DISCOVERY_MUTUAL_SECRET).",
+        ),
+    ] = None,
+    insecure_open: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-open",
+            help="Serve targets without CHAP or ACL on non-loopback portals too (anyone reaching the port gets in; "
+            "logged as a warning at start and at each login).",
+        ),
+    ] = False,
     control: ControlOpt = None,
     header_digest: Annotated[
         str | None,
@@ -86,7 +127,7 @@ def serve(
     import logging
 
     from iscsikit.errors import ConfigError, UsageError
-    from iscsikit.target.config import ServeConfig, load_config, merge_flags
+    from iscsikit.target.config import ServeConfig, check_exposure, load_config, merge_flags
 
     actx = AppContext.of(ctx)
     if not actx.quiet and actx.verbose == 0:
@@ -107,9 +148,16 @@ def serve(
         control=control,
         header_digest=header_digest,
         data_digest=data_digest,
+        discovery_chap_user=discovery_chap_user,
+        discovery_chap_secret_file=discovery_chap_secret_file,
+        discovery_mutual_user=discovery_mutual_user,
+        discovery_mutual_secret_file=discovery_mutual_secret_file,
+        insecure_open=insecure_open,
     )
     if not cfg.targets:
         raise ConfigError("no target to serve: give --iqn and --lun N=SPEC, or a --config with [[targets]]")
+    for warning in check_exposure(cfg):
+        logging.getLogger("iscsikit.target").warning("%s", warning)
     runner = _loop_runner(loop)
     from iscsikit.heap import keep_large_buffers
 
@@ -192,3 +240,132 @@ def status(
         emit(actx, result)
         return
     emit(actx, result["targets"], TARGET_COLUMNS, title="iSCSI targets")
+
+
+acl_app = typer.Typer(
+    help="Initiator ACLs of a running target (LIO's node ACLs), changed at run time.", no_args_is_help=True
+)
+app.add_typer(acl_app, name="acl")
+
+TargetOpt = Annotated[
+    str | None,
+    typer.Option("--target", metavar="IQN", help="The target (default: the only one the process serves)."),
+]
+
+ACL_COLUMNS = [
+    Column("initiator", "INITIATOR"),
+    Column("chap_user", "CHAP USER", lambda v: v or "-"),
+    Column("chap_secret", "SECRET", lambda v: v or "-"),
+    Column("mutual_user", "MUTUAL USER", lambda v: v or "-"),
+    Column("mutual_secret", "MUTUAL SECRET", lambda v: v or "-"),
+    Column("sessions", "SESSIONS"),
+]
+
+
+def _control_path(control: Path | None) -> Path:
+    from iscsikit.target.config import DEFAULT_CONTROL
+
+    return control or Path(os.environ.get("ISCSIKIT_TARGET_CONTROL", str(DEFAULT_CONTROL)))
+
+
+def _which_target(path: Path, target: str | None) -> str:
+    """``--target``, or the only target of the running process (exit 2 when there are several)."""
+    from iscsikit.target.acl import resolve_target
+    from iscsikit.target.control import request
+
+    names = [t["iqn"] for t in request(path, "status")["targets"]]
+    return resolve_target(names, target)
+
+
+@acl_app.command("list")
+def acl_list(ctx: typer.Context, control: ControlOpt = None, target: TargetOpt = None) -> None:
+    """The target's ACL entries (secrets masked); JSON {"target", "open", "target_chap", "acls"} with --json."""
+    from iscsikit.target.control import request
+
+    actx = AppContext.of(ctx)
+    path = _control_path(control)
+    result = request(path, "acl list", {"target": _which_target(path, target)})
+    if actx.json:
+        emit(actx, result)
+        return
+    if result["open"]:
+        chap = " that knows its CHAP secret" if result["target_chap"] else ""
+        note(actx, f"{result['target']} has no ACL: it admits every initiator name{chap}")
+    emit(actx, result["acls"], ACL_COLUMNS, title=f"ACL of {result['target']}")
+
+
+@acl_app.command("add")
+def acl_add(
+    ctx: typer.Context,
+    initiator: Annotated[str, typer.Argument(metavar="INITIATOR_IQN", help="The initiator name to admit.")],
+    control: ControlOpt = None,
+    target: TargetOpt = None,
+    chap_user: Annotated[
+        str | None, typer.Option("--chap-user", metavar="USER", help="CHAP user this initiator must log in with.")
+    ] = None,
+    chap_secret_file: Annotated[
+        Path | None, typer.Option("--chap-secret-file", metavar="FILE", help="File with that initiator's secret.")
+    ] = None,
+    mutual_user: Annotated[
+        str | None, typer.Option("--mutual-user", metavar="USER", help="Our user name for mutual CHAP with it.")
+    ] = None,
+    mutual_secret_file: Annotated[
+        Path | None, typer.Option("--mutual-secret-file", metavar="FILE", help="File with our mutual secret.")
+    ] = None,
+) -> None:
+    """Admit INITIATOR_IQN, with its own CHAP (one-way or mutual) or the target's.
+
+    The secrets are read here from their files and sent over the control socket, never on a
+    command line. A target that had no ACL admits only its ACL's initiators from now on.
+    """
+    import base64
+
+    from iscsikit.errors import UsageError
+    from iscsikit.target.config import acl_entry, read_secret
+    from iscsikit.target.control import request
+    from iscsikit.target.proto.chap import ChapCredentials
+
+    actx = AppContext.of(ctx)
+    if (chap_user is None) != (chap_secret_file is None):
+        raise UsageError("--chap-user and --chap-secret-file go together")
+    if (mutual_user is None) != (mutual_secret_file is None):
+        raise UsageError("--mutual-user and --mutual-secret-file go together")
+    args: dict[str, Any] = {"initiator": initiator}
+    chap = mutual = None
+    if chap_user is not None and chap_secret_file is not None:
+        secret = read_secret(file=chap_secret_file, where="--chap-secret-file")
+        chap = ChapCredentials(chap_user, secret)
+        args.update(chap_user=chap_user, chap_secret_b64=base64.b64encode(secret).decode())
+    if mutual_user is not None and mutual_secret_file is not None:
+        secret = read_secret(file=mutual_secret_file, where="--mutual-secret-file")
+        mutual = ChapCredentials(mutual_user, secret)
+        args.update(mutual_user=mutual_user, mutual_secret_b64=base64.b64encode(secret).decode())
+    acl_entry(initiator, where="INITIATOR_IQN", chap=chap, mutual=mutual)  # the checks, before anything is sent
+    path = _control_path(control)
+    args["target"] = _which_target(path, target)
+    result = request(path, "acl add", args)
+    if actx.json:
+        emit(actx, result)
+        return
+    closed = result["sessions_closed"]
+    others = f"; {closed} session(s) of others closed" if closed else ""
+    note(actx, f"{result['target']}: {initiator} admitted{others}")
+
+
+@acl_app.command("remove")
+def acl_remove(
+    ctx: typer.Context,
+    initiator: Annotated[str, typer.Argument(metavar="INITIATOR_IQN", help="The initiator to refuse from now on.")],
+    control: ControlOpt = None,
+    target: TargetOpt = None,
+) -> None:
+    """Remove INITIATOR_IQN's ACL entry and close its sessions on the target (as LIO does)."""
+    from iscsikit.target.control import request
+
+    actx = AppContext.of(ctx)
+    path = _control_path(control)
+    result = request(path, "acl remove", {"initiator": initiator, "target": _which_target(path, target)})
+    if actx.json:
+        emit(actx, result)
+        return
+    note(actx, f"{result['target']}: {initiator} removed; {result['sessions_closed']} session(s) closed")

@@ -52,7 +52,8 @@ VERSION = 1
 #: What this side speaks on top of the frame format, told in the HELLO response
 #: (``protocol_revision``): 1 = the first protocol; 2 = also GRANT, SOURCE, PULL and status PEER
 #: (replica-to-replica rebuild). A controller sends revision-2 ops only to replicas that say 2.
-PROTOCOL_REVISION = 2
+#: 3 = also AUTH (the shared-secret handshake, :mod:`iscsikit.replica.auth`).
+PROTOCOL_REVISION = 3
 HEADER = struct.Struct("<HBBHHIIQIII")
 HEADER_SIZE = HEADER.size  # 36
 _HEADER_CRC = struct.Struct("<I")
@@ -64,8 +65,10 @@ MIN_GRANULE = 512
 MAX_EXTENTS = MAX_PAYLOAD // 16
 #: Largest SET_META payload, and what an answer carrying the replica's metadata may take.
 MAX_META = 64 << 10
-#: What any other answer may take: the header and an error message (cut at 4 KiB).
-SMALL_ANSWER = 36 + 4096
+#: An error answer's message is cut at this many bytes.
+MAX_ERROR_TEXT = 4096
+#: What any other answer may take: the header and an error message.
+SMALL_ANSWER = HEADER_SIZE + MAX_ERROR_TEXT
 
 FLAG_FUA = 0x0001  # WRITE: durable before the response
 FLAG_RESPONSE = 0x8000
@@ -89,6 +92,8 @@ class Op(enum.IntEnum):
     GRANT = 11  # to the source: payload JSON {"token"[, "revoke"]}; lets a peer read with the token
     SOURCE = 12  # to the target: payload JSON {"address", "token", "volume_id", "timeout"}: connect
     PULL = 13  # to the target: make the range identical to the source's; response: 3 u64 counters
+    # Revision 3: the shared-secret handshake before any other request (iscsikit.replica.auth).
+    AUTH = 14  # payload: a step byte and a nonce or a proof; see docs/replica-protocol.md
 
 
 class Status(enum.IntEnum):
@@ -105,7 +110,7 @@ class Status(enum.IntEnum):
     PEER = 8  # revision 2: the source replica of a SOURCE/PULL could not be reached or failed
 
 
-_DATA_IN_REQUEST = {Op.WRITE, Op.HELLO, Op.SET_META, Op.CHECKSUM, Op.GRANT, Op.SOURCE}
+_DATA_IN_REQUEST = {Op.WRITE, Op.HELLO, Op.SET_META, Op.CHECKSUM, Op.GRANT, Op.SOURCE, Op.AUTH}
 _RANGE_OPS = {Op.READ, Op.WRITE, Op.UNMAP, Op.EXTENTS, Op.CHECKSUM, Op.PULL}
 #: What a peer holding a read grant (not the owner) may send after its HELLO.
 GRANTED_OPS = frozenset({Op.READ, Op.EXTENTS, Op.CHECKSUM, Op.PING})
@@ -416,7 +421,7 @@ def response_bound(req: Frame) -> int:
             raise ReplicaProtocolError(
                 f"READ of {length} bytes exceeds the {MAX_PAYLOAD}-byte payload limit (split it)"
             )
-        return HEADER_SIZE + max(length, SMALL_ANSWER)
+        return HEADER_SIZE + max(length, MAX_ERROR_TEXT)
     if op == Op.CHECKSUM:
         granule = parse_granule(req.payload)
         size = 4 * checksum_count(length, granule)
@@ -425,9 +430,9 @@ def response_bound(req: Frame) -> int:
                 f"CHECKSUM of {length} bytes per {granule} gives {size // 4} checksums, more than the "
                 f"{MAX_PAYLOAD}-byte payload limit holds (ask a larger granule or a smaller range)"
             )
-        return HEADER_SIZE + max(size, SMALL_ANSWER)
+        return HEADER_SIZE + max(size, MAX_ERROR_TEXT)
     if op == Op.EXTENTS:
-        return HEADER_SIZE + max(16 * min(MAX_EXTENTS, length // 1024 + 2), SMALL_ANSWER)
+        return HEADER_SIZE + max(16 * min(MAX_EXTENTS, length // 1024 + 2), MAX_ERROR_TEXT)
     if op in (Op.HELLO, Op.SET_META, Op.SOURCE):
         if op == Op.SET_META and len(req.payload) > MAX_META:
             raise ReplicaProtocolError(f"SET_META payload of {len(req.payload)} bytes exceeds {MAX_META}")
@@ -652,6 +657,10 @@ class ServerSession:
     def receive_data(self, data: Buffer) -> None:
         self._decoder.receive_data(data)
 
+    def limit_payload(self, max_payload: int) -> None:
+        """Change the largest request payload accepted from now on (small until authenticated)."""
+        self._decoder._max_payload = max_payload
+
     @property
     def at_eof(self) -> bool:
         return self._decoder.at_eof
@@ -685,7 +694,7 @@ class ServerSession:
         return encode(
             Frame(
                 request.op, request.seq, request.offset, request.length, FLAG_RESPONSE, status,
-                message.encode()[:4096],
+                message.encode()[:MAX_ERROR_TEXT],
             )
         )  # fmt: skip
 

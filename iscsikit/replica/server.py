@@ -22,8 +22,16 @@ pipelines requests and never reads the answers holds that much of the server's m
 
 Rebuild by pull (protocol revision 2, :mod:`iscsikit.replica.pull`): the owner may GRANT a token
 with which another replica reads this one (its HELLO shows the token; the connection is then
-served by a blocking thread with ``sendfile``), and may point this replica at a SOURCE and PULL
-ranges from it. Grants and pullers belong to the owner connection and end with it.
+served by a blocking thread with ``sendfile``, or on the event loop when it is TLS), and may point
+this replica at a SOURCE and PULL ranges from it. Grants and pullers belong to the owner
+connection and end with it.
+
+Authentication (protocol revision 3, :mod:`iscsikit.replica.auth`): with a secret, a connection
+is served nothing but the AUTH handshake until it has proved that it knows the secret; with TLS,
+the TLS handshake (client certificate required) comes first. A connection in its handshakes is
+*pending*: at most ``max_pending`` at once, each for at most ``auth_timeout`` seconds; every
+refusal is logged once with its reason. The handshake swaps the connection's dispatcher once, so
+the READ/WRITE path pays nothing for it.
 
 Example::
 
@@ -41,13 +49,16 @@ import errno
 import logging
 import os
 import socket
+import ssl
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from iscsikit.errors import ReplicaError, ReplicaPeerError, ReplicaProtocolError
+from iscsikit.replica import auth
 from iscsikit.replica import protocol as p
-from iscsikit.replica.pull import Grant, Puller, serve_reads
+from iscsikit.replica.pull import MAX_PEER_PAYLOAD, Grant, Puller, serve_reads
 from iscsikit.replica.store import ReplicaStore
 
 log = logging.getLogger("iscsikit.replica.server")
@@ -79,10 +90,18 @@ class ReplicaServer:
         io_threads: int = 4,
         inline_max: int = INLINE_MAX,
         inline_write_max: int = INLINE_WRITE_MAX,
+        security: auth.ServerSecurity | None = None,
+        max_pending: int = auth.MAX_PENDING,
+        auth_timeout: float = auth.AUTH_TIMEOUT,
         response_budget: int = RESPONSE_BUDGET,
     ) -> None:
         self.store = store
         self.response_budget = max(response_budget, p.MAX_PAYLOAD)
+        self.security = security or auth.ServerSecurity()
+        self.max_pending = max_pending
+        self.auth_timeout = auth_timeout
+        #: Connections still in their TLS/AUTH handshakes (only when ``security.guarded``).
+        self.pending: set[_Connection] = set()
         self.inline_max = inline_max
         self.inline_write_max = inline_write_max
         self._pool = concurrent.futures.ThreadPoolExecutor(io_threads, thread_name_prefix="replica-io")
@@ -104,10 +123,15 @@ class ReplicaServer:
         sock = self._server.sockets[0].getsockname()
         self.address, self.port = sock[0], sock[1]
         log.info(
-            "replica %s (volume %s, %d bytes, epoch %d, state %s) listening on %s:%d",
+            "replica %s (volume %s, %d bytes, epoch %d, state %s) listening on %s:%d%s",
             self.store.meta.replica_id, self.store.meta.volume_id, self.store.size, self.store.meta.epoch,
-            self.store.meta.state, host, self.port,
+            self.store.meta.state, host, self.port, self._security_note(),
         )  # fmt: skip
+
+    def _security_note(self) -> str:
+        sec = self.security
+        parts = (["shared secret"] if sec.secret else []) + (["TLS, client certificates required"] if sec.tls else [])
+        return f" ({' and '.join(parts)})" if parts else " (no authentication)"
 
     async def serve_forever(self) -> None:
         assert self._server is not None
@@ -144,6 +168,7 @@ class ReplicaServer:
 
     def forget(self, conn: _Connection) -> None:
         self._conns.discard(conn)
+        self.settled(conn)
         self._release(conn)
         if self._owner is conn:
             self._owner = None
@@ -154,7 +179,27 @@ class ReplicaServer:
             if grant.owner is conn:
                 del self._grants[token]
                 grant.revoke()
+                for peer in [c for c in self._conns if c.granted is grant]:  # TLS peers served on the loop
+                    peer.abort()
         conn.drop_puller()
+
+    # ------------------------------------------------------------------ handshakes (pending connections)
+
+    def admit(self, conn: _Connection) -> bool:
+        """Count a new connection as pending; False (logged once) when too many already are."""
+        if len(self.pending) >= self.max_pending:
+            log.warning(
+                "refused connection from %s: %d connections are already in their handshakes (limit %d)",
+                conn.peer, len(self.pending), self.max_pending,
+            )  # fmt: skip
+            return False
+        self.pending.add(conn)
+        return True
+
+    def settled(self, conn: _Connection) -> None:
+        """``conn`` finished its handshakes or went away: it no longer counts as pending."""
+        self.pending.discard(conn)
+        conn.cancel_auth_timer()
 
     def grant(self, conn: _Connection, token: str) -> None:
         old = self._grants.get(token)
@@ -201,6 +246,19 @@ class _Connection(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self.puller: Puller | None = None
         self._handed_off = False
+        #: Handles each request: the handshake first (when the server has a secret), then
+        #: :meth:`_dispatch`; swapped once, so authenticated requests pay nothing for it.
+        self.dispatch: Callable[[p.Frame], None] = self._dispatch_open
+        self.auth: auth.ServerAuth | None = None
+        self._tls_pending = False
+        self._auth_timer: asyncio.TimerHandle | None = None
+        #: A TLS peer with a read grant, served on the event loop in order (see :meth:`_serve_granted`).
+        self.granted: Grant | None = None
+        self._granted_queue: deque[p.Frame] = deque()
+        self._granted_wake: asyncio.Event | None = None
+        self._refused = False  # a refusal was logged: log no second one for this connection
+        self._early: list[p.Frame] = []
+        self._after_tls: Callable[[p.Frame], None] = self._dispatch_open
         #: Answer bytes reserved by requests started and not answered yet (response_bound each).
         self._reserved = 0
         #: A decoded request waiting for the response budget (nothing after it is decoded meanwhile).
@@ -217,13 +275,88 @@ class _Connection(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.server._conns.add(self)
         log.debug("connection from %s", self.peer)
+        security = self.server.security
+        if not security.guarded:
+            return
+        if not self.server.admit(self):
+            self._refused = True
+            self.dispatch = self._dropped
+            self.abort()
+            return
+        self._auth_timer = asyncio.get_running_loop().call_later(self.server.auth_timeout, self._auth_expired)
+        if security.secret is not None:
+            self.auth = auth.ServerAuth(security.secret, lambda: self.server.store.meta.volume_id)
+            self.dispatch = self._handshake
+            self.session.limit_payload(auth.MAX_AUTH_PAYLOAD)
+        if security.tls is not None:
+            self._tls_pending = True
+            assert self.transport is not None
+            self.transport.pause_reading()  # the TLS layer reads the ClientHello, not the frame decoder
+            # Requests can arrive before start_tls() hands over the TLS transport: they wait for it.
+            self._after_tls, self.dispatch = self.dispatch, self._early.append
+            self._spawn(self._start_tls(security.tls))
+
+    async def _start_tls(self, ctx: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        raw = self.transport
+        assert raw is not None
+        try:
+            tls = await loop.start_tls(raw, self, ctx, server_side=True, ssl_handshake_timeout=self.server.auth_timeout)
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError) as exc:
+            if not self._refused:  # the peer left (a port probe, a client that gave up): not a refusal
+                self._refused = True
+                log.info("connection from %s closed during its TLS handshake (%s)", self.peer, exc or "EOF")
+            raw.abort()
+            self.server.forget(self)
+            return
+        except (OSError, TimeoutError, RuntimeError) as exc:
+            self._refuse(f"TLS handshake failed: {exc or type(exc).__name__}")
+            raw.abort()
+            self.server.forget(self)
+            return
+        if tls is None or self.transport is None:  # timed out or closed meanwhile
+            if tls is not None:
+                tls.abort()
+            return
+        self.transport = tls
+        self._tls_pending = False
+        if self.auth is None:
+            self.server.settled(self)  # TLS alone: the client certificate was verified
+        self.dispatch = self._after_tls
+        early, self._early = self._early, []
+        for req in early:
+            self.dispatch(req)
+
+    def _refuse(self, reason: str) -> None:
+        """Log why this connection is refused, once, and stop serving it."""
+        if not self._refused:
+            self._refused = True
+            log.warning("refused connection from %s: %s", self.peer, reason)
+        self.dispatch = self._dropped
+
+    def _auth_expired(self) -> None:
+        self._auth_timer = None
+        if self.transport is not None:
+            what = "TLS handshake" if self._tls_pending else "AUTH handshake"
+            self._refuse(f"its {what} did not finish within {self.server.auth_timeout:g} s")
+            self.abort()
+        self.server.forget(self)
+
+    def cancel_auth_timer(self) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._handed_off:
             log.debug("connection from %s closed (%s)", self.peer, exc or "EOF")
+        if self in self.server.pending and not self._refused:
+            log.info("connection from %s closed during its handshake (%s)", self.peer, exc or "EOF")
         self.server.forget(self)
         self.transport = None
         self._waiting = None
+        if self._granted_wake is not None:
+            self._granted_wake.set()  # let the granted peer's task end
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -260,19 +393,11 @@ class _Connection(asyncio.Protocol):
                 return
             if req is None:
                 break
-            self._start(req)
+            if not self._admits(_need(req)):
+                self._waiting = req
+                break
+            self.dispatch(req)
         self._update_reading()
-
-    def _start(self, req: p.Frame) -> None:
-        try:
-            need = p.response_bound(req)
-        except ReplicaProtocolError as exc:  # its answer could not be sent: refuse it before any work
-            self._send(self.session.respond_error(req, p.Status.EINVAL, str(exc)))
-            return
-        if not self._admits(need):
-            self._waiting = req
-            return
-        self._dispatch(req)
 
     def _admits(self, need: int) -> bool:
         """Whether an answer of ``need`` bytes fits the budget beside those in progress and unsent."""
@@ -285,16 +410,16 @@ class _Connection(asyncio.Protocol):
         req = self._waiting
         if req is None or self.transport is None or self.transport.is_closing():
             return
-        if self._admits(p.response_bound(req)):
+        if self._admits(_need(req)):
             self._waiting = None
-            self._dispatch(req)
+            self.dispatch(req)
             self._serve_received()
 
     def _update_reading(self) -> None:
         """Read while answers flow out and nothing waits for the budget; otherwise leave the
         requests in the socket (the peer's sending stalls instead of our memory growing)."""
         t = self.transport
-        if t is None or t.is_closing():
+        if t is None or t.is_closing() or self._tls_pending:
             return
         want = not self._write_paused and self._waiting is None
         if want != self._reading:
@@ -323,6 +448,48 @@ class _Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ requests
 
+    def _dispatch_open(self, req: p.Frame) -> None:
+        """The first request on a server without a secret: AUTH is refused, all else served as before."""
+        self.dispatch = self._dispatch
+        if req.op == p.Op.AUTH:
+            self._send(
+                self.session.respond_error(
+                    req, p.Status.UNSUPPORTED,
+                    "this replica server has no secret (start it with --secret-file), but the controller has one",
+                )
+            )  # fmt: skip
+            self._refuse("AUTH, but this server has no secret")
+            self._close_after_answer()
+            return
+        self._dispatch(req)
+
+    def _handshake(self, req: p.Frame) -> None:
+        """Requests before the connection proved that it knows the secret."""
+        assert self.auth is not None
+        answer = self.auth.receive(req)
+        if answer.status == p.Status.OK:
+            self._send(self.session.respond(req, answer.payload))
+        else:
+            self._send(self.session.respond_error(req, answer.status, answer.payload.decode()))
+        if answer.close:
+            self._refuse(answer.reason)
+            self._close_after_answer()
+        elif answer.done:
+            self.session.limit_payload(p.MAX_PAYLOAD)
+            self.dispatch = self._dispatch
+            if not self._tls_pending:
+                self.server.settled(self)
+            log.debug("connection from %s authenticated", self.peer)
+
+    def _close_after_answer(self) -> None:
+        """Send what is queued, then close; nothing more is read from this connection."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        self.dispatch = self._dropped
+
+    def _dropped(self, req: p.Frame) -> None:
+        """Requests that arrived after a refusal, in the same read: ignored (the connection is closing)."""
+
     def _dispatch(self, req: p.Frame) -> None:
         srv = self.server
         store = srv.store
@@ -348,12 +515,13 @@ class _Connection(asyncio.Protocol):
         if self.fenced or not srv.is_owner(self):
             self._send(self.session.respond_error(req, p.Status.FENCED, "this connection does not own the replica"))
             return
-        if p.is_range_op(req.op):
-            try:
+        try:
+            if p.is_range_op(req.op):
                 store.check_range(req.offset, req.length)
-            except ValueError as exc:
-                self._send(self.session.respond_error(req, p.Status.EINVAL, str(exc)))
-                return
+            reserve = p.response_bound(req)  # an answer that could not be sent: refused before any work
+        except (ValueError, ReplicaProtocolError) as exc:
+            self._send(self.session.respond_error(req, p.Status.EINVAL, str(exc)))
+            return
         if req.op == p.Op.READ and req.length <= srv.inline_max and not req.fua:
             self._finish(req, lambda: store.read(req.offset, req.length))
         elif req.op == p.Op.WRITE and srv.write_inline(req.offset, req.length, req.fua):
@@ -361,7 +529,7 @@ class _Connection(asyncio.Protocol):
         elif req.op == p.Op.GRANT:
             self._finish(req, lambda: self._grant(req))
         else:
-            self._spawn(self._run(req), p.response_bound(req))
+            self._spawn(self._run(req), reserve)
 
     def _spawn(self, coro: Any, reserve: int = 0) -> None:
         """Run ``coro`` as a task holding ``reserve`` bytes of the response budget until it ends."""
@@ -372,6 +540,9 @@ class _Connection(asyncio.Protocol):
 
     def _task_done(self, task: asyncio.Task[None], reserve: int) -> None:
         self._tasks.discard(task)
+        self._release(reserve)
+
+    def _release(self, reserve: int) -> None:
         self._reserved -= reserve
         self._budget_freed()
 
@@ -389,6 +560,9 @@ class _Connection(asyncio.Protocol):
         if self.session.buffered or self.transport is None:
             self._send(self.session.respond_error(req, p.Status.EINVAL, "requests sent before the HELLO answer"))
             return
+        if self.server.security.tls is not None:  # TLS lives in the event loop's transport: serve it here
+            self._serve_on_loop(req, grant)
+            return
         sock = self.transport.get_extra_info("socket")
         raw = socket.socket(fileno=os.dup(sock.fileno()))
         self._handed_off = True
@@ -399,6 +573,68 @@ class _Connection(asyncio.Protocol):
             target=serve_reads, args=(raw, self.server.store, grant, req, self.server.hello_payload()),
             name=f"replica-peer {self.peer}", daemon=True,
         ).start()  # fmt: skip
+
+    def _serve_on_loop(self, req: p.Frame, grant: Grant) -> None:
+        """A granted peer on a TLS connection: answered in order from the event loop (no ``sendfile``)."""
+        self.granted = grant
+        self.session.limit_payload(MAX_PEER_PAYLOAD)
+        self._granted_wake = asyncio.Event()
+        self.dispatch = self._queue_granted
+        self._send(self.session.respond(req, self.server.hello_payload()))
+        log.info("peer %s reads with a grant (TLS)", self.peer)
+        self._spawn(self._serve_granted(grant))
+
+    def _queue_granted(self, req: p.Frame) -> None:
+        self._reserved += _need(req)  # released once answered: the queue holds at most the budget
+        self._granted_queue.append(req)
+        assert self._granted_wake is not None
+        self._granted_wake.set()
+
+    async def _serve_granted(self, grant: Grant) -> None:
+        queue, wake = self._granted_queue, self._granted_wake
+        assert wake is not None
+        while self.transport is not None:
+            if not queue:
+                wake.clear()
+                await wake.wait()
+                continue
+            req = queue.popleft()
+            try:
+                await self._answer_granted(req, grant)
+            finally:
+                self._release(_need(req))
+            if grant.revoked:
+                return
+
+    async def _answer_granted(self, req: p.Frame, grant: Grant) -> None:
+        store = self.server.store
+        if grant.revoked:
+            self._send(self.session.respond_error(req, p.Status.FENCED, "the read grant was revoked"))
+            self._close_after_answer()
+            return
+        if req.op not in p.GRANTED_OPS:
+            message = f"a peer with a read grant may not send {req.op.name}"
+            self._send(self.session.respond_error(req, p.Status.FENCED, message))
+            return
+        try:
+            if p.is_range_op(req.op):
+                store.check_range(req.offset, req.length)
+            p.response_bound(req)  # an answer that could not be sent: refused before any work
+            if req.op == p.Op.READ:
+                payload = await self.run_blocking(store.read, req.offset, req.length)
+            elif req.op == p.Op.EXTENTS:
+                payload = await self.run_blocking(_pack_extents, store, req.offset, req.length)
+            elif req.op == p.Op.CHECKSUM:
+                granule = p.parse_granule(req.payload)
+                payload = p.pack_checksums(
+                    await self.run_blocking(store.checksum_array, req.offset, req.length, granule)
+                )
+            else:  # PING
+                payload = b""
+        except Exception as exc:
+            self._send(self._error(req, exc))
+            return
+        self._send(self.session.respond(req, payload))
 
     def _grant(self, req: p.Frame) -> bytes:
         fields = p.unpack_json(req.payload, "GRANT")
@@ -423,7 +659,7 @@ class _Connection(asyncio.Protocol):
             raise ValueError('SOURCE needs "address" and "token" strings and a numeric "timeout"')
         if volume_id is None or volume_id != store.meta.volume_id:
             raise ReplicaError(f"SOURCE names volume {volume_id}; this replica holds {store.meta.volume_id}")
-        puller = Puller(store, address, token, volume_id, float(timeout))
+        puller = Puller(store, address, token, volume_id, float(timeout), self.server.security.peer)
         self.puller = puller
         try:
             meta = await self.run_blocking(puller.open, pull=True)
@@ -484,6 +720,9 @@ class _Connection(asyncio.Protocol):
                 await self.run_blocking(store.update_meta, {"clean": True})
                 log.info("clean close by %s (revision %d)", self.peer, store.revision)
                 payload = b""
+            elif op == p.Op.AUTH:
+                self._send(self.session.respond_error(req, p.Status.EINVAL, "this connection is already authenticated"))
+                return
             else:  # pragma: no cover - every Op is handled above
                 self._send(self.session.respond_error(req, p.Status.UNSUPPORTED, f"op {op.name}"))
                 return
@@ -507,6 +746,14 @@ class _Connection(asyncio.Protocol):
             log.exception("unexpected error in %s seq=%d", req.op.name, req.seq)
             status = p.Status.EIO
         return self.session.respond_error(req, status, str(exc))
+
+
+def _need(req: p.Frame) -> int:
+    """What ``req``'s answer may take, for the response budget (a refused one: its error answer)."""
+    try:
+        return p.response_bound(req)
+    except ReplicaProtocolError:
+        return p.SMALL_ANSWER
 
 
 def _pack_extents(store: ReplicaStore, offset: int, length: int) -> bytes:

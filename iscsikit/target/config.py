@@ -3,8 +3,9 @@
 A config file (its settings may also sit under a ``[target]`` table of the main
 ``/etc/iscsikit/config.toml``)::
 
-    portals = ["0.0.0.0:3260", "[::]:3260"]          # ADDR:PORT[,TPGT]; TPGT defaults to 1
+    portals = ["10.0.0.5:3260", "[::1]:3260"]        # ADDR:PORT[,TPGT]; default 127.0.0.1:3260
     control = "/run/iscsikit/target.sock"
+    insecure_open = false                            # true: serve targets with no CHAP/ACL off loopback
 
     [limits]                                         # all optional; these are the defaults
     max_recv_data_segment_length = 262144
@@ -21,11 +22,18 @@ A config file (its settings may also sit under a ``[target]`` table of the main
 
     [[targets]]
     iqn = "iqn.2026-11.org.example:disk1"
-    allow = ["iqn.1993-08.org.debian:01:host1"]     # ACL by initiator name; absent = everyone
+    allow = ["iqn.1993-08.org.debian:01:host1"]     # ACL entries without own CHAP; no ACL = everyone
     chap_user = "user1"
     chap_secret_env = "DISK1_SECRET"                 # secrets come from files or env, never inline
     mutual_user = "target1"
     mutual_secret_file = "/etc/iscsikit/disk1-mutual.secret"
+
+    [[targets.acls]]                                 # an ACL entry with its own CHAP (LIO's node ACL)
+    initiator = "iqn.1993-08.org.debian:01:host2"
+    chap_user = "host2"
+    chap_secret_file = "/etc/iscsikit/host2.secret"
+    mutual_user = "disk1-for-host2"                  # optional: the target proves itself too
+    mutual_secret_file = "/etc/iscsikit/host2-mutual.secret"
 
     [targets.luns]
     1 = "file:/srv/disk1.img,size=10G"
@@ -38,26 +46,35 @@ A config file (its settings may also sit under a ``[target]`` table of the main
 LUN specs are the backend registry's (:mod:`iscsikit.target.backends`): ``file:PATH[,size=]``,
 ``memory:size=``, ``replicated:tcp://H:P,...``; a new kind registers there and works here.
 Every error names the file and the setting (``serve.toml: targets[0].luns.1: ...``).
+
+Access: a target with no ACL (no ``allow``, no ``acls``) admits every initiator name; with an
+ACL only the listed names. An ACL entry with its own CHAP must log in with it; one without
+uses the target's CHAP if any. :func:`check_exposure` refuses a non-loopback portal unless every
+target has CHAP or an ACL, or ``insecure_open`` is set.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from iscsikit.errors import ConfigError, InvalidNameError
 from iscsikit.target.proto.chap import ALGORITHMS, MIN_SECRET_LEN, ChapCredentials
 from iscsikit.target.proto.keys import TargetLimits
-from iscsikit.target.proto.session import AuthConfig, PortalInfo
+from iscsikit.target.proto.session import AuthConfig, InitiatorAcl, PortalInfo
 
 __all__ = [
     "DEFAULT_CONTROL",
+    "DEFAULT_PORTAL",
     "LunConfig",
     "ServeConfig",
     "TargetConfig",
+    "check_exposure",
+    "check_secret_roles",
+    "is_loopback",
     "load_config",
     "merge_flags",
     "parse_lun_arg",
@@ -66,6 +83,8 @@ __all__ = [
 ]
 
 DEFAULT_CONTROL = Path("/run/iscsikit/target.sock")
+#: Where ``target serve`` listens unless told otherwise: reachable from this host only.
+DEFAULT_PORTAL = "127.0.0.1:3260"
 _ALG_BY_NAME = {name.upper(): num for num, (_h, name) in ALGORITHMS.items()}
 _ALG_BY_NAME.update({"SHA-1": 6, "SHA-256": 7, "SHA3_256": 8})
 
@@ -84,13 +103,14 @@ class TargetConfig:
     iqn: str
     luns: tuple[LunConfig, ...] = ()
     alias: str = ""
-    allow: frozenset[str] | None = None
+    #: The access list; None (no ``allow``/``acls``) admits every initiator name.
+    acls: tuple[InitiatorAcl, ...] | None = None
     auth: AuthConfig = field(default_factory=AuthConfig)
 
 
 @dataclass(frozen=True, slots=True)
 class ServeConfig:
-    portals: tuple[PortalInfo, ...] = (PortalInfo("0.0.0.0", 3260, 1),)
+    portals: tuple[PortalInfo, ...] = (PortalInfo("127.0.0.1", 3260, 1),)
     targets: tuple[TargetConfig, ...] = ()
     limits: TargetLimits = field(default_factory=TargetLimits)
     discovery_auth: AuthConfig = field(default_factory=AuthConfig)
@@ -98,6 +118,8 @@ class ServeConfig:
     nop_interval: float = 5.0
     shutdown_timeout: float = 30.0
     state_dir: Path | None = None
+    #: Serve targets without CHAP or ACL on non-loopback portals (warned at start and each login).
+    insecure_open: bool = False
 
 
 # -- small parsers ---------------------------------------------------------------------------
@@ -192,16 +214,86 @@ def auth_from_table(table: Mapping[str, Any], where: str) -> AuthConfig:
     mutual = _credentials(table, "mutual", where)
     if mutual is not None and chap is None:
         raise ConfigError(f"{where}: mutual CHAP needs chap_user/chap_secret_* too")
-    if mutual is not None and chap is not None and mutual.secret == chap.secret:
-        raise ConfigError(f"{where}: the mutual secret must differ from the initiator's CHAP secret")
-    return AuthConfig(chap, mutual, _algorithms(table.get("chap_algorithms"), f"{where}.chap_algorithms"))
+    try:
+        return AuthConfig(chap, mutual, _algorithms(table.get("chap_algorithms"), f"{where}.chap_algorithms"))
+    except ValueError as exc:  # e.g. the two secrets of mutual CHAP are the same
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def check_secret_roles(auths: Sequence[tuple[str, AuthConfig]]) -> None:
+    """No secret may prove an initiator in one place and the target in another (RFC 7143 12.1.3).
+
+    ``auths``: (where, settings) for discovery, each target and each ACL entry with own CHAP.
+    The error names both places, never the secret.
+    """
+    initiator: dict[bytes, str] = {}
+    for where, auth in auths:
+        if auth.chap is not None:
+            initiator.setdefault(auth.chap.secret, where)
+    for where, auth in auths:
+        if auth.mutual is not None and auth.mutual.secret in initiator:
+            raise ConfigError(
+                f"{where}: the mutual (target) secret is also an initiator's CHAP secret at "
+                f"{initiator[auth.mutual.secret]}; use different secrets"
+            )
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8 and ::1 (a name or a wildcard is not loopback)."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(cfg: ServeConfig) -> list[str]:
+    """Refuse to serve an unprotected target beyond loopback; returns warnings to log.
+
+    Every target is served on every portal: with a non-loopback portal each target needs CHAP
+    or an ACL, unless ``insecure_open``. Raises ConfigError (one line: the portal, the target,
+    the fix).
+    """
+    exposed = [p for p in cfg.portals if not is_loopback(p.address)]
+    if not exposed:
+        return []
+    portal = exposed[0].target_address().rsplit(",", 1)[0]
+    warnings = []
+    for t in cfg.targets:
+        if t.acls is None and t.auth.chap is None:
+            if not cfg.insecure_open:
+                raise ConfigError(
+                    f"portal {portal} is not loopback and target {t.iqn} has neither CHAP nor an ACL: add "
+                    f"--chap-user/--chap-secret-file or --allow INITIATOR_IQN (chap_user or acls/allow in the "
+                    f"config), listen on 127.0.0.1, or pass --insecure-open (insecure_open = true) to let anyone "
+                    f"who reaches the port in"
+                )
+            warnings.append(
+                f"insecure-open: target {t.iqn} admits every initiator, without CHAP, on {portal} (and any "
+                f"other portal): anyone who reaches the port can read and write it"
+            )
+        elif t.auth.chap is None:
+            weak = [a.initiator for a in t.acls or () if a.auth is None]
+            if weak:
+                warnings.append(
+                    f"target {t.iqn} admits {', '.join(weak)} on {portal} by initiator name alone (no CHAP); "
+                    f"a name is easy to claim"
+                )
+    return warnings
 
 
 # -- the file ---------------------------------------------------------------------------------
 
-_TOP_KEYS = {"portals", "portal", "control", "limits", "discovery", "targets", "state_dir", "shutdown_timeout"}
+_TOP_KEYS = {
+    "portals", "portal", "control", "limits", "discovery", "targets", "state_dir", "shutdown_timeout", "insecure_open",
+}  # fmt: skip
+_ACL_KEYS = {
+    "initiator", "chap_user", "chap_secret_file", "chap_secret_env", "mutual_user", "mutual_secret_file",
+    "mutual_secret_env",
+}  # fmt: skip
 _TARGET_KEYS = {
-    "iqn", "alias", "allow", "luns", "chap_user", "chap_secret_file", "chap_secret_env", "mutual_user",
+    "iqn", "alias", "allow", "acls", "luns", "chap_user", "chap_secret_file", "chap_secret_env", "mutual_user",
     "mutual_secret_file", "mutual_secret_env", "chap_algorithms",
 }  # fmt: skip
 _LIMIT_KEYS = {
@@ -251,7 +343,7 @@ def load_config(path: Path) -> ServeConfig:
 
 def config_from_mapping(doc: Mapping[str, Any], where: str = "config") -> ServeConfig:
     _check_keys(doc, _TOP_KEYS, where)
-    portals_raw = doc.get("portals", doc.get("portal", ["0.0.0.0:3260"]))
+    portals_raw = doc.get("portals", doc.get("portal", [DEFAULT_PORTAL]))
     if isinstance(portals_raw, str):
         portals_raw = [portals_raw]
     if not isinstance(portals_raw, list) or not portals_raw:
@@ -274,16 +366,30 @@ def config_from_mapping(doc: Mapping[str, Any], where: str = "config") -> ServeC
     shutdown = doc.get("shutdown_timeout", 30)
     if not isinstance(shutdown, int | float) or shutdown <= 0:
         raise ConfigError(f"{where}: shutdown_timeout must be a positive number of seconds")
+    insecure_open = doc.get("insecure_open", False)
+    if not isinstance(insecure_open, bool):
+        raise ConfigError(f"{where}: insecure_open must be true or false")
+    discovery_auth = auth_from_table(discovery, f"{where}: discovery")
+    check_secret_roles([(f"{where}: discovery", discovery_auth), *_auths(targets, where)])
     return ServeConfig(
         portals=portals,
         targets=targets,
         limits=limits,
-        discovery_auth=auth_from_table(discovery, f"{where}: discovery"),
+        discovery_auth=discovery_auth,
         control=Path(control) if control else None,
         nop_interval=nop,
         shutdown_timeout=float(shutdown),
         state_dir=Path(doc["state_dir"]) if doc.get("state_dir") else None,
+        insecure_open=insecure_open,
     )
+
+
+def _auths(targets: Sequence[TargetConfig], where: str) -> list[tuple[str, AuthConfig]]:
+    out = []
+    for i, t in enumerate(targets):
+        out.append((f"{where}: targets[{i}] ({t.iqn})", t.auth))
+        out += [(f"{where}: targets[{i}] acl {a.initiator}", a.auth) for a in t.acls or () if a.auth is not None]
+    return out
 
 
 def _limits(table: Any, where: str) -> tuple[TargetLimits, float]:
@@ -325,6 +431,66 @@ def check_target_name(name: str, where: str) -> str:
         raise ConfigError(f"{where}: {exc.message}") from None
 
 
+def check_initiator_name(name: Any, where: str) -> str:
+    from iscsikit.names import validate_iscsi_name
+
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: must be an initiator name string")
+    try:
+        return validate_iscsi_name(name, "initiator")
+    except InvalidNameError as exc:
+        raise ConfigError(f"{where}: {exc.message}") from None
+
+
+def acl_entry(
+    initiator: str,
+    *,
+    where: str,
+    chap: ChapCredentials | None = None,
+    mutual: ChapCredentials | None = None,
+    algorithms: tuple[int, ...] = (7, 8, 6, 5),
+) -> InitiatorAcl:
+    """One validated ACL entry (config, flags and ``target acl add`` all build them here)."""
+    name = check_initiator_name(initiator, where)
+    if mutual is not None and chap is None:
+        raise ConfigError(f"{where}: mutual CHAP needs the initiator's CHAP user and secret too")
+    try:
+        return InitiatorAcl(name, AuthConfig(chap, mutual, algorithms) if chap is not None else None)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _acls(table: Mapping[str, Any], where: str) -> tuple[InitiatorAcl, ...] | None:
+    entries: list[InitiatorAcl] = []
+    allow = table.get("allow")
+    if allow is not None:
+        if not isinstance(allow, list):
+            raise ConfigError(f"{where}.allow: must be a list of initiator names")
+        entries += [acl_entry(a, where=f"{where}.allow[{i}]") for i, a in enumerate(allow)]
+    raw = table.get("acls")
+    if raw is not None:
+        if not isinstance(raw, list):
+            raise ConfigError(f"{where}.acls: must be an array of tables ([[targets.acls]])")
+        for i, item in enumerate(raw):
+            aw = f"{where}.acls[{i}]"
+            if not isinstance(item, dict):
+                raise ConfigError(f"{aw}: must be a table with initiator = ...")
+            _check_keys(item, _ACL_KEYS, aw)
+            if "initiator" not in item:
+                raise ConfigError(f"{aw}: initiator is missing")
+            chap = _credentials(item, "chap", aw)
+            mutual = _credentials(item, "mutual", aw)
+            entries.append(acl_entry(item["initiator"], where=aw, chap=chap, mutual=mutual))
+    if allow is None and raw is None:
+        return None
+    seen: set[str] = set()
+    for e in entries:
+        if e.initiator in seen:
+            raise ConfigError(f"{where}: initiator {e.initiator} is in the ACL twice (allow and acls together count)")
+        seen.add(e.initiator)
+    return tuple(entries)
+
+
 def _target(table: Any, where: str) -> TargetConfig:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
@@ -353,16 +519,11 @@ def _target(table: Any, where: str) -> TargetConfig:
             luns.append(_lun(int(key), value["spec"], where=lw, read_only=read_only, identity=ident))
         else:
             raise ConfigError(f"{lw}: must be a spec string or a table")
-    allow = table.get("allow")
-    if allow is not None:
-        if not isinstance(allow, list) or not all(isinstance(a, str) for a in allow):
-            raise ConfigError(f"{where}.allow: must be a list of initiator names")
-        allow = frozenset(allow)
     return TargetConfig(
         iqn=iqn,
         luns=tuple(sorted(luns, key=lambda lc: lc.lun)),
         alias=str(table.get("alias", "")),
-        allow=allow,
+        acls=_acls(table, where),
         auth=auth_from_table(table, where),
     )
 
@@ -381,15 +542,27 @@ def merge_flags(
     control: Path | None = None,
     header_digest: str | None = None,
     data_digest: str | None = None,
+    discovery_chap_user: str | None = None,
+    discovery_chap_secret_file: Path | None = None,
+    discovery_mutual_user: str | None = None,
+    discovery_mutual_secret_file: Path | None = None,
+    insecure_open: bool = False,
 ) -> ServeConfig:
     """Apply ``target serve`` flags on top of a config (flags win).
 
     ``--portal`` replaces the portals; ``--iqn`` selects (or creates) the target that ``--lun``,
     ``--allow`` and ``--chap-*`` apply to; with one target in the file, it is the default.
+    ``--allow`` adds ACL entries without own CHAP; ``--discovery-*`` set discovery CHAP.
     """
-    from dataclasses import replace
-
-    cfg = base
+    cfg = merge_discovery_flags(
+        base,
+        chap_user=discovery_chap_user,
+        chap_secret_file=discovery_chap_secret_file,
+        mutual_user=discovery_mutual_user,
+        mutual_secret_file=discovery_mutual_secret_file,
+    )
+    if insecure_open:
+        cfg = replace(cfg, insecure_open=True)
     if portals:
         cfg = replace(cfg, portals=tuple(parse_portal(p, "--portal") for p in portals))
     if control is not None:
@@ -425,27 +598,74 @@ def merge_flags(
             new[lc.lun] = lc
         target = replace(target, luns=tuple(sorted(new.values(), key=lambda lc: lc.lun)))
     if allow:
-        target = replace(target, allow=frozenset(allow) | (target.allow or frozenset()))
+        acls = list(target.acls or ())
+        known = {a.initiator for a in acls}
+        for name in allow:
+            if name not in known:
+                acls.append(acl_entry(name, where=f"--allow {name}"))
+                known.add(name)
+        target = replace(target, acls=tuple(acls))
     if chap_user is not None or chap_secret_file is not None:
         if chap_user is None:
             raise ConfigError("--chap-secret-file needs --chap-user")
-        env = "ISCSIKIT_CHAP_SECRET" if chap_secret_file is None else None
-        secret = read_secret(file=chap_secret_file, env=env, where="--chap-secret-file")
-        mutual = target.auth.mutual
-        if mutual_user is not None:
-            menv = "ISCSIKIT_MUTUAL_SECRET" if mutual_secret_file is None else None
-            mutual = ChapCredentials(mutual_user, read_secret(file=mutual_secret_file, env=menv,
-                                                              where="--mutual-secret-file"))  # fmt: skip
-        try:
-            target = replace(
-                target, auth=AuthConfig(ChapCredentials(chap_user, secret), mutual, target.auth.algorithms)
-            )
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        auth = _flag_auth(
+            chap_user, chap_secret_file, mutual_user, mutual_secret_file, "", "ISCSIKIT_CHAP_SECRET",
+            "ISCSIKIT_MUTUAL_SECRET", target.auth,
+        )  # fmt: skip
+        target = replace(target, auth=auth)
     elif mutual_user is not None:
         raise ConfigError("--mutual-user needs --chap-user (mutual CHAP is on top of one-way CHAP)")
     if index is None:
         targets.append(target)
     else:
         targets[index] = target
-    return replace(cfg, targets=tuple(targets))
+    cfg = replace(cfg, targets=tuple(targets))
+    check_secret_roles([("discovery", cfg.discovery_auth), *_auths(cfg.targets, "config")])
+    return cfg
+
+
+def _flag_auth(
+    user: str,
+    secret_file: Path | None,
+    mutual_user: str | None,
+    mutual_secret_file: Path | None,
+    prefix: str,
+    env: str,
+    mutual_env: str,
+    old: AuthConfig,
+) -> AuthConfig:
+    secret = read_secret(file=secret_file, env=env if secret_file is None else None,
+                         where=f"--{prefix}chap-secret-file")  # fmt: skip
+    mutual = old.mutual
+    if mutual_user is not None:
+        msecret = read_secret(file=mutual_secret_file, env=mutual_env if mutual_secret_file is None else None,
+                              where=f"--{prefix}mutual-secret-file")  # fmt: skip
+        mutual = ChapCredentials(mutual_user, msecret)
+    try:
+        return AuthConfig(ChapCredentials(user, secret), mutual, old.algorithms)
+    except ValueError as exc:
+        raise ConfigError(f"--{prefix}mutual-user: {exc}") from None
+
+
+def merge_discovery_flags(
+    cfg: ServeConfig,
+    *,
+    chap_user: str | None = None,
+    chap_secret_file: Path | None = None,
+    mutual_user: str | None = None,
+    mutual_secret_file: Path | None = None,
+) -> ServeConfig:
+    """``--discovery-chap-user/-secret-file`` and ``--discovery-mutual-*`` (SendTargets sessions)."""
+    if chap_user is None and chap_secret_file is None:
+        if mutual_user is not None or mutual_secret_file is not None:
+            raise ConfigError("--discovery-mutual-user needs --discovery-chap-user (mutual is on top of one-way)")
+        return cfg
+    if chap_user is None:
+        raise ConfigError("--discovery-chap-secret-file needs --discovery-chap-user")
+    if mutual_secret_file is not None and mutual_user is None:
+        raise ConfigError("--discovery-mutual-secret-file needs --discovery-mutual-user")
+    auth = _flag_auth(
+        chap_user, chap_secret_file, mutual_user, mutual_secret_file, "discovery-",
+        "ISCSIKIT_DISCOVERY_CHAP_SECRET", "ISCSIKIT_DISCOVERY_MUTUAL_SECRET", cfg.discovery_auth,
+    )  # fmt: skip
+    return replace(cfg, discovery_auth=auth)

@@ -1,7 +1,8 @@
 """The target's control socket: one JSON request per line on a Unix socket, one JSON answer.
 
 Request ``{"command": "status", "args": {...}}``; answer ``{"ok": true, "result": ...}`` or
-``{"ok": false, "error": {"name": ..., "message": ...}}``. Built in: ``status`` and ``ping``.
+``{"ok": false, "error": {"name": ..., "message": ..., "usage": bool}}`` (``usage``: bad input,
+the CLI exits 2). Built in: ``status``, ``ping`` and the ``acl`` commands (:mod:`.acl`).
 Other parts of iscsikit add commands without touching this file::
 
     from iscsikit.target.control import register_command
@@ -23,17 +24,18 @@ import json
 import logging
 import os
 import socket
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iscsikit.errors import IscsikitError
+from iscsikit.errors import IscsikitError, UsageError
 
 if TYPE_CHECKING:
     from iscsikit.target.server import TargetServer
 
-__all__ = ["ControlError", "ControlServer", "register_command", "request"]
+__all__ = ["ControlError", "ControlServer", "ControlUsageError", "register_command", "request"]
 
 log = logging.getLogger("iscsikit.target.control")
 
@@ -67,13 +69,16 @@ class ControlServer:
     """Serves the control socket of one :class:`TargetServer`."""
 
     def __init__(self, server: TargetServer, path: Path) -> None:
+        from iscsikit.target.acl import register_commands
+
+        register_commands()
         self.server = server
         self.path = path
         self._srv: asyncio.AbstractServer | None = None
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() or self.path.is_symlink():
+        if _stale_socket(self.path):
             if _alive(self.path):
                 raise ControlError(f"{self.path}: another target is already using this control socket")
             self.path.unlink()
@@ -89,7 +94,8 @@ class ControlServer:
             await self._srv.wait_closed()
             self._srv = None
         try:
-            self.path.unlink()
+            if stat.S_ISSOCK(os.lstat(self.path).st_mode):  # only ever our socket
+                self.path.unlink()
         except FileNotFoundError:
             pass
 
@@ -128,15 +134,34 @@ class ControlServer:
         try:
             result = await handler(self.server, args)
         except IscsikitError as exc:
-            return _answer_error(type(exc).__name__, exc.message)
+            return _answer_error(type(exc).__name__, exc.message, usage=exc.exit_code == 2)
         except Exception as exc:  # a handler bug must not take the target down
             log.exception("control command %s failed", name)
             return _answer_error(type(exc).__name__, str(exc))
         return json.dumps({"ok": True, "result": result}, default=str).encode() + b"\n"
 
 
-def _answer_error(name: str, message: str) -> bytes:
-    return json.dumps({"ok": False, "error": {"name": name, "message": message}}).encode() + b"\n"
+def _answer_error(name: str, message: str, *, usage: bool = False) -> bytes:
+    error = {"name": name, "message": message, "usage": usage}
+    return json.dumps({"ok": False, "error": error}).encode() + b"\n"
+
+
+def _stale_socket(path: Path) -> bool:
+    """True if a socket is at ``path`` (it may be removed once nothing answers on it).
+
+    Anything else there (a file, a directory, a symlink even to a socket) is refused and
+    left untouched: ``--control`` must not become a way to delete an arbitrary file.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISSOCK(st.st_mode):
+        return True
+    what = "a symlink" if stat.S_ISLNK(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode) else "not a socket"
+    raise UsageError(
+        f"control socket path {path} is {what}; refusing to replace it (remove it yourself or choose another --control)"
+    )
 
 
 def _alive(path: Path) -> bool:
@@ -147,6 +172,12 @@ def _alive(path: Path) -> bool:
         except OSError:
             return False
         return True
+
+
+class ControlUsageError(ControlError):
+    """The target refused the request as bad input (a name, a value): the CLI exits 2."""
+
+    exit_code = 2
 
 
 class NotListeningError(ControlError):
@@ -200,5 +231,6 @@ def _request_once(path: Path, command: str, args: dict[str, Any] | None, timeout
         raise ControlError(f"{path}: malformed answer from the target") from None
     if not answer.get("ok"):
         err = answer.get("error") or {}
-        raise ControlError(f"{command}: {err.get('name', 'Error')}: {err.get('message', '')}")
+        cls = ControlUsageError if err.get("usage") else ControlError
+        raise cls(f"{command}: {err.get('name', 'Error')}: {err.get('message', '')}")
     return answer.get("result")

@@ -54,7 +54,7 @@ from iscsikit.target.proto import (
 )
 from iscsikit.target.proto.connection import ProtocolIssue
 from iscsikit.target.proto.errors import LocalProtocolError
-from iscsikit.target.proto.session import AuthConfig, Session
+from iscsikit.target.proto.session import AuthConfig, Session, acl_map
 from iscsikit.target.scsi import LunMap, Nexus, ScsiResponse
 
 if TYPE_CHECKING:
@@ -88,6 +88,8 @@ class ServerOptions:
     max_buffered_bytes: int = 256 << 20
     #: Seconds :meth:`TargetServer.stop` waits for in-flight commands.
     shutdown_timeout: float = 30.0
+    #: Started with ``--insecure-open``: every login is logged as a warning.
+    insecure_open: bool = False
 
 
 class _Resume:
@@ -275,6 +277,12 @@ class _Connection(asyncio.BufferedProtocol):
                                session.session_id)  # fmt: skip
         if event.replaced is not None:
             self.server._reinstate(self, event.replaced)
+        if self.server.options.insecure_open:
+            log.warning(
+                "insecure-open: %s logged in from %s to %s %s", session.initiator_name, self.peer,
+                session.target_name or "discovery",
+                f"as CHAP user {session.chap_user!r}" if session.chap_user else "without CHAP",
+            )  # fmt: skip
         log.info(
             "%s session tsih=%d from %s (%s) to %s",
             kind, session.tsih, session.initiator_name, self.peer, session.target_name or "discovery",
@@ -509,6 +517,14 @@ class TargetServer:
             nop_interval=self.options.nop_interval,
         )  # fmt: skip
 
+    def refresh_directory(self) -> None:
+        """Rebuild what the protocol sees (portals, ACLs) and hand it to every connection."""
+        self.directory = self._directory()
+        for c in self._connections:
+            c.conn.directory = self.directory
+            if c.conn.login is not None:
+                c.conn.login.directory = self.directory
+
     async def start(self) -> None:
         """Open every LUN, then listen on every portal (port 0 picks a free port)."""
         loop = asyncio.get_running_loop()
@@ -534,9 +550,7 @@ class TargetServer:
             raise
         # Ports chosen by the kernel (port 0) are what SendTargets must report.
         self.portals = bound
-        self.directory = self._directory()
-        for c in self._connections:
-            c.conn.directory = self.directory
+        self.refresh_directory()
         log.info(
             "serving %s on %s", ", ".join(self.targets) or "no targets", ", ".join(p.target_address() for p in bound)
         )
@@ -674,12 +688,13 @@ def server_from_config(cfg: ServeConfig) -> TargetServer:
             else:
                 identity = LuIdentity.from_name(f"{target.iqn}/{lc.lun}")
             lus[lc.lun] = LogicalUnit(backend, identity=identity, read_only=lc.read_only)
-        info = TargetInfo(target.iqn, alias=target.alias, allowed_initiators=target.allow, auth=target.auth)
+        info = TargetInfo(target.iqn, alias=target.alias, acls=acl_map(target.acls), auth=target.auth)
         runtimes.append(TargetRuntime(info, LunMap(lus)))
     server_options = ServerOptions(
         limits=cfg.limits,
         discovery_auth=cfg.discovery_auth,
         nop_interval=cfg.nop_interval,
         shutdown_timeout=cfg.shutdown_timeout,
+        insecure_open=cfg.insecure_open,
     )
     return TargetServer(runtimes, cfg.portals, server_options)

@@ -45,8 +45,13 @@ def test_toml_example_is_a_valid_config(tmp_path: Path, monkeypatch: pytest.Monk
     text = blocks("toml")[0].replace("/tmp/isk", str(tmp_path))
     (tmp_path / "discovery.secret").write_text("discovery-secret\n")
     (tmp_path / "alice.secret").write_text("initiator-secret-1\n")
+    (tmp_path / "host2.secret").write_text("host2-own-secret\n")
+    (tmp_path / "host2-mutual.secret").write_text("disk1-for-host2-secret\n")
     monkeypatch.setenv("DISK1_MUTUAL_SECRET", "target-secret-22")
     cfg = config_from_mapping(tomlkit.parse(text).unwrap(), where="docs/target.md")
     assert [t.iqn for t in cfg.targets] == ["iqn.2026-11.org.example:disk1", "iqn.2026-11.org.example:scratch"]
     assert [lc.lun for lc in cfg.targets[0].luns] == [1, 2] and cfg.targets[0].luns[1].read_only
     assert cfg.limits.max_burst_length == 1048576 and len(cfg.portals) == 2
+    acls = {a.initiator: a for a in cfg.targets[0].acls or ()}
+    host2 = acls["iqn.1993-08.org.debian:01:host2"].auth
+    assert host2 is not None and host2.mutual is not None and len(acls) == 3

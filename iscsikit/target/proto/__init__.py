@@ -28,7 +28,15 @@ from iscsikit.target.proto.connection import (
 from iscsikit.target.proto.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from iscsikit.target.proto.initiator import InitiatorConnection
 from iscsikit.target.proto.keys import SessionParams, TargetLimits
-from iscsikit.target.proto.session import AuthConfig, PortalInfo, Session, SessionTable, TargetDirectory, TargetInfo
+from iscsikit.target.proto.session import (
+    AuthConfig,
+    InitiatorAcl,
+    PortalInfo,
+    Session,
+    SessionTable,
+    TargetDirectory,
+    TargetInfo,
+)
 from iscsikit.target.proto.task import Task, TaskState
 
 __all__ = [
@@ -37,6 +45,7 @@ __all__ = [
     "ChapCredentials",
     "CommandReady",
     "ConnectionClosed",
+    "InitiatorAcl",
     "InitiatorConnection",
     "LocalProtocolError",
     "PortalInfo",

@@ -11,9 +11,10 @@ The exchange::
 Algorithms are PPP numbers: 5 MD5, 6 SHA-1, 7 SHA-256, 8 SHA3-256. We pick the first one the
 initiator lists that we support. Binary values are hex (``0x``) or base64 (``0b``).
 
-Refused on purpose: a mutual challenge equal to ours (reflection), a mutual challenge seen
-before in this process (replay: :class:`ChallengeLog`), a response of the wrong length, and
-secrets shorter than 12 bytes (checked when credentials are built).
+Refused on purpose: a second response to one challenge, a mutual challenge equal to ours
+(reflection), a mutual challenge seen before in this process (replay: :class:`ChallengeLog`),
+mutual CHAP whose two secrets are equal, a response of the wrong length, and secrets shorter
+than 12 bytes (checked when credentials are built).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ class ChapExchange:
     def verify(self, keys: dict[str, str]) -> list[tuple[str, str]]:
         """Check CHAP_N/CHAP_R; answer a mutual challenge. Raises ChapError on any failure."""
         if not self.challenge:
-            raise ChapError("CHAP_R before CHAP_A")
+            raise ChapError("CHAP_R without a pending challenge (before CHAP_A, or a second response to one)")
         name = keys.get("CHAP_N")
         response = keys.get("CHAP_R")
         if name is None or response is None:
@@ -164,7 +165,7 @@ class ChapExchange:
         ok_name = hmac.compare_digest(name.encode(), self.incoming.user.encode())
         ok_resp = hmac.compare_digest(got, expected)
         ours = self.challenge
-        self.challenge = b""  # one response per challenge
+        self.challenge = b""  # one response per challenge: a second CHAP_R finds none
         if not (ok_name and ok_resp):
             raise ChapError(f"CHAP response for user {name!r} does not match")
         if "CHAP_I" not in keys and "CHAP_C" not in keys:

@@ -2,9 +2,10 @@
 
 :class:`LoginMachine` takes Login Requests and returns Login Responses. It checks the leading
 declarations (InitiatorName, SessionType, TargetName), the ACL, authentication (None or
-one-way/mutual CHAP), negotiates operational keys through :class:`.keys.Negotiator`, follows
-the stage transitions of :data:`.state.LOGIN_STAGE_TRANSITIONS`, and on the final response
-allocates the TSIH and creates the :class:`.session.Session`.
+one-way/mutual CHAP: the initiator's own ACL credentials if it has them, else the target's),
+negotiates operational keys through :class:`.keys.Negotiator`, follows the stage transitions
+of :data:`.state.LOGIN_STAGE_TRANSITIONS`, and on the final response checks the ACL again (it
+may have changed meanwhile), allocates the TSIH and creates the :class:`.session.Session`.
 
 A failed login raises :class:`RemoteProtocolError` with ``login_status`` (class << 8 | detail)
 and ``close=True``; the connection answers with that status and closes.
@@ -19,7 +20,14 @@ from iscsikit.target.proto.errors import RemoteProtocolError
 from iscsikit.target.proto.keys import Negotiator
 from iscsikit.target.proto.pdu import LoginRequest, LoginResponse
 from iscsikit.target.proto.serial import sn_add
-from iscsikit.target.proto.session import AuthConfig, PortalInfo, Session, SessionTable, TargetDirectory, TargetInfo
+from iscsikit.target.proto.session import (
+    AuthConfig,
+    PortalInfo,
+    Session,
+    SessionTable,
+    TargetDirectory,
+    TargetInfo,
+)
 from iscsikit.target.proto.state import LOGIN_STAGE_TRANSITIONS, Stage
 from iscsikit.target.proto.text import decode_text, encode_text
 
@@ -188,7 +196,7 @@ class LoginMachine:
             if not target.allows(name):
                 raise _fail(LoginStatus.AUTHORIZATION_FAILURE, f"initiator {name!r} is not in {target_name}'s ACL")
             self.target = target
-            self.auth = target.auth
+            self.auth = target.auth_for(name)
         self.negotiator = Negotiator(self.directory.limits, discovery=self.discovery)
         answers = [("TargetPortalGroupTag", str(self.portal.tpgt))]
         if self.target is not None and self.target.alias:
@@ -220,9 +228,9 @@ class LoginMachine:
                     raise _fail(LoginStatus.INITIATOR_ERROR, "CHAP_A without AuthMethod=CHAP, or twice")
                 out += self.chap.choose(keys["CHAP_A"])
             elif "CHAP_R" in keys or "CHAP_N" in keys:
-                if self.chap is None or self.authenticated:
-                    raise _fail(LoginStatus.INITIATOR_ERROR, "CHAP_R without a CHAP challenge")
-                out += self.chap.verify(keys)
+                if self.chap is None:
+                    raise _fail(LoginStatus.INITIATOR_ERROR, "CHAP_R without AuthMethod=CHAP")
+                out += self.chap.verify(keys)  # refuses a second response to the same challenge
                 self.authenticated = True
         except ChapError as e:
             raise _fail(LoginStatus.AUTH_FAILURE, str(e)) from None
@@ -251,6 +259,19 @@ class LoginMachine:
             raise _fail(LoginStatus.AUTH_FAILURE, "target requires CHAP; login skipped the security stage")
         return True
 
+    def _recheck_acl(self) -> None:
+        """The ACL may have changed while this login ran (``target acl remove``): ask again."""
+        if self.target is None:
+            return
+        current = self.directory.targets.get(self.target.name)
+        if current is None:
+            raise _fail(LoginStatus.TARGET_REMOVED, f"target {self.target.name} was removed during login")
+        if not current.allows(self.initiator_name) or current.auth_for(self.initiator_name) != self.auth:
+            raise _fail(
+                LoginStatus.AUTHORIZATION_FAILURE,
+                f"the ACL of {self.target.name} for {self.initiator_name!r} changed during login",
+            )
+
     def _response(self, req: LoginRequest, *, transit: bool, nsg: int, keys: list[tuple[str, str]]) -> LoginResponse:
         resp = LoginResponse(
             isid=req.isid, itt=req.itt, csg=req.csg, nsg=nsg if transit else 0, transit=transit,
@@ -265,6 +286,7 @@ class LoginMachine:
         assert self.negotiator is not None
         if self.auth.chap is not None and not self.authenticated:
             raise _fail(LoginStatus.AUTH_FAILURE, "login reached full feature phase without CHAP")
+        self._recheck_acl()
         params = self.negotiator.params
         limits = self.directory.limits
         for name, wanted, got in (("header", limits.header_digests, params.header_digest),
@@ -299,6 +321,7 @@ class LoginMachine:
                 queue_depth=self.directory.limits.queue_depth,
             )
             session.initiator_alias = self.initiator_alias
+            session.chap_user = self.auth.chap.user if self.auth.chap is not None else ""
             self.result = LoginResult(session, old)
         return LoginResponse(
             isid=resp.isid, itt=resp.itt, csg=resp.csg, nsg=resp.nsg, transit=True, tsih=session.tsih,

@@ -3,6 +3,9 @@
 * :class:`TargetDirectory` is the configuration the core needs: the targets (name, portals,
   ACL, CHAP), discovery authentication and the negotiation limits. The server builds it from
   :mod:`iscsikit.target.config`.
+* :class:`InitiatorAcl` is one entry of a target's access list (LIO's "node ACL"): an initiator
+  name, optionally with CHAP credentials of its own. A target with no list (``acls=None``)
+  admits every initiator name; one with a list (even an empty one) admits only those named.
 * :class:`SessionTable` is shared by every connection of a process: TSIH allocation, the
   (initiator, ISID, target) index used for session reinstatement, and the CHAP replay log.
 * :class:`Session` holds the session-wide sequence numbers (ExpCmdSN and the window) and the
@@ -11,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,7 +25,16 @@ from iscsikit.target.proto.serial import sn_add
 if TYPE_CHECKING:
     from iscsikit.target.proto.connection import TargetConnection
 
-__all__ = ["AuthConfig", "PortalInfo", "Session", "SessionTable", "TargetDirectory", "TargetInfo"]
+__all__ = [
+    "AuthConfig",
+    "InitiatorAcl",
+    "PortalInfo",
+    "Session",
+    "SessionTable",
+    "TargetDirectory",
+    "TargetInfo",
+    "acl_map",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +62,21 @@ class AuthConfig:
     def __post_init__(self) -> None:
         if self.mutual is not None and self.chap is None:
             raise ValueError("mutual CHAP needs one-way CHAP credentials too")
+        if self.mutual is not None and self.chap is not None and self.mutual.secret == self.chap.secret:
+            # RFC 7143 12.1.3: a secret that authenticates an initiator must not authenticate a target.
+            raise ValueError("the mutual (target) secret must differ from the initiator's CHAP secret")
+
+
+@dataclass(frozen=True, slots=True)
+class InitiatorAcl:
+    """One initiator admitted to a target; ``auth`` its own CHAP, or None for the target's."""
+
+    initiator: str
+    auth: AuthConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.auth is not None and self.auth.chap is None:
+            raise ValueError(f"ACL for {self.initiator}: own CHAP settings need a CHAP user and secret")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +86,32 @@ class TargetInfo:
     name: str
     portals: tuple[PortalInfo, ...] = ()
     alias: str = ""
-    #: Initiator names allowed to log in; None allows every initiator.
-    allowed_initiators: frozenset[str] | None = None
+    #: The access list by initiator name; None admits every initiator (no ACL at all).
+    acls: Mapping[str, InitiatorAcl] | None = None
     auth: AuthConfig = field(default_factory=AuthConfig)
 
     def allows(self, initiator: str) -> bool:
-        return self.allowed_initiators is None or initiator in self.allowed_initiators
+        return self.acls is None or initiator in self.acls
+
+    def acl_for(self, initiator: str) -> InitiatorAcl | None:
+        return None if self.acls is None else self.acls.get(initiator)
+
+    def auth_for(self, initiator: str) -> AuthConfig:
+        """What ``initiator`` must prove: its ACL entry's own CHAP, else the target's."""
+        acl = self.acl_for(initiator)
+        if acl is not None and acl.auth is not None:
+            return AuthConfig(acl.auth.chap, acl.auth.mutual, self.auth.algorithms)
+        return self.auth
+
+    @property
+    def protected(self) -> bool:
+        """It checks something: an access list or CHAP (what a non-loopback portal requires)."""
+        return self.acls is not None or self.auth.chap is not None
+
+
+def acl_map(entries: Iterable[InitiatorAcl] | None) -> dict[str, InitiatorAcl] | None:
+    """Entries by initiator name (None stays None: no ACL)."""
+    return None if entries is None else {e.initiator: e for e in entries}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +125,11 @@ class TargetDirectory:
     nop_interval: float = 5.0
 
     def visible_to(self, initiator: str) -> list[TargetInfo]:
-        """Targets SendTargets may list for ``initiator`` (the ACL hides the others)."""
+        """Targets SendTargets may list for ``initiator``: those whose ACL admits its name.
+
+        A target without an access list is listed to everyone; one with a list (even empty)
+        only to the initiators on it, as LIO lists only targets with a node ACL for the name.
+        """
         return [t for t in self.targets.values() if t.allows(initiator)]
 
 
@@ -98,6 +149,8 @@ class Session:
     #: Non-immediate commands accepted (ExpCmdSN advanced past them) and not yet answered.
     active: int = 0
     initiator_alias: str = ""
+    #: The CHAP user the initiator proved at login ("" when the login used no CHAP).
+    chap_user: str = ""
     connection: TargetConnection | None = field(default=None, repr=False)
 
     @property

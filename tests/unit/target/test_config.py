@@ -64,7 +64,7 @@ def test_full_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.limits.header_digests == ("CRC32C",) and cfg.nop_interval == 10
     assert cfg.discovery_auth.chap is not None and cfg.discovery_auth.chap.secret == b"discovery-secret"
     (t,) = cfg.targets
-    assert t.allow == frozenset({"iqn.2026-11.org.example:host1"})
+    assert t.acls is not None and [(a.initiator, a.auth) for a in t.acls] == [("iqn.2026-11.org.example:host1", None)]
     assert t.auth.chap is not None and t.auth.chap.secret == b"initiator-secret"
     assert t.auth.mutual is not None and t.auth.mutual.user == "tgt1"
     assert t.auth.algorithms == (7, 5)

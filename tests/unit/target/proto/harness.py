@@ -15,6 +15,7 @@ from iscsikit.target.proto import (
     TargetLimits,
 )
 from iscsikit.target.proto.pdu import PDU
+from iscsikit.target.proto.session import InitiatorAcl
 
 TARGET = "iqn.2026-11.org.example:disk"
 INITIATOR = "iqn.2026-11.org.example:host"
@@ -25,13 +26,14 @@ def directory(
     *,
     auth: AuthConfig | None = None,
     allow: frozenset[str] | None = None,
+    acls: tuple[InitiatorAcl, ...] | None = None,
     limits: TargetLimits | None = None,
     discovery_auth: AuthConfig | None = None,
     extra: tuple[str, ...] = (),
 ) -> TargetDirectory:
-    targets = {
-        TARGET: TargetInfo(TARGET, (PORTAL, PortalInfo("10.0.0.2", 3260, 2)), "disk", allow, auth or AuthConfig())
-    }
+    entries = None if allow is None and acls is None else [*(InitiatorAcl(a) for a in allow or ()), *(acls or ())]
+    acl = None if entries is None else {e.initiator: e for e in entries}
+    targets = {TARGET: TargetInfo(TARGET, (PORTAL, PortalInfo("10.0.0.2", 3260, 2)), "disk", acl, auth or AuthConfig())}
     for name in extra:
         targets[name] = TargetInfo(name, (PORTAL,))
     return TargetDirectory(targets, limits=limits or TargetLimits(), discovery_auth=discovery_auth or AuthConfig())
