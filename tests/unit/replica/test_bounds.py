@@ -10,12 +10,16 @@ import asyncio
 import os
 from pathlib import Path
 
+import pytest
+
 from iscsikit.replica import protocol as p
 from iscsikit.replica.client import ReplicaClient
+from iscsikit.replica.pull import Puller
 from iscsikit.replica.server import ReplicaServer
 from iscsikit.replica.store import ReplicaStore
 from tests.support.replicawire import RawPeer
 from tests.unit.replica.conftest import run, wait_until
+from tests.unit.replica.test_auth_server import pki, tls_creds, tls_security  # noqa: F401 - pki: a fixture
 
 MiB = 1 << 20
 
@@ -132,5 +136,65 @@ async def test_a_granted_peer_gets_the_same_bounds(tmp_path: Path) -> None:
     assert granule_1.status == p.Status.EINVAL and "granule 1" in granule_1.error_text()
     assert read.status == p.Status.OK and read.payload == b"d" * 4096
     assert await owner.read(0, 4096) == b"d" * 4096  # the owner is undisturbed
+    owner.close()
+    await server.close()
+
+
+@run
+async def test_a_tls_peer_with_a_grant_served_on_the_loop_gets_the_same_bounds(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    certs = request.getfixturevalue("pki")  # test_auth_server's CA and certificates
+    piece, budget, count = 4 * MiB, 8 * MiB, 32
+    store = CountingStore.open(tmp_path / "r", 64 * MiB)
+    server = ReplicaServer(store, security=tls_security(certs, 0), response_budget=budget)
+    await server.start("127.0.0.1", 0)
+    owner = ReplicaClient(f"127.0.0.1:{server.port}", credentials=tls_creds(certs))
+    await owner.connect()
+    await owner.set_meta(volume_id="vol-1", state="rw")
+    data = os.urandom(16 * MiB)
+    for off in range(0, len(data), piece):
+        await owner.write(off, data[off : off + piece])
+    token = "g" * 32
+    await owner.grant(token)
+    puller = Puller(store, f"tcp://127.0.0.1:{server.port}", token, "vol-1", 30.0, tls_security(certs, 1).peer)
+    conn = await asyncio.to_thread(puller._connect)  # TLS, the secret, HELLO with the grant
+
+    # Oversized answers, through the codec (the client refuses a granule of 1 itself: sent raw).
+    reads_before = store.reads
+    wire = p.encode(p.Frame(p.Op.READ, 900, 0, 64 * MiB)) + p.encode(
+        p.Frame(p.Op.CHECKSUM, 901, 0, 16 * MiB, payload=p.granule_payload(1))
+    )
+    decoder = p.FrameDecoder()
+
+    def exchange(wire: list[bytes], answers: int) -> list[p.Frame]:
+        conn.sock.sendall(b"".join(wire))
+        got: list[p.Frame] = []
+        while len(got) < answers:
+            frame = decoder.next_frame()
+            if frame is None:
+                decoder.receive_data(conn.sock.recv(1 << 20))
+            else:
+                got.append(frame)
+        return got
+
+    big_read, granule_1 = await asyncio.to_thread(exchange, wire, 2)
+    assert big_read.status == p.Status.EINVAL and "payload limit" in big_read.error_text()
+    assert granule_1.status == p.Status.EINVAL and "granule 1" in granule_1.error_text()
+    assert store.reads == reads_before
+
+    # Pipelined READs whose answers are not read: the queue of the loop-served peer holds the budget.
+    wire = [b for i in range(count) for b in p.encode(p.Frame(p.Op.READ, 1000 + i, (i % 4) * piece, piece))]
+    await asyncio.to_thread(conn.sock.sendall, b"".join(wire))
+    await wait_until(
+        lambda: store.reads - reads_before >= count or any(c._waiting is not None for c in server._conns),
+        "a READ waiting for the peer to read",
+    )
+    started = store.reads - reads_before
+    assert started <= 6, f"{started} READs of 4 MiB started while their answers sat unread"
+    answers = await asyncio.to_thread(exchange, [], count)
+    assert [a.seq for a in answers] == list(range(1000, 1000 + count))  # in order, all of them
+    assert all(a.status == p.Status.OK and a.payload == data[a.offset : a.offset + piece] for a in answers)
+    puller.close()
     owner.close()
     await server.close()
