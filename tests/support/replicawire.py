@@ -25,7 +25,7 @@ class RawPeer:
     """One connection to a replica server; ``rcvbuf`` shrinks the socket's receive buffer (set
     before connecting, so the kernel holds little of what the server sends and the test is read)."""
 
-    def __init__(self, host: str, port: int, *, rcvbuf: int | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, host: str, port: int, *, rcvbuf: int | None = None, timeout: float = 60.0) -> None:
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
