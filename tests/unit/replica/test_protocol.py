@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import array
-import itertools
 import random
 import subprocess
 import sys
@@ -345,10 +344,10 @@ def test_answers_that_could_not_be_sent_are_refused_by_name() -> None:
 
 
 def test_an_extents_answer_stops_at_its_limit_without_listing_the_rest() -> None:
-    endless = ((i * 8192, 4096) for i in itertools.count())  # a range could hold millions
+    many = ((i * 8192, 4096) for i in range(5000))  # a range could hold millions
     with pytest.raises(ReplicaProtocolError, match="more than 1000 extents in the range"):
-        p.pack_extents(endless, limit=1000)
-    assert next(endless) == (1001 * 8192, 4096)  # the 1001st was the last one taken
+        p.pack_extents(many, limit=1000)
+    assert next(many) == (1001 * 8192, 4096)  # the 1001st was the last one taken
     assert len(p.pack_extents([(0, 1)] * 1000, limit=1000)) == 16000
 
 
