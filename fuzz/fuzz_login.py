@@ -17,9 +17,9 @@ Invariants:
   refuses, and SendTargets never names a target the ACL hides from the initiator;
 * memory: the receive buffer never exceeds what MaxRecvDataSegmentLength needs, no task buffer
   exceeds the per-command limit (the maximum transfer length), ``buffered_bytes`` counts exactly
-  the task buffers held, at most ``queue_depth`` commands hold data, and the heap's peak stays
-  within the connection's scratch buffer plus ``queue_depth`` commands of the maximum transfer
-  length.
+  the task buffers held, the write budget covers them and is all given back once the
+  connection closes, at most ``queue_depth`` commands (immediate ones included) are admitted,
+  and the heap's peak stays within the connection's scratch buffer plus the write budget.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import sys
 from fuzz._common import allocation_limit, fuzz_main, instrument
 
 with instrument("iscsikit.target.proto"):
+    from iscsikit.target.buffers import WriteBudget
     from iscsikit.target.proto import (
         NEED_DATA,
         AuthConfig,
@@ -47,7 +48,6 @@ with instrument("iscsikit.target.proto"):
         TargetLimits,
         TaskManagement,
     )
-    from iscsikit.target.proto import connection as connection_module
     from iscsikit.target.proto.pdu import BHS_LEN, READERS, LoginResponse, Opcode, pad_len, parse_header
     from iscsikit.target.proto.task import Task, TaskState
 
@@ -64,6 +64,11 @@ SECRETS = (INITIATOR_SECRET, TARGET_SECRET, DISCOVERY_SECRET, ACL_SECRET)
 STRANGER = "iqn.2026-11.org.example:someone-else"
 #: Small, so that the fuzzer can fill the command window within one input.
 QUEUE_DEPTH = 4
+#: The largest transfer one command may have (the target refuses longer ones before allocating).
+MAX_TRANSFER = 64 << 10
+#: The process's write buffer budget: three commands of the largest transfer (a connection may
+#: hold a quarter of it, or one largest transfer), so TASK SET FULL is within reach of a few PDUs.
+WRITE_BUDGET = 3 * MAX_TRANSFER
 #: Read sizes the stream is cut into (byte 0, bits 3-5); 0 = the whole stream at once.
 CHUNKS = (0, 1, 7, 48, 49, 512, 4096, 0)
 
@@ -94,18 +99,13 @@ def _directory(config: int) -> TargetDirectory:
         header_digests=digests,
         data_digests=digests,
         queue_depth=QUEUE_DEPTH,
+        max_transfer_length=MAX_TRANSFER,
     )
     targets = {
         TARGET: TargetInfo(name=TARGET, portals=(PORTAL,), alias="disk", acls=acls, auth=auth),
         OTHER_TARGET: TargetInfo(name=OTHER_TARGET, portals=(PortalInfo("0.0.0.0", 3260, 2),)),
     }
     return TargetDirectory(targets, limits=limits, discovery_auth=discovery_auth)
-
-
-def max_transfer(directory: TargetDirectory) -> int:
-    """The largest transfer one command may hold in memory (the target's declared limit)."""
-    limit = getattr(directory.limits, "max_transfer_length", None)
-    return int(limit) if limit is not None else int(connection_module.MAX_TRANSFER)
 
 
 def _parse_output(out: bytes) -> None:
@@ -129,8 +129,9 @@ def _parse_output(out: bytes) -> None:
 class _Server:
     """The server's side: runs commands as they come, answers task management."""
 
-    def __init__(self, conn: TargetConnection, config: int) -> None:
+    def __init__(self, conn: TargetConnection, config: int, budget: WriteBudget) -> None:
         self.conn = conn
+        self.budget = budget
         self.config = config
         self.ready: list[Task] = []
         self.closed = False
@@ -189,7 +190,7 @@ class _Server:
 
     def _check_bounds(self) -> None:
         conn = self.conn
-        limit = max_transfer(conn.directory)
+        limit = conn.directory.limits.max_transfer_length
         held = 0
         holding = 0
         for task in conn.tasks.values():
@@ -198,6 +199,8 @@ class _Server:
                 held += task.expected_length
                 holding += 1
         assert conn.buffered_bytes == held, f"buffered_bytes {conn.buffered_bytes} but tasks hold {held}"
+        budget = self.budget
+        assert held <= budget.used <= budget.limit, f"budget: {budget.used} used of {budget.limit}, tasks hold {held}"
         assert holding <= QUEUE_DEPTH, f"{holding} commands hold data buffers, queue depth is {QUEUE_DEPTH}"
         session = conn.session
         if session is not None:
@@ -206,18 +209,26 @@ class _Server:
             assert len(live) <= QUEUE_DEPTH, f"{len(live)} commands admitted, queue depth is {QUEUE_DEPTH}"
 
 
+def connect(config: int, directory: TargetDirectory | None = None) -> _Server:
+    """A new connection for configuration ``config``, with the server's part around it."""
+    directory = directory if directory is not None else _directory(config)
+    budget = WriteBudget(WRITE_BUDGET)
+    conn = TargetConnection(directory, SessionTable(), PORTAL, budget=budget)
+    return _Server(conn, config, budget)
+
+
 def check(data: bytes) -> None:
     if not data:
         return
     config, stream = data[0], data[1:]
     directory = _directory(config)
     scratch = max(directory.limits.max_recv_data_segment_length, 64 << 10) + (64 << 10)
-    budget = scratch + QUEUE_DEPTH * max_transfer(directory) + 64 * len(data) + (1 << 20)
-    with allocation_limit(budget, "one connection"):
-        conn = TargetConnection(directory, SessionTable(), PORTAL)
+    heap = scratch + WRITE_BUDGET + 64 * len(data) + (1 << 20)
+    with allocation_limit(heap, "one connection"):
+        server = connect(config, directory)
+        conn, budget = server.conn, server.budget
         # Scratch for the largest PDU the target accepts (MaxRecvDataSegmentLength), never more.
         scratch_limit = max(directory.limits.max_recv_data_segment_length + 2048, 64 << 10)
-        server = _Server(conn, config)
         out = bytearray()
         chunk = CHUNKS[(config >> 3) & 7] or max(1, len(stream))
         for at in range(0, len(stream), chunk):
@@ -237,6 +248,8 @@ def check(data: bytes) -> None:
             out += piece
         conn.close()
         conn.close()
+        assert budget.used == 0, f"{budget.used} bytes of the write budget not given back after close"
+        assert conn.buffered_bytes == 0 and not conn.tasks
     for secret in SECRETS:
         assert secret not in out and secret.hex().encode() not in out, "a CHAP secret was sent"
     if config & 0x40:

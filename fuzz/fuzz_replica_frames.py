@@ -12,7 +12,8 @@ Invariants:
 * every frame decoded re-encodes to exactly the bytes it came from (the header carries every
   field, so the codec promises a byte-exact round trip), and ``decode_header`` agrees;
 * ``check_request`` passed every request the server session returned; the payload helpers
-  (JSON, granule, extents, checksums, pull results) raise only ``ReplicaProtocolError``;
+  (JSON, granule, extents, checksums, pull results) and ``response_bound`` raise only
+  ``ReplicaProtocolError``; an error answer fits the bound, and so does a READ's data;
 * a response error for every request encodes and decodes back (what the server sends back);
 * memory: a length field never reserves memory; the decoder holds at most what was received.
 """
@@ -28,6 +29,7 @@ with instrument("iscsikit.replica.protocol", "iscsikit.errors"):
     from iscsikit.errors import ReplicaProtocolError
     from iscsikit.replica.protocol import (
         HEADER_SIZE,
+        MIN_GRANULE,
         ClientSession,
         Frame,
         FrameDecoder,
@@ -42,6 +44,7 @@ with instrument("iscsikit.replica.protocol", "iscsikit.errors"):
         encode,
         granule_payload,
         parse_granule,
+        response_bound,
         unpack_checksums,
         unpack_extents,
         unpack_json,
@@ -75,6 +78,15 @@ def _payload_helpers(frame: Frame) -> None:
             helper()
         except ReplicaProtocolError:
             pass
+    try:
+        bound = response_bound(frame)
+    except ReplicaProtocolError:
+        pass
+    else:
+        error = b"".join(ServerSession().respond_error(frame, Status.EIO, "x" * 5000))
+        assert HEADER_SIZE <= len(error) <= bound, f"an error answer to {frame!r} exceeds its bound {bound}"
+        if frame.op == Op.READ:
+            assert bound >= HEADER_SIZE + frame.length
     if len(payload) == 4:
         try:
             assert granule_payload(parse_granule(payload)) == payload
@@ -139,7 +151,7 @@ def _client(params: bytes, stream: bytes, chunk: int) -> None:
         if op == Op.WRITE:
             kwargs: dict[str, object] = {"payload": bytes(length % 64)}
         elif op == Op.CHECKSUM:
-            kwargs = {"length": length, "payload": granule_payload(params[i + 3] or 1)}
+            kwargs = {"length": length, "payload": granule_payload((params[i + 3] or 1) * MIN_GRANULE)}
         elif op == Op.HELLO:
             kwargs = {"payload": b'{"claim":true}'}
         elif op == Op.AUTH:

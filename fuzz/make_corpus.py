@@ -28,7 +28,7 @@ from fuzz import fuzz_db_record, fuzz_login, fuzz_replica_auth, fuzz_replica_fra
 from fuzz._common import CORPUS, HARNESSES, ROOT
 from iscsikit.clean import backup
 from iscsikit.replica import protocol as rp
-from iscsikit.target.proto import InitiatorConnection, SessionTable, TargetConnection
+from iscsikit.target.proto import InitiatorConnection
 from iscsikit.target.proto.chap import chap_response, decode_binary, encode_binary
 from iscsikit.target.proto.pdu import (
     R2T,
@@ -107,9 +107,9 @@ class _Recorder:
     def __init__(self, config: int, ini: InitiatorConnection) -> None:
         self.config = config
         self.ini = ini
-        self.conn = TargetConnection(fuzz_login._directory(config), SessionTable(), fuzz_login.PORTAL)
-        self.server = fuzz_login._Server(self.conn, config)
+        self.server = fuzz_login.connect(config)
         self.server.blind = False
+        self.conn = self.server.conn
         self.stream = bytearray()
 
     def send(self, wire: bytes) -> list[object]:
@@ -184,6 +184,15 @@ class _Recorder:
                     )
                 )
                 off, sn = off + n, sn + 1
+        # Immediate WRITEs (I bit) without data, each waiting for an R2T, and a WRITE(16) whose
+        # EDTL is far over any transfer limit: the shapes of issue 13's attacks.
+        for _ in range(2):
+            cmd = ScsiCommand(ini.next_itt(), 0, write10, 4096, ini.cmd_sn, ini.exp_stat_sn, write=True, immediate=True)
+            send(ini.encode(cmd))
+        write16 = bytes([0x8A, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0])
+        cmd = ScsiCommand(ini.next_itt(), 0, write16, 64 << 20, ini.cmd_sn, ini.exp_stat_sn, write=True)
+        ini.cmd_sn += 1
+        send(ini.encode(cmd))
         send(ini.nop_out(b"ping")[1])
         send(ini.text([("SendTargets", "")])[1])
         itt, _ = ini.scsi_command(bytes(6))
@@ -297,6 +306,7 @@ def _replica_seeds() -> None:
         ("ping", rp.Op.PING, {}),
         ("extents", rp.Op.EXTENTS, {"offset": 0, "length": 1 << 30}),
         ("checksum", rp.Op.CHECKSUM, {"offset": 0, "length": 1 << 20, "payload": rp.granule_payload(65536)}),
+        ("checksum-min-granule", rp.Op.CHECKSUM, {"offset": 0, "length": 8192, "payload": rp.granule_payload(512)}),
         ("set-meta", rp.Op.SET_META, {"payload": rp.pack_json(meta)}),
         ("grant", rp.Op.GRANT, {"payload": rp.pack_json({"token": "t" * 32})}),
         (
@@ -323,7 +333,7 @@ def _replica_seeds() -> None:
     server = rp.ServerSession()
     params = b""
     answers = b""
-    plan = [(rp.Op.READ, 512, 1), (rp.Op.WRITE, 32, 2), (rp.Op.CHECKSUM, 4096, 16), (rp.Op.EXTENTS, 8192, 0),
+    plan = [(rp.Op.READ, 512, 1), (rp.Op.WRITE, 32, 2), (rp.Op.CHECKSUM, 8192, 2), (rp.Op.EXTENTS, 8192, 0),
             (rp.Op.PULL, 4096, 0), (rp.Op.HELLO, 0, 0), (rp.Op.PING, 0, 0)]  # fmt: skip
     for seq, (op, length, arg) in enumerate(plan, start=1):
         params += bytes([ops.index(op)]) + struct.pack("<H", length) + bytes([arg])
@@ -331,7 +341,7 @@ def _replica_seeds() -> None:
         if op == rp.Op.READ:
             payload = bytes(length)
         elif op == rp.Op.CHECKSUM:
-            payload = rp.pack_checksums([0] * rp.checksum_count(length, arg or 1))
+            payload = rp.pack_checksums([0] * rp.checksum_count(length, (arg or 1) * rp.MIN_GRANULE))
         elif op == rp.Op.EXTENTS:
             payload = rp.pack_extents([(0, 4096)])
         elif op == rp.Op.PULL:
