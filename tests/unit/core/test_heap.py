@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.support import tiers
+
 PROGRAM = """
 import resource, sys
 from iscsikit.heap import keep_large_buffers
@@ -25,8 +27,9 @@ def faults(mode: str) -> int:
     return int(out.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_freed_megabyte_buffers_stay_in_the_heap() -> None:
+def test_freed_megabyte_buffers_stay_in_the_heap(request: pytest.FixtureRequest) -> None:
+    if not sys.platform.startswith("linux"):
+        tiers.unavailable(request, "needs glibc's mallopt (Linux)")
     untuned, tuned = faults("default"), faults("tuned")
     # 50 rounds of 8 x 256 pages: glibc's defaults give the freed top of the heap back each round
     # (~100,000 faults); tuned, only the first round faults its pages in.
