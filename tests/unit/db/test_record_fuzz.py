@@ -163,15 +163,28 @@ def test_fast_paths_agree_with_the_exact_parser(edits: list[tuple[int, str]], hi
     lines = T1_RECORD.split("\n")
     for index, text in edits:
         lines[index % len(lines)] = text
-    text = "\n".join(lines)
+    _assert_agree("\n".join(lines), RecordKind.NODE, hint)
+
+
+def _assert_agree(text: str, kind: RecordKind, hint: str) -> None:
     for _ in range(2):  # the second parse is served from the line cache
-        fast = parse_record(text, PATH, RecordKind.NODE, iface_hint=hint)
-        slow = _exact(text, RecordKind.NODE, hint)
+        fast = parse_record(text, PATH, kind, iface_hint=hint)
+        slow = _exact(text, kind, hint)
         assert fast.entries == slow.entries
         assert [(i.line, i.severity, i.message) for i in fast.issues] == [
             (i.line, i.severity, i.message) for i in slow.issues
         ]
+        assert {k: fast.line_of(k) for k in fast.entries} == {k: slow.line_of(k) for k in slow.entries}
+        assert fast.version == slow.version
         assert fast.settings(True) == slow.settings(True)
-        for show in (False, True):
-            assert fast.settings_json(show) == json.dumps(fast.settings(show))
+        if kind in (RecordKind.NODE, RecordKind.IFACE):
+            for show in (False, True):
+                assert fast.settings_json(show) == json.dumps(fast.settings(show))
         assert fast.values() == slow.values()
+
+
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_files, kind=st.sampled_from(KINDS), hint=st.sampled_from(["default", "res1", "x-ipv6"]))
+def test_fast_paths_agree_with_the_exact_parser_on_any_file(text: str, kind: RecordKind, hint: str) -> None:
+    _assert_agree(text, kind, hint)
+    _assert_agree(text + "\n", kind, hint)  # the fast paths take only files that end in a newline
