@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from bench._util import median, table
-from bench.replica_common import MiB, Procs
+from bench.replica_common import AUTHS, MiB, Procs
 from bench.replica_write import qemu_bench
 
 IQN = "iqn.2026-11.org.iscsikit:cpu"
@@ -33,12 +33,13 @@ def children_seconds() -> float:
     return t.children_user + t.children_system
 
 
-def measure(n: int, count: int, runs: int) -> dict[str, float]:
+def measure(n: int, count: int, runs: int, auth: str = "none") -> dict[str, float]:
     """Median ms of CPU per MiB for each process role, plus the run's MB/s."""
     samples: dict[str, list[float]] = {}
     with Procs() as procs:
-        replicas = [procs.replica(f"r{i}", max(count, 64) * MiB) for i in range(n)]
-        url, target = procs.target(f"{IQN}{n}", "replicated:" + ",".join(a for a, _ in replicas), f"t{n}")
+        replicas = [procs.replica(f"r{i}", max(count, 64) * MiB, auth) for i in range(n)]
+        spec = "replicated:" + ",".join(a for a, _ in replicas) + procs.lun_options(auth)
+        url, target = procs.target(f"{IQN}{n}", spec, f"t{n}")
         qemu_bench(url, count // 4, 8)  # allocate the blocks first
         pids = {"target + controller": target.pid} | {f"replica {i}": p.pid for i, (_, p) in enumerate(replicas)}
         for _ in range(runs):
@@ -56,8 +57,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--count", type=int, default=400)
+    parser.add_argument(
+        "--auth", choices=AUTHS, default="none", help="replicas and controller share a secret / use TLS"
+    )
     args = parser.parse_args()
-    one, three = measure(1, args.count, args.runs), measure(3, args.count, args.runs)
+    one, three = measure(1, args.count, args.runs, args.auth), measure(3, args.count, args.runs, args.auth)
     roles = ["qemu-img (initiator)", "target + controller", "replica 0", "replica 1", "replica 2"]
     rows = [(r, f"{one[r]:.2f}" if r in one else "", f"{three[r]:.2f}") for r in roles]
     total1 = sum(one[r] for r in roles if r in one)

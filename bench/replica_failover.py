@@ -20,13 +20,15 @@ import statistics
 import time
 
 from bench._util import median, table
-from bench.replica_common import MiB, Procs
+from bench.replica_common import AUTHS, MiB, Procs
 
 
-async def one_run(addresses: list[str], victim: object, sig: int, timeout: float) -> tuple[float, float]:
+async def one_run(
+    addresses: list[str], victim: object, sig: int, timeout: float, credentials: object = None
+) -> tuple[float, float]:
     from iscsikit.replica.controller import ReplicatedBackend
 
-    b = ReplicatedBackend(addresses, timeout=timeout, auto_rebuild=False)
+    b = ReplicatedBackend(addresses, timeout=timeout, auto_rebuild=False, credentials=credentials)  # type: ignore[arg-type]
     await b.open()
     data = os.urandom(64 << 10)
     samples: list[tuple[float, float]] = []  # (start, latency)
@@ -56,6 +58,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=3.0)
+    parser.add_argument(
+        "--auth", choices=AUTHS, default="none", help="replicas and controller share a secret / use TLS"
+    )
     args = parser.parse_args()
     try:
         import uvloop
@@ -68,8 +73,9 @@ def main() -> None:
         pauses, medians = [], []
         for _ in range(args.runs):
             with Procs() as procs:
-                reps = [procs.replica(f"r{i}", 64 * MiB) for i in range(3)]
-                pause, med = run(one_run([a for a, _ in reps], reps[1][1], sig, args.timeout))
+                reps = [procs.replica(f"r{i}", 64 * MiB, args.auth) for i in range(3)]
+                creds = procs.credentials(args.auth)
+                pause, med = run(one_run([a for a, _ in reps], reps[1][1], sig, args.timeout, creds))
                 if sig == signal.SIGSTOP:
                     os.killpg(reps[1][1].pid, signal.SIGCONT)
                 pauses.append(pause)

@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from bench._util import median, table
-from bench.replica_common import MiB, Procs
+from bench.replica_common import AUTHS, MiB, Procs
 
 
-async def fill(addresses: list[str], size: int) -> None:
+async def fill(addresses: list[str], size: int, credentials: Any = None) -> None:
     from iscsikit.replica.controller import ReplicatedBackend
 
-    b = ReplicatedBackend(addresses)
+    b = ReplicatedBackend(addresses, credentials=credentials)
     await b.open()
     data = os.urandom(MiB)
     sem = asyncio.Semaphore(8)
@@ -51,10 +51,12 @@ async def fill(addresses: list[str], size: int) -> None:
     await b.close()
 
 
-async def rebuild_time(source: str, target: str, pull: bool = True) -> tuple[float, dict[str, object]]:
+async def rebuild_time(
+    source: str, target: str, pull: bool = True, credentials: Any = None
+) -> tuple[float, dict[str, object]]:
     from iscsikit.replica.controller import Mode, ReplicatedBackend
 
-    b = ReplicatedBackend([source], force_start=True, rebuild_pull=pull)
+    b = ReplicatedBackend([source], force_start=True, rebuild_pull=pull, credentials=credentials)
     await b.open()
     started = time.perf_counter()
     r = await b.add_replica(target)
@@ -113,6 +115,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument(
+        "--auth", choices=AUTHS, default="none", help="replicas and controller share a secret / use TLS"
+    )
     args = parser.parse_args()
     size = args.size_mib * MiB
     data_bytes = size // 2
@@ -126,8 +131,9 @@ def main() -> None:
     cp, cp_sync, pull, relay, same = Sample(), Sample(), Sample(), Sample(), Sample()
     me = os.getpid()
     with Procs() as procs:
-        src, src_proc = procs.replica("source", size)
-        run(fill([src], size))
+        src, src_proc = procs.replica("source", size, args.auth)
+        creds = procs.credentials(args.auth)
+        run(fill([src], size, creds))
         image = procs.workdir / "source" / "volume.img"
         subprocess.run(["cat", str(image)], stdout=subprocess.DEVNULL, check=True)  # page cache hot
         for i in range(args.runs):
@@ -136,14 +142,14 @@ def main() -> None:
                 sample.measure(lambda copy=copy, sync=sync: cp_copy(image, copy, sync), [], children=True)  # type: ignore[misc]
                 copy.unlink()
             for sample, pulled in ((pull, True), (relay, False)):
-                addr, proc = procs.replica(f"fresh{i}{'p' if pulled else 'r'}", size)
+                addr, proc = procs.replica(f"fresh{i}{'p' if pulled else 'r'}", size, args.auth)
                 pids = [me, src_proc.pid, proc.pid]
-                seconds, info = sample.measure(lambda a=addr, p=pulled: run(rebuild_time(src, a, p)), pids)  # type: ignore[misc]
+                seconds, info = sample.measure(lambda a=addr, p=pulled: run(rebuild_time(src, a, p, creds)), pids)  # type: ignore[misc]
                 assert info["copied_bytes"] == data_bytes, info
                 assert info["via"] == ("pull" if pulled else "relay"), info
                 sample.wall[-1] = seconds  # from add_replica to RW, without the controller's start
                 if pulled:  # the same replica again: all checksums match
-                    seconds, info = same.measure(lambda a=addr: run(rebuild_time(src, a)), pids)  # type: ignore[misc]
+                    seconds, info = same.measure(lambda a=addr: run(rebuild_time(src, a, True, creds)), pids)  # type: ignore[misc]
                     assert info["copied_bytes"] == 0, info
                     same.wall[-1] = seconds
                 procs.kill(proc)

@@ -1,10 +1,12 @@
 """1 MiB sequential writes through the iSCSI target: a replicated LUN with 3 replicas vs 1, same run.
 
-    .venv/bin/python -m bench.replica_write [--runs 5] [--count 400] [--depth 8]
+    .venv/bin/python -m bench.replica_write [--runs 5] [--count 400] [--depth 8] [--auth secret|tls]...
 
 Everything on loopback on this 2-core machine: qemu-img (libiscsi) -> `iscsikit target serve` ->
 N `iscsikit replica serve` processes. Also measured in the same run, as references: the same
 target over a `memory:` LUN, and tgtd over a file. Goal: 3 replicas >= 0.7x the 1-replica rate.
+Each `--auth` adds a 3-replica LUN whose replicas and target share a secret (`secret`), or also
+use TLS (`tls`), measured in the same run (goal with a secret: >= 0.95x without).
 Prints a markdown table (medians over --runs) for docs/benchmarks.md.
 """
 
@@ -15,7 +17,7 @@ import re
 import subprocess
 
 from bench._util import median, table
-from bench.replica_common import MiB, Procs
+from bench.replica_common import AUTHS, MiB, Procs
 
 IQN = "iqn.2026-11.org.iscsikit:bench"
 
@@ -35,6 +37,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--count", type=int, default=400)
     parser.add_argument("--depth", type=int, default=8)
+    parser.add_argument("--auth", action="append", choices=AUTHS[1:], default=[],
+                        help="also a 3-replica LUN with this security set-up (repeatable)")  # fmt: skip
     args = parser.parse_args()
     size = max(args.count, 64) * MiB
     results: dict[str, list[float]] = {}
@@ -45,6 +49,10 @@ def main() -> None:
             urls[f"replicated, {n} replica{'s' if n > 1 else ''}"] = procs.target(
                 f"{IQN}{n}", "replicated:" + ",".join(addrs), f"t{n}"
             )[0]
+        for auth in args.auth:
+            addrs = [procs.replica(f"r3{auth}-{i}", size, auth)[0] for i in range(3)]
+            spec = "replicated:" + ",".join(addrs) + procs.lun_options(auth)
+            urls[f"replicated, 3 replicas, {auth}"] = procs.target(f"{IQN}3{auth}", spec, f"t3{auth}")[0]
         urls["memory: LUN (no replication)"] = procs.target(f"{IQN}m", f"memory:size={size}", "tm")[0]
         for url in urls.values():
             qemu_bench(url, args.count // 4, args.depth)  # warm-up: allocate the blocks
@@ -56,6 +64,9 @@ def main() -> None:
     print(table(["LUN", f"MB/s, 1 MiB writes QD{args.depth} (median of {args.runs})", "vs 1 replica"], rows))
     three = median(results["replicated, 3 replicas"])
     print(f"\n3 replicas / 1 replica = {three / one:.2f} (goal >= 0.7)")
+    for auth in args.auth:
+        ratio = median(results[f"replicated, 3 replicas, {auth}"]) / three
+        print(f"3 replicas with {auth} / without = {ratio:.2f}" + (" (goal >= 0.95)" if auth == "secret" else ""))
 
 
 if __name__ == "__main__":

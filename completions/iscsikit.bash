@@ -8,7 +8,7 @@ __iscsikit_children() {
         'discovery') echo 'delete list new set show' ;;
         'iface') echo 'delete list new set show' ;;
         'node') echo 'delete list new set show' ;;
-        'replica') echo 'add info remove serve status' ;;
+        'replica') echo 'add info remove secret serve status' ;;
         'session') echo 'list rescan show' ;;
         'target') echo 'acl serve status' ;;
         'target acl') echo 'add list remove' ;;
@@ -52,9 +52,10 @@ __iscsikit_opts() {
         'replica add') echo '--control --dry-run --help --json --lun --no-wait --quiet --target --timeout --verbose --wait -h -q -v' ;;
         'replica info') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'replica remove') echo '--control --dry-run --help --json --lun --quiet --target --verbose -h -q -v' ;;
-        'replica serve') echo '--dry-run --help --io-threads --json --listen --quiet --size --verbose -h -q -v' ;;
+        'replica secret') echo '--dry-run --help --json --output --quiet --verbose -h -o -q -v' ;;
+        'replica serve') echo '--dry-run --help --insecure-open --io-threads --json --listen --quiet --secret-file --size --tls-ca --tls-cert --tls-key --verbose -h -q -v' ;;
         'replica status') echo '--control --dry-run --help --json --quiet --verbose -h -q -v' ;;
-        'restore') echo '--dry-run --force --help --json --quiet --verbose -h -q -v' ;;
+        'restore') echo '--dry-run --force --help --include-config --json --quiet --verbose -h -q -v' ;;
         'session') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'session list') echo '--dry-run --help --json --quiet --target --verbose -T -h -q -v' ;;
         'session rescan') echo '--dry-run --help --json --lun --quiet --verbose -h -q -v' ;;
@@ -92,7 +93,8 @@ __iscsikit_value_opts() {
         'node show') echo '--iface --portal -I -p' ;;
         'replica add') echo '--control --lun --target --timeout' ;;
         'replica remove') echo '--control --lun --target' ;;
-        'replica serve') echo '--io-threads --listen --size' ;;
+        'replica secret') echo '--output -o' ;;
+        'replica serve') echo '--io-threads --listen --secret-file --size --tls-ca --tls-cert --tls-key' ;;
         'replica status') echo '--control' ;;
         'session list') echo '--target -T' ;;
         'session rescan') echo '--lun' ;;
@@ -112,6 +114,8 @@ __iscsikit_path_opts() {
         'discover') echo '--chap-secret-file' ;;
         'replica add') echo '--control' ;;
         'replica remove') echo '--control' ;;
+        'replica secret') echo '--output -o' ;;
+        'replica serve') echo '--secret-file --tls-ca --tls-cert --tls-key' ;;
         'replica status') echo '--control' ;;
         'target acl add') echo '--chap-secret-file --control --mutual-secret-file' ;;
         'target acl list') echo '--control' ;;

@@ -651,6 +651,10 @@ class ReplicaPeerError(ReplicaError):
     """A rebuilding replica could not pull from its source replica (unreachable, refused, broken link)."""
 
 
+class ReplicaAuthError(ReplicaError):
+    """The shared-secret handshake with a replica failed (wrong or missing secret, old replica)."""
+
+
 class VolumeStartError(ReplicaError):
     """The controller could not find a consistent set of replicas to serve the volume from."""
 

@@ -25,6 +25,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from iscsikit.errors import (
     IdbmError,
@@ -36,7 +37,7 @@ from iscsikit.errors import (
     UsageError,
 )
 from iscsikit.names import Portal, validate_iface_name, validate_iscsi_name
-from iscsikit.runner import CommandResult, Runner
+from iscsikit.runner import CommandResult, Runner, mask, mask_argv
 from iscsikit.session.parse import (
     DiscoveredTarget,
     PortalOutcome,
@@ -47,6 +48,9 @@ from iscsikit.session.parse import (
     parse_session_flat,
     parse_session_tree,
 )
+
+if TYPE_CHECKING:
+    from iscsikit.db.database import Database
 
 log = logging.getLogger("iscsikit.iscsiadm")
 
@@ -131,6 +135,12 @@ def _p(portal: Portal) -> str:
 class Iscsiadm:
     """Runs iscsiadm through a Runner; see the module docstring.
 
+    CHAP secrets never go on iscsiadm's command line (``/proc/*/cmdline`` is world-readable):
+    they are written into the discovery and node records by iscsikit's DB writer
+    (:class:`~iscsikit.db.database.Database`, under iscsiadm's lock, byte for byte what
+    ``iscsiadm -o update`` writes), and iscsiadm then runs without them. ``db`` is that DB;
+    by default the one iscsiadm uses where the runner runs commands (:meth:`records`).
+
     ``timeout`` bounds ordinary calls; ``login_timeout`` bounds ``--login`` (which waits for
     iscsid's own retries: login_timeout x initial_login_retry_max, 15 s x 8 on Debian).
     Killing iscsiadm does not cancel a login inside iscsid; a later login then reports
@@ -147,8 +157,10 @@ class Iscsiadm:
         attempts: int = 4,
         backoff: float = 0.25,
         sleep: Callable[[float], None] = time.sleep,
+        db: Database | None = None,
     ) -> None:
         self.runner = runner if runner is not None else Runner()
+        self._db = db
         self.program = program
         self.timeout = timeout
         self.login_timeout = login_timeout
@@ -193,7 +205,7 @@ class Iscsiadm:
             if rc in ok_codes:
                 return res
             err = IscsiadmError.from_result(
-                _masked(argv, secrets), rc, _mask(res.stdout, secrets), _mask(res.stderr, secrets)
+                mask_argv(argv, secrets), rc, mask(res.stdout, secrets), mask(res.stderr, secrets)
             )
             if rc in retry and attempt < self.attempts:
                 delay = self.backoff * (2 ** (attempt - 1))
@@ -202,6 +214,51 @@ class Iscsiadm:
                 continue
             raise err
         raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---- records written directly (secrets) ------------------------------------------
+
+    def records(self) -> Database:
+        """The DB iscsiadm uses, seen from here (``--host ns|chroot`` through ``host_path``)."""
+        if self._db is None:
+            from iscsikit.db.database import Database
+            from iscsikit.db.locate import locate_db_root
+            from iscsikit.db.lock import DEFAULT_LOCK_DIR
+
+            root = locate_db_root(runner=self.runner).path
+            self._db = Database(
+                self.runner.host_path(str(root)),
+                link_root=root,
+                lock_dir=self.runner.host_path(str(DEFAULT_LOCK_DIR)),
+                dry_run=self.runner.dry_run,
+            )
+        return self._db
+
+    def write_node_settings(
+        self, target: str, portal: Portal | None, settings: Mapping[str, str], *, iface: str | None = None
+    ) -> None:
+        """Set keys of the matching node records with the DB writer (nothing on a command line)."""
+        from iscsikit.db.layout import is_glob
+
+        if is_glob(target):
+            raise UsageError(f"target name {target!r}: a single target is needed here, not a glob")
+        self.records().update_nodes(settings, target, portal, iface)
+
+    def write_discovery_settings(self, portal: Portal, settings: Mapping[str, str]) -> dict[str, str] | None:
+        """Create or update the SendTargets record of ``portal`` with ``settings`` (the DB writer).
+
+        Returns the previous values of those keys, or None when the record was created.
+        """
+        from iscsikit.db.layout import DiscoveryRef
+        from iscsikit.db.schema import RecordKind
+
+        db = self.records()
+        ref = DiscoveryRef(RecordKind.SENDTARGETS, portal.address, portal.port)
+        if any(r.entry == ref.entry for r in db.discoveries(RecordKind.SENDTARGETS)):
+            values = db.discovery(ref).record.values()
+            db.update_discovery(ref, settings)
+            return {k: values[k] for k in settings}
+        db.new_discovery(ref, settings=settings)
+        return None
 
     def version(self) -> str:
         res = self.call(["--version"], retry_on=())
@@ -255,26 +312,23 @@ class Iscsiadm:
                 db_write=persist,
             )
             return parse_discovery(res.stdout)
-        self.call(["-m", "discoverydb", *where, "-o", "new"], mutating=True, db_write=True)
+        # The credentials go into the discovery record (never into argv); ``--discover`` then
+        # reads them from it, as a later ``iscsiadm -m discoverydb --discover`` would.
+        previous = self.write_discovery_settings(portal, chap.settings(DISCOVERY_CHAP_KEYS))
         try:
-            for key, value in chap.settings(DISCOVERY_CHAP_KEYS).items():
-                self.call(
-                    ["-m", "discoverydb", *where, "-o", "update", "-n", key, "-v", value],
-                    mutating=True,
-                    redact=chap.secrets,
-                    db_write=True,
-                )
             res = self.call(
                 ["-m", "discoverydb", *where, "--discover", *nonpersist],
                 ok=(NoObjectsFoundError.code,),
                 timeout=timeout,
                 mutating=True,
-                redact=chap.secrets,
                 db_write=persist,
             )
         finally:
             if not persist:
-                self.call(["-m", "discoverydb", *where, "-o", "delete"], ok=(21,), mutating=True)
+                if previous is None:
+                    self.call(["-m", "discoverydb", *where, "-o", "delete"], ok=(21,), mutating=True)
+                else:  # it was there before: only the credentials we put in are taken back
+                    self.write_discovery_settings(portal, previous)
         return parse_discovery(res.stdout)
 
     def discover_isns(
@@ -349,7 +403,8 @@ class Iscsiadm:
             )
 
     def set_session_chap(self, target: str, portal: Portal | None, chap: Chap, *, iface: str | None = None) -> None:
-        self.node_update(target, portal, chap.settings(SESSION_CHAP_KEYS), iface=iface, redact=chap.secrets)
+        """Session CHAP into the node records, by the DB writer (the secret is never in argv)."""
+        self.write_node_settings(target, portal, chap.settings(SESSION_CHAP_KEYS), iface=iface)
 
     def node_delete(self, target: str, portal: Portal | None = None, *, iface: str | None = None) -> None:
         """Delete node records. Missing records are success."""
@@ -467,13 +522,3 @@ class Iscsiadm:
     def iface_delete(self, name: str) -> None:
         """Delete an iface record (and its node bindings). Missing is success."""
         self.call(["-m", "iface", "-I", validate_iface_name(name), "-o", "delete"], ok=(21, 7), mutating=True)
-
-
-def _mask(text: str, secrets: Sequence[str]) -> str:
-    for s in secrets:
-        text = text.replace(s, "********")
-    return text
-
-
-def _masked(argv: Sequence[str], secrets: Sequence[str]) -> list[str]:
-    return [_mask(a, secrets) for a in argv]

@@ -45,6 +45,8 @@ from iscsikit.errors import CommandError, CommandNotFoundError, CommandTimeoutEr
 log = logging.getLogger("iscsikit.runner")
 
 DEFAULT_TIMEOUT = 120.0
+#: What every secret is shown as, in output, JSON, logs and errors (the one definition; iscsiadm
+#: prints secrets the same way).
 MASK = "********"
 
 # What nsenter/chroot print when the program is missing inside the namespace or chroot.
@@ -173,11 +175,18 @@ class NamespaceResolver:
         return ["nsenter", f"--mount={base}/mnt", f"--net={base}/net", "--"]
 
 
-def _mask(text: str, secrets: Iterable[str]) -> str:
+def mask(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every non-empty secret replaced by :data:`MASK` (the one masking function)."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, MASK)
     return text
+
+
+def mask_argv(argv: Iterable[str], secrets: Iterable[str]) -> list[str]:
+    """An argv as it may be shown, logged or carried by an error: secrets masked."""
+    secrets = [s for s in secrets if s]
+    return [mask(a, secrets) for a in argv]
 
 
 class Runner:
@@ -256,9 +265,9 @@ class Runner:
         if not argv:
             raise ValueError("empty argv")
         secrets = [s for s in redact if s]
-        shown: str = _mask(" ".join(argv), secrets)
+        shown: str = mask(" ".join(argv), secrets)
         if mutating and self.dry_run:
-            self.recorded.append(RecordedAction("command", argv=[_mask(a, secrets) for a in argv]))
+            self.recorded.append(RecordedAction("command", argv=mask_argv(argv, secrets)))
             log.info("dry-run: would run %s", shown)
             return CommandResult(argv, 0, "", "", 0.0, recorded=True)
         timeout = self.default_timeout if timeout is None else timeout
@@ -270,9 +279,11 @@ class Runner:
         if result.returncode == 127 and (
             self.host.kind != "local" and any(m in result.stderr for m in _NOT_FOUND_MARKERS)
         ):
-            raise CommandNotFoundError(argv, self.where())
+            raise CommandNotFoundError(mask_argv(argv, secrets), self.where())
         if check and result.returncode not in set(ok_codes):
-            raise CommandError(argv, result.returncode, result.stdout, _mask(result.stderr, secrets))
+            raise CommandError(
+                mask_argv(argv, secrets), result.returncode, mask(result.stdout, secrets), mask(result.stderr, secrets)
+            )
         return result
 
     def _execute(
@@ -291,7 +302,7 @@ class Runner:
         try:
             cmd = sh.Command(real[0])
         except sh.CommandNotFound:
-            raise CommandNotFoundError(argv, self.where()) from None
+            raise CommandNotFoundError(mask_argv(argv, secrets), self.where()) from None
         kwargs: dict[str, Any] = dict(
             _bg=True,
             _bg_exc=False,
@@ -332,7 +343,7 @@ class Runner:
         stderr = _decode(proc.stderr)
         if timed_out.is_set():
             log.debug("timeout after %.3fs: %s", duration, shown)
-            raise CommandTimeoutError(argv, timeout, stdout, _mask(stderr, secrets))
+            raise CommandTimeoutError(mask_argv(argv, secrets), timeout, mask(stdout, secrets), mask(stderr, secrets))
         if code is None:
             code = -1
         log.debug(
@@ -340,8 +351,8 @@ class Runner:
             code,
             duration,
             shown,
-            _mask(stdout, secrets).strip()[:4000],
-            _mask(stderr, secrets).strip()[:4000],
+            mask(stdout, secrets).strip()[:4000],
+            mask(stderr, secrets).strip()[:4000],
         )
         return CommandResult(argv, code, stdout, stderr, duration)
 

@@ -40,7 +40,7 @@ from iscsikit.errors import (
     UsageError,
 )
 from iscsikit.names import validate_iscsi_name
-from iscsikit.runner import Runner
+from iscsikit.runner import Runner, mask, mask_argv
 
 __all__ = [
     "DISABLE_WRITE_CACHE_MODE_PAGE",
@@ -261,7 +261,9 @@ class Tgt:
         argv = self.argv(*args)
         result = self.runner.run(argv, timeout=self.timeout, check=False, mutating=mutating, redact=redact)
         if result.returncode != 0:
-            raise TgtadmError.from_result(argv, result.returncode, result.stdout, result.stderr)
+            raise TgtadmError.from_result(
+                mask_argv(argv, redact), result.returncode, mask(result.stdout, redact), mask(result.stderr, redact)
+            )
         return result.stdout
 
     @staticmethod

@@ -23,6 +23,7 @@ unless ``force``.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -35,9 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from iscsikit.clean.member import DB_PREFIX, STATE_PREFIX, Member, UnsafeMemberError, check_member
 from iscsikit.db.snapshot import Snapshot, SnapshotEntry, from_tar
-from iscsikit.errors import BackupError, InvalidNameError, RestoreConflictError
-from iscsikit.names import check_path_component
+from iscsikit.errors import BackupError, RestoreConflictError
 
 if TYPE_CHECKING:
     from iscsikit.db.database import Database
@@ -45,9 +46,8 @@ if TYPE_CHECKING:
 FORMAT = "iscsikit-clean-backup"
 VERSION = 1
 MANIFEST = "manifest.json"
-DB_PREFIX = "db/"
-STATE_PREFIX = "state/attachments/"
 BACKUP_DIR = "backups"
+ATTACHMENTS = "attachments"  # under the state dir (StateStore)
 
 
 # ---- collecting exact copies --------------------------------------------------------------
@@ -286,12 +286,11 @@ def read_backup(path: str | os.PathLike[str]) -> Backup:
         for m in members:
             if m.name == MANIFEST:
                 continue
-            if m.name.startswith(DB_PREFIX):
-                _check_db_member(m, where)
-            elif m.name.startswith(STATE_PREFIX):
-                attachments[_check_state_member(m, where)] = _read_member(tar, m, where)
-            else:
+            if not m.name.startswith((DB_PREFIX, STATE_PREFIX)):
                 raise BackupError(f"{where}: unexpected member {m.name!r}")
+            checked = _check(m, where)
+            if checked.area == "attachment":
+                attachments[checked.relpath] = _read_member(tar, m, where)
         try:
             snapshot = from_tar(tar, DB_PREFIX)
         except (OSError, tarfile.TarError) as exc:
@@ -322,31 +321,24 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, where: str) -> b
     return fh.read()
 
 
-def _check_db_member(m: tarfile.TarInfo, where: str) -> None:
-    rel = m.name[len(DB_PREFIX) :].rstrip("/")
-    try:
-        for part in rel.split("/"):
-            check_path_component(part, "backup member path component")
-    except InvalidNameError as exc:
-        raise BackupError(f"{where}: unsafe member {m.name!r}: {exc}") from None
-    if not (m.isdir() or m.isfile() or m.issym()):
-        raise BackupError(f"{where}: member {m.name!r} is neither a file, a directory nor a symlink")
-    if m.issym() and (not m.linkname.startswith("/") or "/nodes/" not in m.linkname):
-        raise BackupError(
-            f"{where}: symlink {m.name!r} -> {m.linkname!r} does not point at a node directory as iscsiadm's do"
-        )
+def member_kind(m: tarfile.TarInfo) -> str:
+    """A tar member's kind as :func:`~iscsikit.clean.member.check_member` takes it."""
+    if m.isdir():
+        return "dir"
+    if m.issym():
+        return "link"
+    if m.isfile():
+        return "file"
+    return {tarfile.LNKTYPE: "hard link", tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device",
+            tarfile.FIFOTYPE: "FIFO"}.get(m.type, f"member of tar type {m.type!r}")  # fmt: skip
 
 
-def _check_state_member(m: tarfile.TarInfo, where: str) -> str:
-    name = m.name[len(STATE_PREFIX) :]
-    if not name.endswith(".json"):
-        raise BackupError(f"{where}: unexpected member {m.name!r}")
-    volume_id = name[: -len(".json")]
+def _check(m: tarfile.TarInfo, where: str) -> Member:
+    """The structural rules (config files allowed here; ``restore`` asks for the flag)."""
     try:
-        check_path_component(volume_id, "volume id")
-    except InvalidNameError as exc:
-        raise BackupError(f"{where}: unsafe member {m.name!r}: {exc}") from None
-    return volume_id
+        return check_member(m.name, member_kind(m), m.mode, m.linkname, include_config=True)
+    except UnsafeMemberError as exc:
+        raise BackupError(f"{where}: unsafe {exc}") from None
 
 
 # ---- restoring --------------------------------------------------------------------------
@@ -361,6 +353,7 @@ class RestoreReport:
     overwritten: list[str] = field(default_factory=list)
     attachments_restored: list[str] = field(default_factory=list)
     attachments_unchanged: list[str] = field(default_factory=list)
+    stripped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     dry_run: bool = False
 
@@ -372,30 +365,182 @@ class RestoreReport:
             "overwritten": self.overwritten,
             "attachments_restored": self.attachments_restored,
             "attachments_unchanged": self.attachments_unchanged,
+            "modes_stripped": self.stripped,
             "notes": self.notes,
         }
 
 
-def _differs(root: Path, entry: SnapshotEntry) -> str | None:
-    """None if ``entry`` is absent; "same" if present as in the backup; else what differs."""
-    path = root / entry.relpath
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _Tree:
+    """Directories under one trusted root, opened component by component, never through a link.
+
+    Every path below the root is reached with ``openat(parent_fd, name, O_NOFOLLOW)``: a
+    symlink (or a file) where a directory belongs is an error naming it, not a way out of
+    the root. Directories are created (``mkdirat``, 0700) only when ``create``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._fds: dict[str, int] = {}
+        self._dirty: set[str] = set()
+
+    def __enter__(self) -> _Tree:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for rel in self._dirty:
+            fd = self._fds.get(rel)
+            if fd is not None:
+                try:
+                    os.fsync(fd)
+                except OSError:
+                    pass
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def dir_fd(self, rel: str, *, create: bool = False, mode: int = 0o700) -> int | None:
+        """The fd of directory ``rel`` ("" = the root); None if absent and not ``create``."""
+        fd = self._fds.get(rel)
+        if fd is not None:
+            return fd
+        if not rel:  # the root itself is configuration (--db-root, state_dir): trusted
+            try:
+                fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.makedirs(self.root, mode=0o700, exist_ok=True)
+                fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        else:
+            parent_rel, _, name = rel.rpartition("/")
+            parent = self.dir_fd(parent_rel, create=create)
+            if parent is None:
+                return None
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.mkdir(name, 0o700, dir_fd=parent)
+                self._dirty.add(parent_rel)
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                os.fchmod(fd, mode)
+            except (NotADirectoryError, OSError) as exc:
+                if isinstance(exc, NotADirectoryError) or exc.errno == errno.ELOOP:
+                    raise BackupError(
+                        f"{self.root / rel} is {_what(parent, name)}, not a directory: refusing to write through it"
+                    ) from None
+                raise
+        self._fds[rel] = fd
+        return fd
+
+    def lstat(self, rel: str) -> os.stat_result | None:
+        parent_rel, _, name = rel.rpartition("/")
+        parent = self.dir_fd(parent_rel)
+        if parent is None:
+            return None
+        try:
+            return os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    def read(self, rel: str) -> bytes:
+        parent_rel, _, name = rel.rpartition("/")
+        parent = self.dir_fd(parent_rel)
+        assert parent is not None
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read()
+
+    def readlink(self, rel: str) -> str:
+        parent_rel, _, name = rel.rpartition("/")
+        parent = self.dir_fd(parent_rel)
+        assert parent is not None
+        return os.readlink(name, dir_fd=parent)
+
+    def write_file(self, rel: str, data: bytes, mode: int) -> None:
+        """Atomically: a new file beside it (O_EXCL|O_NOFOLLOW), fsync, rename over it."""
+        parent_rel, _, name = rel.rpartition("/")
+        parent = self.dir_fd(parent_rel, create=True)
+        assert parent is not None
+        tmp = f".{name[:200]}.isk-restore.{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, mode)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            try:
+                os.unlink(tmp, dir_fd=parent)
+            except OSError:
+                pass
+            raise
+        self._dirty.add(parent_rel)
+
+    def symlink(self, rel: str, target: str) -> None:
+        """Atomically: a new link beside it, renamed over whatever is there."""
+        parent_rel, _, name = rel.rpartition("/")
+        parent = self.dir_fd(parent_rel, create=True)
+        assert parent is not None
+        tmp = f".{name[:200]}.isk-restore.{os.getpid()}"
+        os.symlink(target, tmp, dir_fd=parent)
+        try:
+            os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException:
+            os.unlink(tmp, dir_fd=parent)
+            raise
+        self._dirty.add(parent_rel)
+
+
+def _what(parent: int, name: str) -> str:
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except OSError:
+        return "unreadable"
+    return "a symlink" if stat.S_ISLNK(st.st_mode) else "a file"
+
+
+def _state(tree: _Tree, m: Member, data: bytes) -> str | None:
+    """None if absent; "same" if present as in the backup; else what differs."""
+    st = tree.lstat(m.relpath)
+    if st is None:
         return None
-    except OSError as exc:
-        return f"unreadable ({exc.strerror})"
-    if entry.type == "dir":
+    if m.kind == "dir":
         return "same" if stat.S_ISDIR(st.st_mode) else "not a directory"
-    if entry.type == "link":
+    if stat.S_ISDIR(st.st_mode):
+        return "a directory"
+    if m.kind == "link":
         if not stat.S_ISLNK(st.st_mode):
             return "not a symlink"
-        return "same" if os.readlink(path) == entry.target else f"points to {os.readlink(path)}"
+        current = tree.readlink(m.relpath)
+        return "same" if current == m.linkname else f"points to {current}"
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
-    if stat.S_IMODE(st.st_mode) != stat.S_IMODE(entry.mode):
-        return f"mode {oct(stat.S_IMODE(st.st_mode))} instead of {oct(stat.S_IMODE(entry.mode))}"
-    return "same" if path.read_bytes() == entry.data else "different content"
+    if stat.S_IMODE(st.st_mode) != m.mode:
+        return f"mode {oct(stat.S_IMODE(st.st_mode))} instead of {oct(m.mode)}"
+    return "same" if tree.read(m.relpath) == data else "different content"
+
+
+def _link_roots(db: Database) -> set[str]:
+    """The names this DB goes by in iscsiadm's links: its path here, the root its existing
+    links name (or ``link_root``), and the root compiled into this host's iscsiadm (when the
+    DB is reached through another mount point, e.g. ``--db-root /host/etc/iscsi``)."""
+    from iscsikit.db.locate import compiled_db_root
+
+    roots = {str(db.link_root).rstrip("/"), str(db.root).rstrip("/")}
+    compiled = compiled_db_root()
+    if compiled is not None:
+        roots.add(str(compiled[0]).rstrip("/"))
+    return roots
 
 
 def restore_backup(
@@ -404,77 +549,108 @@ def restore_backup(
     state_dir: str | os.PathLike[str] | None = None,
     *,
     force: bool = False,
+    include_config: bool = False,
 ) -> RestoreReport:
-    """Put the backup's records back (see the module docstring). ``db.dry_run`` writes nothing."""
+    """Put the backup's records back; see :mod:`iscsikit.clean.member` for what is accepted.
+
+    Everything is checked first (every member against the rules, links against this DB's
+    root, every existing entry against the backup); only then is anything written, each file
+    and link atomically, every path opened without following links. ``db.dry_run`` writes
+    nothing. Raises BackupError naming the member (nothing written) or RestoreConflictError.
+    """
     report = RestoreReport(dry_run=db.dry_run)
-    root = db.root
+    root = Path(db.root)
     origin = backup.manifest.get("db_root")
     if origin and os.path.realpath(str(origin)) != os.path.realpath(str(root)):
         report.notes.append(f"the backup was taken from {origin}; restoring into {root}")
-    todo = Snapshot()
+    where = backup.path
+    roots = _link_roots(db)
+    checked: list[tuple[Member, bytes]] = []
+    for entry in backup.snapshot.ordered():
+        name = DB_PREFIX + entry.relpath + ("/" if entry.type == "dir" else "")
+        try:
+            m = check_member(name, entry.type, entry.mode, entry.target, include_config=include_config)
+        except UnsafeMemberError as exc:
+            raise type(exc)(exc.member, f"{exc.reason} (in {where}); nothing was restored") from None
+        if m.kind == "link" and m.link_root not in roots:
+            raise UnsafeMemberError(
+                name,
+                f"points into {m.link_root}/nodes, not into this DB ({' or '.join(sorted(roots))}) "
+                f"(in {where}); nothing was restored",
+            )
+        if m.stripped:
+            report.stripped.append(f"{m.relpath}: {oct(m.stripped)} not restored")
+        checked.append((m, entry.data))
+    attachments = []
+    for volume_id, data in sorted(backup.attachments.items()):
+        try:
+            attachments.append((check_member(f"{STATE_PREFIX}{volume_id}.json", "file", 0o600), data))
+        except UnsafeMemberError as exc:
+            raise UnsafeMemberError(exc.member, f"{exc.reason} (in {where}); nothing was restored") from None
+    if report.stripped:
+        report.notes.append(
+            f"setuid/setgid/sticky/world-writable bits not restored on {len(report.stripped)} entr(ies)"
+        )
     conflicts: list[str] = []
-    att_todo: dict[str, bytes] = {}
-    att_dir = Path(state_dir) / "attachments" if state_dir is not None else None
-    with db.transaction():
-        for entry in backup.snapshot.ordered():
-            state = _differs(root, entry)
+    att_base = Path(state_dir) if state_dir is not None else None
+    with db.transaction(), _Tree(root) as tree, _Tree(att_base or Path("/nonexistent")) as att_tree:
+        todo: list[tuple[Member, bytes]] = []
+        for m, data in checked:
+            state = _state(tree, m, data)
             if state is None:
-                todo.entries.append(entry)
-                report.restored.append(entry.relpath)
+                todo.append((m, data))
+                report.restored.append(m.relpath)
             elif state == "same":
-                report.unchanged.append(entry.relpath)
-            elif entry.type == "dir":
-                conflicts.append(f"{entry.relpath}: {state}")
+                report.unchanged.append(m.relpath)
+            elif m.kind == "dir" or state == "a directory":
+                raise BackupError(
+                    f"{root / m.relpath} is {state}; the backup's {m.kind} cannot replace it (move it away first); "
+                    "nothing was restored"
+                )
             else:
-                conflicts.append(f"{entry.relpath}: {state}")
+                conflicts.append(f"{m.relpath}: {state}")
                 if force:
-                    todo.entries.append(entry)
-                    report.overwritten.append(entry.relpath)
-        for volume_id, data in sorted(backup.attachments.items()):
-            if att_dir is None:
-                report.notes.append(f"attachment record {volume_id} not restored: no state dir given")
+                    todo.append((m, data))
+                    report.overwritten.append(m.relpath)
+        att_todo: list[tuple[Member, bytes]] = []
+        for m, data in attachments:
+            if att_base is None:
+                report.notes.append(f"attachment record {m.relpath} not restored: no state dir given")
                 continue
-            path = att_dir / f"{volume_id}.json"
-            try:
-                current: bytes | None = path.read_bytes()
-            except FileNotFoundError:
-                current = None
-            if current == data:
-                report.attachments_unchanged.append(volume_id)
+            path = f"{ATTACHMENTS}/{m.relpath}.json"
+            saved = m.relpath, data
+            st = att_tree.lstat(path)
+            if st is None:
+                att_todo.append((m, data))
+                report.attachments_restored.append(m.relpath)
                 continue
-            if current is not None:
-                conflicts.append(f"{path}: different content")
-                if not force:
-                    continue
-            att_todo[volume_id] = data
-            report.attachments_restored.append(volume_id)
+            if not stat.S_ISREG(st.st_mode):
+                raise BackupError(f"{att_base / path} is not a regular file; nothing was restored")
+            if att_tree.read(path) == saved[1]:
+                report.attachments_unchanged.append(m.relpath)
+                continue
+            conflicts.append(f"{att_base / path}: different content")
+            if force:
+                att_todo.append((m, data))
+                report.attachments_restored.append(m.relpath)
         if conflicts and not force:
             raise RestoreConflictError(
                 f"{len(conflicts)} record(s) changed since the backup was taken; nothing was restored. "
                 f"Use --force to overwrite them: {'; '.join(conflicts[:5])}" + (" ..." if len(conflicts) > 5 else ""),
                 conflicts,
             )
-        if todo.entries:
-            if not db.dry_run:
-                os.makedirs(root, mode=0o755, exist_ok=True)
-            db.restore(todo, overwrite=force)
-    if att_todo and att_dir is not None and not db.dry_run:
-        att_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for volume_id, data in att_todo.items():
-            _write_file(att_dir / f"{volume_id}.json", data)
+        if db.dry_run:
+            return report
+        for m, data in todo:
+            if m.kind == "dir":
+                tree.dir_fd(m.relpath, create=True, mode=m.mode)
+            elif m.kind == "link":
+                tree.symlink(m.relpath, m.linkname)
+            else:
+                tree.write_file(m.relpath, data, m.mode)
+        for m, data in att_todo:
+            att_tree.write_file(f"{ATTACHMENTS}/{m.relpath}.json", data, m.mode)
     return report
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 __all__ = [

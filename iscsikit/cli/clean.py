@@ -327,6 +327,10 @@ def restore(
     force: Annotated[
         bool, typer.Option("--force", help="Overwrite records that changed since the backup was taken.")
     ] = False,
+    include_config: Annotated[
+        bool,
+        typer.Option("--include-config", help="Also restore iscsid.conf and initiatorname.iscsi from the backup."),
+    ] = False,
 ) -> None:
     """Put back the records a clean removed (node, discovery and iface records, links, attachments).
 
@@ -334,6 +338,12 @@ def restore(
     harmless. An entry that exists with different content is a conflict: nothing is
     restored (exit status 1, the conflicts are listed) unless --force. Sessions and devices
     are not restored: log in again (iscsikit login, or iscsiadm -m node -L all).
+
+    Only the record directories are written (nodes, send_targets, isns, static, fw, ifaces)
+    and the connector's attachment records; links only as iscsiadm makes them; no path is
+    followed through a link; setuid, setgid, sticky and world-writable bits are dropped.
+    iscsid.conf and initiatorname.iscsi only with --include-config. A member that breaks a
+    rule is named and nothing is restored.
     """
     from iscsikit.clean.backup import read_backup, restore_backup
     from iscsikit.cli.node import open_db
@@ -341,7 +351,7 @@ def restore(
     actx = AppContext.of(ctx)
     data = read_backup(backup)
     db = open_db(actx)
-    report = restore_backup(data, db, actx.state_dir, force=force)
+    report = restore_backup(data, db, actx.state_dir, force=force, include_config=include_config)
     if actx.json:
         print_json({"backup": str(backup), **report.to_json()})
         return

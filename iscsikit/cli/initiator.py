@@ -25,9 +25,15 @@ IfaceOpt = Annotated[str | None, typer.Option("--iface", "-I", metavar="NAME", h
 
 
 def _iscsiadm(actx: AppContext) -> Iscsiadm:
+    """The wrapper; its record writes (CHAP secrets) go to --db-root when one is given."""
     from iscsikit.iscsiadm import Iscsiadm
 
-    return Iscsiadm(actx.runner(), timeout=actx.timeout("iscsiadm"), login_timeout=actx.timeout("login"))
+    db = None
+    if actx.db_root is not None and actx.runner().host.kind == "local":
+        from iscsikit.cli.node import open_db
+
+        db = open_db(actx)
+    return Iscsiadm(actx.runner(), timeout=actx.timeout("iscsiadm"), login_timeout=actx.timeout("login"), db=db)
 
 
 def _read_secret(path: Path, flag: str) -> str:

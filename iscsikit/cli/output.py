@@ -18,12 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from iscsikit.runner import MASK
+
 if TYPE_CHECKING:
     from rich.console import Console
 
     from iscsikit.cli.context import AppContext
-
-MASK = "********"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""``iscsikit replica serve|info|status|add|remove``: replica servers and the replicated LUNs of a target."""
+"""``iscsikit replica serve|secret|info|status|add|remove``: replica servers and the replicated LUNs of a target."""
 
 from __future__ import annotations
 
@@ -45,12 +45,37 @@ def serve(
         str, typer.Option("--listen", metavar="ADDR:PORT", help="Address to serve the replica protocol on.")
     ] = "127.0.0.1:9700",
     io_threads: Annotated[int, typer.Option("--io-threads", min=1, max=64, help="Threads for disk I/O.")] = 4,
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--secret-file",
+            metavar="FILE",
+            help="The secret shared with the controllers (LUN spec secret_file=); make one with `replica secret`.",
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", metavar="FILE", help="TLS: this server's certificate (PEM).")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", metavar="FILE", help="TLS: its private key.")] = None,
+    tls_ca: Annotated[
+        Path | None,
+        typer.Option("--tls-ca", metavar="FILE", help="TLS: the CA that signed the peers' certificates (required)."),
+    ] = None,
+    insecure_open: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-open", help="Serve a non-loopback address without a secret (anyone reaching it may write)."
+        ),
+    ] = False,
 ) -> None:
     """Serve one replica in the foreground until SIGTERM/SIGINT (logs to stderr)."""
     import logging
 
+    from iscsikit.errors import UsageError
     from iscsikit.heap import keep_large_buffers
     from iscsikit.names import Portal
+    from iscsikit.replica import auth
+    from iscsikit.target.config import is_loopback
     from iscsikit.units import parse_size
 
     actx = AppContext.of(ctx)
@@ -58,8 +83,63 @@ def serve(
         logging.getLogger("iscsikit").setLevel(logging.INFO)
     want = parse_size(size, "--size") if size is not None else None
     portal = Portal.parse(listen, default_port=9700)
+    secret = auth.read_secret_file(secret_file, "--secret-file") if secret_file is not None else None
+    files = auth.tls_files(
+        str(tls_cert) if tls_cert else None, str(tls_key) if tls_key else None, str(tls_ca) if tls_ca else None,
+        "--tls-cert/--tls-key/--tls-ca",
+    )  # fmt: skip
+    security = auth.ServerSecurity(
+        secret,
+        auth.server_tls(*files, where="--tls-cert") if files else None,
+        auth.Credentials(secret, auth.client_tls(*files, where="--tls-cert") if files else None),
+    )
+    if secret is None and not is_loopback(portal.address):
+        if not insecure_open:
+            raise UsageError(
+                f"--listen {listen}: {portal.address} is not a loopback address and there is no --secret-file; "
+                "give one (make it with `iscsikit replica secret`) or, on a trusted storage network only, "
+                "--insecure-open"
+            )
+        logging.getLogger("iscsikit.replica.server").warning(
+            "--insecure-open: serving %s without authentication; anyone who reaches it can claim and "
+            "overwrite this replica", listen,
+        )  # fmt: skip
     keep_large_buffers()
-    _run(_serve(actx, directory, want, portal.address, portal.port, io_threads))
+    _run(_serve(actx, directory, want, portal.address, portal.port, io_threads, security))
+
+
+@app.command("secret")
+def secret(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write it to a new FILE (mode 0600) instead of stdout."),
+    ] = None,
+) -> None:
+    """Print a new random secret (32 random bytes, hex) for `replica serve --secret-file` and `secret_file=`."""
+    from iscsikit.errors import UsageError
+    from iscsikit.replica.auth import new_secret
+
+    actx = AppContext.of(ctx)
+    value = new_secret()
+    if output is None:
+        if actx.json:
+            emit(actx, {"secret": value})
+        else:
+            typer.echo(value)
+        return
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise UsageError(f"--output {output}: the file exists; a secret is never overwritten") from None
+    except OSError as exc:
+        raise UsageError(f"--output {output}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    if actx.json:
+        emit(actx, {"file": str(output)})
+    else:
+        note(actx, f"wrote a new secret to {output}")
 
 
 def _run(coro: Any) -> None:
@@ -73,7 +153,9 @@ def _run(coro: Any) -> None:
         asyncio.run(coro)
 
 
-async def _serve(actx: AppContext, directory: Path, size: int | None, host: str, port: int, threads: int) -> None:
+async def _serve(
+    actx: AppContext, directory: Path, size: int | None, host: str, port: int, threads: int, security: Any
+) -> None:
     import asyncio
     import signal
 
@@ -81,7 +163,7 @@ async def _serve(actx: AppContext, directory: Path, size: int | None, host: str,
     from iscsikit.replica.store import ReplicaStore
 
     store = ReplicaStore.open(directory, size)
-    server = ReplicaServer(store, io_threads=threads)
+    server = ReplicaServer(store, io_threads=threads, security=security)
     try:
         await server.start(host, port)
     except OSError as exc:

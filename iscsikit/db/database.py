@@ -798,6 +798,10 @@ class Database:
             for key, value in pairs:
                 values[key] = value
             self._write_discovery_locked(tx, ref, values)
+            if self.dry_run:  # nothing was written to read back
+                new_ref = DiscoveryRef(ref.kind, ref.address, ref.port)
+                text = format_record(ref.kind, values)
+                return DiscoveryRecord(new_ref, parse_record(text, ref.relpath, ref.kind), [])
         return self.discovery(DiscoveryRef(ref.kind, ref.address, ref.port))
 
     def _write_discovery_locked(self, tx: _Tx, ref: DiscoveryRef, values: Mapping[str, str]) -> None:

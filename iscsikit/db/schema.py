@@ -26,13 +26,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from iscsikit.runner import MASK as _MASK
+
 #: What iscsiadm 2.1.8 writes on the first line of every record.
 RECORD_VERSION: Final = "2.1.8"
 BEGIN_RECORD: Final = f"# BEGIN RECORD {RECORD_VERSION}"
 END_RECORD: Final = "# END RECORD"
 #: How iscsiadm prints an empty string and a secret.
 EMPTY: Final = "<empty>"
-MASK: Final = "********"
+MASK: Final = _MASK
 #: The C reader's limits (usr/idbm.h NAME_MAXVAL / VALUE_MAXVAL, fgets buffer of 2048).
 MAX_KEY_BYTES: Final = 127
 MAX_VALUE_BYTES: Final = 255

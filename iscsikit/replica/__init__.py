@@ -3,6 +3,7 @@
 Modules (each with one job):
 
 * :mod:`~iscsikit.replica.protocol`: the wire protocol, sans-IO (frames, codec, session state);
+* :mod:`~iscsikit.replica.auth`: the shared-secret handshake (sans-IO), secret files, TLS contexts;
 * :mod:`~iscsikit.replica.store`: a replica's sparse data file and metadata on disk;
 * :mod:`~iscsikit.replica.server`: the asyncio replica server (``iscsikit replica serve``);
 * :mod:`~iscsikit.replica.client`: the controller's asyncio connection to one replica;

@@ -32,7 +32,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from crc32c import crc32c as _crc32c
 
@@ -41,6 +41,9 @@ from iscsikit.replica.client import DEFAULT_FLUSH_TIMEOUT, DEFAULT_TIMEOUT, Repl
 from iscsikit.replica.rangelock import RangeLock
 from iscsikit.replica.startup import StartPlan, plan_start
 from iscsikit.target.backend import Backend, BackendError, Buffer
+
+if TYPE_CHECKING:
+    from iscsikit.replica.auth import Credentials
 
 log = logging.getLogger("iscsikit.replica.controller")
 
@@ -136,6 +139,7 @@ class ReplicatedBackend(Backend):
         rebuild_pull: bool = True,
         rebuild_pull_chunk: int = 16 << 20,
         client_factory: Callable[[str], ReplicaClient] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         if not addresses:
             raise ReplicaError("a replicated volume needs at least one replica address")
@@ -160,6 +164,8 @@ class ReplicatedBackend(Backend):
         self.rebuild_pull = rebuild_pull
         self.rebuild_pull_chunk = rebuild_pull_chunk
         self._client_factory = client_factory or self._default_client
+        #: The shared secret and/or TLS context for every replica connection (docs/replica-protocol.md).
+        self.credentials = credentials
         self.volume_id: str | None = None
         self.epoch = 0
         self.ranges = RangeLock()
@@ -174,7 +180,9 @@ class ReplicatedBackend(Backend):
         self._closing = False
 
     def _default_client(self, address: str) -> ReplicaClient:
-        return ReplicaClient(address, timeout=self.timeout, flush_timeout=self.flush_timeout)
+        return ReplicaClient(
+            address, timeout=self.timeout, flush_timeout=self.flush_timeout, credentials=self.credentials
+        )
 
     # ------------------------------------------------------------------ start-up
 

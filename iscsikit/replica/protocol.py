@@ -50,7 +50,8 @@ VERSION = 1
 #: What this side speaks on top of the frame format, told in the HELLO response
 #: (``protocol_revision``): 1 = the first protocol; 2 = also GRANT, SOURCE, PULL and status PEER
 #: (replica-to-replica rebuild). A controller sends revision-2 ops only to replicas that say 2.
-PROTOCOL_REVISION = 2
+#: 3 = also AUTH (the shared-secret handshake, :mod:`iscsikit.replica.auth`).
+PROTOCOL_REVISION = 3
 HEADER = struct.Struct("<HBBHHIIQIII")
 HEADER_SIZE = HEADER.size  # 36
 _HEADER_CRC = struct.Struct("<I")
@@ -79,6 +80,8 @@ class Op(enum.IntEnum):
     GRANT = 11  # to the source: payload JSON {"token"[, "revoke"]}; lets a peer read with the token
     SOURCE = 12  # to the target: payload JSON {"address", "token", "volume_id", "timeout"}: connect
     PULL = 13  # to the target: make the range identical to the source's; response: 3 u64 counters
+    # Revision 3: the shared-secret handshake before any other request (iscsikit.replica.auth).
+    AUTH = 14  # payload: a step byte and a nonce or a proof; see docs/replica-protocol.md
 
 
 class Status(enum.IntEnum):
@@ -95,7 +98,7 @@ class Status(enum.IntEnum):
     PEER = 8  # revision 2: the source replica of a SOURCE/PULL could not be reached or failed
 
 
-_DATA_IN_REQUEST = {Op.WRITE, Op.HELLO, Op.SET_META, Op.CHECKSUM, Op.GRANT, Op.SOURCE}
+_DATA_IN_REQUEST = {Op.WRITE, Op.HELLO, Op.SET_META, Op.CHECKSUM, Op.GRANT, Op.SOURCE, Op.AUTH}
 _RANGE_OPS = {Op.READ, Op.WRITE, Op.UNMAP, Op.EXTENTS, Op.CHECKSUM, Op.PULL}
 #: What a peer holding a read grant (not the owner) may send after its HELLO.
 GRANTED_OPS = frozenset({Op.READ, Op.EXTENTS, Op.CHECKSUM, Op.PING})
@@ -586,6 +589,10 @@ class ServerSession:
 
     def receive_data(self, data: Buffer) -> None:
         self._decoder.receive_data(data)
+
+    def limit_payload(self, max_payload: int) -> None:
+        """Change the largest request payload accepted from now on (small until authenticated)."""
+        self._decoder._max_payload = max_payload
 
     @property
     def at_eof(self) -> bool:

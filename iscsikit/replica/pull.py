@@ -21,6 +21,11 @@ Python-side copies:
   with several READs in flight, received straight into a reused buffer (``recv_into``),
   checked against the frame's CRC32C and written with ``pwrite``.
 
+Authentication (revision 3): the target connects to the source as a controller would, with its
+own server's secret (the AUTH handshake, checking that the source holds the volume before it
+proves itself) and its own certificate as the TLS client certificate. With TLS the data is sent
+with ordinary sends instead of ``sendfile`` (the source serves TLS peers on its event loop).
+
 Fencing: a grant belongs to the source's owner connection and dies with it (a new claim, or the
 connection closing), which also closes every connection that used it. A puller belongs to the
 target's owner connection; when another controller claims the target, the puller is closed and
@@ -38,12 +43,15 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from iscsikit.errors import ReplicaError, ReplicaPeerError, ReplicaProtocolError
 from iscsikit.replica import protocol as p
 from iscsikit.replica.extents import GRANULE, Extents, differing_runs, holes, intersect, pieces
 from iscsikit.replica.store import ReplicaStore
+
+if TYPE_CHECKING:
+    from iscsikit.replica.auth import Credentials
 
 log = logging.getLogger("iscsikit.replica.pull")
 
@@ -56,7 +64,7 @@ BUFFERS = 8
 #: Threads writing received pieces (each O_DIRECT write waits for the disk): the disk's queue depth.
 WRITERS = 4
 #: Largest request payload a granted peer may send (CHECKSUM carries 4 bytes).
-_MAX_PEER_PAYLOAD = 4096
+MAX_PEER_PAYLOAD = 4096
 #: A granted connection that says nothing for this long is closed.
 IDLE_TIMEOUT = 300.0
 
@@ -161,11 +169,11 @@ def _send(sock: socket.socket, bufs: list[bytes]) -> None:
 
 def _serve_loop(sock: socket.socket, store: ReplicaStore, grant: Grant) -> None:
     head = memoryview(bytearray(p.HEADER_SIZE))
-    small = memoryview(bytearray(_MAX_PEER_PAYLOAD))
+    small = memoryview(bytearray(MAX_PEER_PAYLOAD))
     while True:
         if not recv_exact(sock, head, eof_ok=True):
             return
-        header = p.decode_header(head, _MAX_PEER_PAYLOAD)
+        header = p.decode_header(head, MAX_PEER_PAYLOAD)
         req = header.frame
         if header.payload_len:
             recv_exact(sock, small[: header.payload_len])
@@ -241,6 +249,7 @@ class _SourceConnection:
         self.sock = sock
         self.address = address
         self.client = p.OrderedClient()
+        self.last_payload = b""
         self._head = memoryview(bytearray(p.HEADER_SIZE))
         # Page-aligned (mmap) so the store can write them with O_DIRECT.
         self._bufs = [memoryview(mmap.mmap(-1, PIECE)) for _ in range(BUFFERS)]
@@ -272,6 +281,20 @@ class _SourceConnection:
     def call(self, op: p.Op, *, offset: int = 0, length: int | None = None, payload: bytes = b"") -> bytes:
         self.send(op, offset=offset, length=length, payload=payload)
         return self.answer()
+
+    def call_raw(self, op: p.Op, payload: bytes) -> p.Header:
+        """Send a request and receive its answer whatever its status (``last_payload`` holds the payload)."""
+        self.send(op, payload=payload)
+        header = self.header()
+        self.last_payload = self.payload(header)
+        return header
+
+    def answer_auth(self, header: p.Header, what: str) -> None:
+        from iscsikit.errors import ReplicaAuthError
+
+        if header.frame.status != p.Status.OK:
+            text = self.last_payload.decode("utf-8", "replace")
+            raise ReplicaAuthError(f"{what} refused: {header.frame.status.name}: {text}")
 
     def answer(self) -> bytes:
         """The payload of the next answer (to the oldest request); an error answer raises."""
@@ -352,9 +375,18 @@ class Puller:
         puller.close()
     """
 
-    def __init__(self, store: ReplicaStore, address: str, token: str, volume_id: str, timeout: float) -> None:
+    def __init__(
+        self,
+        store: ReplicaStore,
+        address: str,
+        token: str,
+        volume_id: str,
+        timeout: float,
+        credentials: Credentials | None = None,
+    ) -> None:
         from iscsikit.replica.client import parse_address
 
+        self.credentials = credentials
         self.store = store
         self.address = address
         self.host, self.port = parse_address(address)
@@ -391,16 +423,27 @@ class Puller:
     def _connect(self) -> _SourceConnection:
         if self.closed:
             raise ReplicaPeerError("the pull was cancelled", self.address)
+        creds = self.credentials
+        tls = creds.tls if creds is not None else None
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except OSError as exc:
             raise ReplicaPeerError(f"cannot connect to the source: {exc}", self.address) from None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if tls is not None:  # Python-level timeouts: an SSL socket cannot use the kernel's
+                sock = tls.wrap_socket(sock, server_hostname=self.host)
+            else:
+                set_io_timeout(sock, self.timeout)
+        except OSError as exc:
+            sock.close()
+            raise ReplicaPeerError(f"TLS handshake with the source failed: {exc}", self.address) from None
         conn = _SourceConnection(sock, self.address)
         try:
-            set_io_timeout(sock, self.timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._all.add(conn)
+            if creds is not None and creds.secret is not None:
+                _authenticate(conn, creds.secret, self.volume_id)
             meta = p.unpack_json(conn.call(p.Op.HELLO, payload=p.pack_json({"claim": False, "grant": self.token})),
                                  "HELLO response")  # fmt: skip
             if meta.get("volume_id") != self.volume_id:
@@ -481,6 +524,23 @@ class Puller:
         if copied and not self.closed and not store.direct_writes:
             self._writeback.submit(store.start_writeback, start, length)
         return p.PullResult(copied, skipped, unmapped)
+
+
+def _authenticate(conn: _SourceConnection, secret: bytes, volume_id: str) -> None:
+    """The AUTH handshake with the source; ReplicaPeerError when it refuses or fails to prove itself."""
+    from iscsikit.errors import ReplicaAuthError
+    from iscsikit.replica.auth import ClientAuth
+
+    auth = ClientAuth(secret, volume_id=volume_id)
+    try:
+        conn.answer_auth(conn.call_raw(p.Op.AUTH, auth.challenge()), "AUTH step 1")
+        conn.answer_auth(conn.call_raw(p.Op.AUTH, auth.answer(conn.last_payload)), "AUTH step 2")
+    except ReplicaAuthError as exc:
+        raise ReplicaPeerError(f"authentication with the source failed: {exc}") from None
+    except ConnectionError:
+        raise ReplicaPeerError(
+            "the source closed the connection on AUTH: it is older than protocol revision 3 or refuses us"
+        ) from None
 
 
 class _LocalDiskError(OSError):

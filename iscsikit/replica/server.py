@@ -15,8 +15,16 @@ every disk write started for older owners (thread-pool writes, pulls) has finish
 
 Rebuild by pull (protocol revision 2, :mod:`iscsikit.replica.pull`): the owner may GRANT a token
 with which another replica reads this one (its HELLO shows the token; the connection is then
-served by a blocking thread with ``sendfile``), and may point this replica at a SOURCE and PULL
-ranges from it. Grants and pullers belong to the owner connection and end with it.
+served by a blocking thread with ``sendfile``, or on the event loop when it is TLS), and may point
+this replica at a SOURCE and PULL ranges from it. Grants and pullers belong to the owner
+connection and end with it.
+
+Authentication (protocol revision 3, :mod:`iscsikit.replica.auth`): with a secret, a connection
+is served nothing but the AUTH handshake until it has proved that it knows the secret; with TLS,
+the TLS handshake (client certificate required) comes first. A connection in its handshakes is
+*pending*: at most ``max_pending`` at once, each for at most ``auth_timeout`` seconds; every
+refusal is logged once with its reason. The handshake swaps the connection's dispatcher once, so
+the READ/WRITE path pays nothing for it.
 
 Example::
 
@@ -34,13 +42,16 @@ import errno
 import logging
 import os
 import socket
+import ssl
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 from iscsikit.errors import ReplicaError, ReplicaPeerError, ReplicaProtocolError
+from iscsikit.replica import auth
 from iscsikit.replica import protocol as p
-from iscsikit.replica.pull import Grant, Puller, serve_reads
+from iscsikit.replica.pull import MAX_PEER_PAYLOAD, Grant, Puller, serve_reads
 from iscsikit.replica.store import ReplicaStore
 
 log = logging.getLogger("iscsikit.replica.server")
@@ -67,8 +78,16 @@ class ReplicaServer:
         io_threads: int = 4,
         inline_max: int = INLINE_MAX,
         inline_write_max: int = INLINE_WRITE_MAX,
+        security: auth.ServerSecurity | None = None,
+        max_pending: int = auth.MAX_PENDING,
+        auth_timeout: float = auth.AUTH_TIMEOUT,
     ) -> None:
         self.store = store
+        self.security = security or auth.ServerSecurity()
+        self.max_pending = max_pending
+        self.auth_timeout = auth_timeout
+        #: Connections still in their TLS/AUTH handshakes (only when ``security.guarded``).
+        self.pending: set[_Connection] = set()
         self.inline_max = inline_max
         self.inline_write_max = inline_write_max
         self._pool = concurrent.futures.ThreadPoolExecutor(io_threads, thread_name_prefix="replica-io")
@@ -90,10 +109,15 @@ class ReplicaServer:
         sock = self._server.sockets[0].getsockname()
         self.address, self.port = sock[0], sock[1]
         log.info(
-            "replica %s (volume %s, %d bytes, epoch %d, state %s) listening on %s:%d",
+            "replica %s (volume %s, %d bytes, epoch %d, state %s) listening on %s:%d%s",
             self.store.meta.replica_id, self.store.meta.volume_id, self.store.size, self.store.meta.epoch,
-            self.store.meta.state, host, self.port,
+            self.store.meta.state, host, self.port, self._security_note(),
         )  # fmt: skip
+
+    def _security_note(self) -> str:
+        sec = self.security
+        parts = (["shared secret"] if sec.secret else []) + (["TLS, client certificates required"] if sec.tls else [])
+        return f" ({' and '.join(parts)})" if parts else " (no authentication)"
 
     async def serve_forever(self) -> None:
         assert self._server is not None
@@ -130,6 +154,7 @@ class ReplicaServer:
 
     def forget(self, conn: _Connection) -> None:
         self._conns.discard(conn)
+        self.settled(conn)
         self._release(conn)
         if self._owner is conn:
             self._owner = None
@@ -140,7 +165,27 @@ class ReplicaServer:
             if grant.owner is conn:
                 del self._grants[token]
                 grant.revoke()
+                for peer in [c for c in self._conns if c.granted is grant]:  # TLS peers served on the loop
+                    peer.abort()
         conn.drop_puller()
+
+    # ------------------------------------------------------------------ handshakes (pending connections)
+
+    def admit(self, conn: _Connection) -> bool:
+        """Count a new connection as pending; False (logged once) when too many already are."""
+        if len(self.pending) >= self.max_pending:
+            log.warning(
+                "refused connection from %s: %d connections are already in their handshakes (limit %d)",
+                conn.peer, len(self.pending), self.max_pending,
+            )  # fmt: skip
+            return False
+        self.pending.add(conn)
+        return True
+
+    def settled(self, conn: _Connection) -> None:
+        """``conn`` finished its handshakes or went away: it no longer counts as pending."""
+        self.pending.discard(conn)
+        conn.cancel_auth_timer()
 
     def grant(self, conn: _Connection, token: str) -> None:
         old = self._grants.get(token)
@@ -187,6 +232,19 @@ class _Connection(asyncio.Protocol):
         self._tasks: set[asyncio.Task[None]] = set()
         self.puller: Puller | None = None
         self._handed_off = False
+        #: Handles each request: the handshake first (when the server has a secret), then
+        #: :meth:`_dispatch`; swapped once, so authenticated requests pay nothing for it.
+        self.dispatch: Callable[[p.Frame], None] = self._dispatch_open
+        self.auth: auth.ServerAuth | None = None
+        self._tls_pending = False
+        self._auth_timer: asyncio.TimerHandle | None = None
+        #: A TLS peer with a read grant, served on the event loop in order (see :meth:`_serve_granted`).
+        self.granted: Grant | None = None
+        self._granted_queue: deque[p.Frame] = deque()
+        self._granted_wake: asyncio.Event | None = None
+        self._refused = False  # a refusal was logged: log no second one for this connection
+        self._early: list[p.Frame] = []
+        self._after_tls: Callable[[p.Frame], None] = self._dispatch_open
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -197,12 +255,87 @@ class _Connection(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
         self.server._conns.add(self)
         log.debug("connection from %s", self.peer)
+        security = self.server.security
+        if not security.guarded:
+            return
+        if not self.server.admit(self):
+            self._refused = True
+            self.dispatch = self._dropped
+            self.abort()
+            return
+        self._auth_timer = asyncio.get_running_loop().call_later(self.server.auth_timeout, self._auth_expired)
+        if security.secret is not None:
+            self.auth = auth.ServerAuth(security.secret, lambda: self.server.store.meta.volume_id)
+            self.dispatch = self._handshake
+            self.session.limit_payload(auth.MAX_AUTH_PAYLOAD)
+        if security.tls is not None:
+            self._tls_pending = True
+            assert self.transport is not None
+            self.transport.pause_reading()  # the TLS layer reads the ClientHello, not the frame decoder
+            # Requests can arrive before start_tls() hands over the TLS transport: they wait for it.
+            self._after_tls, self.dispatch = self.dispatch, self._early.append
+            self._spawn(self._start_tls(security.tls))
+
+    async def _start_tls(self, ctx: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        raw = self.transport
+        assert raw is not None
+        try:
+            tls = await loop.start_tls(raw, self, ctx, server_side=True, ssl_handshake_timeout=self.server.auth_timeout)
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError) as exc:
+            if not self._refused:  # the peer left (a port probe, a client that gave up): not a refusal
+                self._refused = True
+                log.info("connection from %s closed during its TLS handshake (%s)", self.peer, exc or "EOF")
+            raw.abort()
+            self.server.forget(self)
+            return
+        except (OSError, TimeoutError, RuntimeError) as exc:
+            self._refuse(f"TLS handshake failed: {exc or type(exc).__name__}")
+            raw.abort()
+            self.server.forget(self)
+            return
+        if tls is None or self.transport is None:  # timed out or closed meanwhile
+            if tls is not None:
+                tls.abort()
+            return
+        self.transport = tls
+        self._tls_pending = False
+        if self.auth is None:
+            self.server.settled(self)  # TLS alone: the client certificate was verified
+        self.dispatch = self._after_tls
+        early, self._early = self._early, []
+        for req in early:
+            self.dispatch(req)
+
+    def _refuse(self, reason: str) -> None:
+        """Log why this connection is refused, once, and stop serving it."""
+        if not self._refused:
+            self._refused = True
+            log.warning("refused connection from %s: %s", self.peer, reason)
+        self.dispatch = self._dropped
+
+    def _auth_expired(self) -> None:
+        self._auth_timer = None
+        if self.transport is not None:
+            what = "TLS handshake" if self._tls_pending else "AUTH handshake"
+            self._refuse(f"its {what} did not finish within {self.server.auth_timeout:g} s")
+            self.abort()
+        self.server.forget(self)
+
+    def cancel_auth_timer(self) -> None:
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+            self._auth_timer = None
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._handed_off:
             log.debug("connection from %s closed (%s)", self.peer, exc or "EOF")
+        if self in self.server.pending and not self._refused:
+            log.info("connection from %s closed during its handshake (%s)", self.peer, exc or "EOF")
         self.server.forget(self)
         self.transport = None
+        if self._granted_wake is not None:
+            self._granted_wake.set()  # let the granted peer's task end
 
     def abort(self) -> None:
         if self.transport is not None:
@@ -235,7 +368,7 @@ class _Connection(asyncio.Protocol):
                 return
             if req is None:
                 return
-            self._dispatch(req)
+            self.dispatch(req)
 
     def eof_received(self) -> bool | None:
         return None
@@ -254,6 +387,48 @@ class _Connection(asyncio.Protocol):
             self.transport.writelines(buffers)
 
     # ------------------------------------------------------------------ requests
+
+    def _dispatch_open(self, req: p.Frame) -> None:
+        """The first request on a server without a secret: AUTH is refused, all else served as before."""
+        self.dispatch = self._dispatch
+        if req.op == p.Op.AUTH:
+            self._send(
+                self.session.respond_error(
+                    req, p.Status.UNSUPPORTED,
+                    "this replica server has no secret (start it with --secret-file), but the controller has one",
+                )
+            )  # fmt: skip
+            self._refuse("AUTH, but this server has no secret")
+            self._close_after_answer()
+            return
+        self._dispatch(req)
+
+    def _handshake(self, req: p.Frame) -> None:
+        """Requests before the connection proved that it knows the secret."""
+        assert self.auth is not None
+        answer = self.auth.receive(req)
+        if answer.status == p.Status.OK:
+            self._send(self.session.respond(req, answer.payload))
+        else:
+            self._send(self.session.respond_error(req, answer.status, answer.payload.decode()))
+        if answer.close:
+            self._refuse(answer.reason)
+            self._close_after_answer()
+        elif answer.done:
+            self.session.limit_payload(p.MAX_PAYLOAD)
+            self.dispatch = self._dispatch
+            if not self._tls_pending:
+                self.server.settled(self)
+            log.debug("connection from %s authenticated", self.peer)
+
+    def _close_after_answer(self) -> None:
+        """Send what is queued, then close; nothing more is read from this connection."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+        self.dispatch = self._dropped
+
+    def _dropped(self, req: p.Frame) -> None:
+        """Requests that arrived after a refusal, in the same read: ignored (the connection is closing)."""
 
     def _dispatch(self, req: p.Frame) -> None:
         srv = self.server
@@ -314,6 +489,9 @@ class _Connection(asyncio.Protocol):
         if self.session.buffered or self.transport is None:
             self._send(self.session.respond_error(req, p.Status.EINVAL, "requests sent before the HELLO answer"))
             return
+        if self.server.security.tls is not None:  # TLS lives in the event loop's transport: serve it here
+            self._serve_on_loop(req, grant)
+            return
         sock = self.transport.get_extra_info("socket")
         raw = socket.socket(fileno=os.dup(sock.fileno()))
         self._handed_off = True
@@ -324,6 +502,58 @@ class _Connection(asyncio.Protocol):
             target=serve_reads, args=(raw, self.server.store, grant, req, self.server.hello_payload()),
             name=f"replica-peer {self.peer}", daemon=True,
         ).start()  # fmt: skip
+
+    def _serve_on_loop(self, req: p.Frame, grant: Grant) -> None:
+        """A granted peer on a TLS connection: answered in order from the event loop (no ``sendfile``)."""
+        self.granted = grant
+        self.session.limit_payload(MAX_PEER_PAYLOAD)
+        self._granted_wake = asyncio.Event()
+        self.dispatch = self._queue_granted
+        self._send(self.session.respond(req, self.server.hello_payload()))
+        log.info("peer %s reads with a grant (TLS)", self.peer)
+        self._spawn(self._serve_granted(grant))
+
+    def _queue_granted(self, req: p.Frame) -> None:
+        self._granted_queue.append(req)
+        assert self._granted_wake is not None
+        self._granted_wake.set()
+
+    async def _serve_granted(self, grant: Grant) -> None:
+        store = self.server.store
+        queue, wake = self._granted_queue, self._granted_wake
+        assert wake is not None
+        while self.transport is not None:
+            if not queue:
+                wake.clear()
+                await wake.wait()
+                continue
+            req = queue.popleft()
+            if grant.revoked:
+                self._send(self.session.respond_error(req, p.Status.FENCED, "the read grant was revoked"))
+                self._close_after_answer()
+                return
+            if req.op not in p.GRANTED_OPS:
+                message = f"a peer with a read grant may not send {req.op.name}"
+                self._send(self.session.respond_error(req, p.Status.FENCED, message))
+                continue
+            try:
+                if p.is_range_op(req.op):
+                    store.check_range(req.offset, req.length)
+                if req.op == p.Op.READ:
+                    payload = await self.run_blocking(store.read, req.offset, req.length)
+                elif req.op == p.Op.EXTENTS:
+                    payload = p.pack_extents(await self.run_blocking(store.extents, req.offset, req.length))
+                elif req.op == p.Op.CHECKSUM:
+                    granule = p.parse_granule(req.payload)
+                    payload = p.pack_checksums(
+                        await self.run_blocking(store.checksums, req.offset, req.length, granule)
+                    )
+                else:  # PING
+                    payload = b""
+            except Exception as exc:
+                self._send(self._error(req, exc))
+                continue
+            self._send(self.session.respond(req, payload))
 
     def _grant(self, req: p.Frame) -> bytes:
         fields = p.unpack_json(req.payload, "GRANT")
@@ -348,7 +578,7 @@ class _Connection(asyncio.Protocol):
             raise ValueError('SOURCE needs "address" and "token" strings and a numeric "timeout"')
         if volume_id is None or volume_id != store.meta.volume_id:
             raise ReplicaError(f"SOURCE names volume {volume_id}; this replica holds {store.meta.volume_id}")
-        puller = Puller(store, address, token, volume_id, float(timeout))
+        puller = Puller(store, address, token, volume_id, float(timeout), self.server.security.peer)
         self.puller = puller
         try:
             meta = await self.run_blocking(puller.open, pull=True)
@@ -409,6 +639,9 @@ class _Connection(asyncio.Protocol):
                 await self.run_blocking(store.update_meta, {"clean": True})
                 log.info("clean close by %s (revision %d)", self.peer, store.revision)
                 payload = b""
+            elif op == p.Op.AUTH:
+                self._send(self.session.respond_error(req, p.Status.EINVAL, "this connection is already authenticated"))
+                return
             else:  # pragma: no cover - every Op is handled above
                 self._send(self.session.respond_error(req, p.Status.UNSUPPORTED, f"op {op.name}"))
                 return

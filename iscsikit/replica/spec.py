@@ -5,11 +5,15 @@ Spec syntax (``iscsikit target serve --lun 1=SPEC``)::
     replicated:tcp://HOST:PORT,tcp://HOST:PORT[,...][,size=SIZE][,min_replicas=M][,timeout=SECONDS]
                [,flush_timeout=SECONDS][,start_timeout=SECONDS][,auto_rebuild=yes|no]
                [,force_start=yes|no][,block_size=512|4096][,rebuild_pull=yes|no]
+               [,secret_file=PATH][,tls_cert=PATH,tls_key=PATH,tls_ca=PATH]
 
 ``size`` is optional (taken from the replicas) and, when given, must match them.
 ``force_start=yes`` starts even when members of the newest epoch are unreachable: unsafe, it
 may serve data older than acknowledged writes (see docs/replication.md). ``rebuild_pull=no``
 makes every rebuild copy through the controller (relay) instead of replica to replica.
+``secret_file`` names the file with the secret shared with the replica servers (their
+``--secret-file``); ``tls_*`` connect with TLS: this side's certificate and key, and the CA that
+signed the replicas' certificates (read when the LUN is built; the secret is never logged).
 
 This module is imported by :mod:`iscsikit.target.backends`, so it must stay light: the
 controller itself is imported only when a replicated LUN is built.
@@ -23,11 +27,12 @@ from typing import TYPE_CHECKING
 from iscsikit.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
+    from iscsikit.replica.auth import Credentials
     from iscsikit.replica.controller import ReplicatedBackend
 
 OPTIONS = frozenset(
     {"path", "size", "min_replicas", "timeout", "flush_timeout", "start_timeout", "auto_rebuild",
-     "force_start", "block_size", "rebuild_pull"}
+     "force_start", "block_size", "rebuild_pull", "secret_file", "tls_cert", "tls_key", "tls_ca"}
 )  # fmt: skip
 
 
@@ -99,7 +104,18 @@ def replicated_backend(options: Mapping[str, str], where: str) -> ReplicatedBack
         force_start=_bool(options, "force_start", False, where),
         rebuild_pull=_bool(options, "rebuild_pull", True, where),
         block_size=block,
+        credentials=credentials(options, where),
     )
+
+
+def credentials(options: Mapping[str, str], where: str) -> Credentials | None:
+    """The ``secret_file`` and ``tls_*`` options as connection credentials (None without either)."""
+    from iscsikit.replica.auth import Credentials, client_tls, read_secret_file, tls_files
+
+    secret = read_secret_file(options["secret_file"], f"{where}: secret_file") if options.get("secret_file") else None
+    files = tls_files(options.get("tls_cert"), options.get("tls_key"), options.get("tls_ca"), where)
+    tls = client_tls(*files, where=where) if files else None
+    return Credentials(secret, tls) if secret is not None or tls is not None else None
 
 
 def register() -> None:

@@ -24,12 +24,13 @@ import json
 import logging
 import os
 import socket
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from iscsikit.errors import IscsikitError
+from iscsikit.errors import IscsikitError, UsageError
 
 if TYPE_CHECKING:
     from iscsikit.target.server import TargetServer
@@ -77,7 +78,7 @@ class ControlServer:
 
     async def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() or self.path.is_symlink():
+        if _stale_socket(self.path):
             if _alive(self.path):
                 raise ControlError(f"{self.path}: another target is already using this control socket")
             self.path.unlink()
@@ -93,7 +94,8 @@ class ControlServer:
             await self._srv.wait_closed()
             self._srv = None
         try:
-            self.path.unlink()
+            if stat.S_ISSOCK(os.lstat(self.path).st_mode):  # only ever our socket
+                self.path.unlink()
         except FileNotFoundError:
             pass
 
@@ -142,6 +144,24 @@ class ControlServer:
 def _answer_error(name: str, message: str, *, usage: bool = False) -> bytes:
     error = {"name": name, "message": message, "usage": usage}
     return json.dumps({"ok": False, "error": error}).encode() + b"\n"
+
+
+def _stale_socket(path: Path) -> bool:
+    """True if a socket is at ``path`` (it may be removed once nothing answers on it).
+
+    Anything else there (a file, a directory, a symlink even to a socket) is refused and
+    left untouched: ``--control`` must not become a way to delete an arbitrary file.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISSOCK(st.st_mode):
+        return True
+    what = "a symlink" if stat.S_ISLNK(st.st_mode) else "a directory" if stat.S_ISDIR(st.st_mode) else "not a socket"
+    raise UsageError(
+        f"control socket path {path} is {what}; refusing to replace it (remove it yourself or choose another --control)"
+    )
 
 
 def _alive(path: Path) -> bool:

@@ -136,6 +136,47 @@ class NetnsLab:
         self.close()
 
 
+class LoopbackLab:
+    """The part of :class:`NetnsLab`'s interface a :class:`ReplicaRig` uses, on loopback addresses.
+
+    Host ``i`` is ``127.A.B.(i+2)`` (``A.B`` from the process id, so parallel runs do not meet):
+    no root, no namespaces, no ``cut()``.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        pid = os.getpid()
+        self._net = f"127.{(pid >> 8) & 255}.{pid & 255}"
+        self.procs: list[subprocess.Popen[Any]] = []
+
+    def addr(self, i: int) -> str:
+        return f"{self._net}.{i + 2}"
+
+    def popen(self, i: int, argv: Sequence[str], log: IO[Any] | None = None, **kw: Any) -> subprocess.Popen[Any]:
+        proc = subprocess.Popen(
+            list(argv), stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+            start_new_session=True, **kw,
+        )  # fmt: skip
+        self.procs.append(proc)
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(10)
+        self.procs.clear()
+
+    def __enter__(self) -> LoopbackLab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def wait_tcp(host: str, port: int, timeout: float = 15.0) -> None:
     import socket
 
@@ -160,10 +201,13 @@ REPLICA_PORT = 9700
 class ReplicaRig:
     """``n`` replica servers, one per namespace, and ``iscsikit target serve`` on the host.
 
-    ``url`` is the LUN's iscsi:// URL for qemu-io/qemu-img. Logs go to ``workdir``.
+    ``url`` is the LUN's iscsi:// URL for qemu-io/qemu-img. Logs go to ``workdir``. The replicas
+    listen on non-loopback addresses, so they share a secret with the target (``secret_file``).
     """
 
-    def __init__(self, lab: NetnsLab, workdir: Path, size: int = 64 * MiB, options: str = "timeout=1") -> None:
+    def __init__(
+        self, lab: NetnsLab | LoopbackLab, workdir: Path, size: int = 64 * MiB, options: str = "timeout=1"
+    ) -> None:
         import sys
 
         self.lab = lab
@@ -178,6 +222,11 @@ class ReplicaRig:
         from tests.support.tgtd import free_port
 
         self.port = free_port()
+        from iscsikit.replica.auth import new_secret
+
+        self.secret_file = workdir / "replicas.secret"
+        self.secret_file.write_text(new_secret() + "\n")
+        self.secret_file.chmod(0o600)
 
     def replica_dir(self, i: int) -> Path:
         return self.workdir / f"replica{i}"
@@ -193,7 +242,7 @@ class ReplicaRig:
         assert self.replicas[i] is None or self.replicas[i].poll() is not None  # type: ignore[union-attr]
         log = open(self.workdir / f"replica{i}.log", "a")  # noqa: SIM115 - the child keeps it
         argv = [self.bin, "replica", "serve", str(self.replica_dir(i)), "--size", str(self.size),
-                "--listen", f"{self.lab.addr(i)}:{REPLICA_PORT}"]  # fmt: skip
+                "--listen", f"{self.lab.addr(i)}:{REPLICA_PORT}", "--secret-file", str(self.secret_file)]  # fmt: skip
         self.replicas[i] = self.lab.popen(i, argv, log)
         wait_tcp(self.lab.addr(i), REPLICA_PORT)
 
@@ -205,6 +254,7 @@ class ReplicaRig:
 
     def start_target(self) -> None:
         spec = "replicated:" + ",".join(self.address(i) for i in range(self.lab.n))
+        spec += f",secret_file={self.secret_file}"
         if self.options:
             spec += "," + self.options
         log = open(self.workdir / "target.log", "a")  # noqa: SIM115 - the child keeps it

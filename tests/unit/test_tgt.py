@@ -4,6 +4,9 @@ replaying output recorded from tgtd 1.0.85 (Debian 12).
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from iscsikit.errors import (
@@ -213,3 +216,16 @@ def test_errors_are_typed_by_message(stderr: str, rc: int, cls: type[TgtadmError
     assert err.reason == stderr.strip().removeprefix("tgtadm: ")
     assert err.returncode == rc
     assert err.to_json()["reason"] == err.reason
+
+
+def test_a_failed_account_call_carries_no_secret(tmp_path: Path) -> None:
+    """TgtadmError.to_json() (what --json prints) and str() show the argv with the secret masked."""
+    fake = tmp_path / "tgtadm"  # a stand-in tgtadm that fails the way tgtd answers
+    fake.write_text("#!/bin/sh\necho \"$*\"\necho 'tgtadm: this account already exists' >&2\nexit 22\n")
+    fake.chmod(0o755)
+    tgt = Tgt(Runner("local"), tgtadm=str(fake))
+    with pytest.raises(TgtadmError) as info:
+        tgt.create_account("chapuser", "chapsecret123")
+    shown = json.dumps(info.value.to_json()) + str(info.value) + info.value.stdout
+    assert "chapsecret123" not in shown
+    assert "********" in json.dumps(info.value.to_json()["argv"])

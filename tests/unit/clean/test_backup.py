@@ -78,31 +78,41 @@ def test_default_backup_paths_never_collide(tmp_path: Path) -> None:
     assert first.name.startswith("clean-19700101T000000Z-") and second != first and second.name.endswith("-2.tar.gz")
 
 
-_names = st.text(alphabet="abcdefgh.:-,0123456789", min_size=1, max_size=12).filter(lambda s: s not in (".", ".."))
+_names = st.text(alphabet="abcdefgh.:-0123456789", min_size=1, max_size=12).filter(lambda s: s not in (".", ".."))
+_modes = st.sampled_from([0o600, 0o644, 0o640])
 
 
 @st.composite
 def snapshots(draw: st.DrawFn) -> Snapshot:
+    """DB entries laid out as iscsiadm lays them out (what a clean backup holds)."""
     snap = Snapshot()
-    dirs = [""]
-    for _ in range(draw(st.integers(1, 12))):
-        parent = draw(st.sampled_from(dirs))
-        rel = f"{parent}/{draw(_names)}".lstrip("/")
-        if any(e.relpath == rel for e in snap.entries):
-            continue
-        kind = draw(st.sampled_from(["dir", "file", "link"]))
-        if kind == "dir":
+    for _ in range(draw(st.integers(1, 6))):
+        target, address = draw(_names), draw(_names)
+        port, tpgt, iface = draw(st.integers(1, 65535)), draw(st.integers(0, 65535)), draw(_names)
+        portal = f"{address},{port},{tpgt}"
+        for rel in ("nodes", f"nodes/{target}", f"nodes/{target}/{portal}"):
             snap.add(SnapshotEntry(rel, "dir", draw(st.sampled_from([0o700, 0o755]))))
-            dirs.append(rel)
-        elif kind == "file":
-            snap.add(SnapshotEntry(rel, "file", draw(st.sampled_from([0o600, 0o644])), draw(st.binary(max_size=300))))
-        else:
-            snap.add(SnapshotEntry(rel, "link", 0o777, target=f"/etc/iscsi/nodes/{draw(_names)}/{draw(_names)}"))
+        snap.add(SnapshotEntry(f"nodes/{target}/{portal}/{iface}", "file", draw(_modes), draw(st.binary(max_size=300))))
+        where = draw(st.sampled_from(["static", "send_targets", None]))
+        link = f"{target},{address},{port},{tpgt},{iface}"
+        if where == "static":
+            snap.add(SnapshotEntry("static", "dir", 0o700))
+        elif where == "send_targets":
+            disc = f"{draw(_names)},{port}"
+            for rel in ("send_targets", f"send_targets/{disc}"):
+                snap.add(SnapshotEntry(rel, "dir", 0o700))
+            snap.add(SnapshotEntry(f"send_targets/{disc}/st_config", "file", 0o600, draw(st.binary(max_size=100))))
+            link = f"{disc}/{link}"
+        if where is not None:
+            snap.add(SnapshotEntry(f"{where}/{link}", "link", 0o777, target=f"/etc/iscsi/nodes/{target}/{portal}"))
     return snap
 
 
 @settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(snap=snapshots(), attachments=st.dictionaries(_names, st.binary(max_size=100), max_size=3))
+@given(
+    snap=snapshots(),
+    attachments=st.dictionaries(_names.filter(lambda s: not s.startswith(".")), st.binary(max_size=100), max_size=3),
+)
 def test_any_snapshot_round_trips_through_a_backup(
     tmp_path: Path, snap: Snapshot, attachments: dict[str, bytes]
 ) -> None:
@@ -169,11 +179,11 @@ def test_what_is_not_a_backup_is_refused_by_name(tmp_path: Path, members: list, 
 def test_links_and_special_members_are_checked(tmp_path: Path) -> None:
     evil = tarfile.TarInfo("db/static/x")
     evil.type, evil.linkname = tarfile.SYMTYPE, "/etc/shadow"
-    with pytest.raises(BackupError, match="does not point at a node directory"):
+    with pytest.raises(BackupError, match="not named TARGET,ADDR,PORT,TPGT,IFACE"):
         read_backup(_tarball(tmp_path / "a.tar.gz", [_file("manifest.json", MANIFEST), (evil, None)]))
     hard = tarfile.TarInfo("db/nodes/x")
     hard.type, hard.linkname = tarfile.LNKTYPE, "db/nodes/y"
-    with pytest.raises(BackupError, match="neither a file"):
+    with pytest.raises(BackupError, match="a hard link: only directories, regular files and symlinks"):
         read_backup(_tarball(tmp_path / "b.tar.gz", [_file("manifest.json", MANIFEST), (hard, None)]))
     (tmp_path / "c.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
     with pytest.raises(BackupError, match="not a clean backup tarball"):

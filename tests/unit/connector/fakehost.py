@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -385,7 +385,26 @@ def connector_on(host: FakeHost, tmp_path: Path, *, state_dir: Path | None = Non
         sysfs_root=host.sys,
         dev_root=tmp_path / "dev",
         state_dir=state_dir if state_dir is not None else tmp_path / "state",
-        iscsiadm=Iscsiadm(host, sleep=lambda s: None),
+        iscsiadm=FakeRecordsIscsiadm(host),
         event_source=events,
         **({"clock": lambda: float(next(ticks)) / 10} if instant else {}),
     )
+
+
+class FakeRecordsIscsiadm(Iscsiadm):
+    """The real wrapper, whose direct record writes (CHAP secrets) land in the fake host's nodes."""
+
+    def __init__(self, host: FakeHost) -> None:
+        super().__init__(host, sleep=lambda s: None)
+        self.host = host
+
+    def write_node_settings(
+        self, target: str, portal: Portal | None, settings: Mapping[str, str], *, iface: str | None = None
+    ) -> None:
+        # straight into the fake DB (not through run(): nothing is on a command line)
+        for key, value in settings.items():
+            with self.host._lock:
+                code, _, err = self.host._iscsiadm(
+                    [*self._node_args(target, portal, iface), "-o", "update", "-n", key, "-v", value]
+                )
+            assert code == 0, err

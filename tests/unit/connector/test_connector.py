@@ -142,6 +142,7 @@ def test_chap_and_timeouts_are_set_and_secrets_not_persisted(host, tmp_path):
     assert record["node.session.timeo.replacement_timeout"] == "15"
     text = (tmp_path / "state/attachments/v1.json").read_text()
     assert "s3cret" not in text and "user1" in text
+    assert not [argv for argv in host.calls if "s3cret pass#1" in " ".join(argv)]  # never on a command line
 
 
 def test_wrong_chap_raises_the_typed_error(host, tmp_path):

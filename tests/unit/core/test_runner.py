@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -70,6 +71,10 @@ def test_secrets_are_masked_in_errors_and_dry_run() -> None:
     with pytest.raises(CommandError) as exc:
         r.run(["sh", "-c", 'echo "bad secret $0" >&2; exit 1', "hunter2hunter2"], redact=["hunter2hunter2"])
     assert "hunter2hunter2" not in str(exc.value) and "********" in str(exc.value)
+    assert "hunter2hunter2" not in json.dumps(exc.value.to_json())  # the argv that --json prints
+    with pytest.raises(CommandTimeoutError) as slow:
+        r.run(["sh", "-c", "sleep 5", "hunter2hunter2"], redact=["hunter2hunter2"], timeout=0.2)
+    assert "hunter2hunter2" not in json.dumps(slow.value.to_json())
     d = Runner(dry_run=True)
     res = d.run(["iscsiadm", "-v", "pa55word!"], mutating=True, redact=["pa55word!"])
     assert res.recorded and d.recorded[0].argv == ["iscsiadm", "-v", "********"]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
+from iscsikit.replica.auth import ServerSecurity
 from iscsikit.replica.server import ReplicaServer
 from iscsikit.replica.store import DATA_FILE, META_FILE, ReplicaStore
 
@@ -13,7 +15,10 @@ from iscsikit.replica.store import DATA_FILE, META_FILE, ReplicaStore
 class LocalCluster:
     """``n`` replica servers on 127.0.0.1; each keeps its port across restarts."""
 
-    def __init__(self, root: Path, n: int, size: int) -> None:
+    def __init__(self, root: Path, n: int, size: int, security: list[ServerSecurity] | None = None, **kw: Any) -> None:
+        """``security``: one per server (a secret, TLS); ``kw`` goes to every :class:`ReplicaServer`."""
+        self.security = security or [ServerSecurity()] * n
+        self.kw = kw
         self.root = root
         self.size = size
         self.dirs = [root / f"r{i}" for i in range(n)]
@@ -27,7 +32,7 @@ class LocalCluster:
     async def start(self, i: int | None = None) -> None:
         for j in range(len(self.dirs)) if i is None else [i]:
             assert self.servers[j] is None
-            server = ReplicaServer(ReplicaStore.open(self.dirs[j], self.size))
+            server = ReplicaServer(ReplicaStore.open(self.dirs[j], self.size), security=self.security[j], **self.kw)
             await server.start("127.0.0.1", self.ports[j])
             self.ports[j] = server.port
             self.servers[j] = server
