@@ -52,6 +52,9 @@ def load() -> str:
     return name
 
 
-def examples(n: int) -> int:
-    """``n`` examples under ``ci``; as many more under a profile with more (``explore``: 20 times)."""
-    return max(1, n * settings.default.max_examples // BASE_EXAMPLES)
+def examples(n: int, profile: settings | None = None) -> int:
+    """``n`` examples under ``ci``; as many more under a profile with more (``explore``: 20 times).
+
+    ``profile``: the loaded one unless given."""
+    current = profile if profile is not None else settings.default
+    return max(1, n * current.max_examples // BASE_EXAMPLES)
