@@ -187,22 +187,13 @@ def info(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="Replica directory.")],
 ) -> None:
     """Show a replica directory's metadata (works while the server is stopped)."""
-    import json
-
-    from iscsikit.errors import ReplicaError
-    from iscsikit.replica.store import DATA_FILE, META_FILE, ReplicaMeta
+    from iscsikit.replica.store import DATA_FILE, read_meta
 
     actx = AppContext.of(ctx)
-    path = directory / META_FILE
-    try:
-        meta = ReplicaMeta.from_json(json.loads(path.read_text()), str(path))
-    except FileNotFoundError:
-        raise ReplicaError(f"{directory} holds no replica ({META_FILE} is missing)") from None
-    except ValueError as exc:
-        raise ReplicaError(f"{path}: {exc}") from None
+    meta = read_meta(directory)
     data = meta.to_json()
     try:
-        data["allocated_bytes"] = (directory / DATA_FILE).stat().st_blocks * 512
+        data["allocated_bytes"] = (directory / DATA_FILE).lstat().st_blocks * 512
     except OSError:
         data["allocated_bytes"] = None
     if actx.json:

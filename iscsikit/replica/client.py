@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 2.0
 DEFAULT_FLUSH_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
+#: EXTENTS are asked for this many bytes at a time (see :meth:`ReplicaClient.extents`).
+EXTENTS_WINDOW = 1 << 30
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -196,8 +198,22 @@ class ReplicaClient:
         await self._call(p.Op.PING)
 
     async def extents(self, offset: int, length: int) -> list[tuple[int, int]]:
-        resp = await self._call(p.Op.EXTENTS, offset=offset, length=length)
-        return p.unpack_extents(resp.frame.payload)
+        """Allocated extents in the range, asked for :data:`EXTENTS_WINDOW` bytes at a time.
+
+        A frame's ``length`` is a u32, and one answer holds at most ``MAX_EXTENTS`` pairs; a
+        window of 1 GiB has at most 131,073 extents (a file system block is 4 KiB), so any
+        volume is listed, however large or fragmented. Extents cut at a window edge are joined.
+        """
+        out: list[tuple[int, int]] = []
+        for start in range(offset, offset + length, EXTENTS_WINDOW):
+            n = min(EXTENTS_WINDOW, offset + length - start)
+            resp = await self._call(p.Op.EXTENTS, offset=start, length=n)
+            for s, m in p.unpack_extents(resp.frame.payload):
+                if out and out[-1][0] + out[-1][1] == s:
+                    out[-1] = (out[-1][0], out[-1][1] + m)
+                else:
+                    out.append((s, m))
+        return out
 
     async def checksums(self, offset: int, length: int, granule: int) -> list[int]:
         resp = await self._call(

@@ -30,9 +30,11 @@ Example, a write and its response, back to back::
 
 from __future__ import annotations
 
+import array
 import enum
 import json
 import struct
+import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -57,6 +59,16 @@ HEADER_SIZE = HEADER.size  # 36
 _HEADER_CRC = struct.Struct("<I")
 #: The largest payload a frame may carry; bigger I/O is split by the controller.
 MAX_PAYLOAD = 16 << 20
+#: The smallest CHECKSUM granule a replica computes: a sector (volumes are multiples of it).
+MIN_GRANULE = 512
+#: Most (start, length) pairs in one EXTENTS answer (16 bytes each: MAX_PAYLOAD).
+MAX_EXTENTS = MAX_PAYLOAD // 16
+#: Largest SET_META payload, and what an answer carrying the replica's metadata may take.
+MAX_META = 64 << 10
+#: An error answer's message is cut at this many bytes.
+MAX_ERROR_TEXT = 4096
+#: What any other answer may take: the header and an error message.
+SMALL_ANSWER = HEADER_SIZE + MAX_ERROR_TEXT
 
 FLAG_FUA = 0x0001  # WRITE: durable before the response
 FLAG_RESPONSE = 0x8000
@@ -346,9 +358,19 @@ _EXTENT = struct.Struct("<QQ")
 _GRANULE = struct.Struct("<I")
 
 
-def pack_extents(extents: Iterable[tuple[int, int]]) -> bytes:
-    """(start, length) pairs as the EXTENTS response payload."""
-    return b"".join(_EXTENT.pack(s, n) for s, n in extents)
+def pack_extents(extents: Iterable[tuple[int, int]], limit: int = MAX_EXTENTS) -> bytes:
+    """(start, length) pairs as the EXTENTS response payload; more than ``limit`` pairs raise
+    :class:`ReplicaProtocolError` as soon as the one too many arrives (``extents`` may be lazy)."""
+    out = array.array("Q")
+    for s, n in extents:
+        if len(out) >= 2 * limit:
+            raise ReplicaProtocolError(
+                f"more than {limit} extents in the range: the answer would exceed the payload limit "
+                "(ask a smaller range)"
+            )
+        out.append(s)
+        out.append(n)
+    return _little_endian(out)
 
 
 def unpack_extents(payload: bytes) -> list[tuple[int, int]]:
@@ -358,7 +380,16 @@ def unpack_extents(payload: bytes) -> list[tuple[int, int]]:
 
 
 def pack_checksums(values: Sequence[int]) -> bytes:
+    if isinstance(values, array.array) and values.itemsize == 4:  # ReplicaStore.checksum_array
+        return _little_endian(values)
     return struct.pack(f"<{len(values)}I", *values)
+
+
+def _little_endian(values: array.array[int]) -> bytes:
+    if sys.byteorder == "big":
+        values = array.array(values.typecode, values)
+        values.byteswap()
+    return values.tobytes()
 
 
 def unpack_checksums(payload: bytes) -> list[int]:
@@ -369,6 +400,44 @@ def unpack_checksums(payload: bytes) -> list[int]:
 
 def checksum_count(length: int, granule: int) -> int:
     return (length + granule - 1) // granule
+
+
+def response_bound(req: Frame) -> int:
+    """The most bytes the answer to request ``req`` can take on the wire, known before the request
+    is started (integer arithmetic only: it runs for every request).
+
+    Raises :class:`ReplicaProtocolError` (the replica answers ``EINVAL``) for a request whose
+    answer could not be sent: a READ over :data:`MAX_PAYLOAD`, a CHECKSUM with a granule under
+    :data:`MIN_GRANULE` or more checksums than :data:`MAX_PAYLOAD` holds, a SET_META payload over
+    :data:`MAX_META`. An EXTENTS answer is bounded while it is listed (:data:`MAX_EXTENTS`); this
+    counts the most a range can hold with 512-byte blocks of data and holes alternating.
+
+        >>> response_bound(Frame(Op.READ, 1, 0, 4096))
+        4132
+    """
+    op, length = req.op, req.length
+    if op == Op.READ:
+        if length > MAX_PAYLOAD:
+            raise ReplicaProtocolError(
+                f"READ of {length} bytes exceeds the {MAX_PAYLOAD}-byte payload limit (split it)"
+            )
+        return HEADER_SIZE + max(length, MAX_ERROR_TEXT)
+    if op == Op.CHECKSUM:
+        granule = parse_granule(req.payload)
+        size = 4 * checksum_count(length, granule)
+        if size > MAX_PAYLOAD:
+            raise ReplicaProtocolError(
+                f"CHECKSUM of {length} bytes per {granule} gives {size // 4} checksums, more than the "
+                f"{MAX_PAYLOAD}-byte payload limit holds (ask a larger granule or a smaller range)"
+            )
+        return HEADER_SIZE + max(size, MAX_ERROR_TEXT)
+    if op == Op.EXTENTS:
+        return HEADER_SIZE + max(16 * min(MAX_EXTENTS, length // 1024 + 2), MAX_ERROR_TEXT)
+    if op in (Op.HELLO, Op.SET_META, Op.SOURCE):
+        if op == Op.SET_META and len(req.payload) > MAX_META:
+            raise ReplicaProtocolError(f"SET_META payload of {len(req.payload)} bytes exceeds {MAX_META}")
+        return HEADER_SIZE + MAX_META
+    return SMALL_ANSWER
 
 
 _PULL_RESULT = struct.Struct("<QQQ")
@@ -462,9 +531,7 @@ class ClientSession:
         if op == Op.CHECKSUM:
             if len(payload) != 4:
                 raise ReplicaProtocolError("CHECKSUM requests carry a 4-byte granule")
-            granule = _GRANULE.unpack(payload)[0]
-            if granule == 0:
-                raise ReplicaProtocolError("CHECKSUM granule must be > 0")
+            granule = parse_granule(payload)
         seq = self._next_seq
         self._next_seq = 1 if seq >= 0xFFFFFFFF else seq + 1
         while self._next_seq in self._pending:  # wrapped around onto a slow request
@@ -627,7 +694,7 @@ class ServerSession:
         return encode(
             Frame(
                 request.op, request.seq, request.offset, request.length, FLAG_RESPONSE, status,
-                message.encode()[:4096],
+                message.encode()[:MAX_ERROR_TEXT],
             )
         )  # fmt: skip
 
@@ -659,6 +726,6 @@ def parse_granule(payload: bytes) -> int:
     if len(payload) != 4:
         raise ReplicaProtocolError(f"CHECKSUM request payload is {len(payload)} bytes, want a u32 granule")
     granule: int = _GRANULE.unpack(payload)[0]
-    if granule == 0:
-        raise ReplicaProtocolError("CHECKSUM granule is 0")
+    if granule < MIN_GRANULE:
+        raise ReplicaProtocolError(f"CHECKSUM granule {granule} is under the minimum of {MIN_GRANULE} bytes")
     return granule

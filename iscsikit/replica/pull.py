@@ -191,20 +191,22 @@ def _serve_loop(sock: socket.socket, store: ReplicaStore, grant: Grant) -> None:
             message = f"a peer with a read grant may not send {req.op.name}"
             _send(sock, p.encode(_response(req, message.encode(), p.Status.FENCED)))
             continue
-        if p.is_range_op(req.op):
-            try:
+        try:
+            if p.is_range_op(req.op):
                 store.check_range(req.offset, req.length)
-            except ValueError as exc:
-                _send(sock, p.encode(_response(req, str(exc).encode(), p.Status.EINVAL)))
-                continue
+            p.response_bound(req)  # an answer too large to send: refused before any work
+        except (ValueError, ReplicaProtocolError) as exc:
+            _send(sock, p.encode(_response(req, str(exc).encode(), p.Status.EINVAL)))
+            continue
         if req.op == p.Op.READ:
             _send_read(sock, store, req)
             continue
         try:
             if req.op == p.Op.EXTENTS:
-                payload = p.pack_extents(store.extents(req.offset, req.length))
+                payload = p.pack_extents(store.iter_extents(req.offset, req.length))
             elif req.op == p.Op.CHECKSUM:
-                payload = p.pack_checksums(store.checksums(req.offset, req.length, p.parse_granule(req.payload)))
+                granule = p.parse_granule(req.payload)
+                payload = p.pack_checksums(store.checksum_array(req.offset, req.length, granule))
             else:  # PING
                 payload = b""
         except OSError as exc:

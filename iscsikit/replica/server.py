@@ -13,6 +13,13 @@ claimed connection is answered ``FENCED`` and closed, so a controller that was c
 replaced can never write again through its old connection. The new claim is answered only after
 every disk write started for older owners (thread-pool writes, pulls) has finished.
 
+Bounds: every request's answer is bounded before the request is started
+(:func:`~iscsikit.replica.protocol.response_bound`; an answer that could not be sent, a READ
+over 16 MiB say, is answered ``EINVAL``), and a connection holds at most ``response_budget``
+bytes of answers being computed or waiting to be sent. A request that would go over it is not
+started, and the connection is not read, until its peer has taken enough of them: a peer that
+pipelines requests and never reads the answers holds that much of the server's memory, no more.
+
 Rebuild by pull (protocol revision 2, :mod:`iscsikit.replica.pull`): the owner may GRANT a token
 with which another replica reads this one (its HELLO shows the token; the connection is then
 served by a blocking thread with ``sendfile``, or on the event loop when it is TLS), and may point
@@ -66,6 +73,11 @@ INLINE_WRITE_MAX = 1 << 20
 PAGE = 4096
 #: PULLs (of one owner) run at once.
 PULL_THREADS = 2
+#: Bytes of answers one connection may have in progress or unsent (twice what a controller keeps
+#: in flight, so it never waits for it). At least ``MAX_PAYLOAD``, and the transports' high-water
+#: mark (64 KiB) must stay under ``RESPONSE_BUDGET - MAX_PAYLOAD``: a request waiting for the
+#: budget then always has a running request or a paused transport to wake it.
+RESPONSE_BUDGET = 32 << 20
 
 
 class ReplicaServer:
@@ -81,8 +93,10 @@ class ReplicaServer:
         security: auth.ServerSecurity | None = None,
         max_pending: int = auth.MAX_PENDING,
         auth_timeout: float = auth.AUTH_TIMEOUT,
+        response_budget: int = RESPONSE_BUDGET,
     ) -> None:
         self.store = store
+        self.response_budget = max(response_budget, p.MAX_PAYLOAD)
         self.security = security or auth.ServerSecurity()
         self.max_pending = max_pending
         self.auth_timeout = auth_timeout
@@ -245,6 +259,12 @@ class _Connection(asyncio.Protocol):
         self._refused = False  # a refusal was logged: log no second one for this connection
         self._early: list[p.Frame] = []
         self._after_tls: Callable[[p.Frame], None] = self._dispatch_open
+        #: Answer bytes reserved by requests started and not answered yet (response_bound each).
+        self._reserved = 0
+        #: A decoded request waiting for the response budget (nothing after it is decoded meanwhile).
+        self._waiting: p.Frame | None = None
+        self._write_paused = False
+        self._reading = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -334,6 +354,7 @@ class _Connection(asyncio.Protocol):
             log.info("connection from %s closed during its handshake (%s)", self.peer, exc or "EOF")
         self.server.forget(self)
         self.transport = None
+        self._waiting = None
         if self._granted_wake is not None:
             self._granted_wake.set()  # let the granted peer's task end
 
@@ -356,7 +377,11 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.session.receive_data(data)
-        while self.transport is not None:
+        self._serve_received()
+
+    def _serve_received(self) -> None:
+        """Start the requests received, in order, until one has to wait for the response budget."""
+        while self.transport is not None and self._waiting is None:
             try:
                 req = self.session.next_request()
             except p.PayloadChecksumError as exc:
@@ -367,20 +392,55 @@ class _Connection(asyncio.Protocol):
                 self.abort()
                 return
             if req is None:
-                return
+                break
+            if not self._admits(_need(req)):
+                self._waiting = req
+                break
             self.dispatch(req)
+        self._update_reading()
+
+    def _admits(self, need: int) -> bool:
+        """Whether an answer of ``need`` bytes fits the budget beside those in progress and unsent."""
+        assert self.transport is not None
+        held = self._reserved + self.transport.get_write_buffer_size()
+        return held == 0 or held + need <= self.server.response_budget
+
+    def _budget_freed(self) -> None:
+        """A request ended or the transport drained: start the waiting request if it fits now."""
+        req = self._waiting
+        if req is None or self.transport is None or self.transport.is_closing():
+            return
+        if self._admits(_need(req)):
+            self._waiting = None
+            self.dispatch(req)
+            self._serve_received()
+
+    def _update_reading(self) -> None:
+        """Read while answers flow out and nothing waits for the budget; otherwise leave the
+        requests in the socket (the peer's sending stalls instead of our memory growing)."""
+        t = self.transport
+        if t is None or t.is_closing() or self._tls_pending:
+            return
+        want = not self._write_paused and self._waiting is None
+        if want != self._reading:
+            self._reading = want
+            if want:
+                t.resume_reading()
+            else:
+                t.pause_reading()
 
     def eof_received(self) -> bool | None:
         return None
 
     # Back-pressure: while responses pile up unsent, stop reading requests.
     def pause_writing(self) -> None:
-        if self.transport is not None:
-            self.transport.pause_reading()
+        self._write_paused = True
+        self._update_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        self._write_paused = False
+        self._budget_freed()
+        self._update_reading()
 
     def _send(self, buffers: list[bytes]) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -455,12 +515,13 @@ class _Connection(asyncio.Protocol):
         if self.fenced or not srv.is_owner(self):
             self._send(self.session.respond_error(req, p.Status.FENCED, "this connection does not own the replica"))
             return
-        if p.is_range_op(req.op):
-            try:
+        try:
+            if p.is_range_op(req.op):
                 store.check_range(req.offset, req.length)
-            except ValueError as exc:
-                self._send(self.session.respond_error(req, p.Status.EINVAL, str(exc)))
-                return
+            reserve = p.response_bound(req)  # an answer that could not be sent: refused before any work
+        except (ValueError, ReplicaProtocolError) as exc:
+            self._send(self.session.respond_error(req, p.Status.EINVAL, str(exc)))
+            return
         if req.op == p.Op.READ and req.length <= srv.inline_max and not req.fua:
             self._finish(req, lambda: store.read(req.offset, req.length))
         elif req.op == p.Op.WRITE and srv.write_inline(req.offset, req.length, req.fua):
@@ -468,12 +529,22 @@ class _Connection(asyncio.Protocol):
         elif req.op == p.Op.GRANT:
             self._finish(req, lambda: self._grant(req))
         else:
-            self._spawn(self._run(req))
+            self._spawn(self._run(req), reserve)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any, reserve: int = 0) -> None:
+        """Run ``coro`` as a task holding ``reserve`` bytes of the response budget until it ends."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._reserved += reserve
+        task.add_done_callback(lambda t: self._task_done(t, reserve))
+
+    def _task_done(self, task: asyncio.Task[None], reserve: int) -> None:
+        self._tasks.discard(task)
+        self._release(reserve)
+
+    def _release(self, reserve: int) -> None:
+        self._reserved -= reserve
+        self._budget_freed()
 
     async def _answer_claim(self, req: p.Frame, older: list[asyncio.Future[Any]]) -> None:
         await asyncio.wait(older)
@@ -514,12 +585,12 @@ class _Connection(asyncio.Protocol):
         self._spawn(self._serve_granted(grant))
 
     def _queue_granted(self, req: p.Frame) -> None:
+        self._reserved += _need(req)  # released once answered: the queue holds at most the budget
         self._granted_queue.append(req)
         assert self._granted_wake is not None
         self._granted_wake.set()
 
     async def _serve_granted(self, grant: Grant) -> None:
-        store = self.server.store
         queue, wake = self._granted_queue, self._granted_wake
         assert wake is not None
         while self.transport is not None:
@@ -528,32 +599,42 @@ class _Connection(asyncio.Protocol):
                 await wake.wait()
                 continue
             req = queue.popleft()
-            if grant.revoked:
-                self._send(self.session.respond_error(req, p.Status.FENCED, "the read grant was revoked"))
-                self._close_after_answer()
-                return
-            if req.op not in p.GRANTED_OPS:
-                message = f"a peer with a read grant may not send {req.op.name}"
-                self._send(self.session.respond_error(req, p.Status.FENCED, message))
-                continue
             try:
-                if p.is_range_op(req.op):
-                    store.check_range(req.offset, req.length)
-                if req.op == p.Op.READ:
-                    payload = await self.run_blocking(store.read, req.offset, req.length)
-                elif req.op == p.Op.EXTENTS:
-                    payload = p.pack_extents(await self.run_blocking(store.extents, req.offset, req.length))
-                elif req.op == p.Op.CHECKSUM:
-                    granule = p.parse_granule(req.payload)
-                    payload = p.pack_checksums(
-                        await self.run_blocking(store.checksums, req.offset, req.length, granule)
-                    )
-                else:  # PING
-                    payload = b""
-            except Exception as exc:
-                self._send(self._error(req, exc))
-                continue
-            self._send(self.session.respond(req, payload))
+                await self._answer_granted(req, grant)
+            finally:
+                self._release(_need(req))
+            if grant.revoked:
+                return
+
+    async def _answer_granted(self, req: p.Frame, grant: Grant) -> None:
+        store = self.server.store
+        if grant.revoked:
+            self._send(self.session.respond_error(req, p.Status.FENCED, "the read grant was revoked"))
+            self._close_after_answer()
+            return
+        if req.op not in p.GRANTED_OPS:
+            message = f"a peer with a read grant may not send {req.op.name}"
+            self._send(self.session.respond_error(req, p.Status.FENCED, message))
+            return
+        try:
+            if p.is_range_op(req.op):
+                store.check_range(req.offset, req.length)
+            p.response_bound(req)  # an answer that could not be sent: refused before any work
+            if req.op == p.Op.READ:
+                payload = await self.run_blocking(store.read, req.offset, req.length)
+            elif req.op == p.Op.EXTENTS:
+                payload = await self.run_blocking(_pack_extents, store, req.offset, req.length)
+            elif req.op == p.Op.CHECKSUM:
+                granule = p.parse_granule(req.payload)
+                payload = p.pack_checksums(
+                    await self.run_blocking(store.checksum_array, req.offset, req.length, granule)
+                )
+            else:  # PING
+                payload = b""
+        except Exception as exc:
+            self._send(self._error(req, exc))
+            return
+        self._send(self.session.respond(req, payload))
 
     def _grant(self, req: p.Frame) -> bytes:
         fields = p.unpack_json(req.payload, "GRANT")
@@ -620,10 +701,10 @@ class _Connection(asyncio.Protocol):
                 await self.run_blocking(store.flush)
                 payload = b""
             elif op == p.Op.EXTENTS:
-                payload = p.pack_extents(await self.run_blocking(store.extents, req.offset, req.length))
+                payload = await self.run_blocking(_pack_extents, store, req.offset, req.length)
             elif op == p.Op.CHECKSUM:
                 granule = p.parse_granule(req.payload)
-                sums = await self.run_blocking(store.checksums, req.offset, req.length, granule)
+                sums = await self.run_blocking(store.checksum_array, req.offset, req.length, granule)
                 payload = p.pack_checksums(sums)
             elif op == p.Op.SET_META:
                 fields = p.unpack_json(req.payload, "SET_META")
@@ -665,3 +746,16 @@ class _Connection(asyncio.Protocol):
             log.exception("unexpected error in %s seq=%d", req.op.name, req.seq)
             status = p.Status.EIO
         return self.session.respond_error(req, status, str(exc))
+
+
+def _need(req: p.Frame) -> int:
+    """What ``req``'s answer may take, for the response budget (a refused one: its error answer)."""
+    try:
+        return p.response_bound(req)
+    except ReplicaProtocolError:
+        return p.SMALL_ANSWER
+
+
+def _pack_extents(store: ReplicaStore, offset: int, length: int) -> bytes:
+    """An EXTENTS answer, packed as the extents are found (at most ``MAX_EXTENTS`` of them)."""
+    return p.pack_extents(store.iter_extents(offset, length))

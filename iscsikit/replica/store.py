@@ -6,6 +6,11 @@ Layout of ``DIR``::
     replica.json   ReplicaMeta as JSON, replaced atomically (write temp, fsync, rename, fsync dir)
     lock           flock()ed by the one server that owns DIR
 
+Every file of DIR is opened with ``O_NOFOLLOW``: a symbolic link planted in DIR (say
+``volume.img -> /etc/passwd``) is refused with an error naming it and its target is never
+opened, truncated or replaced; a new data file or metadata temporary with other hard links is
+refused too.
+
 The metadata is what lets a controller recognise a replica that missed writes (see
 ``docs/replica-protocol.md``, "Consistency"): ``volume_id`` ties the replica to one volume,
 ``epoch`` and ``members`` say which replicas held every acknowledged write at the last
@@ -18,12 +23,14 @@ All methods block; the server calls them from its event loop or a thread pool.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import errno
 import fcntl
 import json
 import mmap
 import os
+import stat
 import threading
 import uuid
 from collections.abc import Iterator
@@ -47,6 +54,37 @@ _FALLOC_FL_KEEP_SIZE = 0x01
 _FALLOC_FL_PUNCH_HOLE = 0x02
 _ZERO_CHUNK = 1 << 20
 _DIRECT_ALIGN = 4096
+#: Most of a range mapped at once while checksumming it, so a CHECKSUM of gigabytes does not
+#: map (and count in the server's RSS) all of its page cache at once.
+_CRC_WINDOW = 64 << 20
+#: Distinct CRCs of zero runs remembered (granule sizes seen; a hostile peer could vary them).
+_ZERO_CRCS = 64
+
+
+def _open(path: Path, flags: int, mode: int = 0o600) -> int:
+    """Open a file of a replica directory, never through a symbolic link (``O_NOFOLLOW``)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ReplicaError(
+                f"{path} is a symbolic link: a replica's files are never opened through links (remove it)"
+            ) from None
+        raise
+
+
+def _check_regular(fd: int, path: Path, *, single_link: bool = False) -> os.stat_result:
+    """Close ``fd`` and raise unless it is a regular file (with no other hard link, if asked)."""
+    st = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(st.st_mode):
+        problem = "is not a regular file"
+    elif single_link and st.st_nlink != 1:
+        problem = f"has {st.st_nlink} hard links; refusing to overwrite a file linked elsewhere"
+    if problem is not None:
+        os.close(fd)
+        raise ReplicaError(f"{path} {problem}")
+    return st
 
 
 @dataclass(slots=True)
@@ -88,6 +126,15 @@ class ReplicaMeta:
         if meta.format != META_FORMAT:
             raise ReplicaError(f"{where}: metadata format {meta.format} is not supported (want {META_FORMAT})")
         return meta
+
+
+def read_meta(directory: Path) -> ReplicaMeta:
+    """The metadata of the replica in ``directory`` without opening it for serving (no lock), read
+    as the server reads it (never through a link); :class:`ReplicaError` if there is none."""
+    path = Path(directory) / META_FILE
+    if not os.path.lexists(path):
+        raise ReplicaError(f"{directory} holds no replica ({META_FILE} is missing)")
+    return ReplicaMeta.from_json(ReplicaStore._load(path), str(path))
 
 
 def _libc_fallocate() -> Any:
@@ -152,33 +199,36 @@ class ReplicaStore:
         """
         directory = Path(directory)
         meta_path = directory / META_FILE
-        if not meta_path.exists():
+        if not os.path.lexists(meta_path):  # a symbolic link there is refused when it is opened
             if size is None:
                 raise UsageError(f"{directory} holds no replica; give --size to create one")
             if size <= 0 or size % 512:
                 raise UsageError(f"replica size {size} must be a positive multiple of 512 bytes")
             directory.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock_fd = _open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(lock_fd)
             raise ReplicaError(f"{directory} is in use by another replica server (lock held)") from None
         try:
-            if meta_path.exists():
+            if os.path.lexists(meta_path):
                 meta = ReplicaMeta.from_json(cls._load(meta_path), str(meta_path))
                 if size is not None and size != meta.size:
                     raise UsageError(
                         f"{directory} holds a replica of {meta.size} bytes, not the --size {size} asked for"
                     )
-                fd = os.open(directory / DATA_FILE, os.O_RDWR | os.O_CLOEXEC)
-                if os.fstat(fd).st_size != meta.size:
+                fd = _open(directory / DATA_FILE, os.O_RDWR)
+                if _check_regular(fd, directory / DATA_FILE).st_size != meta.size:
                     os.close(fd)
                     raise ReplicaError(f"{directory / DATA_FILE} is not {meta.size} bytes long as {META_FILE} says")
             else:
                 assert size is not None
                 meta = ReplicaMeta(replica_id=str(uuid.uuid4()), size=size)
-                fd = os.open(directory / DATA_FILE, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+                # No O_TRUNC: what is there (a leftover of an interrupted creation) is checked first.
+                fd = _open(directory / DATA_FILE, os.O_RDWR | os.O_CREAT)
+                _check_regular(fd, directory / DATA_FILE, single_link=True)
+                os.ftruncate(fd, 0)
                 os.ftruncate(fd, size)
                 os.fsync(fd)
                 cls._save(directory, meta)
@@ -190,7 +240,10 @@ class ReplicaStore:
     @staticmethod
     def _load(path: Path) -> dict[str, Any]:
         try:
-            data = json.loads(path.read_text())
+            fd = _open(path, os.O_RDONLY | os.O_NONBLOCK)  # NONBLOCK: a FIFO there must not hang us
+            _check_regular(fd, path)
+            with os.fdopen(fd, "rb") as fh:
+                data = json.loads(fh.read())
         except (OSError, ValueError) as exc:
             raise ReplicaError(f"{path}: cannot read replica metadata: {exc}") from None
         if not isinstance(data, dict):
@@ -200,7 +253,20 @@ class ReplicaStore:
     @staticmethod
     def _save(directory: Path, meta: ReplicaMeta) -> None:
         tmp = directory / (META_FILE + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            fd = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            # A leftover of an interrupted save is removed; anything else there is refused by name
+            # (rename replaces a link at META_FILE itself, never its target).
+            st = os.lstat(tmp)
+            if stat.S_ISLNK(st.st_mode):
+                raise ReplicaError(
+                    f"{tmp} is a symbolic link: a replica's files are never opened through links (remove it)"
+                ) from None
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise ReplicaError(f"{tmp} is not a plain file left by an interrupted save (remove it)") from None
+            os.unlink(tmp)
+            fd = _open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
         try:
             os.write(fd, json.dumps(meta.to_json(), indent=1, sort_keys=True).encode() + b"\n")
             os.fsync(fd)
@@ -293,9 +359,16 @@ class ReplicaStore:
     def _direct(self) -> int | None:
         if self._direct_fd is None and self._direct_ok:
             try:
-                self._direct_fd = os.open(self.directory / DATA_FILE, os.O_RDWR | os.O_DIRECT | os.O_CLOEXEC)
-            except OSError:
+                fd = _open(self.directory / DATA_FILE, os.O_RDWR | os.O_DIRECT)
+            except (OSError, ReplicaError):
                 self._direct_ok = False
+            else:
+                a, b = os.fstat(fd), os.fstat(self._fd)
+                if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino):
+                    self._direct_fd = fd
+                else:  # the name no longer leads to the file opened at start: never write elsewhere
+                    os.close(fd)
+                    self._direct_ok = False
         return self._direct_fd if self._direct_ok else None
 
     @property
@@ -346,42 +419,43 @@ class ReplicaStore:
 
     def extents(self, offset: int, length: int) -> list[tuple[int, int]]:
         """Allocated (data) extents within [offset, offset+length), clipped to the range."""
+        return list(self.iter_extents(offset, length))
+
+    def iter_extents(self, offset: int, length: int) -> Iterator[tuple[int, int]]:
+        """:meth:`extents` found one at a time (the range is checked now, not on first use)."""
         self.check_range(offset, length)
-        return list(_data_extents(self._fd, offset, offset + length))
+        return _data_extents(self._fd, offset, offset + length)
 
     def checksums(self, offset: int, length: int, granule: int) -> list[int]:
-        """CRC32C of each ``granule`` bytes of the range (the last one may be shorter).
+        """CRC32C of each ``granule`` bytes of the range (the last one may be shorter)."""
+        return self.checksum_array(offset, length, granule).tolist()
 
-        Granules entirely inside a hole are not read: their CRC is that of zeros.
+    def checksum_array(self, offset: int, length: int, granule: int) -> array.array[int]:
+        """:meth:`checksums` as 4 bytes per granule (what a CHECKSUM answer carries).
+
+        Granules entirely inside a hole are not read: their CRC is that of zeros. The extents
+        are walked as they are found and the range is mapped a window at a time, so the memory
+        used is the 4 bytes per granule, whatever the range holds.
         """
         self.check_range(offset, length)
+        if granule <= 0:
+            raise ValueError(f"checksum granule {granule} must be positive")
         end = offset + length
-        extents = list(_data_extents(self._fd, offset, end))
-        if not extents:
-            return [self._zeros_crc(min(granule, end - pos)) for pos in range(offset, end, granule)]
-        # One read-only mapping of the range: granules are checksummed in the page cache, no copy;
-        # WILLNEED starts reading what is not cached yet (a replica rebuilt with O_DIRECT).
-        base = offset - offset % mmap.ALLOCATIONGRANULARITY
-        m = mmap.mmap(self._fd, end - base, prot=mmap.PROT_READ, offset=base)
+        out = array.array("I")
+        extents = _data_extents(self._fd, offset, end)
+        ext = next(extents, None)
+        window = _Window(self._fd, end)
         try:
-            m.madvise(mmap.MADV_WILLNEED)
-            out: list[int] = []
             pos = offset
-            i = 0
-            with memoryview(m) as view:
-                while pos < end:
-                    n = min(granule, end - pos)
-                    while i < len(extents) and extents[i][0] + extents[i][1] <= pos:
-                        i += 1
-                    if i < len(extents) and extents[i][0] < pos + n:
-                        with view[pos - base : pos - base + n] as part:
-                            out.append(int(_crc32c(part)))
-                    else:
-                        out.append(self._zeros_crc(n))
-                    pos += n
-            return out
+            while pos < end:
+                n = min(granule, end - pos)
+                while ext is not None and ext[0] + ext[1] <= pos:
+                    ext = next(extents, None)
+                out.append(window.crc(pos, n) if ext is not None and ext[0] < pos + n else self._zeros_crc(n))
+                pos += n
         finally:
-            m.close()
+            window.close()
+        return out
 
     def fileno(self) -> int:
         """The data file's descriptor (for ``os.sendfile`` of READ payloads to a pulling peer)."""
@@ -403,7 +477,13 @@ class ReplicaStore:
     def _zeros_crc(self, n: int) -> int:
         crc = self._zero_crc.get(n)
         if crc is None:
-            crc = self._zero_crc[n] = _crc32c(bytes(n))
+            if len(self._zero_crc) >= _ZERO_CRCS:
+                self._zero_crc.clear()
+            zeros = bytes(min(n, _ZERO_CHUNK))
+            crc = 0
+            for pos in range(0, n, _ZERO_CHUNK):
+                crc = _crc32c(zeros[: min(_ZERO_CHUNK, n - pos)], crc)
+            self._zero_crc[n] = crc
         return crc
 
     def allocated_bytes(self) -> int:
@@ -427,6 +507,48 @@ class ReplicaStore:
             self.meta = new
             self._revision = self._persisted_revision = new.revision
             return new
+
+
+class _Window:
+    """A read-only mapping of at most ``_CRC_WINDOW`` bytes of a file, moved along as CRCs of
+    increasing ranges before ``end`` are asked for: granules are checksummed in the page cache,
+    no copy; WILLNEED starts reading what is not cached yet (a replica rebuilt with O_DIRECT)."""
+
+    def __init__(self, fd: int, end: int) -> None:
+        self._fd = fd
+        self._end = end
+        self._map: mmap.mmap | None = None
+        self._view: memoryview | None = None
+        self._base = 0
+
+    def crc(self, pos: int, n: int) -> int:
+        crc = 0
+        while n:
+            if self._view is None or not self._base <= pos < self._base + len(self._view):
+                self._move(pos)
+            assert self._view is not None
+            take = min(n, self._base + len(self._view) - pos)
+            with self._view[pos - self._base : pos - self._base + take] as part:
+                crc = _crc32c(part, crc)
+            pos += take
+            n -= take
+        return int(crc)
+
+    def _move(self, pos: int) -> None:
+        self.close()
+        self._base = pos - pos % mmap.ALLOCATIONGRANULARITY
+        self._map = mmap.mmap(self._fd, min(_CRC_WINDOW, self._end - self._base), prot=mmap.PROT_READ,
+                              offset=self._base)  # fmt: skip
+        self._map.madvise(mmap.MADV_WILLNEED)
+        self._view = memoryview(self._map)
+
+    def close(self) -> None:
+        if self._view is not None:
+            self._view.release()
+            self._view = None
+        if self._map is not None:
+            self._map.close()
+            self._map = None
 
 
 def _data_extents(fd: int, start: int, end: int) -> Iterator[tuple[int, int]]:

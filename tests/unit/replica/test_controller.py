@@ -388,3 +388,33 @@ async def test_without_auto_rebuild_a_failed_replica_waits_for_replica_add(tmp_p
     c.assert_identical({0: block(1)})
     await b.close()
     await c.stop()
+
+
+@run
+async def test_a_volume_over_4_gib_is_rebuilt(tmp_path: Path) -> None:
+    """A frame's length is a u32 and an EXTENTS answer is bounded: listing a large volume's
+    extents for a rebuild goes window by window (it raised struct.error over 4 GiB)."""
+    gib = 1 << 30
+    c = LocalCluster(tmp_path, 2, 8 * gib)  # sparse files: only the written blocks take space
+    await c.start()
+    b = fast(c.addresses)
+    await b.open()
+    acked = {gib - 4096: block(1, 8192), 5 * gib: block(2)}  # the first one spans a window edge
+    for off, data in acked.items():
+        await b.write(off, data)
+    await c.kill(1)
+    acked[6 * gib + 4096] = block(3)
+    await b.write(6 * gib + 4096, acked[6 * gib + 4096])
+    await c.start(1)
+    await all_rw(b)
+    await b.flush()
+    for off, data in acked.items():
+        for i in range(2):
+            with open(c.dirs[i] / "volume.img", "rb") as f:
+                f.seek(off)
+                assert f.read(len(data)) == data, f"replica {i} lacks the write at {off}"
+    server = c.servers[1]
+    assert server is not None
+    assert server.store.extents(0, 8 * gib) == [(gib - 4096, 8192), (5 * gib, 4096), (6 * gib + 4096, 4096)]
+    await b.close()
+    await c.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import random
 import subprocess
 import sys
@@ -147,7 +148,7 @@ def test_client_rejects_responses_that_do_not_fit_the_request() -> None:
         client.next_response()
 
     client = p.ClientSession()
-    client.request(p.Op.CHECKSUM, offset=0, length=1000, payload=p.granule_payload(300))
+    client.request(p.Op.CHECKSUM, offset=0, length=2000, payload=p.granule_payload(512))
     client.receive_data(b"".join(server.respond(p.Frame(p.Op.CHECKSUM, 1), p.pack_checksums([1, 2]))))
     with pytest.raises(ReplicaProtocolError, match="CHECKSUM seq=1 returned 2 values, 4 were asked"):
         client.next_response()
@@ -314,3 +315,43 @@ def test_revision_2_request_rules() -> None:
         server.next_request()
     assert {p.Op.READ, p.Op.EXTENTS, p.Op.CHECKSUM, p.Op.PING} == p.GRANTED_OPS
     assert p.Status.PEER == 8 and p.PROTOCOL_REVISION == 3 and p.VERSION == 1 and p.Op.AUTH == 14
+
+
+# --------------------------------------------------------------------------------------
+# Bounds: every answer's size is known before its request starts.
+
+
+def test_answers_that_could_not_be_sent_are_refused_by_name() -> None:
+    def bound(op: p.Op, length: int = 0, payload: bytes = b"") -> int:
+        return p.response_bound(p.Frame(op, 7, 0, length, payload=payload))
+
+    assert bound(p.Op.READ, p.MAX_PAYLOAD) == p.HEADER_SIZE + p.MAX_PAYLOAD
+    with pytest.raises(ReplicaProtocolError, match=f"READ of {64 << 20} bytes exceeds the {p.MAX_PAYLOAD}-byte"):
+        bound(p.Op.READ, 64 << 20)
+    with pytest.raises(ReplicaProtocolError, match="granule 1 is under the minimum of 512 bytes"):
+        bound(p.Op.CHECKSUM, 16 << 20, p.granule_payload(1))
+    # 2**32 - 1 bytes per 512: 8 Mi checksums, 32 MiB; per 1024 exactly what a payload holds.
+    with pytest.raises(ReplicaProtocolError, match="gives 8388608 checksums, more than the 16777216-byte"):
+        bound(p.Op.CHECKSUM, 2**32 - 1, p.granule_payload(512))
+    assert bound(p.Op.CHECKSUM, 2**32 - 1, p.granule_payload(1024)) == p.HEADER_SIZE + p.MAX_PAYLOAD
+    assert bound(p.Op.EXTENTS, 2**32 - 1) == p.HEADER_SIZE + p.MAX_PAYLOAD
+    assert bound(p.Op.EXTENTS, 1 << 20) == p.HEADER_SIZE + 16 * 1026  # 512-byte data and holes alternating
+    with pytest.raises(ReplicaProtocolError, match="SET_META payload of 65537 bytes exceeds 65536"):
+        bound(p.Op.SET_META, payload=b" " * (p.MAX_META + 1))
+    assert bound(p.Op.WRITE, 1 << 20, b"x" * (1 << 20)) == p.SMALL_ANSWER  # a write's answer is small
+    # The client refuses to ask for a granule the replica would refuse.
+    with pytest.raises(ReplicaProtocolError, match="granule 256 is under the minimum"):
+        p.ClientSession().request(p.Op.CHECKSUM, offset=0, length=4096, payload=p.granule_payload(256))
+
+
+def test_an_extents_answer_stops_at_its_limit_without_listing_the_rest() -> None:
+    many = ((i * 8192, 4096) for i in range(5000))  # a range could hold millions
+    with pytest.raises(ReplicaProtocolError, match="more than 1000 extents in the range"):
+        p.pack_extents(many, limit=1000)
+    assert next(many) == (1001 * 8192, 4096)  # the 1001st was the last one taken
+    assert len(p.pack_extents([(0, 1)] * 1000, limit=1000)) == 16000
+
+
+def test_checksums_packed_from_an_array_match_the_list_encoding() -> None:
+    sums = [0, 1, 0xFFFFFFFF, 0x12345678]
+    assert p.pack_checksums(array.array("I", sums)) == p.pack_checksums(sums)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -118,3 +120,79 @@ def test_bulk_writes_read_back_with_or_without_o_direct(
             import shutil
 
             shutil.rmtree(root, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------
+# Files planted in DIR are never followed: the store refuses them by name, their targets stay.
+
+VICTIM = b"the victim's bytes\n"
+
+
+def plant(link: Path, tmp_path: Path) -> Path:
+    victim = tmp_path / "victim"
+    victim.write_bytes(VICTIM)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(victim)
+    return victim
+
+
+@pytest.mark.parametrize("name", [DATA_FILE, "lock"])
+def test_a_new_replica_refuses_a_planted_link_and_leaves_its_target(tmp_path: Path, name: str) -> None:
+    victim = plant(tmp_path / "r" / name, tmp_path)
+    with pytest.raises(ReplicaError, match=re.escape(f"{tmp_path / 'r' / name} is a symbolic link")):
+        ReplicaStore.open(tmp_path / "r", 8 * MiB)
+    assert victim.read_bytes() == VICTIM
+
+
+@pytest.mark.parametrize("name", [DATA_FILE, META_FILE, "lock"])
+def test_an_existing_replica_refuses_a_planted_link(tmp_path: Path, name: str) -> None:
+    ReplicaStore.open(tmp_path / "r", 8 * MiB).close()
+    moved = tmp_path / "moved"
+    (tmp_path / "r" / name).rename(moved)
+    (tmp_path / "r" / name).symlink_to(moved)  # even to the real file: a link is not followed
+    before = moved.read_bytes()
+    with pytest.raises(ReplicaError, match=re.escape(f"{tmp_path / 'r' / name} is a symbolic link")):
+        ReplicaStore.open(tmp_path / "r")
+    assert moved.read_bytes() == before
+
+
+def test_a_new_data_file_with_another_hard_link_is_refused(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(VICTIM)
+    (tmp_path / "r").mkdir()
+    os.link(victim, tmp_path / "r" / DATA_FILE)
+    with pytest.raises(ReplicaError, match=re.escape("volume.img has 2 hard links")):
+        ReplicaStore.open(tmp_path / "r", 8 * MiB)
+    assert victim.read_bytes() == VICTIM
+
+
+def test_a_planted_metadata_temporary_is_refused_and_a_leftover_one_replaced(tmp_path: Path) -> None:
+    store = ReplicaStore.open(tmp_path / "r", 8 * MiB)
+    tmp = tmp_path / "r" / (META_FILE + ".tmp")
+    victim = plant(tmp, tmp_path)
+    with pytest.raises(ReplicaError, match=re.escape(f"{tmp} is a symbolic link")):
+        store.update_meta({"epoch": 9})
+    with pytest.raises(ReplicaError, match=re.escape(f"{tmp} is a symbolic link")):
+        store.write(0, b"x" * 512)  # the first write marks the replica dirty: a metadata save
+    assert victim.read_bytes() == VICTIM
+    assert json.loads((tmp_path / "r" / META_FILE).read_text())["epoch"] == 0
+    tmp.unlink()
+    tmp.write_text("half a save\n")  # a leftover of a crash in the middle of one
+    store.update_meta({"epoch": 9})
+    assert json.loads((tmp_path / "r" / META_FILE).read_text())["epoch"] == 9 and not tmp.exists()
+    store.close()
+
+
+def test_checksums_across_mapping_windows_and_long_zero_runs(tmp_path: Path) -> None:
+    size = 200 * MiB  # sparse: more than two 64 MiB windows
+    store = ReplicaStore.open(tmp_path / "r", size)
+    pieces = {64 * MiB - 3000: os.urandom(6000), 128 * MiB + 512: os.urandom(MiB), 199 * MiB: os.urandom(4096)}
+    for off, data in pieces.items():
+        store.write(off, data)
+    image = bytearray(size)
+    for off, data in pieces.items():
+        image[off : off + len(data)] = data
+    for offset, length, granule in [(512, size - 512, 3 * MiB + 512), (60 * MiB, 80 * MiB, 5 * MiB), (0, size, size)]:
+        want = [crc32c(image[i : min(i + granule, offset + length)]) for i in range(offset, offset + length, granule)]
+        assert store.checksums(offset, length, granule) == want, (offset, length, granule)
+    store.close()
