@@ -72,8 +72,9 @@ def kept_after_bursts(mode: str) -> float:
     return float(out.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_attack_sized_buffers_go_back_to_the_kernel_once_freed() -> None:
+def test_attack_sized_buffers_go_back_to_the_kernel_once_freed(request: pytest.FixtureRequest) -> None:
+    if not sys.platform.startswith("linux"):
+        tiers.unavailable(request, "needs glibc's mallopt (Linux)")
     tuned, uncapped = kept_after_bursts("tuned"), kept_after_bursts("uncapped")
     # Each burst holds 80-160 MiB while it lasts; once freed, the tuned heap keeps at most its trim
     # threshold of it (16 MiB buffers are mapped and unmapped; one arena, whose top is trimmed
