@@ -31,7 +31,7 @@ from __future__ import annotations
 import mmap
 import time
 
-__all__ = ["READ_POOL", "BufferPool", "PoolBuffer", "pooled"]
+__all__ = ["READ_POOL", "BufferPool", "PoolBuffer", "WriteBudget", "pooled", "write_buffer"]
 
 
 class PoolBuffer(mmap.mmap):
@@ -130,3 +130,52 @@ class BufferPool:
 
 #: The process-wide pool of read buffers (one event loop per process serves every LUN).
 READ_POOL = BufferPool()
+
+#: Write buffers up to this size come from the C heap (reused warm, see :mod:`iscsikit.heap`);
+#: larger ones are anonymous mappings of their own (:func:`write_buffer`).
+HEAP_WRITE_MAX = 1 << 20
+
+
+def write_buffer(size: int) -> bytearray | mmap.mmap:
+    """A zeroed buffer for ``size`` bytes of Data-Out.
+
+    Up to :data:`HEAP_WRITE_MAX` (every write of the default MaxBurstLength) a ``bytearray``.
+    Above it, an anonymous mapping: the kernel commits its pages only as Data-Out lands in them
+    (a command whose data never comes costs address space, not memory), and the whole mapping
+    goes back to the kernel when the command ends, whatever the heap tuning keeps.
+    """
+    if size <= HEAP_WRITE_MAX:
+        return bytearray(size)
+    return mmap.mmap(-1, size)
+
+
+class WriteBudget:
+    """Bytes of Data-Out buffers the whole process may hold at once (one instance per server).
+
+    A write command is admitted only if its buffer fits (:meth:`take`); the protocol core
+    answers TASK SET FULL otherwise and gives the bytes back (:meth:`give`) when the command
+    ends or is aborted. Plain integers: the per-command cost is two compares and an add.
+    """
+
+    __slots__ = ("limit", "refused", "used")
+
+    def __init__(self, limit: int) -> None:
+        if limit <= 0:
+            raise ValueError(f"the write buffer budget must be positive, got {limit}")
+        self.limit = limit
+        self.used = 0
+        #: Commands refused because the budget was spent (status, tests).
+        self.refused = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > self.limit:
+            self.refused += 1
+            return False
+        self.used += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+    def status(self) -> dict[str, int]:
+        return {"limit": self.limit, "used": self.used, "refused": self.refused}

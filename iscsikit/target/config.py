@@ -11,10 +11,21 @@ A config file (its settings may also sit under a ``[target]`` table of the main
     max_recv_data_segment_length = 262144
     first_burst_length = 262144
     max_burst_length = 1048576
-    queue_depth = 128
+    queue_depth = 128                                # commands per session, immediate ones too
     header_digest = ["None", "CRC32C"]               # what we accept ("CRC32C" alone: require it)
     data_digest = ["None", "CRC32C"]
     nop_interval = 5
+    max_transfer_length = 8388608                    # bytes per command (Block Limits VPD); over it:
+                                                     # CHECK CONDITION, INVALID FIELD IN CDB
+    write_buffer_budget = 536870912                  # bytes of write data held by the whole process;
+                                                     # over it writes get TASK SET FULL
+    login_timeout = 15                               # seconds from connect to logged in
+    idle_timeout = 60                                # seconds a discovery session may stay silent
+    data_timeout = 30                                # seconds commands may wait for Data-Out
+    max_connections = 4096                           # whole process
+    max_connections_per_address = 256                # per source address
+    max_sessions_per_target = 1024
+    max_sessions_per_address = 256                   # Normal and discovery, per source address
 
     [discovery]                                      # CHAP for SendTargets sessions (optional)
     chap_user = "disc"
@@ -62,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from iscsikit.errors import ConfigError, InvalidNameError
+from iscsikit.target.limits import ServerLimits
 from iscsikit.target.proto.chap import ALGORITHMS, MIN_SECRET_LEN, ChapCredentials
 from iscsikit.target.proto.keys import TargetLimits
 from iscsikit.target.proto.session import AuthConfig, InitiatorAcl, PortalInfo
@@ -120,6 +132,8 @@ class ServeConfig:
     state_dir: Path | None = None
     #: Serve targets without CHAP or ACL on non-loopback portals (warned at start and each login).
     insecure_open: bool = False
+    #: The server-side part of [limits]: connections, sessions, timeouts, the write budget.
+    server_limits: ServerLimits = field(default_factory=ServerLimits)
 
 
 # -- small parsers ---------------------------------------------------------------------------
@@ -296,10 +310,16 @@ _TARGET_KEYS = {
     "iqn", "alias", "allow", "acls", "luns", "chap_user", "chap_secret_file", "chap_secret_env", "mutual_user",
     "mutual_secret_file", "mutual_secret_env", "chap_algorithms",
 }  # fmt: skip
+#: [limits] keys that are ServerLimits fields (numbers of seconds, connections, sessions, bytes).
+_SERVER_LIMIT_KEYS = (
+    "login_timeout", "idle_timeout", "data_timeout", "max_connections", "max_connections_per_address",
+    "max_sessions_per_target", "max_sessions_per_address", "write_buffer_budget",
+)  # fmt: skip
 _LIMIT_KEYS = {
     "max_recv_data_segment_length", "first_burst_length", "max_burst_length", "max_outstanding_r2t",
     "queue_depth", "header_digest", "data_digest", "immediate_data", "initial_r2t", "nop_interval",
-    "default_time2wait", "default_time2retain",
+    "default_time2wait", "default_time2retain", "max_transfer_length",
+    *_SERVER_LIMIT_KEYS,
 }  # fmt: skip
 
 
@@ -349,7 +369,7 @@ def config_from_mapping(doc: Mapping[str, Any], where: str = "config") -> ServeC
     if not isinstance(portals_raw, list) or not portals_raw:
         raise ConfigError(f'{where}: portals must be a list of "ADDR:PORT[,TPGT]"')
     portals = tuple(parse_portal(p, f"{where}: portals[{i}]") for i, p in enumerate(portals_raw))
-    limits, nop = _limits(doc.get("limits", {}), f"{where}: limits")
+    limits, nop, server_limits = _limits(doc.get("limits", {}), f"{where}: limits")
     discovery = doc.get("discovery", {})
     if not isinstance(discovery, dict):
         raise ConfigError(f"{where}: [discovery] must be a table")
@@ -381,6 +401,7 @@ def config_from_mapping(doc: Mapping[str, Any], where: str = "config") -> ServeC
         shutdown_timeout=float(shutdown),
         state_dir=Path(doc["state_dir"]) if doc.get("state_dir") else None,
         insecure_open=insecure_open,
+        server_limits=server_limits,
     )
 
 
@@ -392,13 +413,13 @@ def _auths(targets: Sequence[TargetConfig], where: str) -> list[tuple[str, AuthC
     return out
 
 
-def _limits(table: Any, where: str) -> tuple[TargetLimits, float]:
+def _limits(table: Any, where: str) -> tuple[TargetLimits, float, ServerLimits]:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
     _check_keys(table, _LIMIT_KEYS, where)
     kwargs: dict[str, Any] = {}
     for key in ("max_recv_data_segment_length", "first_burst_length", "max_burst_length", "max_outstanding_r2t",
-                "queue_depth", "default_time2wait", "default_time2retain"):  # fmt: skip
+                "queue_depth", "default_time2wait", "default_time2retain", "max_transfer_length"):  # fmt: skip
         if key in table:
             kwargs[key] = _int(table[key], f"{where}.{key}")
     for key in ("immediate_data", "initial_r2t"):
@@ -416,8 +437,24 @@ def _limits(table: Any, where: str) -> tuple[TargetLimits, float]:
     nop = table.get("nop_interval", 5)
     if not isinstance(nop, int | float) or nop < 0:
         raise ConfigError(f"{where}.nop_interval: must be >= 0 seconds (0 disables pings)")
+    server: dict[str, Any] = {}
+    for key in _SERVER_LIMIT_KEYS:
+        if key in table:
+            value = table[key]
+            seconds = key.endswith("_timeout")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or (not seconds and not isinstance(value, int))
+            ):
+                raise ConfigError(
+                    f"{where}.{key}: {value!r} is not {'a number of seconds' if seconds else 'an integer'}"
+                )
+            if value <= 0:
+                raise ConfigError(f"{where}.{key}: must be positive, got {value}")
+            server[key] = float(value) if seconds else value
     try:
-        return TargetLimits(**kwargs), float(nop)
+        return TargetLimits(**kwargs), float(nop), ServerLimits(**server)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
 

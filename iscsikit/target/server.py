@@ -17,12 +17,25 @@ them back once its transport has handed their bytes to the kernel (``_release_se
 
 Back-pressure: the CmdSN window (``queue_depth``) bounds commands per session; reading from a
 socket pauses while its transport's write buffer is over the high-water mark (the initiator is
-not reading its answers) or while more than ``max_buffered_bytes`` of write data waits for the
-backend.
+not reading its answers) or while more than ``max_buffered_bytes`` of complete write data waits
+for the backend (data still to come from the initiator never pauses its own connection).
+
+Bounds on peers (:class:`~iscsikit.target.limits.ServerLimits`, docs/target.md "Limits"):
+connections per process and per source address are checked at accept, sessions per target and
+per address when a login completes (the core's ``admit`` hook); write buffers come from one
+:class:`~iscsikit.target.buffers.WriteBudget`. A housekeeping timer (once a second) drops
+logins slower than ``login_timeout``, discovery sessions idle for ``idle_timeout`` and
+connections whose commands wait ``data_timeout`` for Data-Out that does not come, and
+looks at every connection whose reading is paused: asyncio does not read a paused socket, so
+it would never see the peer leave; ``poll`` does (a reset or a hang-up aborts the connection,
+a FIN resumes reading so the end of the stream is processed as usual). A connection asked to
+close that has not gone ``_LINGER`` seconds later (its peer does not read) is aborted. Each
+refusal is logged once per peer and reason per minute (:class:`~iscsikit.target.limits.RefusalLog`).
 
 Shutdown (:meth:`TargetServer.stop`): stop listening, refuse new commands, let every command
 already received finish (writes included), send their responses, close the connections, then
-flush and close every LUN.
+flush and close every LUN. After ``shutdown_timeout`` whatever is left (commands waiting for
+data that never comes, peers that do not read) is aborted.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import socket
 import time
 from collections import deque
@@ -37,7 +51,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
-from iscsikit.target.buffers import READ_POOL, PoolBuffer, pooled
+from iscsikit.target.buffers import READ_POOL, PoolBuffer, WriteBudget, pooled
+from iscsikit.target.limits import RefusalLog, ServerLimits
 from iscsikit.target.proto import (
     NEED_DATA,
     CommandReady,
@@ -51,6 +66,7 @@ from iscsikit.target.proto import (
     TargetLimits,
     Task,
     TaskManagement,
+    TaskState,
 )
 from iscsikit.target.proto.connection import ProtocolIssue
 from iscsikit.target.proto.errors import LocalProtocolError
@@ -66,6 +82,14 @@ log = logging.getLogger("iscsikit.target")
 
 # CHECK CONDITION, HARDWARE ERROR / INTERNAL TARGET FAILURE (fixed format): when the SCSI layer raised.
 _INTERNAL_FAILURE_SENSE = bytes([0x70, 0, 0x04, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x44, 0, 0, 0, 0, 0])
+#: Seconds a connection we closed may take to go (its unsent answers flushing) before it is aborted.
+_LINGER = 10.0
+#: Bytes of read data answered but not yet handed to the transport before a flush mid-batch:
+#: a batch of large reads reaches the transport's high-water mark (and pauses) as it goes.
+_FLUSH_AT = 8 << 20
+#: Something is wrong with a socket asyncio is not reading: reset, hang-up, or the peer's FIN.
+_GONE = select.POLLHUP | select.POLLERR
+_EOF = select.POLLRDHUP
 
 
 @dataclass(slots=True)
@@ -84,12 +108,14 @@ class ServerOptions:
     discovery_auth: AuthConfig = field(default_factory=AuthConfig)
     #: Seconds of silence before a NOP-In ping; a second silent interval drops the connection.
     nop_interval: float = 5.0
-    #: Write data held per connection before reading pauses.
+    #: Complete write data waiting for the backend, per connection, before reading pauses.
     max_buffered_bytes: int = 256 << 20
     #: Seconds :meth:`TargetServer.stop` waits for in-flight commands.
     shutdown_timeout: float = 30.0
     #: Started with ``--insecure-open``: every login is logged as a warning.
     insecure_open: bool = False
+    #: Connection and session limits, timeouts, the write buffer budget.
+    server_limits: ServerLimits = field(default_factory=ServerLimits)
 
 
 class _Resume:
@@ -149,9 +175,19 @@ class _Connection(asyncio.BufferedProtocol):
     def __init__(self, server: TargetServer, portal: PortalInfo) -> None:
         self.server = server
         self.portal = portal
-        self.conn = TargetConnection(server.directory, server.sessions, portal)
+        self.conn = TargetConnection(server.directory, server.sessions, portal, budget=server.budget)
+        self.conn.admit = self._admit_session
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        #: The peer's address without the port: what per-address limits count.
+        self.address = "?"
+        self._counted = False
+        self._idle_seen = -1
+        self._idle_since = 0.0
+        self._data_seen = -1
+        self._data_since = 0.0
+        self._closed_at: float | None = None
+        self._peer_eof = False
         self.runtime: TargetRuntime | None = None
         self.nexus: Nexus | None = None
         self.session: Session | None = None
@@ -167,7 +203,11 @@ class _Connection(asyncio.BufferedProtocol):
         # (end offset in ``_wrote``, buffers) handed over and given back once the transport has
         # passed that offset to the kernel (see _release_sent).
         self._lent: list[PoolBuffer] = []
+        self._lent_bytes = 0
         self._sending: deque[tuple[int, list[PoolBuffer]]] = deque()
+        #: Commands without Data-Out that arrived while the peer was not reading our answers:
+        #: started once it reads again, so unread answers cannot pile up past the high-water mark.
+        self._deferred: deque[Task] = deque()
         self._wrote = 0
         self.started = time.monotonic()
         self._debug = log.isEnabledFor(logging.DEBUG)
@@ -185,6 +225,16 @@ class _Connection(asyncio.BufferedProtocol):
                 pass
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        self.address = str(peer[0]) if peer else "?"
+        refusal = self.server._admit_connection(self.address)
+        if refusal is not None:
+            kind, reason = refusal
+            self.server.refusals.note(self.address, kind, reason, now=time.monotonic())
+            self._closing = True
+            transport.abort()
+            return
+        self._counted = True
+        self.server._per_address[self.address] = self.server._per_address.get(self.address, 0) + 1
         local = transport.get_extra_info("sockname")
         if local and self.portal.address in ("0.0.0.0", "::"):
             # A wildcard listener: this connection's portal is the address the initiator used.
@@ -208,10 +258,21 @@ class _Connection(asyncio.BufferedProtocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if not self._counted:
+            self.conn.close()  # refused at accept: nothing else was started
+            return
+        self._counted = False
         self.server._connections.discard(self)
+        per = self.server._per_address
+        left = per.get(self.address, 1) - 1
+        if left > 0:
+            per[self.address] = left
+        else:
+            per.pop(self.address, None)
         # Buffers the closed transport may still reference are dropped, never reused.
         self._lent = []
         self._sending.clear()
+        self._deferred.clear()
         if self._timer is not None:
             self._timer.cancel()
         aborted = self.conn.abort_all()
@@ -237,7 +298,20 @@ class _Connection(asyncio.BufferedProtocol):
         self._paused_write = False
         if self._sending:
             self._release_sent([])
+        if self._deferred:
+            self._run_deferred()
         self._update_reading()
+
+    def _run_deferred(self) -> None:
+        deferred = self._deferred
+        while deferred and not self._paused_write:
+            task = deferred.popleft()
+            if task.state is TaskState.ABORTED:
+                self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)  # forgets it, sends nothing
+            else:
+                self._start(task)
+        if not self._in_process:
+            self._process()
 
     # -- core events -------------------------------------------------------------------------
 
@@ -256,7 +330,8 @@ class _Connection(asyncio.BufferedProtocol):
                 fut = asyncio.ensure_future(self._task_management(event))
                 fut.add_done_callback(_log_failure)
             elif isinstance(event, ProtocolIssue):
-                log.warning("connection %s: %s", self.peer, event.message)
+                self.server.issues.note(self.address, event.kind, f"{self.peer}: {event.message}",
+                                        now=time.monotonic())  # fmt: skip
             elif isinstance(event, ConnectionClosed):
                 if isinstance(event.error, LocalProtocolError):
                     log.error("connection %s: %s", self.peer, event.error, exc_info=event.error.__cause__)
@@ -289,6 +364,9 @@ class _Connection(asyncio.BufferedProtocol):
         )  # fmt: skip
 
     def _start(self, task: Task) -> None:
+        if self._paused_write and task.buffer is None:
+            self._deferred.append(task)
+            return
         runtime = self.runtime
         if runtime is None:
             self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)
@@ -322,6 +400,9 @@ class _Connection(asyncio.BufferedProtocol):
         for piece in data:
             if type(piece) is memoryview and (buf := pooled(piece)) is not None:
                 self._lent.append(buf)
+                self._lent_bytes += len(buf)
+                if self._lent_bytes > _FLUSH_AT:
+                    self._flush()
 
     async def _execute(self, task: Task, luns: LunMap) -> None:
         nexus = self.nexus
@@ -329,6 +410,11 @@ class _Connection(asyncio.BufferedProtocol):
         try:
             rsp: ScsiResponse = await luns.execute(task.lun, task.cdb, task.data_out, nexus)
             self._complete(task, rsp, luns)
+        except asyncio.CancelledError:
+            # Cancelled by stop() after its connection was aborted: nothing is sent, the buffer
+            # goes back to the budget.
+            self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)
+            raise
         except Exception:
             log.exception("SCSI command %r failed inside the target", task)
             self.conn.complete_command(task, 0x02, _INTERNAL_FAILURE_SENSE)
@@ -378,6 +464,7 @@ class _Connection(asyncio.BufferedProtocol):
         if self._lent or self._sending:
             if transport is None or transport.is_closing():
                 self._lent = []  # dropped, never reused: a closing transport may still hold views
+                self._lent_bytes = 0
                 self._sending.clear()
             else:
                 self._release_sent(out)
@@ -401,6 +488,7 @@ class _Connection(asyncio.BufferedProtocol):
         if self._lent:
             self._sending.append((wrote, self._lent))
             self._lent = []
+            self._lent_bytes = 0
         sent = wrote - self.transport.get_write_buffer_size()
         sending = self._sending
         while sending and sending[0][0] <= sent:
@@ -417,7 +505,9 @@ class _Connection(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        pause = self._paused_write or self.conn.buffered_bytes > self.server.options.max_buffered_bytes
+        pause = (
+            self._paused_write or self.conn.ready_bytes > self.server.options.max_buffered_bytes
+        ) and not self._peer_eof
         if pause and not self._paused_read:
             transport.pause_reading()
             self._paused_read = True
@@ -452,6 +542,91 @@ class _Connection(asyncio.BufferedProtocol):
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def abort(self) -> None:
+        """Drop the connection now (unsent answers too): connection_lost frees what it held."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _admit_session(self, session: Session, replaced: Session | None) -> str | None:
+        """The core's ``admit`` hook: refuse a login over the session limits (a reason) or None."""
+        refusal = self.server._admit_session(self, session, replaced)
+        if refusal is None:
+            return None
+        kind, reason = refusal
+        self.server.refusals.note(self.address, kind, reason, now=time.monotonic())
+        return reason
+
+    def watch(self, now: float) -> None:
+        """Housekeeping (once a second): login, idle and data timeouts, peers gone behind a pause."""
+        transport = self.transport
+        if transport is None:
+            return
+        limits = self.server.options.server_limits
+        if transport.is_closing():
+            if self._closed_at is None:
+                self._closed_at = now
+            elif now - self._closed_at > _LINGER:
+                transport.abort()  # the peer does not take the answers we still had to send
+            return
+        session = self.session
+        if session is None:
+            if now - self.started > limits.login_timeout:
+                self.server.refusals.note(self.address, "login timeout",
+                                          f"{self.peer} did not finish its login in {limits.login_timeout:g} s",
+                                          now=now)  # fmt: skip
+                transport.abort()
+                return
+        elif session.discovery:
+            seen = self.conn.pdus_in
+            if seen != self._idle_seen:
+                self._idle_seen, self._idle_since = seen, now
+            elif now - self._idle_since > limits.idle_timeout and not self.busy:
+                log.info("connection %s: discovery session idle for %g s, closing", self.peer, limits.idle_timeout)
+                transport.close()
+                return
+        else:
+            conn = self.conn
+            if conn.buffered_bytes > conn.ready_bytes and not self._paused_read:
+                # Buffers wait for Data-Out: it must keep coming (a stalled peer holds them).
+                seen = conn.data_outs_in
+                if seen != self._data_seen:
+                    self._data_seen, self._data_since = seen, now
+                elif now - self._data_since > limits.data_timeout:
+                    self.server.refusals.note(self.address, "data timeout",
+                                              f"{self.peer}: no Data-Out for {limits.data_timeout:g} s while "
+                                              f"{conn.buffered_bytes - conn.ready_bytes} bytes waited for it",
+                                              now=now)  # fmt: skip
+                    transport.abort()
+                    return
+            else:
+                self._data_seen = -1
+        if self._paused_read or self._paused_write:
+            self._check_peer(transport)
+
+    def _check_peer(self, transport: asyncio.Transport) -> None:
+        """A paused transport reads nothing, so it would never see the peer leave: ask poll()."""
+        sock = transport.get_extra_info("socket")
+        try:
+            fd = sock.fileno() if sock is not None else -1
+        except OSError:
+            fd = -1
+        if fd < 0:
+            return
+        poller = select.poll()
+        poller.register(fd, _EOF)
+        events = 0
+        for _fd, ev in poller.poll(0):
+            events |= ev
+        if events & _GONE:
+            log.info("connection %s: peer gone (reset or hung up) while paused, aborting", self.peer)
+            transport.abort()
+        elif events & _EOF and not self._peer_eof:
+            # The peer will send nothing more: read what it sent and its end of stream as usual.
+            self._peer_eof = True
+            if self._paused_read:
+                transport.resume_reading()
+                self._paused_read = False
 
     @property
     def busy(self) -> bool:
@@ -497,6 +672,17 @@ class TargetServer:
         self.options = options or ServerOptions()
         self.portals = list(portals)
         self.targets: dict[str, TargetRuntime] = {t.info.name: t for t in targets}
+        limit = self.options.limits.max_transfer_length
+        for runtime in self.targets.values():
+            for _lun, lu in runtime.luns.items():
+                lu.max_transfer_blocks = max(1, limit // lu.block_size)
+        #: One budget for the write buffers of every connection of this server (this process).
+        self.budget = WriteBudget(self.options.server_limits.write_buffer_budget)
+        #: Connections, logins and sessions refused, logged once per peer, reason and minute.
+        self.refusals = RefusalLog(log)
+        #: Protocol issues of peers (bad DataSN, refused commands), rate-limited the same way.
+        self.issues = RefusalLog(log, prefix="peer")
+        self._per_address: dict[str, int] = {}
         self.sessions = SessionTable()
         self.directory = self._directory()
         self._servers: list[asyncio.Server] = []
@@ -529,6 +715,7 @@ class TargetServer:
         """Open every LUN, then listen on every portal (port 0 picks a free port)."""
         loop = asyncio.get_running_loop()
         self.scatter_gather = _loop_has_scatter_gather(loop)
+        _raise_open_files(self.options.server_limits.max_connections + 256)
         for runtime in self.targets.values():
             await runtime.luns.open()
         bound: list[PortalInfo] = []
@@ -557,10 +744,45 @@ class TargetServer:
         self._housekeep()
 
     def _housekeep(self) -> None:
-        """Once a second: unmap read buffers idle for a while (RSS falls back after a burst)."""
+        """Once a second: unmap idle read buffers (RSS falls back after a burst); watch connections."""
         READ_POOL.trim()
+        now = time.monotonic()
+        for c in list(self._connections):
+            c.watch(now)
         if not self._stopping:
             self._housekeeping = asyncio.get_running_loop().call_later(1.0, self._housekeep)
+
+    def _admit_connection(self, address: str) -> tuple[str, str] | None:
+        """(kind, reason) to refuse a new connection from ``address``, or None."""
+        limits = self.options.server_limits
+        if self._stopping:
+            return "stopping", "the target is shutting down"
+        if len(self._connections) >= limits.max_connections:
+            return "max_connections", f"{len(self._connections)} connections open in all"
+        n = self._per_address.get(address, 0)
+        if n >= limits.max_connections_per_address:
+            return "max_connections_per_address", f"{n} connections open from this address"
+        return None
+
+    def _admit_session(self, conn: _Connection, session: Session, replaced: Session | None) -> tuple[str, str] | None:
+        """(kind, reason) to refuse a completing login, or None. A reinstatement adds no session."""
+        if replaced is not None:
+            return None
+        limits = self.options.server_limits
+        per_target = per_address = 0
+        for c in self._connections:
+            other = c.session
+            if other is None or c is conn:
+                continue
+            if c.address == conn.address:
+                per_address += 1
+            if not session.discovery and not other.discovery and other.target_name == session.target_name:
+                per_target += 1
+        if not session.discovery and per_target >= limits.max_sessions_per_target:
+            return "max_sessions_per_target", f"{per_target} sessions to {session.target_name} already"
+        if per_address >= limits.max_sessions_per_address:
+            return "max_sessions_per_address", f"{per_address} sessions from this address already"
+        return None
 
     def _reinstate(self, new: _Connection, old_session: Session) -> None:
         for c in list(self._connections):
@@ -572,17 +794,21 @@ class TargetServer:
                 c.close()
 
     async def stop(self) -> None:
-        """Stop cleanly: no new connections or commands; finish, answer and flush what is in flight."""
+        """Stop cleanly: no new connections or commands; finish, answer and flush what is in flight.
+
+        Bounded by ``shutdown_timeout`` whatever the peers do: commands still waiting for data,
+        running commands and connections whose peer does not read are aborted when it is over.
+        """
         if self._stopping:
             await self._stopped.wait()
             return
         self._stopping = True
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
         for srv in self._servers:
             srv.close()
         for c in list(self._connections):
             c.conn.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.shutdown_timeout
         pending = [asyncio.ensure_future(c.drained()) for c in list(self._connections)]
         if pending:
             _done, not_done = await asyncio.wait(pending, timeout=self.options.shutdown_timeout)
@@ -591,13 +817,26 @@ class TargetServer:
             if not_done:
                 log.warning("%d connection(s) still busy after %.0f s; closing anyway", len(not_done),
                             self.options.shutdown_timeout)  # fmt: skip
+        # Commands still running past the deadline are cancelled once their connection is gone.
+        late = [fut for c in self._connections for fut in c.running.values()]
         for c in list(self._connections):
             c._flush()
-            c.close()
-        for _ in range(100):
-            if not self._connections:
-                break
+            if c.busy:
+                c.abort()  # its commands cannot finish any more: free what they hold now
+            else:
+                c.close()
+        # Answers still queued get until the deadline (at least a moment) to reach their peers.
+        grace = max(deadline - loop.time(), 1.0)
+        while self._connections and grace > 0:
             await asyncio.sleep(0.01)
+            grace -= 0.01
+        for c in list(self._connections):
+            c.abort()
+        for fut in late:
+            fut.cancel()
+        await asyncio.sleep(0)
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
         errors = []
         for runtime in self.targets.values():
             try:
@@ -606,7 +845,10 @@ class TargetServer:
                 errors.append(exc)
                 log.error("closing %s: %s", runtime.info.name, exc)
         for srv in self._servers:
-            await srv.wait_closed()
+            try:
+                await asyncio.wait_for(srv.wait_closed(), 1.0)
+            except TimeoutError:
+                pass  # connections aborted above; nothing is left to wait for
         self._stopped.set()
         if errors:
             raise errors[0]
@@ -653,6 +895,22 @@ class TargetServer:
         }
 
 
+def _raise_open_files(wanted: int) -> None:
+    """Raise the soft open-files limit towards ``wanted`` (within the hard limit).
+
+    With the usual soft limit of 1024, accept() would fail long before ``max_connections``.
+    """
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (OSError, ValueError) as exc:
+        log.warning("cannot raise the open-files limit to %d: %s", wanted, exc)
+
+
 def _loop_has_scatter_gather(loop: asyncio.AbstractEventLoop) -> bool:
     import sys
 
@@ -696,5 +954,6 @@ def server_from_config(cfg: ServeConfig) -> TargetServer:
         nop_interval=cfg.nop_interval,
         shutdown_timeout=cfg.shutdown_timeout,
         insecure_open=cfg.insecure_open,
+        server_limits=cfg.server_limits,
     )
     return TargetServer(runtimes, cfg.portals, server_options)

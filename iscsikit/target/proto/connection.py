@@ -28,12 +28,14 @@ failed Login Response) and, if it breaks framing or login, the connection moves 
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
+from iscsikit.target.buffers import WriteBudget, write_buffer
 from iscsikit.target.proto.digest import crc32c, data_digest, header_digest
 from iscsikit.target.proto.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from iscsikit.target.proto.login import LoginMachine, LoginStatus
@@ -115,9 +117,13 @@ class SessionStarted:
 
 @dataclass(frozen=True, slots=True)
 class ProtocolIssue:
-    """Something the initiator did wrong that was handled without closing (for the log)."""
+    """Something the initiator did wrong, or was refused, handled without closing (for the log).
+
+    ``kind`` groups issues for rate-limited logging: one peer cannot flood the log.
+    """
 
     message: str
+    kind: str = "protocol"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,14 +156,33 @@ _OVER: Final = (Phase.CLOSED, Phase.ERROR)
 _PAD_BYTES: Final = (b"", b"\0\0\0", b"\0\0", b"\0")  # by length & 3
 _MAX_AHS = 1020
 _WILDCARDS = frozenset({"0.0.0.0", "::", ""})
-#: Largest EDTL accepted for one command (bytes held in memory while data arrives).
-MAX_TRANSFER = 64 << 20
+#: MaxRecvDataSegmentLength in force until login completes (RFC 7143 13.12: login PDUs use the
+#: default), and the scratch buffer a connection starts with: a connection that never logs in
+#: holds 16 KiB, not a full-size buffer.
+_LOGIN_MRDSL: Final = 8192
+_LOGIN_SCRATCH: Final = 16 << 10
+#: Scratch of a logged-in Normal session: room for a largest PDU, and many small ones per recv.
+_MIN_SCRATCH: Final = 64 << 10
+_SCRATCH_SLACK: Final = BHS_LEN + _MAX_AHS + 16
+_CHECK_CONDITION: Final = 0x02
+_TASK_SET_FULL: Final = 0x28
+#: ILLEGAL REQUEST / INVALID FIELD IN CDB (fixed format): a transfer over max_transfer_length.
+_INVALID_FIELD_SENSE: Final = bytes([0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0, 0, 0, 0, 0])
+#: A session-limit hook: (the new session, the one it replaces or None) -> a refusal reason or None.
+Admit = Callable[[Session, Session | None], str | None]
 
 
 class TargetConnection:
     """The target side of one iSCSI connection; see the module docstring."""
 
-    def __init__(self, directory: TargetDirectory, sessions: SessionTable, portal: PortalInfo) -> None:
+    def __init__(
+        self,
+        directory: TargetDirectory,
+        sessions: SessionTable,
+        portal: PortalInfo,
+        *,
+        budget: WriteBudget | None = None,
+    ) -> None:
         self.directory = directory
         self.sessions = sessions
         self.portal = portal
@@ -167,14 +192,18 @@ class TargetConnection:
         self.stat_sn = 0
         self.exp_stat_sn = 0
         limits = directory.limits
-        self._max_recv = limits.max_recv_data_segment_length
+        self._max_recv = _LOGIN_MRDSL
+        self._max_xfer = limits.max_transfer_length
+        #: Bytes of Data-Out buffers the process may hold (shared by the server's connections).
+        self._budget = budget if budget is not None else WriteBudget(1 << 62)
+        #: What one connection may hold of it: a quarter (one peer cannot starve the others).
+        self._budget_share = max(self._budget.limit // 4, self._max_xfer)
         self._max_send = 8192
         self._max_burst = 8192
         #: A Normal session is logged in on this connection (SCSI commands are accepted).
         self._normal = False
         self._luns: dict[int, int] = {}  # LUN field -> LUN number (decode_lun cache)
-        scratch = max(self._max_recv, 8192) + BHS_LEN + _MAX_AHS + 16
-        self._buf = bytearray(max(scratch, 64 << 10))
+        self._buf = bytearray(_LOGIN_SCRATCH)
         self._mv = memoryview(self._buf)
         self._start = 0
         self._end = 0
@@ -199,10 +228,19 @@ class TargetConnection:
         self._logout: tuple[int, int] | None = None
         self._hd: Callable[[Buffer], bytes] | None = None
         self._dd: Callable[[Sequence[Buffer]], bytes] | None = None
-        #: Bytes of Data-Out buffers held by unfinished write tasks (back-pressure, status).
+        #: Bytes of Data-Out buffers held by unfinished write tasks (status).
         self.buffered_bytes = 0
+        #: Of those, the bytes of tasks with all their data, handed to the server (back-pressure:
+        #: they drain by themselves, unlike buffers still waiting for the initiator's data).
+        self.ready_bytes = 0
+        #: Immediate SCSI commands accepted and not yet answered (they share queue_depth).
+        self._imm = 0
+        #: Called when a login is about to complete; a reason refuses it (OUT OF RESOURCES).
+        self.admit: Admit | None = None
         #: Count of PDUs received (keep-alive, status).
         self.pdus_in = 0
+        #: Count of Data-Out PDUs taken into a task (the driver's stalled-data check).
+        self.data_outs_in = 0
         #: Set by the driver at shutdown: new SCSI commands are ignored, running ones finish.
         self.draining = False
 
@@ -245,6 +283,24 @@ class TargetConnection:
         n = self._end - self._start
         if self._start:
             self._buf[:n] = self._buf[self._start : self._end]
+        self._start, self._end = 0, n
+
+    def _make_room(self, need: int) -> None:
+        """Compact, and grow the scratch buffer if one PDU of ``need`` bytes cannot fit.
+
+        ``need`` was checked against MaxRecvDataSegmentLength before, so the scratch never grows
+        past one negotiated PDU; a connection grows it only once it sends such a PDU.
+        """
+        if need <= len(self._buf):
+            self._compact()
+        else:
+            self._resize_scratch(need)
+
+    def _resize_scratch(self, size: int) -> None:
+        n = self._end - self._start
+        new = bytearray(max(size, n))
+        new[:n] = self._mv[self._start : self._end]
+        self._buf, self._mv = new, memoryview(new)
         self._start, self._end = 0, n
 
     def next_event(self) -> Event | _NeedData:
@@ -352,7 +408,7 @@ class TargetConnection:
                 total = dslen + trailer
                 if self._end - self._start < total:
                     if self._start + total > len(self._buf):
-                        self._compact()
+                        self._make_room(total)
                     return False
                 at = self._start
                 data = mv[at : at + dslen]
@@ -392,9 +448,14 @@ class TargetConnection:
             return memoryview(task.buffer)[offset : offset + dslen]
         if opcode == Opcode.SCSI_COMMAND and self.phase is Phase.FULL_FEATURE and not self._discovery:
             b1, itt, edtl = _S_CMD_DEST.unpack_from(bhs)
-            if not (b1 & 0x20) or dslen > edtl or edtl > MAX_TRANSFER or itt in self.tasks:
+            if not (b1 & 0x20) or dslen > edtl or edtl > self._max_xfer or itt in self.tasks:
+                return None  # refused or rejected: the immediate data goes to scratch, then away
+            budget = self._budget
+            if budget.used + edtl > budget.limit or self.buffered_bytes + edtl > self._budget_share:
+                budget.refused += 1
                 return None
-            buf = bytearray(edtl)
+            budget.used += edtl
+            buf = write_buffer(edtl)
             self._cmd_task_buffer = buf
             return memoryview(buf)[:dslen]
         return None
@@ -434,12 +495,21 @@ class TargetConnection:
         assert self.login is not None
         self._login_req = req
         resp = self.login.receive(req)
-        self._send(resp)
         result = self.login.result
         if result is None:
+            self._send(resp)
             return
-        self.stat_sn = self.login.stat_sn
         session = result.session
+        if self.admit is not None and not result.reused:
+            why = self.admit(session, result.replaced)
+            if why is not None:
+                self.sessions.remove(session)
+                self.login.result = None
+                raise RemoteProtocolError(
+                    f"login refused: {why}", login_status=LoginStatus.OUT_OF_RESOURCES, close=True, header=bhs
+                )
+        self._send(resp)
+        self.stat_sn = self.login.stat_sn
         if result.reused and session.connection is not None and session.connection is not self:
             session.connection.abort_all()
         session.connection = self
@@ -449,6 +519,10 @@ class TargetConnection:
         self._max_send = params.max_send_data_segment_length
         self._max_recv = params.max_recv_data_segment_length
         self._max_burst = params.max_burst_length
+        if self._normal:
+            # Full size at once for Normal sessions (many PDUs per recv); a discovery session
+            # keeps the login scratch and grows it only if it sends a larger PDU.
+            self._resize_scratch(max(self._max_recv + _SCRATCH_SLACK, _MIN_SCRATCH))
         self.phase = next_phase(self.phase, Trigger.LOGIN_COMPLETE)
         # Digests start with the first PDU after the final Login Response (RFC 7143 13.1).
         self._hdigest = params.header_digest
@@ -493,7 +567,8 @@ class TargetConnection:
             and b1 & 0x80
             and not (b0 & 0x40)
             and cmd_sn == session.exp_cmd_sn
-            and session.active < session.queue_depth
+            and session.active + self._imm < session.queue_depth
+            and edtl <= self._max_xfer
             and itt not in self.tasks
             and itt != RESERVED_TAG
             and not self.draining
@@ -519,18 +594,22 @@ class TargetConnection:
         cmd = READERS[Opcode.SCSI_COMMAND](bhs, ahs, b"")
         buffer = self._cmd_task_buffer if data else None
         self._cmd_task_buffer = None
+        if buffer is not None:
+            # Owned by this function from here: given back below unless a task keeps it.
+            self._budget.used -= len(buffer)
         if self.draining:
             return  # shutting down: the initiator retries it after reconnecting
         dslen = len(data)
         session = self.session
         assert session is not None
         params = session.params
+        edtl = cmd.expected_length
         if cmd.itt in self.tasks or cmd.itt == RESERVED_TAG:
             raise RemoteProtocolError(
                 f"ITT 0x{cmd.itt:08x} is already in use", reject_reason=RejectReason.INVALID_PDU_FIELD, header=bhs
             )
         if dslen:
-            if buffer is None:
+            if not cmd.write or dslen > edtl:
                 raise RemoteProtocolError(
                     "immediate data on a command without the W bit, or longer than its EDTL",
                     reject_reason=RejectReason.INVALID_PDU_FIELD,
@@ -542,30 +621,40 @@ class TargetConnection:
                     reject_reason=RejectReason.PROTOCOL_ERROR,
                     header=bhs,
                 )
-        if cmd.write and cmd.expected_length > MAX_TRANSFER:
-            raise RemoteProtocolError(
-                f"EDTL {cmd.expected_length} exceeds {MAX_TRANSFER}",
-                reject_reason=RejectReason.INVALID_PDU_FIELD,
-                header=bhs,
-            )
         if not cmd.final and (params.initial_r2t or not cmd.write):
             raise RemoteProtocolError(
                 "unsolicited Data-Out announced (F=0) but InitialR2T=Yes or no W bit",
                 reject_reason=RejectReason.PROTOCOL_ERROR,
                 header=bhs,
             )
+        # Refusals are answered in CmdSN order, like any response, with nothing allocated.
+        refusal: tuple[int, bytes] | None = None
+        if edtl > self._max_xfer:
+            refusal = (_CHECK_CONDITION, _INVALID_FIELD_SENSE)
         task = Task(
-            itt=cmd.itt, lun_raw=cmd.lun, lun=decode_lun(cmd.lun), cdb=cmd.cdb, expected_length=cmd.expected_length,
+            itt=cmd.itt, lun_raw=cmd.lun, lun=decode_lun(cmd.lun), cdb=cmd.cdb, expected_length=edtl,
             cmd_sn=cmd.cmd_sn, read=cmd.read, write=cmd.write, immediate=cmd.immediate,
         )  # fmt: skip
-        if cmd.write and cmd.expected_length:
-            task.buffer = buffer if buffer is not None else bytearray(cmd.expected_length)
-            task.received = dslen
-            self.buffered_bytes += cmd.expected_length
-            if not cmd.final:
-                task.unsol_done = False
-                task.unsol_limit = min(params.first_burst_length, cmd.expected_length)
-                task.unsol_next = dslen
+        if cmd.write and edtl and refusal is None:
+            budget = self._budget
+            if buffer is None and (dslen or self.buffered_bytes + edtl > self._budget_share):
+                if not dslen:  # (with immediate data, _destination already counted it)
+                    budget.refused += 1
+                refusal = (_TASK_SET_FULL, b"")
+            elif buffer is None and not budget.take(edtl):
+                refusal = (_TASK_SET_FULL, b"")
+            else:
+                if buffer is None:
+                    buffer = write_buffer(edtl)
+                else:
+                    budget.used += edtl
+                task.buffer = buffer
+                task.received = dslen
+                self.buffered_bytes += edtl
+                if not cmd.final:
+                    task.unsol_done = False
+                    task.unsol_limit = min(params.first_burst_length, edtl)
+                    task.unsol_next = dslen
         self.exp_stat_sn = cmd.exp_stat_sn
         task.state = TaskState.WAITING
         self.tasks[cmd.itt] = task
@@ -573,19 +662,43 @@ class TargetConnection:
         def accept() -> None:
             if task.state is not TaskState.WAITING:
                 return
-            if not task.immediate:
-                session.active += 1
-            task.state = TaskState.COLLECTING
-            self._progress(task)
+            if refusal is not None:
+                self._refuse(task, *refusal)
+            elif session.active + self._imm >= session.queue_depth:
+                # Only immediate commands get here beyond the window: they share the queue depth.
+                self._refuse(task, _TASK_SET_FULL, b"")
+            else:
+                if task.immediate:
+                    self._imm += 1
+                else:
+                    session.active += 1
+                task.state = TaskState.COLLECTING
+                self._progress(task)
 
         self._ordered(cmd.cmd_sn, cmd.immediate, accept)
         if task.state is TaskState.WAITING and self._waiting.get(cmd.cmd_sn) is not accept:
             self._forget(task)  # outside the CmdSN window: silently ignored
 
+    def _refuse(self, task: Task, status: int, sense: bytes) -> None:
+        """Answer ``task`` with ``status`` at once; its buffer (if any) is freed, late data dropped."""
+        self._forget(task)
+        task.state = TaskState.DONE
+        self._aborted.append(task.itt)  # unsolicited Data-Out still on its way is discarded
+        session = self.session
+        assert session is not None
+        kind = "task set full" if status == _TASK_SET_FULL else "transfer too long"
+        self._events.append(ProtocolIssue(_refusal_text(task, status, self._max_xfer), kind))
+        seg = (len(sense).to_bytes(2, "big") + sense) if sense else b""
+        self._send(ScsiResponse(
+            task.itt, status, 0, self._take_stat_sn(), session.exp_cmd_sn, session.max_cmd_sn, 0, data=seg,
+        ))  # fmt: skip
+
     def _progress(self, task: Task) -> None:
         """Ready the task if all data is in; otherwise solicit the next burst."""
         if task.buffer is None or task.received >= task.expected_length:
             task.state = TaskState.READY
+            if task.buffer is not None:
+                self.ready_bytes += task.expected_length
             self._events.append(CommandReady(task))
             return
         if not task.unsol_done:
@@ -637,6 +750,7 @@ class TargetConnection:
             )
         assert task.buffer is not None
         in_place = isinstance(data, memoryview) and data.obj is task.buffer
+        self.data_outs_in += 1
         if ttt == RESERVED_TAG:
             if task.unsol_done:
                 raise RemoteProtocolError(
@@ -964,7 +1078,9 @@ class TargetConnection:
         self._hdr = None
         self._dest = None
         self._direct = None
-        self._cmd_task_buffer = None
+        if self._cmd_task_buffer is not None:
+            self._budget.used -= len(self._cmd_task_buffer)
+            self._cmd_task_buffer = None
         if self.phase is Phase.LOGIN:
             status = e.login_status if e.login_status is not None else LoginStatus.INITIATOR_ERROR
             assert self.login is not None
@@ -1035,7 +1151,10 @@ class TargetConnection:
         if tasks.get(itt) is task:
             del tasks[itt]
         if task.buffer is not None:
-            self.buffered_bytes -= task.expected_length
+            edtl = task.expected_length
+            self.buffered_bytes -= edtl
+            self.ready_bytes -= edtl
+            self._budget.used -= edtl
             task.buffer = None
         if task.state is _ABORTED or self.phase in _OVER:
             self._maybe_finish_logout()
@@ -1043,6 +1162,8 @@ class TargetConnection:
         task.state = _DONE
         if not task.immediate:
             session.active -= 1
+        else:
+            self._imm -= 1
         edtl = task.expected_length
         if not status and not sense and len(data) == 1 and self._hd is None and self._dd is None:
             # The common good read: one buffer of exactly EDTL, one Data-In PDU with status.
@@ -1208,11 +1329,14 @@ class TargetConnection:
         if task.state is TaskState.ABORTED:
             return
         was_ready = task.state is TaskState.READY
-        counted = task.state in (TaskState.COLLECTING, TaskState.READY) and not task.immediate
+        counted = task.state in (TaskState.COLLECTING, TaskState.READY)
         task.state = TaskState.ABORTED
         self._aborted.append(task.itt)
-        if self.session is not None and counted:
-            self.session.active -= 1
+        if counted:
+            if task.immediate:
+                self._imm -= 1
+            elif self.session is not None:
+                self.session.active -= 1
         if not was_ready:
             # Never handed to the server: forget it now. Ready ones are forgotten in complete_command.
             self._forget(task)
@@ -1222,6 +1346,7 @@ class TargetConnection:
             del self.tasks[task.itt]
         if task.buffer is not None:
             self.buffered_bytes -= task.expected_length
+            self._budget.used -= task.expected_length
             task.buffer = None
 
     def ping(self) -> None:
@@ -1243,6 +1368,10 @@ class TargetConnection:
 
     def close(self) -> None:
         """The driver is closing the socket."""
+        if self._cmd_task_buffer is not None:  # a command whose immediate data was still arriving
+            self._budget.used -= len(self._cmd_task_buffer)
+            self._cmd_task_buffer = None
+            self._hdr = self._dest = self._direct = None
         if self.phase not in (Phase.CLOSED, Phase.ERROR):
             self._close(Trigger.CLOSE)
         if self.session is not None and self.session.connection is self:
@@ -1266,8 +1395,14 @@ class TargetConnection:
             "data_digest": self._ddigest,
         }
 
-    _cmd_task_buffer: bytearray | None = None
+    _cmd_task_buffer: bytearray | mmap.mmap | None = None
     _login_req: LoginRequest | None = None
+
+
+def _refusal_text(task: Task, status: int, max_xfer: int) -> str:
+    if status == _TASK_SET_FULL:
+        return f"command {task!r} answered TASK SET FULL (queue depth or write buffer budget reached)"
+    return f"command {task!r} refused: transfer length over max_transfer_length {max_xfer}"
 
 
 def _valid_target_name(value: str) -> bool:

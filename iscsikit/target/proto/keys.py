@@ -83,6 +83,10 @@ class TargetLimits:
     default_time2wait: int = 2
     default_time2retain: int = 0
     queue_depth: int = 128
+    #: Largest transfer (bytes) one command may ask for, whatever the CDB or the EDTL says: the
+    #: Block Limits VPD page advertises it, and a command over it gets CHECK CONDITION (INVALID
+    #: FIELD IN CDB) before anything is allocated for it.
+    max_transfer_length: int = 8 << 20
 
     def __post_init__(self) -> None:
         for name in ("max_recv_data_segment_length", "first_burst_length", "max_burst_length"):
@@ -93,6 +97,8 @@ class TargetLimits:
             raise ValueError("first_burst_length must not exceed max_burst_length")
         if not 1 <= self.queue_depth <= 65535:
             raise ValueError(f"queue_depth must be 1..65535, got {self.queue_depth}")
+        if not 4096 <= self.max_transfer_length <= 1 << 30:
+            raise ValueError(f"max_transfer_length must be 4096..1073741824 bytes, got {self.max_transfer_length}")
         for digests in (self.header_digests, self.data_digests):
             if not digests or any(d not in ("None", "CRC32C") for d in digests):
                 raise ValueError(f"digests must be a non-empty list of None/CRC32C, got {digests!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import mmap
 
 from iscsikit.target.proto.pdu import Buffer
 
@@ -74,7 +75,7 @@ class Task:
         self.write = write
         self.immediate = immediate
         self.state = state
-        self.buffer: bytearray | None = None
+        self.buffer: bytearray | mmap.mmap | None = None
         self.received = 0
         # Unsolicited data (immediate + Data-Out with TTT 0xffffffff)
         self.unsol_limit = 0

@@ -28,8 +28,6 @@ __all__ = ["HANDLERS", "SupportsAllocationStatus"]
 
 #: Bytes per backend write when WRITE SAME repeats a block.
 _WS_CHUNK = 1 << 20
-#: Largest READ/WRITE accepted, whatever the block limits page says (that is a hint to initiators).
-HARD_TRANSFER_LIMIT = 128 << 20
 
 
 @runtime_checkable
@@ -57,9 +55,8 @@ def _rw(lu: LogicalUnit, cdb: bytes) -> RwCdb:
     if rw.protect:
         raise sense.INVALID_FIELD_IN_CDB.error(field=1, bit=5)
     check_range(lu, rw.lba, rw.blocks)
-    if rw.blocks * lu.block_size > HARD_TRANSFER_LIMIT:
-        # Block limits VPD advertises far less; initiators that ignore it (libiscsi's tests send
-        # 32 MiB) still work, and nobody can make the target buffer gigabytes.
+    if rw.blocks > lu.max_transfer_blocks:
+        # SBC-3 6.5.3: over the MAXIMUM TRANSFER LENGTH of the block limits page.
         raise sense.INVALID_FIELD_IN_CDB.error(field=len(cdb) - 6 if len(cdb) > 6 else 4)
     return rw
 
@@ -82,7 +79,7 @@ def _fast_rw(lu: LogicalUnit, cdb: bytes) -> tuple[int, int, int]:
         raise sense.INVALID_FIELD_IN_CDB.error(field=1, bit=5)
     if lba + blocks > lu.num_blocks:
         raise sense.LBA_OUT_OF_RANGE.error(info=lba)
-    if blocks * lu.block_size > HARD_TRANSFER_LIMIT:
+    if blocks > lu.max_transfer_blocks:
         raise sense.INVALID_FIELD_IN_CDB.error(field=len(cdb) - 6)
     return lba, blocks, flags
 
@@ -252,7 +249,7 @@ async def write_same(lu: LogicalUnit, req: Request) -> ScsiResponse:
     check_range(lu, lba, blocks)
     if blocks == 0:  # WSNZ=0: zero means "to the last LBA"
         blocks = lu.num_blocks - lba
-    if blocks > inq.MAX_WRITE_SAME_BLOCKS:
+    if blocks > inq.max_write_same_blocks(lu):
         raise sense.INVALID_FIELD_IN_CDB.error(field=10 if ws16 else 7)
     if unmap and not lu.thin:
         raise sense.INVALID_FIELD_IN_CDB.error(field=1, bit=3)

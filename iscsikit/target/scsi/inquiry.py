@@ -33,6 +33,16 @@ MAX_COMPARE_AND_WRITE_BLOCKS = 1
 #: Physical block: 8 logical blocks (4 KiB with 512-byte blocks), as tgt reports.
 PHYSICAL_BLOCK_EXPONENT = 3
 
+
+def max_write_same_blocks(lu: LogicalUnit) -> int:
+    """MAXIMUM WRITE SAME LENGTH: at most the maximum transfer length too.
+
+    WRITE SAME carries one block, but initiators size other commands by it: libiscsi's
+    WriteSame tests first WRITE that many blocks, which must stay within the transfer limit.
+    """
+    return min(MAX_WRITE_SAME_BLOCKS, lu.max_transfer_blocks)
+
+
 # Designator codes
 _ASSOC_LU, _ASSOC_PORT, _ASSOC_TARGET = 0x00, 0x10, 0x20
 _CODESET_BINARY, _CODESET_ASCII, _CODESET_UTF8 = 1, 2, 3
@@ -104,16 +114,17 @@ def block_limits(lu: LogicalUnit) -> bytes:
     body = bytearray(0x3C)
     body[1] = MAX_COMPARE_AND_WRITE_BLOCKS
     struct.pack_into(">H", body, 2, 1 << PHYSICAL_BLOCK_EXPONENT)  # optimal transfer length granularity
-    struct.pack_into(">I", body, 4, lu.max_transfer_blocks)  # maximum transfer length
-    # optimal transfer length: 1 MiB, one MaxBurstLength (Linux turns it into io_opt)
-    struct.pack_into(">I", body, 8, min(lu.max_transfer_blocks, (1 << 20) // lu.block_size))
+    # maximum transfer length: enforced (block.py and, for the EDTL, the protocol core)
+    struct.pack_into(">I", body, 4, lu.max_transfer_blocks)
+    # optimal transfer length: 1 MiB, one default MaxBurstLength (Linux turns it into io_opt)
+    struct.pack_into(">I", body, 8, min(lu.max_transfer_blocks, max(1, (1 << 20) // lu.block_size)))
     struct.pack_into(">I", body, 12, 0)  # maximum prefetch length (0: no limit stated)
     if lu.thin:
         struct.pack_into(">I", body, 16, MAX_UNMAP_BLOCKS)
         struct.pack_into(">I", body, 20, MAX_UNMAP_DESCRIPTORS)
         struct.pack_into(">I", body, 24, 1 << PHYSICAL_BLOCK_EXPONENT)  # optimal unmap granularity
         struct.pack_into(">I", body, 28, 0x80000000)  # UGAVALID, alignment 0
-    struct.pack_into(">Q", body, 32, MAX_WRITE_SAME_BLOCKS)
+    struct.pack_into(">Q", body, 32, max_write_same_blocks(lu))
     return bytes([0, 0xB0]) + struct.pack(">H", len(body)) + bytes(body)
 
 

@@ -84,6 +84,8 @@ class LogicalUnit:
         self.mode = ModePages(write_cache=write_cache)
         self.ua = UnitAttentions()
         self.ranges = RangeLock()
+        #: MAXIMUM TRANSFER LENGTH (block limits VPD): longer READ/WRITE/VERIFY commands get
+        #: INVALID FIELD IN CDB. The server sets it from ``[limits] max_transfer_length``.
         self.max_transfer_blocks = max_transfer_blocks or max(1, (8 << 20) // self.block_size)
         from iscsikit.target.scsi.reservations import Reservations
 

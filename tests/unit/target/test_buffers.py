@@ -115,3 +115,17 @@ def test_read_is_never_pooled(tmp_path: Path) -> None:
             await b.close()
 
     asyncio.run(main())
+
+
+def test_write_buffers_above_1_mib_are_lazily_committed_mappings() -> None:
+    import mmap
+
+    from iscsikit.target.buffers import HEAP_WRITE_MAX, WriteBudget, write_buffer
+
+    assert isinstance(write_buffer(HEAP_WRITE_MAX), bytearray)
+    big = write_buffer(HEAP_WRITE_MAX + 4096)
+    assert isinstance(big, mmap.mmap) and len(big) == HEAP_WRITE_MAX + 4096 and big[:16] == bytes(16)
+    budget = WriteBudget(10)
+    assert budget.take(6) and not budget.take(5) and budget.refused == 1
+    budget.give(6)
+    assert budget.take(10) and budget.status() == {"limit": 10, "used": 10, "refused": 1}

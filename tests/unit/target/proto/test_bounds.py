@@ -1,0 +1,161 @@
+"""Bounds in the sans-IO core: max transfer length, write budget, immediate commands, login limits."""
+
+from __future__ import annotations
+
+import mmap
+
+from iscsikit.target.buffers import WriteBudget
+from iscsikit.target.proto import CommandReady, ConnectionClosed, InitiatorConnection, TargetConnection, TargetLimits
+from iscsikit.target.proto.connection import ProtocolIssue
+from iscsikit.target.proto.pdu import R2T, LoginResponse, ScsiCommand, ScsiResponse, encode_lun
+from iscsikit.target.proto.session import Session
+
+from .harness import INITIATOR, PORTAL, TARGET, Pair
+
+MiB = 1 << 20
+
+
+def logged_in(budget: WriteBudget | None = None, **kw: object) -> Pair:
+    pair = Pair(**kw)  # type: ignore[arg-type]
+    if budget is not None:
+        pair.target = TargetConnection(pair.directory, pair.table, PORTAL, budget=budget)
+    pair.login()
+    pair.take_events()
+    return pair
+
+
+def write10(lba: int, blocks: int) -> bytes:
+    return bytes([0x2A, 0]) + lba.to_bytes(4, "big") + b"\0" + blocks.to_bytes(2, "big") + b"\0"
+
+
+def command(pair: Pair, cdb: bytes, edtl: int, *, write: bool, immediate: bool = False, data: bytes = b"") -> bytes:
+    """A SCSI Command PDU with the W or R bit, optional immediate data, CmdSN from the initiator."""
+    ini = pair.ini
+    itt = ini.next_itt()
+    cmd_sn = ini.cmd_sn
+    if not immediate:
+        ini.cmd_sn += 1
+    return ini.encode(
+        ScsiCommand(itt, encode_lun(1), cdb, edtl, cmd_sn, ini.exp_stat_sn, not write, write, True, 1, immediate,
+                    None, data)
+    )  # fmt: skip
+
+
+def sense_key_asc(rsp: ScsiResponse) -> tuple[int, int]:
+    sense = bytes(rsp.data)[2:]
+    return sense[2] & 0x0F, sense[12]
+
+
+def test_a_write_over_max_transfer_length_gets_check_condition_and_allocates_nothing() -> None:
+    budget = WriteBudget(1 << 30)
+    pair = logged_in(budget, limits=TargetLimits(max_transfer_length=MiB))
+    # 64 MiB announced with 4 KiB of immediate data, more unsolicited data promised (F=0 would
+    # need InitialR2T=No: the harness negotiates it).
+    (rsp,) = pair.send(command(pair, write10(0, 2 * MiB // 512), 64 * MiB, write=True, data=b"x" * 4096))
+    assert isinstance(rsp, ScsiResponse) and rsp.status == 2 and sense_key_asc(rsp) == (0x05, 0x24)
+    assert budget.used == 0 and pair.target.buffered_bytes == 0 and not pair.target.tasks
+    events = pair.take_events()
+    assert not any(isinstance(e, CommandReady) for e in events)
+    assert any(isinstance(e, ProtocolIssue) and e.kind == "transfer too long" for e in events)
+    # A READ with an EDTL over the limit too, and the session goes on.
+    (rsp,) = pair.send(command(pair, bytes([0x28]) + bytes(9), MiB + 512, write=False))
+    assert isinstance(rsp, ScsiResponse) and sense_key_asc(rsp) == (0x05, 0x24)
+    pair.take_events()
+    _itt, wire = pair.ini.scsi_command(bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0]), lun=1, read_length=4096)
+    assert pair.send(wire) == []
+    assert [type(e) for e in pair.take_events()] == [CommandReady]
+
+
+def test_exactly_max_transfer_length_is_accepted() -> None:
+    pair = logged_in(limits=TargetLimits(max_transfer_length=MiB))
+    (r2t,) = pair.send(command(pair, write10(0, MiB // 512), MiB, write=True))
+    assert isinstance(r2t, R2T) and r2t.length == MiB
+
+
+def test_writes_over_the_budget_get_task_set_full_and_the_budget_comes_back() -> None:
+    budget = WriteBudget(32 * MiB)  # a connection may hold a quarter: 8 MiB
+    pair = logged_in(budget)
+    answers = pair.send(b"".join(command(pair, write10(i * 8192, 8192), 4 * MiB, write=True) for i in range(4)))
+    assert [type(p) for p in answers] == [R2T, R2T, ScsiResponse, ScsiResponse]
+    assert all(p.status == 0x28 for p in answers[2:])  # type: ignore[attr-defined]
+    assert budget.used == 8 * MiB and budget.refused == 2
+    # A second connection still gets its share.
+    other = Pair(table=pair.table)
+    other.target = TargetConnection(other.directory, other.table, PORTAL, budget=budget)
+    other.ini = InitiatorConnection(INITIATOR, target=TARGET, isid=b"\x80\0\0\0\0\x02")
+    other.login()
+    (r2t,) = other.send(command(other, write10(0, 8192), 4 * MiB, write=True))
+    assert isinstance(r2t, R2T) and budget.used == 12 * MiB
+    # Closing a connection gives its buffers back.
+    pair.target.abort_all()
+    pair.target.close()
+    other.target.abort_all()
+    assert budget.used == 0
+
+
+def test_large_write_buffers_are_mappings_committed_as_data_arrives() -> None:
+    pair = logged_in()
+    pair.send(command(pair, write10(0, 4 * MiB // 512), 4 * MiB, write=True))
+    (task,) = pair.target.tasks.values()
+    assert isinstance(task.buffer, mmap.mmap) and len(task.buffer) == 4 * MiB
+    pair.send(command(pair, write10(0, 8), 4096, write=True))
+    small = [t for t in pair.target.tasks.values() if t.expected_length == 4096]
+    assert isinstance(small[0].buffer, bytearray)
+
+
+def test_immediate_commands_share_the_queue_depth() -> None:
+    pair = logged_in(limits=TargetLimits(queue_depth=4))
+    answers = pair.send(b"".join(command(pair, write10(i * 8, 8), 4096, write=True, immediate=True) for i in range(10)))
+    r2ts = [p for p in answers if isinstance(p, R2T)]
+    full = [p for p in answers if isinstance(p, ScsiResponse) and p.status == 0x28]
+    assert len(r2ts) == 4 and len(full) == 6
+    # With the depth taken by immediates, an in-window ordinary command is answered TASK SET FULL too.
+    (rsp,) = pair.send(command(pair, write10(100, 8), 4096, write=True))
+    assert isinstance(rsp, ScsiResponse) and rsp.status == 0x28
+    # Data for one R2T: its command becomes ready, completes, and frees a slot.
+    r2t = r2ts[0]
+    pair.send(pair.ini.data_out(r2t.itt, r2t.ttt, 0, 0, b"d" * 4096, True, lun=1))
+    (ready,) = [e for e in pair.take_events() if isinstance(e, CommandReady)]
+    pair.target.complete_command(ready.task, 0)
+    pair.receive()
+    (r2t2,) = pair.send(command(pair, write10(200, 8), 4096, write=True, immediate=True))
+    assert isinstance(r2t2, R2T)
+
+
+def test_refusals_are_answered_in_cmdsn_order() -> None:
+    pair = logged_in(limits=TargetLimits(max_transfer_length=MiB))
+    first = command(pair, bytes([0x00]) + bytes(15), 0, write=False)  # TEST UNIT READY, CmdSN n
+    second = command(pair, write10(0, 4096), 2 * MiB, write=True)  # over the limit, CmdSN n+1
+    assert pair.send(second) == []  # ahead of a gap: waits
+    answers = pair.send(first)
+    assert [type(p) for p in answers] == [ScsiResponse]  # the refusal, once its turn came
+    assert [type(e) for e in pair.take_events() if not isinstance(e, ProtocolIssue)] == [CommandReady]
+
+
+def test_login_pdus_over_8192_bytes_end_the_login() -> None:
+    pair = Pair()
+    ini = pair.ini
+    keys = ini._leading() + ini._operational() + [(f"X-pad{i}", "p" * 100) for i in range(90)]
+    from iscsikit.target.proto.text import encode_text
+
+    wire = ini._login(1, 3, True, keys)
+    assert len(encode_text(keys)) > 8192
+    answers = pair.send(wire)
+    assert len(pair.target._buf) <= 16 << 10  # a connection that never logs in keeps a small scratch
+    assert answers and isinstance(answers[0], LoginResponse) and answers[0].status != 0
+    assert any(isinstance(e, ConnectionClosed) for e in pair.take_events())
+
+
+def test_admit_hook_refuses_a_login_with_out_of_resources() -> None:
+    pair = Pair()
+    seen: list[tuple[Session, Session | None]] = []
+
+    def admit(session: Session, replaced: Session | None) -> str | None:
+        seen.append((session, replaced))
+        return "too many sessions"
+
+    pair.target.admit = admit
+    (rsp,) = pair.send(pair.ini.login_request())
+    assert isinstance(rsp, LoginResponse) and rsp.status == 0x0302
+    assert seen and not pair.table.by_tsih and not pair.table.by_key
+    assert any(isinstance(e, ConnectionClosed) for e in pair.take_events())
