@@ -1,10 +1,13 @@
-"""Tier markers and the loud-skip summary; the helpers live in tests/support/tiers.py."""
+"""Tier markers, the loud-skip summary and the Hypothesis profile; the helpers live in
+tests/support/tiers.py and tests/support/profiles.py."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.support import tiers
+from tests.support import profiles, tiers
+
+profiles.load()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -470,7 +470,7 @@ def _parse_exact(text: str, rec: Record) -> None:
         if "\x00" in line:
             issues.append(Issue(path, number, "the line contains a NUL byte; iscsiadm ignores it", "warning"))
             continue
-        if len(line.encode("utf-8", "surrogateescape")) > schema.MAX_LINE_BYTES:
+        if len(schema.c_bytes(line)) > schema.MAX_LINE_BYTES:
             issues.append(
                 Issue(
                     path,
@@ -596,7 +596,7 @@ def _unknown_key(rec: Record, key: str, value: str) -> None:
         rec._extra[key] = value
     line = rec.line_of(key) or 1
     path = rec.path
-    if len(key.encode("utf-8", "surrogateescape")) > schema.MAX_KEY_BYTES:
+    if len(schema.c_bytes(key)) > schema.MAX_KEY_BYTES:
         rec.issues.append(Issue(path, line, f"the key is longer than {schema.MAX_KEY_BYTES} bytes", "error", key))
     elif key in schema.all_keys(kind) and kind in (RecordKind.NODE, RecordKind.IFACE):
         key_set = "IPv4" if schema.name_is_ipv6(rec.iface_hint) else "IPv6"
@@ -613,7 +613,7 @@ def _unknown_key(rec: Record, key: str, value: str) -> None:
 
 def _check_stored(spec: KeySpec, value: str) -> tuple[Severity, str] | None:
     """How iscsiadm treats a value read from a file; None if it takes it as is."""
-    nbytes = len(value.encode("utf-8", "surrogateescape"))
+    nbytes = len(schema.c_bytes(value))
     if nbytes > schema.MAX_VALUE_BYTES:
         return "error", f"is longer than {schema.MAX_VALUE_BYTES} bytes, which overflows iscsiadm's buffer"
     lib = spec.lib
@@ -955,7 +955,9 @@ def canonical_value(spec: KeySpec, value: str) -> str:
         )
     if spec.masked and value == MASK:
         raise InvalidSettingError(key, value, "that is the display mask, not a secret; give the real value")
-    if len(value.encode("utf-8", "surrogateescape")) > spec.max_bytes:
+    if schema.has_lone_surrogate(value):
+        raise InvalidSettingError(key, value, "it holds a lone UTF-16 surrogate: not text, it cannot be written")
+    if len(schema.c_bytes(value)) > spec.max_bytes:
         raise InvalidSettingError(key, value, f"it is longer than {spec.max_bytes} bytes, iscsiadm's limit")
     return value
 

@@ -21,6 +21,7 @@ Everything here is data plus small pure functions; :mod:`iscsikit.db.record` use
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -520,9 +521,35 @@ def c_int(ctype: CType, text: str) -> int:
     return value
 
 
+# A surrogate that surrogateescape does not own (U+DC80..U+DCFF stand for undecodable bytes)
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udc7f\udd00-\udfff]")
+
+
+def _as_escaped_bytes(m: re.Match[str]) -> str:
+    return m.group().encode("utf-8", "surrogatepass").decode("utf-8", "surrogateescape")
+
+
+def c_bytes(text: str) -> bytes:
+    """The bytes a C program sees for ``text``: UTF-8, with surrogateescape'd bytes as themselves.
+
+    Text read from a file never holds another surrogate, but a ``str`` handed to the parser can
+    (a JSON ``"\\ud800"``): such a lone surrogate counts as the three bytes ``surrogatepass``
+    gives it, instead of raising ``UnicodeEncodeError``.
+    """
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return _LONE_SURROGATE.sub(_as_escaped_bytes, text).encode("utf-8", "surrogateescape")
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """True if ``text`` holds a surrogate that stands for no byte (it cannot be written as is)."""
+    return _LONE_SURROGATE.search(text) is not None
+
+
 def c_truncate(value: str, size: int) -> str:
     """``strlcpy(dst, value, size)``: keep at most size-1 bytes."""
-    raw = value.encode("utf-8", "surrogateescape")
+    raw = c_bytes(value)
     if len(raw) < size:
         return value
     return raw[: size - 1].decode("utf-8", "surrogateescape")

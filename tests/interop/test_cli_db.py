@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.sandbox import IscsiadmSandbox
-from tests.support.tiers import require, require_root
+from tests.support.tiers import require, require_root, unavailable
 from tests.unit.db.iscsiadm_harness import (
     IscsidStandIn,
     db_tree,
@@ -34,7 +34,7 @@ def pair(request: pytest.FixtureRequest) -> Iterator[tuple[IscsiadmSandbox, Iscs
     require_root(request)
     require(request, "iscsiadm", "nsenter")
     if not Path(ISCSIKIT).exists() and shutil.which("iscsikit") is None:
-        pytest.skip("the iscsikit entry point is not installed in this venv")
+        unavailable(request, "the iscsikit entry point is not installed in this venv (scripts/bootstrap installs it)")
     with private_sandbox() as theirs, private_sandbox() as mine:
         reset(theirs)
         reset(mine)

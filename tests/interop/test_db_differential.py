@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from iscsikit.db.database import Database
 from iscsikit.db.layout import NodeRef
 from iscsikit.db.schema import RecordKind
+from tests.support.profiles import examples
 from tests.support.sandbox import IscsiadmSandbox
 from tests.support.tiers import require, require_root
 from tests.unit.db.iscsiadm_harness import IscsidStandIn, db_tree, iscsiadm, parse_show, private_sandbox, reset
@@ -334,7 +335,7 @@ def _run_scenario(env: Env, ops: list[Op], mode: str) -> None:
 @pytest.mark.parametrize("mode", ["compiled", "conf"])
 # No shrinking: each step runs real iscsiadm, and a failure prints the whole scenario anyway.
 @settings(
-    max_examples=25,
+    max_examples=examples(25),
     deadline=None,
     suppress_health_check=list(HealthCheck),
     phases=[Phase.explicit, Phase.reuse, Phase.generate],

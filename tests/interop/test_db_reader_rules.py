@@ -18,6 +18,7 @@ from iscsikit.db.layout import NodeRef
 from iscsikit.db.record import format_record, parse_record
 from iscsikit.db.schema import RecordKind
 from iscsikit.errors import DatabaseError
+from tests.support.profiles import examples
 from tests.support.sandbox import IscsiadmSandbox
 from tests.support.tiers import require, require_root
 from tests.unit.db.iscsiadm_harness import iscsiadm, parse_show, private_sandbox, reset
@@ -123,7 +124,7 @@ _edits = st.sampled_from(
 
 
 @settings(
-    max_examples=80,
+    max_examples=examples(80),
     deadline=None,
     suppress_health_check=list(HealthCheck),
     phases=[Phase.explicit, Phase.reuse, Phase.generate],

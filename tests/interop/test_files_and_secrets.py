@@ -32,7 +32,7 @@ from iscsikit.names import Portal
 from iscsikit.runner import CommandResult, Runner
 from tests.support.sandbox import IscsiadmSandbox
 from tests.support.tgtd import Tgtd, free_port
-from tests.support.tiers import require, require_root
+from tests.support.tiers import require, require_root, unavailable
 from tests.unit.db.iscsiadm_harness import db_tree, iscsiadm, parse_show, private_sandbox, reset, run_in
 
 ISCSIKIT = str(Path(sys.executable).parent / "iscsikit")
@@ -46,7 +46,7 @@ def sbx(request: pytest.FixtureRequest) -> Iterator[IscsiadmSandbox]:
     require_root(request)
     require(request, "iscsiadm", "nsenter", "unshare")
     if not Path(ISCSIKIT).exists():
-        pytest.skip("the iscsikit entry point is not installed in this venv")
+        unavailable(request, "the iscsikit entry point is not installed in this venv (scripts/bootstrap installs it)")
     with private_sandbox() as s:
         reset(s)
         yield s

@@ -6,8 +6,11 @@
 * Results come from the log, not CUnit's summary: CUnit counts ``[SKIPPED]`` tests as passed.
   A test is ``fail`` if CUnit marked it FAILED, ``skip`` if it printed ``[SKIPPED]``, else
   ``pass``; tests of a suite that never reported (the process died, login failed) are ``crash``.
-* :func:`regressions` is the differential oracle: tests the reference target passes and the
-  candidate does not.
+* :func:`regressions` is the differential oracle: a test the reference target passes is a
+  regression when the candidate fails it, crashes, does not run it, or *skips* it (a skip is the
+  suite deciding the target lacks something), unless tests/support/testcu_expected.toml lists it
+  with its reason (:func:`load_expected`). :func:`stale_expectations` names listed tests that are
+  no longer a difference, so that file only ever says what is true today.
 
 Example::
 
@@ -21,10 +24,12 @@ import os
 import re
 import subprocess
 import time
+import tomllib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 TESTCU = os.environ.get("ISCSIKIT_TESTCU", "iscsi-test-cu")
@@ -240,14 +245,51 @@ def counts(results: Mapping[str, CaseResult]) -> dict[str, int]:
     return {"total": len(results), **{k: c.get(k, 0) for k in ("pass", "fail", "skip", "crash")}}
 
 
-def regressions(reference: Mapping[str, CaseResult], candidate: Mapping[str, CaseResult]) -> list[str]:
-    """Tests the reference passes and the candidate fails, crashes or does not run at all."""
+#: The known differences between the built-in target and tgt, each with its reason: the one place
+#: that may excuse a test tgt passes and iscsikit does not.
+EXPECTED_FILE = Path(__file__).with_name("testcu_expected.toml")
+
+
+def load_expected(path: Path = EXPECTED_FILE) -> dict[str, dict[str, str]]:
+    """LUN kind -> {"Suite.Test": reason} from the expected-differences file (validated)."""
+    doc = tomllib.loads(path.read_text())
+    out: dict[str, dict[str, str]] = {}
+    for kind, table in doc.items():
+        if not isinstance(table, dict):
+            raise ValueError(f'{path}: {kind!r} must be a table of "Suite.Test" = "reason"')
+        for test, reason in table.items():
+            if test.count(".") != 1 or not isinstance(reason, str) or not reason.strip():
+                raise ValueError(f'{path}: [{kind}] {test!r} needs the form "Suite.Test" = "reason"')
+        out[kind] = dict(table)
+    return out
+
+
+def regressions(
+    reference: Mapping[str, CaseResult],
+    candidate: Mapping[str, CaseResult],
+    expected: Mapping[str, str] | None = None,
+) -> list[str]:
+    """Tests the reference passes and the candidate fails, crashes, skips or does not run at all,
+    except those ``expected`` lists (test -> reason)."""
     out = []
     for name, ref in reference.items():
-        if ref.outcome != "pass":
+        if ref.outcome != "pass" or name in (expected or {}):
             continue
         got = candidate.get(name)
-        if got is None or got.outcome in BAD:
+        if got is None or got.outcome != "pass":
+            out.append(name)
+    return sorted(out)
+
+
+def stale_expectations(
+    reference: Mapping[str, CaseResult], candidate: Mapping[str, CaseResult], expected: Mapping[str, str]
+) -> list[str]:
+    """Listed differences that are none today: the candidate passes too, the reference no longer
+    passes, or the test ran on neither (renamed or gone)."""
+    out = []
+    for name in expected:
+        ref, got = reference.get(name), candidate.get(name)
+        if ref is None or ref.outcome != "pass" or (got is not None and got.outcome == "pass"):
             out.append(name)
     return sorted(out)
 

@@ -7,7 +7,9 @@ Three tiers, chosen by directory:
   namespace, tgtd, libiscsi's tools, qemu-img).
 * ``tests/kernel``: scenarios run inside one virtme-ng VM with a real kernel initiator.
 
-A test that cannot run says why through :func:`require` / :func:`require_root`. Those
+A test that cannot run says why through :func:`require` / :func:`require_root` /
+:func:`require_module` / :func:`unavailable`, and through nothing else (a unit meta-test,
+tests/unit/test_skips_only_through_tiers.py, fails on any other skip mechanism). Those
 skips are collected and printed in a summary block, per tier. With ``CI=true`` a missing
 tool or root is a *failure*, not a skip: ``.ci/run`` installs everything, so a skip there
 means the install is broken.
@@ -15,11 +17,13 @@ means the install is broken.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sys
 from collections import defaultdict
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -89,6 +93,15 @@ def require(request: pytest.FixtureRequest, *tools: str) -> None:
 def require_root(request: pytest.FixtureRequest) -> None:
     if os.geteuid() != 0:
         _unavailable(request.node.nodeid, "needs root (mount namespaces, tgtd, sysfs writes)")
+
+
+def require_module(request: pytest.FixtureRequest, name: str) -> ModuleType:
+    """The Python module ``name``; skip (or fail in CI) when the venv lacks it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        _unavailable(request.node.nodeid, f"missing Python module {name} ({exc}; scripts/bootstrap installs it)")
+        raise  # not reached: _unavailable skips or fails
 
 
 def unavailable(request: pytest.FixtureRequest, reason: str) -> None:

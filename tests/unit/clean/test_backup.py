@@ -23,6 +23,7 @@ from iscsikit.clean.backup import (
 from iscsikit.db.database import Database
 from iscsikit.db.snapshot import Snapshot, SnapshotEntry
 from iscsikit.errors import BackupError, RestoreConflictError
+from tests.support.profiles import examples
 from tests.unit.clean.synthetic import SyntheticHost, T
 
 
@@ -107,7 +108,7 @@ def snapshots(draw: st.DrawFn) -> Snapshot:
     return snap
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     snap=snapshots(),
     attachments=st.dictionaries(_names.filter(lambda s: not s.startswith(".")), st.binary(max_size=100), max_size=3),

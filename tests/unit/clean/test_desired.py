@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from iscsikit.clean.desired import DesiredEntry, load_desired, parse_desired
 from iscsikit.errors import UsageError
 from iscsikit.names import Portal
+from tests.support.profiles import examples
 
 T = "iqn.2026-11.org.example"
 
@@ -76,7 +77,7 @@ def test_load_desired_from_a_file(tmp_path: Path) -> None:
         load_desired(tmp_path / "nope")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(max_size=200))
 def test_any_text_parses_or_is_a_usage_error(text: str) -> None:
     try:
@@ -87,7 +88,7 @@ def test_any_text_parses_or_is_a_usage_error(text: str) -> None:
     assert all(isinstance(e, DesiredEntry) and e.target for e in entries)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
                     lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
                     max_leaves=12))  # fmt: skip

@@ -7,6 +7,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from iscsikit.clean.member import ConfigMemberError, UnsafeMemberError, check_member
+from tests.support.profiles import examples
 
 T = "iqn.2026-11.org.example:disk1"
 NODE_DIR = f"/etc/iscsi/nodes/{T}/10.0.0.1,3260,1"
@@ -138,7 +139,7 @@ def test_attachment_records() -> None:
 _text = st.text(alphabet="ab./,:-0123456789\n", max_size=40)
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     name=st.one_of(st.builds(lambda a: "db/" + a, _text), st.builds(lambda a: "state/attachments/" + a, _text), _text),
     kind=st.sampled_from(["dir", "file", "link", "hard link"]),

@@ -10,6 +10,7 @@ from iscsikit.clean.model import DeviceView, SessionView, Survey, Usage
 from iscsikit.clean.plan import Kind, Selection, plan
 from iscsikit.db.layout import NodeRef
 from iscsikit.names import Portal
+from tests.support.profiles import examples
 
 TARGETS = [f"iqn.2026-11.org.example:{n}" for n in ("a", "b", "c", "db-1", "db-2")]
 ADDRESSES = ["10.0.0.1", "10.0.0.2"]
@@ -56,7 +57,7 @@ selections = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(survey=hosts(), sel=selections)
 def test_planner_safety_invariants(survey: Survey, sel: Selection) -> None:
     p = plan(survey, sel)

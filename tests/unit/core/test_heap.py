@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.support import tiers
+
 PROGRAM = """
 import resource, sys
 from iscsikit.heap import keep_large_buffers
@@ -25,8 +27,9 @@ def faults(mode: str) -> int:
     return int(out.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_freed_megabyte_buffers_stay_in_the_heap() -> None:
+def test_freed_megabyte_buffers_stay_in_the_heap(request: pytest.FixtureRequest) -> None:
+    if not sys.platform.startswith("linux"):
+        tiers.unavailable(request, "needs glibc's mallopt (Linux)")
     untuned, tuned = faults("default"), faults("tuned")
     # 50 rounds of 8 x 256 pages: glibc's defaults give the freed top of the heap back each round
     # (~100,000 faults); tuned, only the first round faults its pages in.
@@ -69,8 +72,9 @@ def kept_after_bursts(mode: str) -> float:
     return float(out.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_attack_sized_buffers_go_back_to_the_kernel_once_freed() -> None:
+def test_attack_sized_buffers_go_back_to_the_kernel_once_freed(request: pytest.FixtureRequest) -> None:
+    if not sys.platform.startswith("linux"):
+        tiers.unavailable(request, "needs glibc's mallopt (Linux)")
     tuned, uncapped = kept_after_bursts("tuned"), kept_after_bursts("uncapped")
     # Each burst holds 80-160 MiB while it lasts; once freed, the tuned heap keeps at most its trim
     # threshold of it (16 MiB buffers are mapped and unmapped; one arena, whose top is trimmed

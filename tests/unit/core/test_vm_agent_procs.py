@@ -10,8 +10,13 @@ from pathlib import Path
 import pytest
 
 from iscsikit._vm_agent import pids
+from tests.support import tiers
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/comm").exists(), reason="needs Linux /proc")
+
+@pytest.fixture(autouse=True)
+def _linux_proc(request: pytest.FixtureRequest) -> None:
+    if not Path("/proc/self/comm").exists():
+        tiers.unavailable(request, "needs Linux /proc")
 
 
 def test_pids_finds_processes_by_command_name_and_only_those() -> None:

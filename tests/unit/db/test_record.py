@@ -283,6 +283,7 @@ def test_validate_setting_names_the_choices_and_hints_at_case() -> None:
         ("node.session.auth.password", "a\nb", "newline"),
         ("node.session.auth.username", " padded", "blanks"),
         ("node.session.auth.username", "u" * 256, "longer than 255"),
+        ("node.session.auth.username", "a\ud800b", "lone UTF-16 surrogate"),  # from JSON, say
         ("node.session.cmds_max", "12abc", "integer"),
         ("node.session.cmds_max", "99999999999", "integer from"),
         ("node.session.auth.chap_algs", "MD5,MD4", "comma-separated"),
@@ -302,6 +303,15 @@ def test_canonical_values() -> None:
     assert canonical_value(spec["node.session.auth.chap_algs"], "SHA256, MD5") == "SHA256,MD5"
     assert validate_setting(NODE, "node.transport_name", "iser") == ("iface.transport_name", "iser")
     assert canonical_value(spec["node.session.auth.username"], "") == ""  # clearing is allowed
+
+
+def test_a_lone_surrogate_in_a_str_is_measured_not_a_crash() -> None:
+    # Only a str from a caller can hold one (a file's undecodable bytes are U+DC80..U+DCFF); it
+    # counts as the 3 bytes surrogatepass gives it, so 86 of them overflow a 255-byte value.
+    rec = parse_record("node.name = a\ud800\nnode.session.auth.username = " + "\ud800" * 86 + "\n", "x", NODE)
+    assert [(i.line, i.severity) for i in rec.issues] == [(2, "error")]
+    assert "longer than 255 bytes" in rec.issues[0].message
+    assert rec.values()["node.name"] == "a\ud800"
 
 
 def test_non_utf8_bytes_survive_a_rewrite() -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from iscsikit.errors import ReplicaProtocolError
 from iscsikit.replica import protocol as p
+from tests.support.profiles import examples
 
 frames = st.builds(
     p.Frame,
@@ -79,7 +80,7 @@ def test_corrupt_payload_is_reported_and_the_stream_stays_in_sync(payload: bytes
     assert dec.next_frame() == second
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.binary(max_size=400))
 def test_garbage_only_ever_raises_protocol_errors(junk: bytes) -> None:
     for session in (p.ServerSession(), p.ClientSession()):
@@ -211,7 +212,7 @@ def test_header_alone_round_trips_and_matches_the_full_encoding(frame: p.Frame) 
     p.check_payload(header, memoryview(bytearray(frame.payload)))  # any buffer type will do
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(st.binary(min_size=p.HEADER_SIZE, max_size=p.HEADER_SIZE))
 def test_decode_header_only_ever_raises_protocol_errors(junk: bytes) -> None:
     try:

@@ -12,6 +12,7 @@ from crc32c import crc32c
 
 from iscsikit.errors import ReplicaError, UsageError
 from iscsikit.replica.store import DATA_FILE, META_FILE, ReplicaStore
+from tests.support import tiers
 
 MiB = 1 << 20
 
@@ -84,14 +85,16 @@ def test_malformed_metadata_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("where", ["tmp", "shm"])
-def test_bulk_writes_read_back_with_or_without_o_direct(tmp_path: Path, where: str) -> None:
+def test_bulk_writes_read_back_with_or_without_o_direct(
+    request: pytest.FixtureRequest, tmp_path: Path, where: str
+) -> None:
     import mmap
     import os
     import tempfile
 
     if where == "shm":  # tmpfs: no O_DIRECT on older kernels, the store falls back to buffered writes
         if not os.path.isdir("/dev/shm"):
-            pytest.skip("no /dev/shm")
+            tiers.unavailable(request, "no /dev/shm (a tmpfs) on this host")
         root = Path(tempfile.mkdtemp(dir="/dev/shm"))
     else:
         root = tmp_path

@@ -19,6 +19,7 @@ from iscsikit.target.proto import InitiatorConnection, PortalInfo, TargetInfo
 from iscsikit.target.proto.pdu import DataIn, ScsiResponse
 from iscsikit.target.scsi import LogicalUnit, LuIdentity, LunMap
 from iscsikit.target.server import ServerOptions, TargetRuntime, TargetServer
+from tests.support import tiers
 
 from .proto.aclient import READ10, Client, rw10
 
@@ -92,7 +93,9 @@ def test_write_and_read_back_large_and_small() -> None:
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_read_buffers_are_reused_only_after_the_transport_sent_them(tmp_path: Path, loop: str) -> None:
+def test_read_buffers_are_reused_only_after_the_transport_sent_them(
+    request: pytest.FixtureRequest, tmp_path: Path, loop: str
+) -> None:
     """Pooled read buffers come back for reuse, and never while their bytes may still be unsent.
 
     The initiator stops reading while 16 MiB of Data-In is queued (socket buffers full, the rest
@@ -133,7 +136,7 @@ def test_read_buffers_are_reused_only_after_the_transport_sent_them(tmp_path: Pa
         assert pool.reused > 0 and pool.returned > 0
 
     if loop == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
+        uvloop = tiers.require_module(request, "uvloop")
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(asyncio.wait_for(main(), 60))
     else:

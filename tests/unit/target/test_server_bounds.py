@@ -15,6 +15,7 @@ from iscsikit.target.limits import RefusalLog, ServerLimits
 from iscsikit.target.proto import InitiatorConnection
 from iscsikit.target.proto.initiator import LoginFailed
 from iscsikit.target.proto.pdu import R2T
+from tests.support import tiers
 
 from .proto.aclient import WRITE10, Client, rw10
 from .test_server import I, SlowFlushBackend, T, client, port, run, serving
@@ -52,9 +53,9 @@ async def until(cond: Any, timeout: float = 20.0) -> bool:
     return bool(cond())
 
 
-def run_on(loop: str, coro: Any) -> None:
+def run_on(request: pytest.FixtureRequest, loop: str, coro: Any) -> None:
     if loop == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
+        uvloop = tiers.require_module(request, "uvloop")
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(asyncio.wait_for(coro, 60))
     else:
@@ -62,7 +63,9 @@ def run_on(loop: str, coro: Any) -> None:
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_a_paused_connection_whose_peer_resets_is_reaped_and_its_buffers_freed(loop: str) -> None:
+def test_a_paused_connection_whose_peer_resets_is_reaped_and_its_buffers_freed(
+    request: pytest.FixtureRequest, loop: str
+) -> None:
     """Writes wait for a stuck backend: reading pauses; the peer then vanishes with an RST.
 
     asyncio does not read a paused socket, so without the housekeeping poll nobody would see it.
@@ -82,7 +85,7 @@ def test_a_paused_connection_whose_peer_resets_is_reaped_and_its_buffers_freed(l
             backend.gate.set()
             assert await until(lambda: server.budget.used == 0)
 
-    run_on(loop, main())
+    run_on(request, loop, main())
 
 
 def test_a_login_that_does_not_finish_is_dropped_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:

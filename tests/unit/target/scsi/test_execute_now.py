@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from iscsikit.target.backends import FileBackend, MemoryBackend
 from iscsikit.target.scsi import LogicalUnit, LuIdentity, LunMap, ScsiResponse
+from tests.support.profiles import examples
 
 from .helpers import NEXUS, NEXUS2, TARGET
 
@@ -138,7 +139,7 @@ def test_declined_by_backends_without_a_synchronous_read() -> None:
     assert asyncio.run(main()) is None
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     sixteen=st.booleans(),
     lba=st.one_of(st.integers(0, BLOCKS + 8), st.integers(0, (1 << 32) - 1)),

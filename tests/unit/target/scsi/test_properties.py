@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iscsikit.target.scsi.sense import parse_sense
+from tests.support.profiles import examples
 
 from .helpers import NEXUS, NEXUS2, Disk, good, read16, write16
 
@@ -26,7 +27,7 @@ def _check(rsp_status: int, sense: bytes, length: int, cdb: bytes) -> None:
         assert sense == b""
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     cdb=st.binary(min_size=0, max_size=16),
     data=st.one_of(st.none(), st.binary(max_size=3 * BS)),
@@ -50,7 +51,7 @@ _known_ops = st.sampled_from(
 )  # fmt: skip
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(op=_known_ops, rest=st.binary(min_size=15, max_size=15), data=st.binary(max_size=2 * BS))
 def test_known_opcodes_with_random_fields(op: int, rest: bytes, data: bytes) -> None:
     disk = Disk(size=SIZE_BLOCKS * BS)
@@ -62,7 +63,7 @@ def test_known_opcodes_with_random_fields(op: int, rest: bytes, data: bytes) -> 
         disk.close()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     st.lists(
         st.tuples(

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from tests.support.testcu import CaseResult, parse_log, regressions, render_table
+from pathlib import Path
+
+import pytest
+
+from tests.support.testcu import (
+    CaseResult,
+    load_expected,
+    parse_log,
+    regressions,
+    render_table,
+    stale_expectations,
+)
 
 # Recorded against tgtd 1.0.85 (GetLBAStatus, CompareAndWrite) and iscsikit (Reserve6, whose
 # suite clean-up prints on the verdict's line), merged stdout+stderr, trimmed.
@@ -63,8 +74,30 @@ def test_a_test_cut_off_by_a_dying_process_is_a_crash() -> None:
 def test_regressions_are_reference_passes_the_candidate_misses() -> None:
     ref = {n: CaseResult(n, o) for n, o in [("A.x", "pass"), ("A.y", "pass"), ("A.z", "fail"), ("A.w", "pass")]}
     cand = {n: CaseResult(n, o) for n, o in [("A.x", "pass"), ("A.y", "crash"), ("A.z", "fail"), ("A.w", "skip")]}
-    assert regressions(ref, cand) == ["A.y"]
+    # a test tgt passes and the built-in target skips is a regression like a failure
+    assert regressions(ref, cand) == ["A.w", "A.y"]
     assert regressions(ref, {}) == ["A.w", "A.x", "A.y"]
+    # ... unless the expected-differences file lists it, with its reason
+    assert regressions(ref, cand, {"A.w": "the target lacks W on purpose"}) == ["A.y"]
+
+
+def test_stale_expectations_are_named() -> None:
+    ref = {n: CaseResult(n, o) for n, o in [("A.x", "pass"), ("A.y", "pass"), ("A.z", "fail")]}
+    cand = {n: CaseResult(n, o) for n, o in [("A.x", "pass"), ("A.y", "skip"), ("A.z", "fail")]}
+    listed = {"A.x": "fixed since", "A.y": "still true", "A.z": "tgt fails it too", "A.gone": "renamed"}
+    assert stale_expectations(ref, cand, listed) == ["A.gone", "A.x", "A.z"]
+
+
+def test_the_expected_differences_file_gives_a_reason_for_each_entry(tmp_path: Path) -> None:
+    expected = load_expected()  # the real file parses, every entry with a reason
+    assert all(reason.strip() for table in expected.values() for reason in table.values())
+    good = tmp_path / "good.toml"
+    good.write_text('[thin]\n"GetLBAStatus.UnmapSingle" = "deliberately not implemented: ..."\n')
+    assert load_expected(good) == {"thin": {"GetLBAStatus.UnmapSingle": "deliberately not implemented: ..."}}
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[thin]\n"GetLBAStatus.UnmapSingle" = ""\n')
+    with pytest.raises(ValueError, match=r"\[thin\] 'GetLBAStatus.UnmapSingle' needs the form"):
+        load_expected(bad)
 
 
 def test_render_table() -> None:
