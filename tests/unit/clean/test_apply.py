@@ -147,6 +147,36 @@ def test_a_device_that_becomes_busy_after_planning_is_not_removed(run: Run, host
     assert sessions(host) == [f"session{sid}"] and host.db.nodes()
 
 
+def test_a_multipath_map_that_becomes_busy_after_planning_is_not_flushed(run: Run, host: SyntheticHost) -> None:
+    # The simulated `multipath -f` (like a map with queue_if_no_path) does not see an open file:
+    # only the apply-time re-check of the map's users keeps the map and its paths.
+    s1 = host.session(f"{T}:mp", "127.0.0.1:3260,1")
+    s2 = host.session(f"{T}:mp", "127.0.0.2:3260,1")
+    dm = host.multipath_map([host.disks_of(s1)[0], host.disks_of(s2)[0]])
+    the_plan = run.plan(Selection())
+    assert not the_plan.blocked
+    host.open_fd(dm, 5150, "postgres")  # a process opens the map between plan and apply
+    report = run.executor().apply(the_plan)
+    assert not report.ok and statuses(report)[0] == ("flush-map", "blocked")
+    assert "open by pid 5150 (postgres)" in report.outcomes[0].message
+    assert not [c for c in run.runner.calls if c[:2] == ["multipath", "-f"]]
+    assert (host.sys / f"class/block/{dm}").exists() and sessions(host) == sorted([f"session{s1}", f"session{s2}"])
+
+
+def test_a_disk_that_appears_in_use_after_planning_blocks_the_logout(run: Run, host: SyntheticHost) -> None:
+    host.db.new_node(f"{T}:db", "127.0.0.1:3260,1")
+    sid = host.session(f"{T}:db")
+    the_plan = run.plan(Selection())
+    assert not the_plan.blocked
+    disk = host.lun(sid, 2)  # a LUN the plan never saw appears in the session, and LVM takes it
+    lv = host.lvm([disk])
+    report = run.executor().apply(the_plan)
+    assert statuses(report) == [("remove-device", "done"), ("logout", "blocked"), ("delete-node", "blocked")]
+    assert report.outcomes[1].message == f"/dev/{disk} is held by {lv}; remove those first"
+    assert sessions(host) == [f"session{sid}"] and not [c for c in run.runner.calls if c[0] == "iscsiadm"]
+    assert host.db.nodes()
+
+
 def test_force_removes_a_mounted_device(run: Run, host: SyntheticHost) -> None:
     sid = host.session(f"{T}:db")
     host.mount(host.disks_of(sid)[0], "/mnt/db")
