@@ -67,9 +67,7 @@ def load(path: Path = LIST, root: Path = ROOT) -> list[Mutant]:
         missing = [k for k in ("id", "rule", "file", "find", "replace", "tests") if k not in entry]
         if missing:
             raise ListError(f"{where}: missing {', '.join(missing)}")
-        m = Mutant(
-            entry["id"], entry["rule"], entry["file"], entry["find"], entry["replace"], tuple(entry["tests"])
-        )
+        m = Mutant(entry["id"], entry["rule"], entry["file"], entry["find"], entry["replace"], tuple(entry["tests"]))
         if not m.tests:
             raise ListError(f"{where}: no tests named to kill it")
         if m.find == m.replace:
@@ -124,6 +122,16 @@ def _passed(output: str, tests: tuple[str, ...]) -> tuple[str, ...]:
 def baseline(root: Path, mutants: list[Mutant], work: Path) -> tuple[bool, str]:
     """Every named test passes on an unmutated copy, and that copy is what gets imported."""
     tree = _copy(root, work / "baseline")
+    where = subprocess.run(
+        [sys.executable, "-c", "import iscsikit, tests; print(iscsikit.__file__); print(tests.__file__)"],
+        cwd=tree,
+        env=dict(os.environ, PYTHONPATH=str(tree)),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if where.returncode or any(not Path(f).is_relative_to(tree) for f in where.stdout.split()):
+        return False, f"the copy's packages are not the ones imported: {where.stdout}{where.stderr}"
     tests = tuple(dict.fromkeys(t for m in mutants for t in m.tests))
     rc, out = _pytest(tree, tests)
     return rc == 0 and len(_passed(out, tests)) == len(tests), out
@@ -161,9 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         mutants = [m for m in mutants if m.id in args.ids]
     if args.list:
         for m in mutants:
-            print(f"{m.id:28} {m.file}: {m.rule}")
+            print(f"{m.id:32} {m.file}: {m.rule}")
             for t in m.tests:
-                print(f"{'':28}   killed by {t}")
+                print(f"{'':32}   killed by {t}")
         return 0
     with tempfile.TemporaryDirectory(prefix="iscsikit-mutants-") as tmp:
         work = Path(tmp)
@@ -176,11 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"baseline: {len(mutants)} mutants' tests pass unmutated ({time.monotonic() - start:.1f} s)")
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
             results = list(pool.map(lambda m: run_one(ROOT, m, work), mutants))
-    print(f"{'mutant':28} {'killed':6} {'seconds':>7}")
+    print(f"{'mutant':32} {'killed':6} {'seconds':>7}")
     for r in results:
-        print(f"{r.id:28} {'yes' if r.killed else 'NO':6} {r.seconds:7.1f}")
+        print(f"{r.id:32} {'yes' if r.killed else 'NO':6} {r.seconds:7.1f}")
         if not r.killed:
-            print(f"{'':28}   survived: {', '.join(r.survivors) or '(no test failed or none ran)'}")
+            print(f"{'':32}   survived: {', '.join(r.survivors) or '(no test failed or none ran)'}")
             if args.verbose:
                 print(r.output)
     survived = [r.id for r in results if not r.killed]

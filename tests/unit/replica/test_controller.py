@@ -301,6 +301,40 @@ async def test_a_second_controller_fences_the_first(tmp_path: Path) -> None:
 
 
 @run
+async def test_a_connection_that_does_not_own_the_replica_cannot_change_it(tmp_path: Path) -> None:
+    # Another peer says HELLO without claiming the replica (or kept a connection from before a
+    # claim): its WRITE and UNMAP are refused, and what the owner wrote is still there.
+    from iscsikit.replica import protocol as p
+    from tests.support.replicawire import RawPeer
+
+    c = LocalCluster(tmp_path, 1, SIZE)
+    await c.start()
+    b = fast(c.addresses, auto_rebuild=False)
+    await b.open()
+    await b.write(0, block(1), fua=True)
+    server = c.servers[0]
+    assert server is not None
+    host, port = "127.0.0.1", server.port
+
+    def intruder() -> list[p.Status]:
+        peer = RawPeer(host, port, timeout=10.0)
+        try:
+            hello = peer.call(p.Op.HELLO)
+            write = peer.call(p.Op.WRITE, offset=0, length=4096, payload=block(2))
+            unmap = peer.call(p.Op.UNMAP, offset=0, length=4096)
+            return [hello.status, write.status, unmap.status]
+        finally:
+            peer.close()
+
+    assert await asyncio.to_thread(intruder) == [p.Status.OK, p.Status.FENCED, p.Status.FENCED]
+    assert await b.read(0, 4096) == block(1)
+    await b.write(4096, block(3))  # the owner is not disturbed
+    await b.close()
+    assert c.data(0)[:8192] == block(1) + block(3)
+    await c.stop()
+
+
+@run
 async def test_write_in_flight_when_a_rebuild_starts_reaches_the_new_replica(tmp_path: Path) -> None:
     # A write to a never-written range is on its way to the source (not to the new replica, which
     # is not WO yet) when the rebuild lists extents: the rebuild must wait for it, or the new
@@ -336,6 +370,44 @@ async def test_write_in_flight_when_a_rebuild_starts_reaches_the_new_replica(tmp
     await b.flush()
     c.assert_identical({3 * MiB: block(9)})
     await b.close()
+    await c.stop()
+
+
+@run
+async def test_a_write_only_a_rebuilding_replica_took_is_not_acknowledged(tmp_path: Path) -> None:
+    # The only RW replica dies in the middle of a write while the other one is still being
+    # rebuilt (WO). The WO replica took the write, and min_replicas is 1, but it holds only part
+    # of the volume: acknowledging would promise a write that no complete copy has.
+    from typing import Any
+
+    from iscsikit.replica import protocol as p
+    from iscsikit.replica.client import ReplicaClient
+
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    source, rebuilding = c.addresses
+    hold_rebuild = asyncio.Event()
+
+    class Hooked(ReplicaClient):
+        async def _call(self, op: p.Op, **kw: Any) -> p.Response:
+            if op == p.Op.EXTENTS and self.address == rebuilding:
+                await hold_rebuild.wait()  # the rebuild stays WO, before copying anything
+            if op == p.Op.WRITE and self.address == source and kw.get("offset") == 7 * MiB:
+                await c.kill(0)  # the RW replica dies while this write is on its way
+            return await super()._call(op, **kw)
+
+    b = fast([source], min_replicas=1)
+    b._client_factory = lambda a: Hooked(a, timeout=5.0)
+    await b.open()
+    await b.write(0, block(1))
+    r = await b.add_replica(rebuilding)
+    assert r.mode == Mode.WO
+    with pytest.raises(BackendError) as exc:
+        await b.write(7 * MiB, block(2))
+    assert exc.value.kind == "unavailable" and "acknowledged by 1 replica(s)" in str(exc.value)
+    assert b.replicas[0].mode == Mode.ERR and r.mode == Mode.WO  # never promoted by the write
+    hold_rebuild.set()
+    await crash(b)
     await c.stop()
 
 
