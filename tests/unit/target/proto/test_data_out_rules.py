@@ -100,3 +100,13 @@ def test_unsolicited_data_is_refused_when_initial_r2t_is_yes() -> None:
     # The unsolicited Data-Out that follows finds no command to complete: nothing is written.
     pair.send(pair.ini.data_out(itt, RESERVED_TAG, 0, 0, data, True, lun=1))
     assert _no_write_ran(pair)
+
+
+def test_unsolicited_data_out_that_fills_first_burst_length_without_the_f_bit_closes_the_connection() -> None:
+    pair = _logged_in(TargetLimits(first_burst_length=8192))
+    data = b"v" * 32768
+    itt, wire = pair.ini.scsi_command(WRITE10, lun=1, write_data=data, immediate_length=0, final=False)
+    assert pair.send(wire) == []
+    answer = pair.send(pair.ini.data_out(itt, RESERVED_TAG, 0, 0, data[:8192], False, lun=1))
+    assert [type(p) for p in answer] == [Reject]
+    assert pair.target.is_closed and _no_write_ran(pair)
