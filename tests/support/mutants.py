@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 LIST = ROOT / "tests" / "mutants.toml"
 COPIED = ("iscsikit", "tests", "pyproject.toml")
+#: Seconds one pytest run may take; a mutant whose tests hang counts as killed (they did not pass).
+TIMEOUT = 240
 _PASSED = re.compile(r"^PASSED (\S+)", re.MULTILINE)
 
 
@@ -101,15 +103,20 @@ def _pytest(tree: Path, tests: tuple[str, ...]) -> tuple[int, str]:
     env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1", HYPOTHESIS_PROFILE="ci")
     # No -x: every named test must fail, so all of them run.
     cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider"]
-    proc = subprocess.run(
-        [*cmd, "--rootdir", str(tree), *tests],
-        cwd=tree,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [*cmd, "--rootdir", str(tree), *tests],
+            cwd=tree,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+            timeout=TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:  # a mutant that hangs its tests is caught too
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        return -1, out + f"\n(timed out after {TIMEOUT} s)\n"
     return proc.returncode, proc.stdout
 
 
