@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from iscsikit.errors import UsageError
+
 if TYPE_CHECKING:
     from iscsikit.config import Config
     from iscsikit.runner import Runner
@@ -30,6 +32,8 @@ class AppContext:
     db_root_flag: Path | None = None
     sysfs_root_flag: Path | None = None
     host_flag: str | None = None
+    #: Where each global option came from: ``flag`` or ``env`` (absent: not given).
+    sources: dict[str, str] = field(default_factory=dict)
     _runner: Runner | None = field(default=None, repr=False)
 
     @classmethod
@@ -48,19 +52,40 @@ class AppContext:
 
         return Config.load(self.config_path)
 
+    def given_as(self, key: str, value: object) -> str:
+        """How a user wrote a setting, for an error: ``--db-root X``, ``ISCSIKIT_DB_ROOT=X`` or the file's key."""
+        source = self.sources.get(key)
+        if source == "flag":
+            return f"--{key.replace('_', '-')} {value}"
+        if source == "env":
+            return f"ISCSIKIT_{key.upper()}={value}"
+        return f"{key} = {str(value)!r} in {self.config.path}"
+
+    def _existing_dir(self, key: str, path: Path, fix: str) -> Path:
+        """``path`` if it is a directory; else a UsageError naming where it was given (a typo in
+        a root must not look like an empty database or a host without sessions)."""
+        if not path.is_dir():
+            what = "is not a directory" if path.exists() else "does not exist"
+            raise UsageError(f"{self.given_as(key, path)}: {what}; {fix}")
+        return path
+
     @property
     def db_root(self) -> Path | None:
-        """The DB root chosen by flag/env/config; None means: detect it."""
-        if self.db_root_flag is not None:
-            return self.db_root_flag
-        configured = self.config.get("db_root")
-        return Path(configured) if configured else None
+        """The DB root chosen by flag/env/config (an existing directory); None means: detect it."""
+        root = self.db_root_flag
+        if root is None:
+            configured = self.config.get("db_root")
+            root = Path(configured) if configured else None
+        if root is None:
+            return None
+        return self._existing_dir(
+            "db_root", root, "give open-iscsi's DB directory (e.g. /etc/iscsi), or leave it out to detect it"
+        )
 
     @property
     def sysfs_root(self) -> Path:
-        if self.sysfs_root_flag is not None:
-            return self.sysfs_root_flag
-        return Path(self.config.get("sysfs_root"))
+        root = self.sysfs_root_flag if self.sysfs_root_flag is not None else Path(self.config.get("sysfs_root"))
+        return self._existing_dir("sysfs_root", root, "give where sysfs is mounted (default /sys)")
 
     @property
     def proc_root(self) -> Path:

@@ -178,6 +178,13 @@ def root(
         from iscsikit.runner import HostMode
 
         HostMode.parse(host)  # fail early, with the flag named
+    # click's ParameterSource, by name (typer vendors click): where each option came from
+    given = {"COMMANDLINE": "flag", "ENVIRONMENT": "env"}
+    sources = {
+        name: given[src.name]
+        for name in ("db_root", "sysfs_root", "host", "config")
+        if (src := ctx.get_parameter_source(name)) is not None and src.name in given
+    }
     ctx.obj = AppContext(
         json=json_,
         dry_run=dry_run,
@@ -187,6 +194,7 @@ def root(
         db_root_flag=db_root,
         sysfs_root_flag=sysfs_root,
         host_flag=host,
+        sources=sources,
     )
     _setup_logging(verbose, quiet)
 
