@@ -99,14 +99,41 @@ class _RootGroup(TyperGroup):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except _ClickUsageError as exc:
+            if isinstance(exc, _NoArgsIsHelp):
+                raise
+            raise typer.Exit(report_error(_one_line_usage(exc), json_mode="--json" in args)) from None
+
     def invoke(self, ctx: typer.Context) -> object:  # type: ignore[override]
         from iscsikit.errors import IscsikitError
 
         try:
             return super().invoke(ctx)
-        except IscsikitError as exc:
+        except (IscsikitError, _ClickUsageError) as exc:
+            if isinstance(exc, _NoArgsIsHelp):
+                raise
             obj = ctx.obj
-            ctx.exit(report_error(exc, json_mode=isinstance(obj, AppContext) and obj.json))
+            error = _one_line_usage(exc) if isinstance(exc, _ClickUsageError) else exc
+            ctx.exit(report_error(error, json_mode=isinstance(obj, AppContext) and obj.json))
+
+
+# typer (pinned <0.29) vendors click; its usage errors print the usage, a hint and the error on
+# four lines. Every bad input is reported on one line instead: the command, what was wrong, where
+# to look.
+_ClickUsageError = typer.core._click.exceptions.UsageError
+_NoArgsIsHelp = typer.core._click.exceptions.NoArgsIsHelpError
+
+
+def _one_line_usage(exc: Any) -> Exception:
+    from iscsikit.errors import UsageError
+
+    path = exc.ctx.command_path if exc.ctx is not None else "iscsikit"
+    where = path.partition(" ")[2]  # report_error already says "iscsikit: error:"
+    message = exc.format_message().rstrip(".")
+    return UsageError(f"{where + ': ' if where else ''}{message}; see '{path} --help'")
 
 
 app = typer.Typer(
