@@ -46,11 +46,45 @@ class AppContext:
             root.obj = obj
         return obj
 
+    def control_socket(self, control: Path | None, *, may_be_missing: bool = False) -> Path:
+        """The target's control socket: --control, $ISCSIKIT_TARGET_CONTROL or the default.
+
+        One given by the user that is not there (or is not a socket) is a usage error naming
+        it, unless ``may_be_missing`` (waiting for a target that is starting); the default
+        path missing means no target runs, which the request itself reports.
+        """
+        import os
+        import stat
+
+        from iscsikit.target.config import DEFAULT_CONTROL
+
+        env = os.environ.get("ISCSIKIT_TARGET_CONTROL")
+        path = control or Path(env or str(DEFAULT_CONTROL))
+        given = f"--control {path}" if control else (f"ISCSIKIT_TARGET_CONTROL={path}" if env else "")
+        if not given or may_be_missing:
+            return path
+        try:
+            mode = path.stat().st_mode
+        except OSError as exc:
+            raise UsageError(
+                f"{given}: {exc.strerror}; give the control socket of a running `iscsikit target serve`"
+            ) from None
+        if not stat.S_ISSOCK(mode):
+            raise UsageError(f"{given}: not a socket; give the control socket of a running `iscsikit target serve`")
+        return path
+
     @cached_property
     def config(self) -> Config:
         from iscsikit.config import Config
 
-        return Config.load(self.config_path)
+        path = self.config_path
+        if path is not None and not path.is_file():
+            what = "is not a file" if path.exists() else "does not exist"
+            raise UsageError(
+                f"{self.given_as('config', path)}: {what}; create it with `iscsikit config set KEY VALUE`, "
+                "or leave it out for the defaults"
+            )
+        return Config.load(path)
 
     def given_as(self, key: str, value: object) -> str:
         """How a user wrote a setting, for an error: ``--db-root X``, ``ISCSIKIT_DB_ROOT=X`` or the file's key."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer._click.exceptions as typer_click_exceptions
 from typer.core import TyperGroup
 
 from iscsikit import __version__
@@ -123,8 +124,8 @@ class _RootGroup(TyperGroup):
 # typer (pinned <0.29) vendors click; its usage errors print the usage, a hint and the error on
 # four lines. Every bad input is reported on one line instead: the command, what was wrong, where
 # to look.
-_ClickUsageError = typer.core._click.exceptions.UsageError
-_NoArgsIsHelp = typer.core._click.exceptions.NoArgsIsHelpError
+_ClickUsageError = typer_click_exceptions.UsageError
+_NoArgsIsHelp = typer_click_exceptions.NoArgsIsHelpError
 
 
 def _one_line_usage(exc: Any) -> Exception:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -230,11 +229,10 @@ def status(
     ] = 0.0,
 ) -> None:
     """Targets, sessions and LUNs of a running `target serve` (JSON with --json)."""
-    from iscsikit.target.config import DEFAULT_CONTROL
     from iscsikit.target.control import request
 
     actx = AppContext.of(ctx)
-    path = control or Path(os.environ.get("ISCSIKIT_TARGET_CONTROL", str(DEFAULT_CONTROL)))
+    path = actx.control_socket(control, may_be_missing=wait > 0)
     result = request(path, "status", wait=wait)
     if actx.json:
         emit(actx, result)
@@ -262,12 +260,6 @@ ACL_COLUMNS = [
 ]
 
 
-def _control_path(control: Path | None) -> Path:
-    from iscsikit.target.config import DEFAULT_CONTROL
-
-    return control or Path(os.environ.get("ISCSIKIT_TARGET_CONTROL", str(DEFAULT_CONTROL)))
-
-
 def _which_target(path: Path, target: str | None) -> str:
     """``--target``, or the only target of the running process (exit 2 when there are several)."""
     from iscsikit.target.acl import resolve_target
@@ -283,7 +275,7 @@ def acl_list(ctx: typer.Context, control: ControlOpt = None, target: TargetOpt =
     from iscsikit.target.control import request
 
     actx = AppContext.of(ctx)
-    path = _control_path(control)
+    path = actx.control_socket(control)
     result = request(path, "acl list", {"target": _which_target(path, target)})
     if actx.json:
         emit(actx, result)
@@ -341,7 +333,7 @@ def acl_add(
         mutual = ChapCredentials(mutual_user, secret)
         args.update(mutual_user=mutual_user, mutual_secret_b64=base64.b64encode(secret).decode())
     acl_entry(initiator, where="INITIATOR_IQN", chap=chap, mutual=mutual)  # the checks, before anything is sent
-    path = _control_path(control)
+    path = actx.control_socket(control)
     args["target"] = _which_target(path, target)
     result = request(path, "acl add", args)
     if actx.json:
@@ -360,10 +352,12 @@ def acl_remove(
     target: TargetOpt = None,
 ) -> None:
     """Remove INITIATOR_IQN's ACL entry and close its sessions on the target (as LIO does)."""
+    from iscsikit.target.config import check_initiator_name
     from iscsikit.target.control import request
 
     actx = AppContext.of(ctx)
-    path = _control_path(control)
+    check_initiator_name(initiator, "INITIATOR_IQN")
+    path = actx.control_socket(control)
     result = request(path, "acl remove", {"initiator": initiator, "target": _which_target(path, target)})
     if actx.json:
         emit(actx, result)
