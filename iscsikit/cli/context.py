@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -85,6 +85,17 @@ class AppContext:
                 "or leave it out for the defaults"
             )
         return Config.load(path)
+
+    def effective(self) -> list[dict[str, Any]]:
+        """Every setting as this run uses it: the config's rows with the global options given as a
+        flag or in the environment laid over them (``source``: default, file, env or flag)."""
+        given = {"db_root": self.db_root_flag, "sysfs_root": self.sysfs_root_flag, "host": self.host_flag}
+        rows = self.config.effective()
+        for row in rows:
+            value = given.get(row["key"])
+            if value is not None:
+                row.update(value=str(value), source=self.sources.get(row["key"], "flag"))
+        return rows
 
     def given_as(self, key: str, value: object) -> str:
         """How a user wrote a setting, for an error: ``--db-root X``, ``ISCSIKIT_DB_ROOT=X`` or the file's key."""
