@@ -126,7 +126,7 @@ def serve(
     import logging
 
     from iscsikit.errors import ConfigError, UsageError
-    from iscsikit.target.config import ServeConfig, check_exposure, load_config, merge_flags
+    from iscsikit.target.config import ServeConfig, load_config, merge_flags
 
     actx = AppContext.of(ctx)
     if not actx.quiet and actx.verbose == 0:
@@ -155,8 +155,6 @@ def serve(
     )
     if not cfg.targets:
         raise ConfigError("no target to serve: give --iqn and --lun N=SPEC, or a --config with [[targets]]")
-    for warning in check_exposure(cfg):
-        logging.getLogger("iscsikit.target").warning("%s", warning)
     runner = _loop_runner(loop)
     from iscsikit.heap import keep_large_buffers
 
@@ -182,12 +180,16 @@ def _loop_runner(choice: str) -> Any:
 
 async def _serve(actx: AppContext, cfg: Any) -> None:
     import asyncio
+    import logging
     import signal
 
+    from iscsikit.target.config import check_exposure
     from iscsikit.target.control import ControlServer
     from iscsikit.target.server import server_from_config
 
-    server = server_from_config(cfg)
+    server = server_from_config(cfg)  # every LUN checked: a bad one is the only line printed
+    for warning in check_exposure(cfg):
+        logging.getLogger("iscsikit.target").warning("%s", warning)
     await server.start()
     ctl = ControlServer(server, cfg.control) if cfg.control is not None else None
     try:

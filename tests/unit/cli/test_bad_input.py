@@ -115,6 +115,18 @@ ROWS: list[Row] = [
     # the target
     R("target", "serve", "--iqn", IQN, "--lun", "1=file:{missing}/x.img", names="--lun 1", fix="create it"),
     R("target", "serve", "--iqn", IQN, "--lun", "1=file:{missing}", names="--lun 1", fix="size="),
+    R(
+        "target",
+        "serve",
+        "--portal",
+        "0.0.0.0:3260",
+        "--insecure-open",
+        "--iqn",
+        IQN,
+        "--lun",
+        "1=file:{missing}/x.img",
+        names="--lun 1",
+    ),
     R("target", "serve", "--iqn", IQN, "--lun", "1=file:{dir}", names="--lun 1", fix="file"),
     R("target", "serve", "--iqn", IQN, "--lun", "1=bogus:x", names="--lun 1", fix="known"),
     R("target", "serve", "--iqn", IQN, "--lun", "1=memory:size=big", names="--lun 1"),
