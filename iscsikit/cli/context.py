@@ -67,10 +67,10 @@ class AppContext:
             mode = path.stat().st_mode
         except OSError as exc:
             raise UsageError(
-                f"{given}: {exc.strerror}; give the control socket of a running `iscsikit target serve`"
+                f"{given}: no control socket ({exc.strerror}); give the --control of a running `iscsikit target serve`"
             ) from None
         if not stat.S_ISSOCK(mode):
-            raise UsageError(f"{given}: not a socket; give the control socket of a running `iscsikit target serve`")
+            raise UsageError(f"{given}: not a socket; give the --control of a running `iscsikit target serve`")
         return path
 
     @cached_property
