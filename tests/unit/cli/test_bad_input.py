@@ -32,20 +32,23 @@ class Row:
     names: str  # the input, as the error must name it
     fix: str = ""  # a word of the fix the error must give, where there is an obvious one
     globals_: bool = True  # False: give no sandbox global options (the row is about them)
+    env: tuple[tuple[str, str], ...] = ()  # ISCSIKIT_* variables for the row (expanded too)
 
     @property
     def id(self) -> str:
         return " ".join(self.argv)[:80]
 
 
-def R(*argv: str, names: str, fix: str = "", globals_: bool = True) -> Row:
-    return Row(tuple(argv), names, fix, globals_)
+def R(*argv: str, names: str, fix: str = "", globals_: bool = True, env: dict[str, str] | None = None) -> Row:
+    return Row(tuple(argv), names, fix, globals_, tuple((env or {}).items()))
 
 
 ROWS: list[Row] = [
     # global options: missing paths, wrong types, bad names
     R("--db-root", "{missing}", "node", "list", names="--db-root {missing}", fix="leave it out", globals_=False),
     R("--db-root", "{file}", "node", "list", names="--db-root {file}", fix="not a directory", globals_=False),
+    R("node", "list", names="ISCSIKIT_DB_ROOT={missing}", globals_=False, env={"ISCSIKIT_DB_ROOT": "{missing}"}),
+    R("--config", "{badroot}", "node", "list", names="db_root = '{missing}' in {badroot}", globals_=False),
     R("--sysfs-root", "{missing}", "session", "list", names="--sysfs-root {missing}", globals_=False),
     R("--sysfs-root", "{missing}", "device", "list", names="--sysfs-root {missing}", globals_=False),
     R("--config", "{missing}", "config", "show", names="--config {missing}", fix="config set", globals_=False),
@@ -237,6 +240,7 @@ def sandbox(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "afile").write_text("not what was expected\n")
     (tmp_path / "adir").mkdir()
     (tmp_path / "bad.toml").write_text("this is = = not toml\n")
+    (tmp_path / "badroot.toml").write_text(f'db_root = "{tmp_path / "missing"}"\n')
     return {
         "tmp": str(tmp_path),
         "db": str(db),
@@ -246,6 +250,7 @@ def sandbox(tmp_path: Path) -> dict[str, str]:
         "file": str(tmp_path / "afile"),
         "dir": str(tmp_path / "adir"),
         "badtoml": str(tmp_path / "bad.toml"),
+        "badroot": str(tmp_path / "badroot.toml"),
     }
 
 
@@ -260,6 +265,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(row: Row, sandbox: 
         argv = ["--db-root", sandbox["db"], "--sysfs-root", sandbox["sys"], "--config", sandbox["config"], *argv]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ISCSIKIT_")}
     env["ISCSIKIT_TARGET_CONTROL"] = sandbox["missing"] + "/control.sock"
+    env.update({k: _expand(v, sandbox) for k, v in row.env})
     before = _tree(Path(sandbox["tmp"]))
     res = subprocess.run(
         [sys.executable, "-m", "iscsikit", *argv],
@@ -308,3 +314,18 @@ def test_every_command_has_a_row() -> None:
                 covered.add(" ".join(words[:n]))
                 break
     assert leaves - covered == set(), "commands without a bad-input row in ROWS"
+
+
+@pytest.mark.parametrize("row", [ROWS[0], ROWS[-1]], ids=[ROWS[0].id, ROWS[-1].id])
+def test_with_json_the_error_is_one_document_on_stdout(row: Row, sandbox: dict[str, str]) -> None:
+    import json
+
+    argv = ["--json", *(_expand(a, sandbox) for a in row.argv)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ISCSIKIT_")}
+    res = subprocess.run(
+        [sys.executable, "-m", "iscsikit", *argv], capture_output=True, text=True, cwd=sandbox["tmp"], env=env,
+        stdin=subprocess.DEVNULL, timeout=60,
+    )  # fmt: skip
+    assert res.returncode == 2 and res.stderr == "", res
+    error = json.loads(res.stdout)["error"]
+    assert error["code"] == 2 and _expand(row.names, sandbox) in error["message"]
