@@ -1069,7 +1069,13 @@ class Database:
         return snap
 
     def restore(self, snapshot: Snapshot, *, overwrite: bool = False) -> WriteResult:
-        """Put a snapshot's entries back (under the lock); existing ones are kept unless ``overwrite``."""
+        """Put a snapshot's entries back (under the lock); existing ones are kept unless ``overwrite``.
+
+        For snapshots this process took with :meth:`snapshot`: entries are written as they are
+        (links, modes). A snapshot read from a file someone else could have written goes through
+        :func:`iscsikit.clean.backup.restore_backup` instead, which checks every member first
+        (:mod:`iscsikit.clean.member`) and follows no link.
+        """
         with self.transaction() as tx:
             for entry in snapshot.ordered():
                 rel = _safe_relpath(entry.relpath)
