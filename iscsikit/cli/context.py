@@ -60,7 +60,9 @@ class AppContext:
 
         env = os.environ.get("ISCSIKIT_TARGET_CONTROL")
         path = control or Path(env or str(DEFAULT_CONTROL))
-        given = f"--control {path}" if control else (f"ISCSIKIT_TARGET_CONTROL={path}" if env else "")
+        # typer fills --control from the variable too: tell the two apart for the message
+        from_env = env is not None and (control is None or str(control) == env)
+        given = f"ISCSIKIT_TARGET_CONTROL={path}" if from_env else (f"--control {path}" if control else "")
         if not given or may_be_missing:
             return path
         try:
