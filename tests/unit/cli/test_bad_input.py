@@ -71,9 +71,19 @@ ROWS: list[Row] = [
     # node records
     R("node", "new", "not an iqn", "--portal", "127.0.0.1", names="not an iqn"),
     R("node", "new", IQN, "--portal", "127.0.0.1:99999", names="127.0.0.1:99999"),
-    R("node", "new", IQN, "--portal", "127.0.0.1", "--value-file", "{missing}", names="{missing}"),
+    R("node", "new", IQN, "--portal", "127.0.0.1", "--value-file", "{missing}", names="KEY=PATH"),
+    R(
+        "node",
+        "new",
+        IQN,
+        "--portal",
+        "127.0.0.1",
+        "--value-file",
+        "node.session.auth.password={missing}",
+        names="{missing}",
+    ),
     R("node", "new", IQN, names="--portal", fix="--help"),
-    R("node", "new", IQN, "--portal", "127.0.0.1", "--value-file", "{dir}", names="{dir}"),
+    R("node", "new", IQN, "--portal", "127.0.0.1", "--value-file", "node.session.auth.password={dir}", names="{dir}"),
     R("node", "list", "--portal", "127.0.0.1:port", names="127.0.0.1:port"),
     R("node", "show", "--portal", "127.0.0.1:0", names="127.0.0.1:0"),
     R("node", "set", IQN, "novalue", names="novalue"),
@@ -237,7 +247,12 @@ def sandbox(tmp_path: Path) -> dict[str, str]:
     for sub in ("nodes", "send_targets", "ifaces", "isns", "static", "fw", "slp"):
         (db / sub).mkdir(parents=True)
     (tmp_path / "sys").mkdir()
-    (tmp_path / "config.toml").write_text("# empty\n")
+    # state and lock directories inside the sandbox, so that writing them shows in its tree; the
+    # lock directory and file are there as on any host where iscsiadm ran once (taking the lock and letting
+    # it go leaves it as it was)
+    (tmp_path / "config.toml").write_text(f'state_dir = "{tmp_path / "state"}"\nlock_dir = "{tmp_path / "lock"}"\n')
+    (tmp_path / "lock").mkdir(mode=0o700)
+    (tmp_path / "lock" / "lock").touch(mode=0o600)  # iscsiadm's lock file; lock.write is the held lock
     (tmp_path / "afile").write_text("not what was expected\n")
     (tmp_path / "adir").mkdir()
     (tmp_path / "bad.toml").write_text("this is = = not toml\n")
