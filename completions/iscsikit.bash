@@ -20,9 +20,9 @@ __iscsikit_opts() {
         '') echo '--config --db-root --dry-run --help --host --json --quiet --sysfs-root --verbose --version -h -q -v' ;;
         'clean') echo '--backup --desired --dry-run --force --help --json --keep --keep-config --no-keep-config --older-than --portal --probe-timeout --quiet --reset --stale-only --target --unreachable --verbose --yes -T -h -p -q -v -y' ;;
         'config') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
-        'config get') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'config get') echo '--dry-run --effective --help --json --quiet --verbose -h -q -v' ;;
         'config set') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
-        'config show') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
+        'config show') echo '--dry-run --effective --help --json --quiet --verbose -h -q -v' ;;
         'demo') echo '--boot-timeout --dry-run --help --json --keep --no-vm --quiet --replicas --size --step-timeout --verbose --vm --workdir -h -q -v' ;;
         'device') echo '--dry-run --help --json --quiet --verbose -h -q -v' ;;
         'device list') echo '--dry-run --help --json --quiet --target --verbose -T -h -q -v' ;;

@@ -598,6 +598,10 @@ class BackupError(IscsikitError):
     """A clean backup tarball cannot be written or read, or is not one; names the file (and member)."""
 
 
+class NotABackupError(BackupError, UsageError):
+    """The file given as a backup does not exist or is not a tarball at all: bad input, exit 2."""
+
+
 class RestoreConflictError(DatabaseError):
     """Restoring would overwrite records that changed since the backup; nothing was written.
 

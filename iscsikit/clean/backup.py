@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from iscsikit.clean.member import DB_PREFIX, STATE_PREFIX, Member, UnsafeMemberError, check_member
 from iscsikit.db.snapshot import Snapshot, SnapshotEntry, from_tar
-from iscsikit.errors import BackupError, RestoreConflictError
+from iscsikit.errors import BackupError, NotABackupError, RestoreConflictError
 
 if TYPE_CHECKING:
     from iscsikit.db.database import Database
@@ -272,9 +272,12 @@ def read_backup(path: str | os.PathLike[str]) -> Backup:
     try:
         tar = tarfile.open(where, mode="r:*")  # noqa: SIM115 (closed by the with below)
     except FileNotFoundError:
-        raise BackupError(f"no backup file {where}") from None
+        raise NotABackupError(f"no backup file {where}; give a tarball written by `iscsikit clean`") from None
     except (OSError, tarfile.TarError) as exc:
-        raise BackupError(f"{where}: not a clean backup tarball ({exc})") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0].rstrip(":")
+        raise NotABackupError(
+            f"{where}: not a clean backup tarball ({reason}); give a tarball written by `iscsikit clean`"
+        ) from None
     with tar:
         try:
             members = tar.getmembers()

@@ -176,9 +176,14 @@ def clean(
     from iscsikit.clean.collect import collect
     from iscsikit.clean.plan import plan as make_plan
     from iscsikit.cli.node import open_db
+    from iscsikit.errors import UsageError
 
     actx = AppContext.of(ctx)
     sel = _selection(target, portal, stale_only, older_than, unreachable, desired, keep, reset, keep_config, force)
+    if probe_timeout <= 0:
+        raise UsageError(f"--probe-timeout {probe_timeout:g}: must be more than 0 seconds")
+    if backup is not None and not backup.parent.is_dir():
+        raise UsageError(f"--backup {backup}: directory {backup.parent} does not exist; create it or choose another")
     db = open_db(actx)
 
     def probe_only(t: str | None, _portal: Any) -> bool:

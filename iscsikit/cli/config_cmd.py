@@ -12,17 +12,30 @@ from iscsikit.cli.output import Column, emit, note
 app = typer.Typer(help="Show and edit iscsikit's config file (comments and order are kept).", no_args_is_help=True)
 
 
+EffectiveOpt = Annotated[
+    bool,
+    typer.Option(
+        "--effective",
+        help="The values in effect for this run: global flags (--db-root, --sysfs-root, --host) and "
+        "ISCSIKIT_* variables laid over the file; SOURCE says default, file, env or flag.",
+    ),
+]
+
+
 @app.command("show")
-def show(ctx: typer.Context) -> None:
+def show(ctx: typer.Context, effective: EffectiveOpt = False) -> None:
     """Every setting with its value and where it came from (file or default).
 
     Global flags and environment variables (--host, --db-root, ISCSIKIT_DB_ROOT...) override
-    these for the run they are given to; they are not shown here.
+    these for the run they are given to; --effective shows them laid over the file.
     """
     actx = AppContext.of(ctx)
-    rows = actx.config.effective()
+    rows = actx.effective() if effective else actx.config.effective()
     if actx.json:
-        emit(actx, {"path": str(actx.config.path), "settings": {r["key"]: r["value"] for r in rows}})
+        doc = {"path": str(actx.config.path), "settings": {r["key"]: r["value"] for r in rows}}
+        if effective:
+            doc["sources"] = {r["key"]: r["source"] for r in rows}
+        emit(actx, doc)
         return
     emit(
         actx,
@@ -38,11 +51,17 @@ def show(ctx: typer.Context) -> None:
 
 
 @app.command("get")
-def get(ctx: typer.Context, key: Annotated[str, typer.Argument(help="Dotted key, e.g. timeouts.login.")]) -> None:
+def get(
+    ctx: typer.Context,
+    key: Annotated[str, typer.Argument(help="Dotted key, e.g. timeouts.login.")],
+    effective: EffectiveOpt = False,
+) -> None:
     """Print one setting's value from the config file, or its default (flags and environment
-    variables given to a run override it for that run only)."""
+    variables given to a run override it for that run only: --effective shows that value)."""
     actx = AppContext.of(ctx)
-    value = actx.config.get(key)
+    value = actx.config.get(key)  # checks the key
+    if effective:
+        value = next(r["value"] for r in actx.effective() if r["key"] == key)
     emit(actx, {key: value}) if actx.json else typer.echo(value)
 
 

@@ -67,6 +67,12 @@ def demo(
     actx = AppContext.of(ctx)
     if actx.dry_run:
         raise UsageError("--dry-run: the demo only makes sense for real (it changes nothing outside its own target)")
+    # checked before any step runs: a step failing on them would leave a half-run demo to clean up
+    if workdir is not None and workdir.exists() and not workdir.is_dir():
+        raise UsageError(f"--workdir {workdir}: not a directory; give a directory (or leave it out)")
+    if events is not None and (events.is_dir() or not events.parent.is_dir()):
+        what = "is a directory" if events.is_dir() else f"directory {events.parent} does not exist"
+        raise UsageError(f"--events {events}: {what}; give a file in an existing directory")
     options = DemoOptions(
         size=parse_size(size, "--size"),
         replicas=replicas,

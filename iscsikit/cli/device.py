@@ -30,8 +30,11 @@ def list_(
 ) -> None:
     """List iSCSI disks: device, session, LUN, size, WWN, by-path, holders, mount points."""
     from iscsikit.devices.inventory import Inventory
+    from iscsikit.names import validate_iscsi_name
 
     actx = AppContext.of(ctx)
+    if target is not None:
+        validate_iscsi_name(target, "--target", strict=False)
     rows = [d.to_json() for d in Inventory(actx.sysfs_root).devices() if target is None or d.target == target]
     emit(
         actx,

@@ -274,6 +274,7 @@ def logout(
     Logout is done per session id, so it works even when the node records are gone.
     """
     from iscsikit.errors import UsageError
+    from iscsikit.names import validate_iscsi_name
     from iscsikit.session.sysfs import Sessions
 
     actx = AppContext.of(ctx)
@@ -289,6 +290,7 @@ def logout(
             note(actx, f"session {sid} is not logged in")
     else:
         assert target is not None
+        validate_iscsi_name(target, "TARGET", strict=False)
         p = _portal(portal) if portal else None
         candidates = sessions_db.find(target, p, iface)
         if not candidates:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import typer._click.exceptions as typer_click_exceptions
 from typer.core import TyperGroup
 
 from iscsikit import __version__
@@ -99,14 +100,41 @@ class _RootGroup(TyperGroup):
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
+    def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except _ClickUsageError as exc:
+            if isinstance(exc, _NoArgsIsHelp):
+                raise
+            raise typer.Exit(report_error(_one_line_usage(exc), json_mode="--json" in args)) from None
+
     def invoke(self, ctx: typer.Context) -> object:  # type: ignore[override]
         from iscsikit.errors import IscsikitError
 
         try:
             return super().invoke(ctx)
-        except IscsikitError as exc:
+        except (IscsikitError, _ClickUsageError) as exc:
+            if isinstance(exc, _NoArgsIsHelp):
+                raise
             obj = ctx.obj
-            ctx.exit(report_error(exc, json_mode=isinstance(obj, AppContext) and obj.json))
+            error = _one_line_usage(exc) if isinstance(exc, _ClickUsageError) else exc
+            ctx.exit(report_error(error, json_mode=isinstance(obj, AppContext) and obj.json))
+
+
+# typer (pinned <0.29) vendors click; its usage errors print the usage, a hint and the error on
+# four lines. Every bad input is reported on one line instead: the command, what was wrong, where
+# to look.
+_ClickUsageError = typer_click_exceptions.UsageError
+_NoArgsIsHelp = typer_click_exceptions.NoArgsIsHelpError
+
+
+def _one_line_usage(exc: Any) -> Exception:
+    from iscsikit.errors import UsageError
+
+    path = exc.ctx.command_path if exc.ctx is not None else "iscsikit"
+    where = path.partition(" ")[2]  # report_error already says "iscsikit: error:"
+    message = exc.format_message().rstrip(".")
+    return UsageError(f"{where + ': ' if where else ''}{message}; see '{path} --help'")
 
 
 app = typer.Typer(
@@ -178,6 +206,13 @@ def root(
         from iscsikit.runner import HostMode
 
         HostMode.parse(host)  # fail early, with the flag named
+    # click's ParameterSource, by name (typer vendors click): where each option came from
+    given = {"COMMANDLINE": "flag", "ENVIRONMENT": "env"}
+    sources = {
+        name: given[src.name]
+        for name in ("db_root", "sysfs_root", "host", "config")
+        if (src := ctx.get_parameter_source(name)) is not None and src.name in given
+    }
     ctx.obj = AppContext(
         json=json_,
         dry_run=dry_run,
@@ -187,6 +222,7 @@ def root(
         db_root_flag=db_root,
         sysfs_root_flag=sysfs_root,
         host_flag=host,
+        sources=sources,
     )
     _setup_logging(verbose, quiet)
 

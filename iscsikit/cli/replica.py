@@ -28,10 +28,19 @@ TargetOpt = Annotated[
 LunOpt = Annotated[int | None, typer.Option("--lun", metavar="N", help="The replicated LUN (when several).")]
 
 
-def _control(control: Path | None) -> Path:
-    from iscsikit.target.config import DEFAULT_CONTROL
+def _check_replica_dir(directory: Path, *, may_create: bool) -> None:
+    """DIR as given: an existing directory, or (for serve) one that can be created there."""
+    from iscsikit.errors import UsageError
 
-    return control or Path(os.environ.get("ISCSIKIT_TARGET_CONTROL", str(DEFAULT_CONTROL)))
+    if directory.is_dir():
+        return
+    if directory.exists():
+        raise UsageError(f"DIR {directory}: not a directory; give a replica directory")
+    if not may_create:
+        raise UsageError(f"DIR {directory}: does not exist; give the directory `iscsikit replica serve` uses")
+    parent = next((p for p in directory.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise UsageError(f"DIR {directory}: {parent} is not a directory; choose another place for the replica")
 
 
 @app.command("serve")
@@ -71,7 +80,7 @@ def serve(
     """Serve one replica in the foreground until SIGTERM/SIGINT (logs to stderr)."""
     import logging
 
-    from iscsikit.errors import UsageError
+    from iscsikit.errors import InvalidNameError, UsageError
     from iscsikit.heap import keep_large_buffers
     from iscsikit.names import Portal
     from iscsikit.replica import auth
@@ -81,8 +90,12 @@ def serve(
     actx = AppContext.of(ctx)
     if not actx.quiet and actx.verbose == 0:
         logging.getLogger("iscsikit").setLevel(logging.INFO)
+    _check_replica_dir(directory, may_create=True)
     want = parse_size(size, "--size") if size is not None else None
-    portal = Portal.parse(listen, default_port=9700)
+    try:
+        portal = Portal.parse(listen, default_port=9700)
+    except InvalidNameError as exc:
+        raise UsageError(f"--listen: {exc}") from None
     secret = auth.read_secret_file(secret_file, "--secret-file") if secret_file is not None else None
     files = auth.tls_files(
         str(tls_cert) if tls_cert else None, str(tls_key) if tls_key else None, str(tls_ca) if tls_ca else None,
@@ -190,6 +203,7 @@ def info(
     from iscsikit.replica.store import DATA_FILE, read_meta
 
     actx = AppContext.of(ctx)
+    _check_replica_dir(directory, may_create=False)
     meta = read_meta(directory)
     data = meta.to_json()
     try:
@@ -221,7 +235,7 @@ def status(ctx: typer.Context, control: ControlOpt = None) -> None:
     from iscsikit.target.control import request
 
     actx = AppContext.of(ctx)
-    result = request(_control(control), "replica status")
+    result = request(actx.control_socket(control), "replica status")
     if actx.json:
         emit(actx, result)
         return
@@ -240,10 +254,12 @@ def add(
     timeout: Annotated[float, typer.Option("--timeout", metavar="SECONDS", help="Give up waiting after.")] = 3600,
 ) -> None:
     """Add a replica to a replicated LUN; it rebuilds (write-only) and then serves reads."""
+    from iscsikit.replica.spec import check_replica_address
     from iscsikit.target.control import request
 
     actx = AppContext.of(ctx)
-    path = _control(control)
+    check_replica_address(address, "tcp://HOST:PORT")
+    path = actx.control_socket(control)
     result = request(path, "replica add", {"address": address, "target": target, "lun": lun}, timeout=60)
     if wait:
         result = _wait_rebuilt(actx, path, result["target"], result["lun"], result["address"], timeout)
@@ -289,10 +305,12 @@ def remove(
     control: ControlOpt = None,
 ) -> None:
     """Stop using a replica (its data stays on its server; it is no longer a member)."""
+    from iscsikit.replica.spec import check_replica_address
     from iscsikit.target.control import request
 
     actx = AppContext.of(ctx)
-    result = request(_control(control), "replica remove", {"address": address, "target": target, "lun": lun})
+    check_replica_address(address, "tcp://HOST:PORT")
+    result = request(actx.control_socket(control), "replica remove", {"address": address, "target": target, "lun": lun})
     if actx.json:
         emit(actx, result)
     else:

@@ -35,9 +35,12 @@ def list_(
     target: Annotated[str | None, typer.Option("--target", "-T", metavar="IQN", help="Only this target.")] = None,
 ) -> None:
     """List sessions with their portal, state, SCSI host and disks."""
+    from iscsikit.names import validate_iscsi_name
     from iscsikit.session.sysfs import Sessions
 
     actx = AppContext.of(ctx)
+    if target is not None:
+        validate_iscsi_name(target, "--target", strict=False)
     sessions = Sessions(actx.sysfs_root).find(target)
     emit(actx, [s.to_json() for s in sessions], SESSION_COLUMNS, title="iSCSI sessions")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -127,7 +126,7 @@ def serve(
     import logging
 
     from iscsikit.errors import ConfigError, UsageError
-    from iscsikit.target.config import ServeConfig, check_exposure, load_config, merge_flags
+    from iscsikit.target.config import ServeConfig, load_config, merge_flags
 
     actx = AppContext.of(ctx)
     if not actx.quiet and actx.verbose == 0:
@@ -156,8 +155,6 @@ def serve(
     )
     if not cfg.targets:
         raise ConfigError("no target to serve: give --iqn and --lun N=SPEC, or a --config with [[targets]]")
-    for warning in check_exposure(cfg):
-        logging.getLogger("iscsikit.target").warning("%s", warning)
     runner = _loop_runner(loop)
     from iscsikit.heap import keep_large_buffers
 
@@ -183,12 +180,16 @@ def _loop_runner(choice: str) -> Any:
 
 async def _serve(actx: AppContext, cfg: Any) -> None:
     import asyncio
+    import logging
     import signal
 
+    from iscsikit.target.config import check_exposure
     from iscsikit.target.control import ControlServer
     from iscsikit.target.server import server_from_config
 
-    server = server_from_config(cfg)
+    server = server_from_config(cfg)  # every LUN checked: a bad one is the only line printed
+    for warning in check_exposure(cfg):
+        logging.getLogger("iscsikit.target").warning("%s", warning)
     await server.start()
     ctl = ControlServer(server, cfg.control) if cfg.control is not None else None
     try:
@@ -230,11 +231,10 @@ def status(
     ] = 0.0,
 ) -> None:
     """Targets, sessions and LUNs of a running `target serve` (JSON with --json)."""
-    from iscsikit.target.config import DEFAULT_CONTROL
     from iscsikit.target.control import request
 
     actx = AppContext.of(ctx)
-    path = control or Path(os.environ.get("ISCSIKIT_TARGET_CONTROL", str(DEFAULT_CONTROL)))
+    path = actx.control_socket(control, may_be_missing=wait > 0)
     result = request(path, "status", wait=wait)
     if actx.json:
         emit(actx, result)
@@ -262,12 +262,6 @@ ACL_COLUMNS = [
 ]
 
 
-def _control_path(control: Path | None) -> Path:
-    from iscsikit.target.config import DEFAULT_CONTROL
-
-    return control or Path(os.environ.get("ISCSIKIT_TARGET_CONTROL", str(DEFAULT_CONTROL)))
-
-
 def _which_target(path: Path, target: str | None) -> str:
     """``--target``, or the only target of the running process (exit 2 when there are several)."""
     from iscsikit.target.acl import resolve_target
@@ -283,7 +277,7 @@ def acl_list(ctx: typer.Context, control: ControlOpt = None, target: TargetOpt =
     from iscsikit.target.control import request
 
     actx = AppContext.of(ctx)
-    path = _control_path(control)
+    path = actx.control_socket(control)
     result = request(path, "acl list", {"target": _which_target(path, target)})
     if actx.json:
         emit(actx, result)
@@ -341,7 +335,7 @@ def acl_add(
         mutual = ChapCredentials(mutual_user, secret)
         args.update(mutual_user=mutual_user, mutual_secret_b64=base64.b64encode(secret).decode())
     acl_entry(initiator, where="INITIATOR_IQN", chap=chap, mutual=mutual)  # the checks, before anything is sent
-    path = _control_path(control)
+    path = actx.control_socket(control)
     args["target"] = _which_target(path, target)
     result = request(path, "acl add", args)
     if actx.json:
@@ -360,10 +354,12 @@ def acl_remove(
     target: TargetOpt = None,
 ) -> None:
     """Remove INITIATOR_IQN's ACL entry and close its sessions on the target (as LIO does)."""
+    from iscsikit.target.config import check_initiator_name
     from iscsikit.target.control import request
 
     actx = AppContext.of(ctx)
-    path = _control_path(control)
+    check_initiator_name(initiator, "INITIATOR_IQN")
+    path = actx.control_socket(control)
     result = request(path, "acl remove", {"initiator": initiator, "target": _which_target(path, target)})
     if actx.json:
         emit(actx, result)

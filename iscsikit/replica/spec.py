@@ -59,10 +59,23 @@ def _bool(options: Mapping[str, str], key: str, default: bool, where: str) -> bo
     raise ConfigError(f"{where}: {key}={options[key]!r} is not a boolean (yes/no)")
 
 
+def check_replica_address(text: str, where: str) -> str:
+    """``tcp://HOST:PORT``, checked; a ConfigError (exit 2) names ``where``."""
+    from iscsikit.errors import ReplicaError
+    from iscsikit.replica.client import parse_address
+
+    if not text.startswith("tcp://"):
+        raise ConfigError(f"{where}: replica address {text!r} must be tcp://HOST:PORT")
+    try:
+        parse_address(text)
+    except (ReplicaError, UsageError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return text
+
+
 def replicated_backend(options: Mapping[str, str], where: str) -> ReplicatedBackend:
     """Build (not open) a :class:`ReplicatedBackend` from spec options; ConfigError names ``where``."""
-    from iscsikit.errors import ReplicaError
-    from iscsikit.replica.client import DEFAULT_FLUSH_TIMEOUT, DEFAULT_TIMEOUT, parse_address
+    from iscsikit.replica.client import DEFAULT_FLUSH_TIMEOUT, DEFAULT_TIMEOUT
     from iscsikit.replica.controller import ReplicatedBackend
     from iscsikit.units import parse_size
 
@@ -70,12 +83,7 @@ def replicated_backend(options: Mapping[str, str], where: str) -> ReplicatedBack
     if not addresses:
         raise ConfigError(f"{where}: a replicated LUN needs replica addresses: replicated:tcp://HOST:PORT,...")
     for a in addresses:
-        if not a.startswith("tcp://"):
-            raise ConfigError(f"{where}: replica address {a!r} must be tcp://HOST:PORT")
-        try:
-            parse_address(a)
-        except (ReplicaError, UsageError) as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        check_replica_address(a, where)
     if len(set(addresses)) != len(addresses):
         raise ConfigError(f"{where}: a replica address is listed twice")
     try:

@@ -493,6 +493,7 @@ class Sessions:
             "lun_reset": a.asint("lu_reset_tmo"),
             "target_reset": a.asint("tgt_reset_tmo"),
         }
+        initiator = a.get("initiatorname")
         return IscsiSession(
             sid=sid,
             target=target,
@@ -502,12 +503,12 @@ class Sessions:
             creator=a.asint("creator"),
             target_id=a.asint("target_id"),
             iface_name=a.get("ifacename"),
-            initiator_name=a.get("initiatorname"),
+            initiator_name=initiator,
             username=a.get("username"),
             timeouts=timeouts,
             params={k: a.asint(k) for k in _SESSION_PARAMS},
             connection=self._connection(session_dir, sid),
-            host=self._host(host_dir, host_no),
+            host=self._host(host_dir, host_no, initiator),
             devices=tuple(self._devices(session_dir)),
             sys_path=session_dir,
         )
@@ -535,7 +536,10 @@ class Sessions:
             params={k: a.asint(k) for k in _CONN_PARAMS},
         )
 
-    def _host(self, host_dir: Path, host_no: int) -> IscsiHost:
+    def _host(self, host_dir: Path, host_no: int, session_initiator: str | None = None) -> IscsiHost:
+        # A software transport (iscsi_tcp) leaves the host's initiatorname "(null)": iscsid sets
+        # the name on the session only. iscsiadm's "Iface Initiatorname" then shows the
+        # session's, and so do we.
         ih = Attributes(host_dir / "iscsi_host" / f"host{host_no}")
         sh = Attributes(host_dir / "scsi_host" / f"host{host_no}")
         proc = sh.get("proc_name")
@@ -543,7 +547,7 @@ class Sessions:
             host_no=host_no,
             state=sh.get("state"),
             transport=proc.removeprefix("iscsi_") if proc else None,
-            initiator_name=ih.get("initiatorname"),
+            initiator_name=ih.get("initiatorname") or session_initiator,
             ip_address=ih.get("ipaddress"),
             netdev=ih.get("netdev"),
             hw_address=ih.get("hwaddress"),

@@ -145,8 +145,9 @@ def test_status_while_a_session_is_open(target: Served) -> None:
 def test_status_without_a_target(tmp_path: Path) -> None:
     res = run(*ISCSIKIT, "--json", "target", "status", "--control", str(tmp_path / "none.sock"), ok=False,
               env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
-    assert res.returncode == 1
-    assert "no control socket" in json.loads(res.stdout)["error"]["message"]
+    assert res.returncode == 2  # a path that is not there is bad input, named (tests/unit/cli/test_bad_input.py)
+    message = json.loads(res.stdout)["error"]["message"]
+    assert "no control socket" in message and f"--control {tmp_path / 'none.sock'}" in message
 
 
 def test_chap_one_way_and_mutual(request: pytest.FixtureRequest, tmp_path: Path) -> None:

@@ -96,12 +96,28 @@ def _file(options: Mapping[str, str], where: str) -> Backend:
     if "\x00" in path:
         raise ConfigError(f"{where}: path contains a NUL byte")
     block = _block_size(options, where)
+    size = _checked_size(options, where, block, required=False)
+    _check_backing_path(Path(path), size, where)
     return FileBackend(
         Path(path),
-        size=_checked_size(options, where, block, required=False),
+        size=size,
         block_size=block,
         thin=_bool(options.get("thin", "yes"), "thin", where),
     )
+
+
+def _check_backing_path(path: Path, size: int | None, where: str) -> None:
+    """What can be told before anything is opened or written (an identity file beside it,
+    a listening socket): a missing directory, a directory given as the file, a new file
+    without a size. Opening it later still reports what only the open can tell."""
+    if path.is_dir():
+        raise ConfigError(f"{where}: {path} is a directory; give the path of a file or block device")
+    if path.exists():
+        return
+    if not path.parent.is_dir():
+        raise ConfigError(f"{where}: directory {path.parent} does not exist; create it or choose another path")
+    if size is None:
+        raise ConfigError(f"{where}: {path} does not exist; add size=SIZE (e.g. size=1G) to create it")
 
 
 def _memory(options: Mapping[str, str], where: str) -> Backend:

@@ -147,7 +147,7 @@ def test_restore_conflict_exits_1_and_lists_it(cli: Cli, host: SyntheticHost) ->
 
 def test_restore_of_something_else_is_a_clear_error(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "x.tar.gz").write_text("hello")
-    out = cli("restore", str(tmp_path / "x.tar.gz"), code=1)
+    out = cli("restore", str(tmp_path / "x.tar.gz"), code=2)
     assert "not a clean backup tarball" in out.output
 
 

@@ -94,3 +94,16 @@ def test_logout_dry_run_by_target(synthetic_sysfs):
         "--sysfs-root", str(synthetic_sysfs), "--dry-run", "--json", "logout", "iqn.2026-11.org.iscsikit.research:t1"
     )
     assert json.loads(r.stdout)["logged_out"] == [1, 2]
+
+
+def test_session_show_host_initiator_name_on_a_real_iscsi_tcp_tree(tmp_path):
+    """iscsi_tcp leaves the host's initiatorname "(null)": show prints the session's name there,
+    as iscsiadm's "Iface Initiatorname" does, not "-"."""
+    from tests.unit.session.conftest import unpack_sysfs
+    from tests.unit.session.test_kernel_captures import KERNEL
+
+    root = unpack_sysfs(KERNEL / "sysfs" / "sys-kernel.tar.gz", tmp_path / "sys")
+    r = invoke("--sysfs-root", str(root), "session", "show", "1")
+    assert r.exit_code == 0, r.output
+    lines = dict(line.split(" = ", 1) for line in r.stdout.splitlines() if " = " in line)
+    assert lines["host_info.initiator_name"] == lines["initiator_name"] == "iqn.2026-11.io.iscsikit.capture:initiator"

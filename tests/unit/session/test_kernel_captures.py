@@ -70,6 +70,8 @@ def test_sysfs_reader_agrees_with_iscsiadm_on_the_real_tree(request, kernel_sysf
             (u.lun, u.disk) for u in p.luns
         )
         assert s.host.transport == "tcp" and s.connection is not None and s.connection.state == "up"
+        # iscsi_tcp's host says "(null)"; iscsiadm's "Iface Initiatorname" is the session's name
+        assert p.iface is not None and s.host.initiator_name == p.iface.initiator_name == s.initiator_name is not None
 
 
 def test_by_path_and_wwn_match_udev(request, kernel_sysfs):
