@@ -17,7 +17,7 @@ from iscsikit.clean.model import Survey
 from iscsikit.clean.plan import Kind, Plan, Selection, plan
 from iscsikit.iscsiadm import Iscsiadm
 from iscsikit.names import Portal
-from tests.unit.clean.synthetic import SimulatedRunner, SyntheticHost, T
+from tests.unit.clean.synthetic import SimulatedRunner, SyntheticHost, T, logout
 
 
 class Run:
@@ -175,6 +175,19 @@ def test_a_disk_that_appears_in_use_after_planning_blocks_the_logout(run: Run, h
     assert report.outcomes[1].message == f"/dev/{disk} is held by {lv}; remove those first"
     assert sessions(host) == [f"session{sid}"] and not [c for c in run.runner.calls if c[0] == "iscsiadm"]
     assert host.db.nodes()
+
+
+def test_a_sid_reused_by_another_target_is_not_logged_out(run: Run, host: SyntheticHost) -> None:
+    sid = host.session(f"{T}:old", luns=())
+    the_plan = run.plan(Selection())
+    assert [a.kind for a in the_plan.actions if a.kind == Kind.LOGOUT] == [Kind.LOGOUT]
+    logout(host.sys, sid)  # between plan and apply the session ends, and the kernel gives its SID
+    host._next["sid"] = sid  # to a new session of another target
+    assert host.session(f"{T}:new", luns=()) == sid
+    report = run.executor().apply(the_plan)
+    assert ("logout", "gone") in statuses(report)
+    assert f"SID {sid} is now a session of {T}:new" in [o.message for o in report.outcomes]
+    assert sessions(host) == [f"session{sid}"] and not [c for c in run.runner.calls if c[0] == "iscsiadm"]
 
 
 def test_force_removes_a_mounted_device(run: Run, host: SyntheticHost) -> None:
