@@ -299,3 +299,11 @@ def _normal_address(address: str) -> str:
         return str(ipaddress.ip_address(address.split("%", 1)[0]))
     except ValueError:
         return address.lower().rstrip(".")
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8 and ::1 (a name or a wildcard is not loopback): what may listen without auth."""
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

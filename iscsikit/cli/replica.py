@@ -82,9 +82,8 @@ def serve(
 
     from iscsikit.errors import InvalidNameError, UsageError
     from iscsikit.heap import keep_large_buffers
-    from iscsikit.names import Portal
+    from iscsikit.names import Portal, is_loopback
     from iscsikit.replica import auth
-    from iscsikit.target.config import is_loopback
     from iscsikit.units import parse_size
 
     actx = AppContext.of(ctx)

@@ -73,6 +73,7 @@ from pathlib import Path
 from typing import Any
 
 from iscsikit.errors import ConfigError, InvalidNameError
+from iscsikit.names import is_loopback
 from iscsikit.target.limits import ServerLimits
 from iscsikit.target.proto.chap import ALGORITHMS, MIN_SECRET_LEN, ChapCredentials
 from iscsikit.target.proto.keys import TargetLimits
@@ -250,16 +251,6 @@ def check_secret_roles(auths: Sequence[tuple[str, AuthConfig]]) -> None:
                 f"{where}: the mutual (target) secret is also an initiator's CHAP secret at "
                 f"{initiator[auth.mutual.secret]}; use different secrets"
             )
-
-
-def is_loopback(address: str) -> bool:
-    """127.0.0.0/8 and ::1 (a name or a wildcard is not loopback)."""
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 def check_exposure(cfg: ServeConfig) -> list[str]:
