@@ -48,6 +48,13 @@ def resolve_target(names: list[str], wanted: str | None) -> str:
     raise UsageError(f"this target process serves {len(names)} targets ({', '.join(names)}); say which with --target")
 
 
+def _initiator(args: dict[str, Any]) -> str:
+    initiator = args.get("initiator")
+    if not isinstance(initiator, str) or not initiator:
+        raise UsageError("an initiator name is needed")
+    return initiator
+
+
 def _runtime(server: TargetServer, args: dict[str, Any]) -> TargetRuntime:
     wanted = args.get("target")
     if wanted is not None and not isinstance(wanted, str):
@@ -117,9 +124,7 @@ async def acl_add(server: TargetServer, args: dict[str, Any]) -> Any:
 
     runtime = _runtime(server, args)
     info = runtime.info
-    initiator = args.get("initiator")
-    if not isinstance(initiator, str) or not initiator:
-        raise UsageError("an initiator name is needed")
+    initiator = _initiator(args)
     where = f"acl add {initiator}"
     entry = acl_entry(initiator, where=where, chap=_credentials(args, "chap"), mutual=_credentials(args, "mutual"))
     acls = dict(info.acls or {})
@@ -137,9 +142,7 @@ async def acl_add(server: TargetServer, args: dict[str, Any]) -> Any:
 async def acl_remove(server: TargetServer, args: dict[str, Any]) -> Any:
     runtime = _runtime(server, args)
     info = runtime.info
-    initiator = args.get("initiator")
-    if not isinstance(initiator, str) or not initiator:
-        raise UsageError("an initiator name is needed")
+    initiator = _initiator(args)
     if info.acls is None or initiator not in info.acls:
         raise UsageError(f"{initiator} has no ACL on {info.name}")
     acls = {k: v for k, v in info.acls.items() if k != initiator}
