@@ -1,18 +1,30 @@
 #!/usr/bin/env python3
-"""Generate shell completions (bash, zsh, fish) and man pages from iscsikit's typer app.
+"""Generate shell completions (bash, zsh, fish) and man pages from iscsikit's typer app, and the
+sections of docs/*.md that are rendered from result files (benchmarks, mutation, coverage).
 
-    .venv/bin/python scripts/gen_docs.py           # write completions/ and man/
+    .venv/bin/python scripts/gen_docs.py           # write completions/, man/ and the doc sections
     .venv/bin/python scripts/gen_docs.py --check   # exit 1 if the committed files differ
 
 The completions are static (they do not call iscsikit at completion time), so they work
 without Python on the PATH and stay fast; the drift check keeps them honest.
+
+A generated section of a document sits between two markers; everything between them is
+rewritten from the renderer of that NAME (SECTION_MODULES' DOC_SECTIONS), the rest of the file
+is left as written:
+
+    <!-- generated: NAME -->
+    ...
+    <!-- end generated: NAME -->
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
+import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -475,6 +487,42 @@ def gen_man(root: Node, node: Node) -> str:
     return "\n".join(out) + "\n"
 
 
+# Modules whose DOC_SECTIONS (NAME -> renderer returning markdown) fill the generated sections.
+SECTION_MODULES = ["bench.report", "tests.support.mutation_report", "tests.support.coverage_report"]
+_SECTION = re.compile(r"(<!-- generated: ([\w.-]+) -->\n)(.*?)(<!-- end generated: \2 -->)", re.S)
+
+
+def doc_sections() -> dict[str, Callable[[], str]]:
+    found: dict[str, Callable[[], str]] = {}
+    for name in SECTION_MODULES:
+        found.update(importlib.import_module(name).DOC_SECTIONS)
+    return found
+
+
+def render_sections(text: str, where: Path, renderers: dict[str, Callable[[], str]]) -> str:
+    """The document with every generated section re-rendered; an unknown NAME is an error."""
+
+    def fill(m: re.Match[str]) -> str:
+        name = m.group(2)
+        if name not in renderers:
+            line = text.count("\n", 0, m.start()) + 1
+            raise SystemExit(f"{where}:{line}: no renderer for generated section {name!r} (SECTION_MODULES)")
+        body = renderers[name]().rstrip("\n") + "\n"
+        return m.group(1) + body + m.group(4)
+
+    return _SECTION.sub(fill, text)
+
+
+def doc_outputs() -> dict[Path, str]:
+    renderers = doc_sections()
+    files = {}
+    for path in sorted((ROOT / "docs").glob("*.md")):
+        text = path.read_text()
+        if "<!-- generated: " in text:
+            files[path] = render_sections(text, path.relative_to(ROOT), renderers)
+    return files
+
+
 def outputs() -> dict[Path, str]:
     root = build_tree()
     files = {
@@ -485,6 +533,7 @@ def outputs() -> dict[Path, str]:
     }
     for child in root.children:
         files[ROOT / "man" / f"{PROG}-{child.path[-1]}.1"] = gen_man(root, child)
+    files.update(doc_outputs())
     return files
 
 
@@ -522,7 +571,10 @@ def main() -> int:
         sys.stderr.write(f"\nout of date: {rel}\nrun: .venv/bin/python scripts/gen_docs.py\n")
         return 1
     if not args.check:
-        print(f"wrote {len(files)} files" + (f", removed {len(extra)}" if extra else ""))
+        print(
+            f"checked {len(files)} files, wrote {len(stale) - len(extra)}"
+            + (f", removed {len(extra)}" if extra else "")
+        )
     return 0
 
 

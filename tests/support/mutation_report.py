@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,35 @@ def run(selected: list[str]) -> int:
         print(f"mutmut run exited {res.returncode}", file=sys.stderr)
         return res.returncode
     return report()
+
+
+def render() -> str:
+    """docs/testing.md's table, from report.json (scripts/gen_docs.py)."""
+    if not REPORT.exists():
+        return "No report yet: run `scripts/mutation`."
+    data = json.loads(REPORT.read_text())
+    rows = [
+        "| module | mutants | killed | survived | equivalent | score | goal met | run at |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for module in modules():
+        e = data["modules"].get(module)
+        if e is None:
+            rows.append(f"| `{module}` | | | | | not run | no | |")
+            continue
+        met = "yes" if e["score"] >= data["goal"] else "**no**"
+        rows.append(
+            f"| `{module}` | {e['mutants']} | {e['killed']} | {e['survived']} | {e['equivalent']} |"
+            f" {e['score']:.1f}% | {met} | {e['commit']}, {e['date']} |"
+        )
+    return (
+        f"Generated from `tests/mutation/report.json` ({data['tool']}; goal {data['goal']:.0f}% killed on every"
+        " module; score = killed / (mutants - equivalent)):\n\n" + "\n".join(rows)
+    )
+
+
+# NAME -> renderer of the markdown between <!-- generated: NAME --> markers (scripts/gen_docs.py).
+DOC_SECTIONS: dict[str, Callable[[], str]] = {"mutation": render}
 
 
 def main(argv: list[str] | None = None) -> int:
