@@ -1,0 +1,322 @@
+"""What the replicated controller tells its users: configuration errors, I/O errors (their SCSI
+kind and the facts in their messages), ``describe()`` (what ``iscsikit replica status`` shows),
+and which replica serves a read. Real replica servers on loopback, as in test_controller.py; a
+client subclass only where a replica must answer what a real one cannot be made to here (a full
+file system)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iscsikit.errors import ReplicaError, ReplicaRemoteError
+from iscsikit.replica import protocol as p
+from iscsikit.replica.client import ReplicaClient
+from iscsikit.replica.controller import MAX_IO, Mode, RebuildProgress, ReplicatedBackend
+from iscsikit.target.backend import BackendError
+from tests.unit.replica.cluster import LocalCluster
+from tests.unit.replica.conftest import all_rw, fast, run
+
+MiB = 1 << 20
+SIZE = 16 * MiB
+
+
+def block(tag: int, n: int = 4096) -> bytes:
+    return random.Random(tag).randbytes(n)
+
+
+class Counting(ReplicaClient):
+    """Counts the requests each replica gets, by address and kind (shared by all its clients)."""
+
+    seen: dict[tuple[str, str], list[tuple[int, int | None]]]
+
+    async def _call(self, op: p.Op, **kw: Any) -> p.Response:
+        self.seen.setdefault((self.address, op.name), []).append((kw.get("offset", 0), kw.get("length")))
+        return await super()._call(op, **kw)
+
+
+def counting(addresses: list[str], **kw: Any) -> tuple[ReplicatedBackend, dict[tuple[str, str], list[Any]]]:
+    seen: dict[tuple[str, str], list[Any]] = {}
+    b = fast(addresses, **kw)
+
+    def factory(a: str) -> ReplicaClient:
+        client = Counting(a, timeout=5.0)
+        client.seen = seen
+        return client
+
+    b._client_factory = factory
+    return b, seen
+
+
+@pytest.mark.parametrize(
+    ("addresses", "kw", "message"),
+    [
+        ([], {}, "a replicated volume needs at least one replica address"),
+        (["tcp://h:1", "tcp://h:2", "tcp://h:1"], {}, "replica addresses repeat: tcp://h:1, tcp://h:2, tcp://h:1"),
+        (["tcp://h:1"], {"min_replicas": 0}, "min_replicas must be >= 1, got 0"),
+        (["tcp://h:1"], {"min_replicas": -3}, "min_replicas must be >= 1, got -3"),
+    ],
+    ids=["no-address", "repeated-address", "min-replicas-0", "min-replicas-negative"],
+)
+def test_a_bad_configuration_is_refused_naming_what_is_wrong(addresses: list[str], kw: Any, message: str) -> None:
+    with pytest.raises(ReplicaError) as exc:
+        ReplicatedBackend(addresses, **kw)
+    assert str(exc.value) == message
+
+
+def test_the_defaults_are_the_documented_ones() -> None:
+    """docs/replication.md: one replica is enough to acknowledge (min_replicas 1), a failed replica
+    is retried every second, rebuilds start by themselves and copy replica to replica (pull)."""
+    b = ReplicatedBackend(["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"])
+    assert (b.min_replicas, b.reconnect_interval, b.ping_interval) == (1, 1.0, 1.0)
+    assert (b.auto_rebuild, b.force_start, b.rebuild_pull, b.block_size) == (True, False, True, 512)
+    assert (b.size, b.volume_id, b.epoch) == (0, None, 0)
+    assert [(r.address, r.mode, r.client) for r in b.replicas] == [
+        ("tcp://127.0.0.1:1", Mode.ERR, None),
+        ("tcp://127.0.0.1:2", Mode.ERR, None),
+    ]
+
+
+def test_rebuild_progress_fraction_and_report() -> None:
+    empty = RebuildProgress("tcp://src:1")
+    assert empty.fraction == 1.0  # nothing to copy is done
+    half = RebuildProgress("tcp://src:1", total_bytes=8192, done_bytes=4096, copied_bytes=1024, skipped_bytes=3072)
+    assert half.fraction == 0.5
+    half.finished = half.started + 2.5
+    assert half.to_json() == {
+        "source": "tcp://src:1",
+        "total_bytes": 8192,
+        "done_bytes": 4096,
+        "copied_bytes": 1024,
+        "skipped_bytes": 3072,
+        "via": "relay",
+        "fraction": 0.5,
+        "seconds": 2.5,
+    }
+    over = RebuildProgress("s", total_bytes=3, done_bytes=7, via="pull")
+    assert over.fraction == 1.0 and over.to_json()["fraction"] == 1.0 and over.to_json()["via"] == "pull"
+    assert RebuildProgress("s", total_bytes=3, done_bytes=1).to_json()["fraction"] == 0.3333
+    running = RebuildProgress("s")
+    assert 0 <= running.to_json()["seconds"] < 60  # still running: time so far
+
+
+@run
+async def test_io_outside_the_volume_or_while_closed_fails_and_reaches_no_replica(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b, seen = counting(c.addresses)
+    with pytest.raises(BackendError, match="the replicated volume is not open") as exc:
+        await b.write(0, block(1))
+    assert exc.value.kind == "unavailable"
+    for call in (b.read(0, 4096), b.readv(0, 4096), b.unmap(0, 4096), b.flush()):
+        with pytest.raises(BackendError, match="the replicated volume is not open"):
+            await call
+    await b.open()
+    seen.clear()
+    bad = [(SIZE - 4096, 8192), (SIZE, 1), (-4096, 4096), (0, -1), (-1, 0)]
+    for off, n in bad:
+        want = f"range {off}+{n} outside the volume of {SIZE} bytes"
+        for call in (b.read(off, n), b.readv(off, n), b.unmap(off, n)):
+            with pytest.raises(BackendError) as exc:
+                await call
+            assert str(exc.value) == want and exc.value.kind == "medium"
+        if n >= 0:
+            with pytest.raises(BackendError, match=want.replace("+", r"\+")):
+                await b.write(off, bytes(n))
+    assert not {k for k in seen if k[1] != "PING"}, "a refused request reached a replica"
+    await b.write(SIZE - 4096, block(2))  # the last block is inside
+    assert await b.read(SIZE - 4096, 4096) == block(2)
+    assert await b.read(SIZE, 0) == b""  # an empty range at the end is inside too
+    await b.close()
+    for call in (b.write(0, block(1)), b.read(0, 4096), b.flush()):
+        with pytest.raises(BackendError, match="the replicated volume is not open") as exc:
+            await call
+        assert exc.value.kind == "unavailable"
+    await b.close()  # a second close does nothing
+    await c.stop()
+
+
+@run
+async def test_too_few_replicas_names_the_counts_in_the_error(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b = fast(c.addresses, min_replicas=3, auto_rebuild=False, ping_interval=600)
+    await b.open()
+    await c.kill(1)
+    with pytest.raises(BackendError) as exc:
+        await b.write(MiB, block(1))
+    # The write reached two replicas, one failed on the way: that is fewer than 3.
+    assert str(exc.value) == "write 1048576+4096: acknowledged by 2 replica(s), min_replicas is 3 (2 RW, 0 WO of 3)"
+    assert exc.value.kind == "unavailable"
+    for call, what in ((b.write(0, block(2)), "write 0+4096"), (b.unmap(0, 4096), "unmap 0+4096"),
+                       (b.flush(), "flush")):  # fmt: skip
+        with pytest.raises(BackendError) as exc:
+            await call
+        assert str(exc.value) == f"{what}: acknowledged by 0 replica(s), min_replicas is 3 (2 RW, 0 WO of 3)"
+        assert exc.value.kind == "unavailable"
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_a_full_replica_file_system_is_a_space_error(tmp_path: Path) -> None:
+    # A replica's file system is full (status ENOSPC): the initiator gets the SCSI "space" error
+    # (not a generic one) when no other replica took the write, and the replica is dropped.
+    full: set[str] = set()
+
+    class Full(ReplicaClient):
+        async def _call(self, op: p.Op, **kw: Any) -> p.Response:
+            if op in (p.Op.WRITE, p.Op.UNMAP) and self.address in full:
+                raise ReplicaRemoteError("no space left on device", "ENOSPC", self.address)
+            return await super()._call(op, **kw)
+
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b = fast(c.addresses, auto_rebuild=False, ping_interval=600)
+    b._client_factory = lambda a: Full(a, timeout=5.0)
+    await b.open()
+    # One full replica, two that took the write: acknowledged; the full one is dropped.
+    full.add(c.addresses[0])
+    await b.write(0, block(1))
+    assert [r.mode for r in b.replicas] == [Mode.ERR, Mode.RW, Mode.RW]
+    assert "ENOSPC" in (b.replicas[0].last_error or "")
+    # The last two fail together, one full, one gone: the error says why it matters.
+    await c.kill(2)
+    full.add(c.addresses[1])
+    with pytest.raises(BackendError) as exc:
+        await b.unmap(0, 4096)
+    assert exc.value.kind == "space" and str(exc.value) == "unmap 0+4096: a replica's filesystem is full"
+    assert [r.mode for r in b.replicas] == [Mode.ERR, Mode.ERR, Mode.ERR]
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_reads_take_turns_over_the_rw_replicas_and_skip_a_failed_one(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b, seen = counting(c.addresses, auto_rebuild=False, ping_interval=600)
+    await b.open()
+    await b.write(0, block(1))
+    for _ in range(6):
+        assert await b.read(0, 4096) == block(1)
+    assert [len(seen.get((a, "READ"), [])) for a in c.addresses] == [2, 2, 2]
+    await c.kill(1)
+    seen.clear()
+    for _ in range(4):  # the read that meets the dead replica is served by another one
+        assert await b.read(0, 4096) == block(1)
+    assert b.replicas[1].mode == Mode.ERR
+    assert len(seen.get((c.addresses[0], "READ"), [])) + len(seen.get((c.addresses[2], "READ"), [])) == 4
+    await c.kill(0)
+    await c.kill(2)
+    with pytest.raises(BackendError) as exc:
+        await b.read(8192, 512)
+    assert str(exc.value) == "read 8192+512: no RW replica left to read from" and exc.value.kind == "unavailable"
+    await b.close()
+
+
+@run
+async def test_large_io_is_split_into_max_io_requests(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 1, SIZE)
+    await c.start()
+    b, seen = counting(c.addresses, ping_interval=600)
+    await b.open()
+    a = c.addresses[0]
+    seen.clear()
+    data = block(1, MAX_IO + 3 * 4096)
+    await b.write(4096, data)
+    await b.write(MAX_IO + 3 * 4096 + 4096, block(2, MAX_IO))  # exactly one request's worth
+    assert seen[(a, "WRITE")] == [(4096, None), (4096 + MAX_IO, None), (MAX_IO + 4 * 4096, None)]
+    assert b.replicas[0].revision == 3  # counted per request
+    assert await b.read(4096, MAX_IO + 3 * 4096) == data
+    pieces = await b.readv(4096, MAX_IO + 3 * 4096)
+    assert [len(x) for x in pieces] == [MAX_IO, 3 * 4096] and b"".join(pieces) == data
+    assert [len(x) for x in await b.readv(0, MAX_IO)] == [MAX_IO]
+    seen.clear()
+    assert await b.read(0, MAX_IO) == bytes(4096) + data[: MAX_IO - 4096]
+    assert seen[(a, "READ")] == [(0, MAX_IO)]
+    await b.flush()
+    assert b.replicas[0].revision == 3  # a flush changes no data
+    await b.unmap(0, 8 * 4096)
+    assert b.replicas[0].revision == 4
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_describe_reports_every_replica(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    await c.kill(1)
+    b = fast(c.addresses, min_replicas=1, start_timeout=5.0, force_start=True)
+    await b.open()
+    await b.write(0, block(1))
+    d = b.describe()
+    rid = c.meta(0)["replica_id"]
+    assert d == {
+        "backend": "replicated",
+        "size_bytes": SIZE,
+        "volume_id": c.meta(0)["volume_id"],
+        "epoch": b.epoch,
+        "min_replicas": 1,
+        "replicas": [
+            {"address": c.addresses[0], "mode": "rw", "replica_id": rid, "revision": 1, "rebuild_progress": None,
+             "rebuild": None, "last_error": None},
+            {"address": c.addresses[1], "mode": "err", "replica_id": None, "revision": 0, "rebuild_progress": None,
+             "rebuild": None, "last_error": d["replicas"][1]["last_error"]},
+        ],
+    }  # fmt: skip
+    assert "cannot connect" in d["replicas"][1]["last_error"]
+    assert b.epoch == c.meta(0)["epoch"] and isinstance(b.volume_id, str)
+    await c.start(1)
+    await all_rw(b)
+    d = b.describe()["replicas"][1]
+    assert (d["mode"], d["replica_id"], d["revision"], d["last_error"]) == ("rw", c.meta(1)["replica_id"], 1, None)
+    assert d["rebuild_progress"] == 1.0 and d["rebuild"]["source"] == c.addresses[0]
+    assert b.replicas[1].rebuild is not None and d["rebuild"] == b.replicas[1].rebuild.to_json()
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_find_and_remove_name_the_replica(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b = fast(c.addresses)
+    await b.open()
+    with pytest.raises(ReplicaError) as exc:
+        b.find("tcp://127.0.0.1:9")
+    assert str(exc.value) == "replica tcp://127.0.0.1:9: not a replica of this volume"
+    with pytest.raises(ReplicaError) as exc:
+        await b.remove_replica("tcp://127.0.0.1:9")
+    assert exc.value.address == "tcp://127.0.0.1:9"
+    assert b.find(c.addresses[1]) is b.replicas[1]
+    epoch = b.epoch
+    await b.remove_replica(c.addresses[1])
+    assert [r.address for r in b.replicas] == c.addresses[:1]
+    assert b.epoch == epoch + 1 and c.meta(0)["epoch"] == epoch + 1  # persisted before it returns
+    assert [e["event"] for e in b.events if e["address"] == c.addresses[1]][-2:] == ["err", "removed"]
+    with pytest.raises(ReplicaError, match="it is the only RW replica; add another and let it rebuild first"):
+        await b.remove_replica(c.addresses[0])
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_close_marks_members_clean_even_if_one_cannot(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b = fast(c.addresses, ping_interval=600)
+    await b.open()
+    await b.write(0, block(1))
+    c.freeze(1)  # hangs: its clean close times out; the others are still closed cleanly
+    b.replicas[1].client.flush_timeout = 0.2  # type: ignore[union-attr]
+    await b.close()
+    assert [bool(c.meta(i)["clean"]) for i in range(3)] == [True, False, True]
+    assert all(r.client is None for r in b.replicas)
+    await c.stop()
+    await asyncio.sleep(0)
