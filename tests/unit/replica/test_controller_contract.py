@@ -69,16 +69,31 @@ def test_a_bad_configuration_is_refused_naming_what_is_wrong(addresses: list[str
 
 
 def test_the_defaults_are_the_documented_ones() -> None:
-    """docs/replication.md: one replica is enough to acknowledge (min_replicas 1), a failed replica
-    is retried every second, rebuilds start by themselves and copy replica to replica (pull)."""
+    """docs/replication.md's table of the ``replicated:`` options, for a volume made in code: one
+    replica is enough to acknowledge, timeouts 2 s (30 s for flushes and start-up), rebuilds start
+    by themselves and copy replica to replica; a failed replica is retried every second."""
     b = ReplicatedBackend(["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"])
-    assert (b.min_replicas, b.reconnect_interval, b.ping_interval) == (1, 1.0, 1.0)
+    assert (b.min_replicas, b.timeout, b.flush_timeout, b.start_timeout) == (1, 2.0, 30.0, 30.0)
     assert (b.auto_rebuild, b.force_start, b.rebuild_pull, b.block_size) == (True, False, True, 512)
-    assert (b.size, b.volume_id, b.epoch) == (0, None, 0)
+    assert (b.reconnect_interval, b.ping_interval) == (1.0, 1.0)
+    assert (b.size, b.volume_id, b.epoch, b.credentials) == (0, None, 0, None)
     assert [(r.address, r.mode, r.client) for r in b.replicas] == [
         ("tcp://127.0.0.1:1", Mode.ERR, None),
         ("tcp://127.0.0.1:2", Mode.ERR, None),
     ]
+    client = b._client_factory("tcp://127.0.0.1:3")  # what the controller connects with
+    assert (client.address, client.timeout, client.flush_timeout, client.credentials) == (
+        "tcp://127.0.0.1:3", 2.0, 30.0, None,
+    )  # fmt: skip
+    assert ReplicatedBackend(["tcp://h:1"], size=8192).size == 8192
+
+
+@run
+async def test_closing_a_volume_that_never_opened_does_nothing(tmp_path: Path) -> None:
+    b = ReplicatedBackend(["tcp://127.0.0.1:1"])
+    await b.close()
+    with pytest.raises(BackendError, match="not open"):
+        await b.read(0, 512)
 
 
 def test_rebuild_progress_fraction_and_report() -> None:
@@ -320,3 +335,119 @@ async def test_close_marks_members_clean_even_if_one_cannot(tmp_path: Path) -> N
     assert all(r.client is None for r in b.replicas)
     await c.stop()
     await asyncio.sleep(0)
+
+
+@run
+async def test_start_up_waits_for_replicas_that_come_up_within_the_start_timeout(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    await c.stop()  # the ports are known, nothing listens
+    b = fast(c.addresses, start_timeout=20.0, reconnect_interval=0.05)
+    opening = asyncio.create_task(b.open())
+    await asyncio.sleep(0.3)
+    assert not opening.done()  # no replica at all: it waits
+    await c.start(0)
+    await asyncio.sleep(0.3)
+    assert not opening.done()  # a new volume needs every configured replica
+    await c.start(1)
+    await opening
+    assert [r.mode for r in b.replicas] == [Mode.RW, Mode.RW]
+    assert [(e["event"], e["detail"]) for e in b.events if e["event"] == "rw"] == [("rw", "new volume")] * 2
+    assert c.meta(0)["volume_id"] == c.meta(1)["volume_id"] == b.volume_id
+    await b.close()
+    # Clean members of the newest epoch start RW at once, and say so.
+    b = fast(c.addresses)
+    await b.open()
+    epoch = c.meta(0)["epoch"]
+    details = [e["detail"] for e in b.events if e["event"] == "rw"]
+    assert details == [f"member of epoch {epoch - 1}, clean"] * 2 or details == [f"member of epoch {epoch}, clean"] * 2
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_start_up_gives_up_after_the_start_timeout_with_the_reason(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    await c.stop()
+    b = fast(c.addresses, start_timeout=0.3)
+    with pytest.raises(ReplicaError) as exc:
+        await b.open()
+    assert str(exc.value) == "cannot start the volume: no replica is reachable"
+    await c.start()
+    b = fast(c.addresses)
+    await b.open()
+    await b.close()
+    await c.kill(1)
+    b = fast(c.addresses, start_timeout=0.3)
+    with pytest.raises(ReplicaError) as exc:
+        await b.open()
+    assert str(exc.value).startswith(f"cannot start the volume: members of epoch {c.meta(0)['epoch']} are unreachable")
+    assert all(r.client is None for r in b.replicas)  # nothing left connected (or claimed)
+    await c.stop()
+
+
+@run
+async def test_a_member_of_the_newest_epoch_missing_from_the_config_is_found(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b = fast(c.addresses)
+    await b.open()
+    await b.write(0, block(1))
+    await b.close()
+    b = fast(c.addresses[:2])  # the config forgot one
+    await b.open()
+    assert [r.address for r in b.replicas] == c.addresses
+    assert [r.mode for r in b.replicas] == [Mode.RW] * 3
+    found = [(e["address"], e["detail"]) for e in b.events if e["event"] == "discovered"]
+    assert found == [(c.addresses[2], "member of the newest epoch, not in the config")]
+    await b.write(MiB, block(2))
+    await b.flush()
+    c.assert_identical({0: block(1), MiB: block(2)})
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_a_volume_never_starts_empty_while_the_replica_holding_its_data_is_down(tmp_path: Path) -> None:
+    # Replica 0 holds the volume; replica 1's disk was replaced (fresh). The target restarts while
+    # replica 0 is down: starting "a new volume" on replica 1 alone would serve zeros where
+    # acknowledged writes are (and refuse replica 0 when it returns, as another volume's).
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start(0)
+    b = fast(c.addresses[:1])
+    await b.open()
+    await b.write(0, block(1))
+    await b.close()
+    await c.kill(0)
+    await c.start(1)
+    b = fast(c.addresses, start_timeout=0.3)
+    with pytest.raises(ReplicaError) as exc:
+        await b.open()
+    assert str(exc.value).startswith("cannot start the volume: ")
+    assert c.addresses[0] in str(exc.value) and "force_start" in str(exc.value)
+    assert c.meta(1).get("volume_id") is None  # replica 1 was not made part of a new volume
+    # When it comes back within the start timeout, the volume starts with its data.
+    b = fast(c.addresses, start_timeout=20.0)
+    opening = asyncio.create_task(b.open())
+    await asyncio.sleep(0.3)
+    assert not opening.done()
+    await c.start(0)
+    await opening
+    assert await b.read(0, 4096) == block(1)
+    await all_rw(b)
+    await b.flush()
+    c.assert_identical({0: block(1)})
+    await b.close()
+    # A new volume with a replica that never comes up starts only when forced to.
+    d = LocalCluster(tmp_path / "new", 2, SIZE)
+    await d.start()
+    await d.kill(1)
+    with pytest.raises(ReplicaError, match="force_start"):
+        await fast(d.addresses, start_timeout=0.3).open()
+    forced = fast(d.addresses, force_start=True)
+    await forced.open()
+    assert [r.mode for r in forced.replicas] == [Mode.RW, Mode.ERR]
+    await forced.close()
+    await d.stop()
+    await c.stop()
