@@ -451,3 +451,39 @@ async def test_a_volume_never_starts_empty_while_the_replica_holding_its_data_is
     await forced.close()
     await d.stop()
     await c.stop()
+
+
+@run
+async def test_without_auto_rebuild_a_stale_replica_stays_out_and_says_why(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b = fast(c.addresses, ping_interval=600)
+    await b.open()
+    await c.kill(1)
+    await b.write(0, block(1))  # replica 1 misses it: the epoch moves on without it
+    epoch = b.epoch
+    await b.close()
+    await c.start(1)
+    b = fast(c.addresses, auto_rebuild=False, ping_interval=600, reconnect_interval=600)
+    await b.open()
+    r0, r1 = b.replicas
+    assert (r0.mode, r1.mode, r1.client) == (Mode.RW, Mode.ERR, None)
+    assert r1.last_error == f"replica {c.addresses[1]}: epoch {c.meta(1)['epoch']} < {epoch}: it missed writes"
+    assert [(e["event"], e["detail"]) for e in b.events if e["address"] == c.addresses[1]] == [("err", r1.last_error)]
+    assert [e["detail"] for e in b.events if e["event"] == "rw"] == [f"member of epoch {epoch}, clean"]
+    for _ in range(3):
+        assert await b.read(0, 4096) == block(1)
+    await b.close()
+    await c.stop()
+
+
+def test_the_event_history_is_bounded() -> None:
+    b = ReplicatedBackend(["tcp://127.0.0.1:1"])
+    r = b.replicas[0]
+    for i in range(250):
+        b._fail(r, ReplicaError(f"attempt {i}", r.address))
+    assert len(b.events) == 200
+    assert b.events[0]["detail"] == "replica tcp://127.0.0.1:1: attempt 50"
+    assert b.events[-1]["detail"] == "replica tcp://127.0.0.1:1: attempt 249"
+    assert {e["event"] for e in b.events} == {"err"} and {e["address"] for e in b.events} == {r.address}
+    assert r.last_error == "replica tcp://127.0.0.1:1: attempt 249"
