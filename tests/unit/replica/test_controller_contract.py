@@ -487,3 +487,31 @@ def test_the_event_history_is_bounded() -> None:
     assert b.events[-1]["detail"] == "replica tcp://127.0.0.1:1: attempt 249"
     assert {e["event"] for e in b.events} == {"err"} and {e["address"] for e in b.events} == {r.address}
     assert r.last_error == "replica tcp://127.0.0.1:1: attempt 249"
+
+
+@run
+async def test_a_failed_replica_is_retried_only_every_reconnect_interval(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b = fast(c.addresses, ping_interval=0.02, reconnect_interval=600)
+    await b.open()
+    await c.kill(1)
+    await b.write(0, block(1))
+    assert b.replicas[1].mode == Mode.ERR
+    await c.start(1)
+    await asyncio.sleep(0.3)  # many monitor rounds, none of them due to retry it
+    assert b.replicas[1].client is None and b.replicas[1].mode == Mode.ERR
+    assert not [e for e in b.events if e["event"] == "reconnected"]
+    # Every replica gone: the volume tries to come back at most once per interval as well.
+    await c.kill(0)
+    await c.kill(1)
+    with pytest.raises(BackendError):
+        await b.write(0, block(2))
+    await asyncio.sleep(0.1)  # the first recovery attempt happens, finds nothing
+    await c.start(0)
+    await c.start(1)
+    await asyncio.sleep(0.3)
+    assert not any(r.mode == Mode.RW for r in b.replicas)
+    assert not [e for e in b.events if e["event"] == "recover"]
+    await b.close()
+    await c.stop()
