@@ -19,7 +19,7 @@ from iscsikit.replica.client import ReplicaClient
 from iscsikit.replica.controller import MAX_IO, Mode, RebuildProgress, ReplicatedBackend
 from iscsikit.target.backend import BackendError
 from tests.unit.replica.cluster import LocalCluster
-from tests.unit.replica.conftest import all_rw, fast, run
+from tests.unit.replica.conftest import all_rw, fast, run, wait_until
 
 MiB = 1 << 20
 SIZE = 16 * MiB
@@ -314,9 +314,13 @@ async def test_find_and_remove_name_the_replica(tmp_path: Path) -> None:
     await b.remove_replica(c.addresses[1])
     assert [r.address for r in b.replicas] == c.addresses[:1]
     assert b.epoch == epoch + 1 and c.meta(0)["epoch"] == epoch + 1  # persisted before it returns
-    assert [e["event"] for e in b.events if e["address"] == c.addresses[1]][-2:] == ["err", "removed"]
-    with pytest.raises(ReplicaError, match="it is the only RW replica; add another and let it rebuild first"):
+    assert [(e["event"], e["detail"]) for e in b.events if e["address"] == c.addresses[1]][-2:] == [
+        ("err", f"replica {c.addresses[1]}: removed by the administrator"),
+        ("removed", ""),
+    ]
+    with pytest.raises(ReplicaError) as exc:
         await b.remove_replica(c.addresses[0])
+    assert str(exc.value) == f"replica {c.addresses[0]}: it is the only RW replica; add another and let it rebuild first"
     await b.close()
     await c.stop()
 
@@ -513,5 +517,54 @@ async def test_a_failed_replica_is_retried_only_every_reconnect_interval(tmp_pat
     await asyncio.sleep(0.3)
     assert not any(r.mode == Mode.RW for r in b.replicas)
     assert not [e for e in b.events if e["event"] == "recover"]
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_the_only_rw_replica_dying_mid_rebuild_stops_the_volume_until_it_returns(tmp_path: Path) -> None:
+    # The half-rebuilt (WO) replica must not become the volume: I/O fails, the rebuild stops, and
+    # when the RW replica is back the volume serves its data and rebuilds the other one again.
+    hold = asyncio.Event()
+
+    refuse = False
+
+    class Held(ReplicaClient):
+        async def _call(self, op: p.Op, **kw: Any) -> p.Response:
+            if op == p.Op.EXTENTS and self.address == c.addresses[1] and not hold.is_set():
+                await hold.wait()
+            if op == p.Op.HELLO and self.address == c.addresses[1] and refuse:
+                raise ReplicaError("test: refused", self.address)
+            return await super()._call(op, **kw)
+
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b = fast(c.addresses[:1], rebuild_pull=False)
+    b._client_factory = lambda a: Held(a, timeout=5.0)
+    await b.open()
+    await b.write(MiB, block(1))
+    r = await b.add_replica(c.addresses[1])
+    assert r.mode == Mode.WO and r.rebuild_task is not None
+    task = r.rebuild_task
+    refuse = True  # and, while the volume is down, the rebuilding replica cannot be reached either
+    await c.kill(0)
+    with pytest.raises(BackendError):
+        await b.write(0, block(2))
+    await wait_until(lambda: r.mode == Mode.ERR, "the rebuilding replica to be stopped too")
+    hold.set()
+    await asyncio.sleep(0.2)
+    assert task.done() and r.mode == Mode.ERR
+    assert ("err", "no complete replica left") in [(e["event"], e["detail"]) for e in b.events if e["address"] == r.address]
+    with pytest.raises(BackendError, match="no RW replica left"):
+        await b.read(MiB, 4096)
+    await c.start(0)
+    await all_rw(b, 1)  # back from the complete replica alone
+    recovered = [e["detail"] for e in b.events if e["event"] == "recover"]
+    assert recovered == [c.addresses[0]] and b.replicas[0].mode == Mode.RW and r.mode != Mode.RW
+    refuse = False
+    await all_rw(b)
+    assert await b.read(MiB, 4096) == block(1)
+    await b.flush()
+    c.assert_identical({MiB: block(1)})
     await b.close()
     await c.stop()
