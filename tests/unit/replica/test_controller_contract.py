@@ -320,7 +320,8 @@ async def test_find_and_remove_name_the_replica(tmp_path: Path) -> None:
     ]
     with pytest.raises(ReplicaError) as exc:
         await b.remove_replica(c.addresses[0])
-    assert str(exc.value) == f"replica {c.addresses[0]}: it is the only RW replica; add another and let it rebuild first"
+    want = "it is the only RW replica; add another and let it rebuild first"
+    assert str(exc.value) == f"replica {c.addresses[0]}: {want}"
     await b.close()
     await c.stop()
 
@@ -554,7 +555,8 @@ async def test_the_only_rw_replica_dying_mid_rebuild_stops_the_volume_until_it_r
     hold.set()
     await asyncio.sleep(0.2)
     assert task.done() and r.mode == Mode.ERR
-    assert ("err", "no complete replica left") in [(e["event"], e["detail"]) for e in b.events if e["address"] == r.address]
+    events = [(e["event"], e["detail"]) for e in b.events if e["address"] == r.address]
+    assert ("err", "no complete replica left") in events
     with pytest.raises(BackendError, match="no RW replica left"):
         await b.read(MiB, 4096)
     await c.start(0)
