@@ -574,7 +574,8 @@ class ReplicatedBackend(Backend):
             raise ReplicaError(f"already a replica of this volume ({known.mode.value})", address)
         r = known or Replica(address)
         if r.client is None and not await self._connect(r):
-            raise ReplicaError(r.last_error or "cannot connect", address)
+            # last_error names the replica already when the connection failed (ReplicaError's prefix)
+            raise ReplicaError((r.last_error or "cannot connect").removeprefix(f"replica {address}: "), address)
         if known is None:
             self.replicas.append(r)
         self._event(address, "added")

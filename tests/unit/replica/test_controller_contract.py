@@ -429,8 +429,10 @@ async def test_a_volume_never_starts_empty_while_the_replica_holding_its_data_is
     b = fast(c.addresses, start_timeout=0.3)
     with pytest.raises(ReplicaError) as exc:
         await b.open()
-    assert str(exc.value).startswith("cannot start the volume: ")
-    assert c.addresses[0] in str(exc.value) and "force_start" in str(exc.value)
+    assert str(exc.value) == (
+        f"cannot start the volume: the reachable replicas are all fresh and {c.addresses[0]} cannot be reached: "
+        "it may hold the volume. Start it, or start with force_start=yes to make a new volume without it"
+    )
     assert c.meta(1).get("volume_id") is None  # replica 1 was not made part of a new volume
     # When it comes back within the start timeout, the volume starts with its data.
     b = fast(c.addresses, start_timeout=20.0)
@@ -445,14 +447,15 @@ async def test_a_volume_never_starts_empty_while_the_replica_holding_its_data_is
     c.assert_identical({0: block(1)})
     await b.close()
     # A new volume with a replica that never comes up starts only when forced to.
-    d = LocalCluster(tmp_path / "new", 2, SIZE)
+    d = LocalCluster(tmp_path / "new", 3, SIZE)
     await d.start()
     await d.kill(1)
-    with pytest.raises(ReplicaError, match="force_start"):
+    await d.kill(2)
+    with pytest.raises(ReplicaError, match=f"{d.addresses[1]}, {d.addresses[2]} cannot be reached: "):
         await fast(d.addresses, start_timeout=0.3).open()
     forced = fast(d.addresses, force_start=True)
     await forced.open()
-    assert [r.mode for r in forced.replicas] == [Mode.RW, Mode.ERR]
+    assert [r.mode for r in forced.replicas] == [Mode.RW, Mode.ERR, Mode.ERR]
     await forced.close()
     await d.stop()
     await c.stop()
@@ -549,8 +552,9 @@ async def test_the_only_rw_replica_dying_mid_rebuild_stops_the_volume_until_it_r
     task = r.rebuild_task
     refuse = True  # and, while the volume is down, the rebuilding replica cannot be reached either
     await c.kill(0)
-    with pytest.raises(BackendError):
+    with pytest.raises(BackendError) as exc:
         await b.write(0, block(2))
+    assert str(exc.value) == "write 0+4096: acknowledged by 1 replica(s), min_replicas is 1 (0 RW, 1 WO of 2)"
     await wait_until(lambda: r.mode == Mode.ERR, "the rebuilding replica to be stopped too")
     hold.set()
     await asyncio.sleep(0.2)
@@ -569,4 +573,50 @@ async def test_the_only_rw_replica_dying_mid_rebuild_stops_the_volume_until_it_r
     await b.flush()
     c.assert_identical({MiB: block(1)})
     await b.close()
+    await c.stop()
+
+
+@run
+async def test_adding_a_replica_names_it_in_errors_and_events(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    await c.kill(1)
+    b = fast(c.addresses[:1])
+    await b.open()
+    with pytest.raises(ReplicaError) as exc:
+        await b.add_replica(c.addresses[0])
+    assert str(exc.value) == f"replica {c.addresses[0]}: already a replica of this volume (rw)"
+    with pytest.raises(ReplicaError) as exc:  # nothing listens there
+        await b.add_replica(c.addresses[1])
+    assert exc.value.address == c.addresses[1]
+    assert str(exc.value).startswith(f"replica {c.addresses[1]}: cannot connect: ")
+    assert str(exc.value).count(c.addresses[1]) == 1
+    assert [r.address for r in b.replicas] == c.addresses[:1]  # not added
+    await c.start(1)
+    r = await b.add_replica(c.addresses[1])
+    assert r.mode in (Mode.WO, Mode.RW) and b.replicas[1] is r
+    assert ("added", "") in [(e["event"], e["detail"]) for e in b.events if e["address"] == c.addresses[1]]
+    await all_rw(b)
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_start_up_fails_at_once_when_every_replica_answers_and_none_is_complete(tmp_path: Path) -> None:
+    # Both replicas answer, neither holds a complete copy (a rebuild that never finished on the
+    # only one that had been made RW is not a copy): waiting cannot help, so it does not wait.
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b = fast(c.addresses)
+    await b.open()
+    volume = b.volume_id
+    await b.close()
+    for i in (0, 1):  # as a controller that died while rebuilding both leaves them
+        server = c.servers[i]
+        assert server is not None
+        server.store.update_meta({"state": "rebuilding"})
+    b = fast(c.addresses, start_timeout=600)
+    with pytest.raises(ReplicaError) as exc:
+        await asyncio.wait_for(b.open(), 30)  # far less than the start timeout
+    assert str(exc.value).startswith(f"cannot start the volume: no reachable replica of volume {volume} holds")
     await c.stop()

@@ -142,14 +142,16 @@ async def test_a_controller_that_dies_mid_rebuild_never_trusts_the_half_rebuilt_
 
     c = LocalCluster(tmp_path, 2, SIZE)
     await c.start()
-    b = fast(c.addresses, auto_rebuild=False, ping_interval=600)
+    b = fast(c.addresses, auto_rebuild=False, ping_interval=600, reconnect_interval=600)
+    b._client_factory = lambda a: Held(a, timeout=5.0)
+    hold.set()  # not yet
     await b.open()
     await c.kill(1)
     acked = {i * MiB: block(i, 64 * KiB) for i in range(4)}
     for off, data in acked.items():
         await b.write(off, data)
     await c.start(1)
-    b._client_factory = lambda a: Held(a, timeout=5.0)
+    hold.clear()
     r = await b.add_replica(c.addresses[1])
     await held.wait()  # copying has begun
     assert r.mode == Mode.WO and c.meta(1)["state"] == "rebuilding"
@@ -208,3 +210,42 @@ async def test_rebuild_of_a_healthy_replica_leaves_it_alone(tmp_path: Path) -> N
     await b.close()
     await c.stop()
     await wait_until(lambda: True, "nothing")
+
+
+@run
+async def test_a_half_rebuilt_fresh_replica_does_not_let_a_restart_skip_the_missing_source(tmp_path: Path) -> None:
+    # A fresh replica was being rebuilt when the controller died; at the restart the source is
+    # down. Start-up waits for the source (the half copy is not the volume) and then serves it.
+    hold = asyncio.Event()
+
+    class Held(ReplicaClient):
+        async def _call(self, op: p.Op, **kw: Any) -> p.Response:
+            if op == p.Op.EXTENTS and self.address == c.addresses[1] and not hold.is_set():
+                await hold.wait()
+            return await super()._call(op, **kw)
+
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b = fast(c.addresses[:1], ping_interval=600)
+    b._client_factory = lambda a: Held(a, timeout=5.0)
+    await b.open()
+    await b.write(0, block(1))
+    r = await b.add_replica(c.addresses[1])
+    assert r.mode == Mode.WO and c.meta(1)["state"] == "rebuilding"
+    await crash(b)
+    hold.set()
+    await c.kill(0)
+    b = fast(c.addresses, start_timeout=20.0)
+    opening = asyncio.create_task(b.open())
+    await asyncio.sleep(0.3)
+    assert not opening.done()
+    await c.start(0)
+    await opening
+    assert b.replicas[0].mode == Mode.RW
+    for _ in range(2):
+        assert await b.read(0, 4096) == block(1)
+    await all_rw(b)
+    await b.flush()
+    c.assert_identical({0: block(1)})
+    await b.close()
+    await c.stop()
