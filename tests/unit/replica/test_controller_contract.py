@@ -36,6 +36,8 @@ class Counting(ReplicaClient):
 
     async def _call(self, op: p.Op, **kw: Any) -> p.Response:
         self.seen.setdefault((self.address, op.name), []).append((kw.get("offset", 0), kw.get("length")))
+        if op == p.Op.WRITE:
+            self.seen.setdefault((self.address, "FUA"), []).append((kw["fua"], None))
         return await super()._call(op, **kw)
 
 
@@ -220,6 +222,11 @@ async def test_reads_take_turns_over_the_rw_replicas_and_skip_a_failed_one(tmp_p
     for _ in range(6):
         assert await b.read(0, 4096) == block(1)
     assert [len(seen.get((a, "READ"), [])) for a in c.addresses] == [2, 2, 2]
+    # FUA (the initiator wants it on stable storage before the answer) reaches every replica.
+    seen.clear()
+    await b.write(8192, block(2), fua=True)
+    await b.write(8192, block(3))
+    assert [seen[(a, "FUA")] for a in c.addresses] == [[(True, None), (False, None)]] * 3
     await c.kill(1)
     seen.clear()
     for _ in range(4):  # the read that meets the dead replica is served by another one
@@ -565,8 +572,8 @@ async def test_the_only_rw_replica_dying_mid_rebuild_stops_the_volume_until_it_r
         await b.read(MiB, 4096)
     await c.start(0)
     await all_rw(b, 1)  # back from the complete replica alone
-    recovered = [e["detail"] for e in b.events if e["event"] == "recover"]
-    assert recovered == [c.addresses[0]] and b.replicas[0].mode == Mode.RW and r.mode != Mode.RW
+    recovered = [(e["address"], e["detail"]) for e in b.events if e["event"] == "recover"]
+    assert recovered == [("", c.addresses[0])] and b.replicas[0].mode == Mode.RW and r.mode != Mode.RW
     refuse = False
     await all_rw(b)
     assert await b.read(MiB, 4096) == block(1)
@@ -619,4 +626,56 @@ async def test_start_up_fails_at_once_when_every_replica_answers_and_none_is_com
     with pytest.raises(ReplicaError) as exc:
         await asyncio.wait_for(b.open(), 30)  # far less than the start timeout
     assert str(exc.value).startswith(f"cannot start the volume: no reachable replica of volume {volume} holds")
+    await c.stop()
+
+
+@run
+async def test_two_replicas_take_turns_too(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b, seen = counting(c.addresses, ping_interval=600)
+    await b.open()
+    await b.write(0, block(1))
+    for _ in range(4):
+        assert await b.read(0, 4096) == block(1)
+    assert [len(seen.get((a, "READ"), [])) for a in c.addresses] == [2, 2]
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_a_replica_found_dead_by_a_ping_leaves_the_membership_without_any_write(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b = fast(c.addresses, ping_interval=0.02, reconnect_interval=600)
+    await b.open()
+    epoch = b.epoch
+    await c.kill(2)
+    await wait_until(lambda: b.replicas[2].mode == Mode.ERR, "the ping to notice")
+    await wait_until(lambda: b.epoch == epoch + 1, "the new membership")
+    for i in (0, 1):
+        assert c.meta(i)["epoch"] == epoch + 1
+        assert {m["address"] for m in c.meta(i)["members"]} == set(c.addresses[:2])  # type: ignore[attr-defined]
+    epochs = [(e["address"], e["detail"]) for e in b.events if e["event"] == "epoch"]
+    assert epochs[-1] == ("", f"{epoch + 1}: {c.addresses[0]}, {c.addresses[1]}") and len(epochs) == 2
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_a_returning_replica_is_reported_reconnected_with_its_id(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b = fast(c.addresses)
+    await b.open()
+    rid = c.meta(1)["replica_id"]
+    await c.kill(1)
+    await b.write(0, block(1))
+    await c.start(1)
+    await all_rw(b)
+    events = [(e["event"], e["detail"]) for e in b.events if e["address"] == c.addresses[1]]
+    assert ("reconnected", f"replica {rid}") in events
+    assert all(set(e) == {"time", "address", "event", "detail"} for e in b.events)
+    assert all(isinstance(e["time"], float) and e["time"] > 1.7e9 for e in b.events)  # wall clock, for people
+    await b.close()
     await c.stop()
