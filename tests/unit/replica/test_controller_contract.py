@@ -679,3 +679,32 @@ async def test_a_returning_replica_is_reported_reconnected_with_its_id(tmp_path:
     assert all(isinstance(e["time"], float) and e["time"] > 1.7e9 for e in b.events)  # wall clock, for people
     await b.close()
     await c.stop()
+
+
+@run
+async def test_a_volume_whose_replicas_all_went_at_once_comes_back_when_all_return(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b = fast(c.addresses, ping_interval=600)  # nothing notices before the write
+    await b.open()
+    await b.write(0, block(1))
+    epoch = b.epoch
+    await c.kill(0)
+    await c.kill(1)
+    with pytest.raises(BackendError):
+        await b.write(0, block(2))
+    assert b.epoch == epoch  # nobody left to persist a new membership on
+    await c.start(0)
+    await asyncio.sleep(0.3)
+    assert not any(r.mode == Mode.RW for r in b.replicas)  # a member of the newest epoch is missing
+    await c.start(1)
+    await all_rw(b)
+    # Neither was shut down cleanly: one serves (the newest revision) and the other is resynced.
+    recovered = [e["detail"] for e in b.events if e["event"] == "recover"]
+    assert len(recovered) == 1 and recovered[0] in c.addresses
+    data = await b.read(0, 4096)
+    assert data in (block(1), block(2))  # the failed write may or may not have landed, on both alike
+    await b.flush()
+    c.assert_identical({0: data})
+    await b.close()
+    await c.stop()
