@@ -112,7 +112,10 @@ def build(coverage_json: dict[str, Any], run: dict[str, Any], root: Path = ROOT)
         entry = _summary(files[rel]["summary"])
         if rel in critical:
             entry["uncovered_lines"] = _ranges(files[rel].get("missing_lines", []))
-            entry["uncovered_branches"] = [f"{a}->{b}" for a, b in files[rel].get("missing_branches", [])]
+            # coverage.py writes an exit from the function as a negative line number.
+            entry["uncovered_branches"] = [
+                f"{a}->{b if b > 0 else 'exit'}" for a, b in files[rel].get("missing_branches", [])
+            ]
         modules[rel] = entry
     totals = _summary(coverage_json["totals"]) if files else _summary(_EMPTY)
     return {

@@ -67,17 +67,23 @@ def never(x):
     for i in range(x):
         x -= i
     return x
+
+
+def maybe(x):
+    if x:
+        x += 1
 """
 
 
 def _measure(tmp_path: Path) -> dict[str, Any]:
-    """coverage.py's JSON report of a run that takes one side of pick()'s branch and never calls never()."""
+    """coverage.py's JSON report of a run that takes one side of pick()'s and maybe()'s branch and never
+    calls never()."""
     (tmp_path / "iscsikit/db").mkdir(parents=True)
     (tmp_path / "iscsikit/__init__.py").write_text("")
     (tmp_path / "iscsikit/db/__init__.py").write_text("")
     (tmp_path / "iscsikit/db/lock.py").write_text(PROGRAM)
     (tmp_path / "iscsikit/unused.py").write_text("X = 1\n")
-    (tmp_path / "main.py").write_text("from iscsikit.db.lock import pick\nassert pick(True) == 1\n")
+    (tmp_path / "main.py").write_text("from iscsikit.db.lock import maybe, pick\nassert pick(True) == 1\nmaybe(True)\n")
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'x'\n")
     # The run under scripts/coverage is itself measured: this child must not join that run.
     env = {k: v for k, v in os.environ.items() if not k.startswith("COVERAGE_")}
@@ -98,12 +104,13 @@ def test_the_figures_are_what_coverage_measured(tmp_path: Path) -> None:
         "iscsikit/unused.py",
     }
     lock = report["modules"]["iscsikit/db/lock.py"]
-    # pick: 4 statements run but `return 2`; never: the def runs, its 3 statements do not.
-    # Branches: pick's if (2, one taken: partial), never's for (2, none taken).
-    assert (lock["statements"], lock["missing_statements"]) == (8, 4)
-    assert (lock["branches"], lock["missing_branches"], lock["partial_branches"]) == (4, 3, 1)
-    assert (lock["line_percent"], lock["branch_percent"], lock["combined_percent"]) == (50.0, 25.0, 41.7)
-    assert lock["uncovered_branches"] == ["2->4", "8->9", "8->10"]
+    # pick: 4 statements run but `return 2`; never: the def runs, its 3 statements do not; maybe:
+    # all 3 run. Branches: pick's if (2, one taken: partial), never's for (2, none taken), maybe's
+    # if (2: into the body taken, out of the function not: partial).
+    assert (lock["statements"], lock["missing_statements"]) == (11, 4)
+    assert (lock["branches"], lock["missing_branches"], lock["partial_branches"]) == (6, 4, 2)
+    assert (lock["line_percent"], lock["branch_percent"], lock["combined_percent"]) == (63.6, 33.3, 52.9)
+    assert lock["uncovered_branches"] == ["2->4", "8->9", "8->10", "14->exit"]
     assert lock["uncovered_lines"] == ["4", "8-10"]
     assert report["modules"]["iscsikit/unused.py"]["line_percent"] == 0.0
     assert "uncovered_branches" not in report["modules"]["iscsikit/unused.py"]  # not safety-critical
