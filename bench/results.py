@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -182,3 +183,59 @@ def goal_met(data: Mapping[str, Any], name: str) -> bool:
     goal = data["goals"][name]
     value = measured(data, goal["of"])
     return bool(OPS[goal["op"]](value, goal["value"])) and not math.isnan(value)
+
+
+def problems(data: Mapping[str, Any], name: str) -> list[str]:
+    """What is wrong with the result file ``name`` (empty when its shape is right).
+
+    Every required key; the command re-runs this script; a commit, a UTC date, two load triples;
+    every case with a unit and samples whose median is the recorded one; every ratio of two
+    recorded cases with its value; every goal on a case or ratio with a known operator.
+    """
+    out = [f"missing key {k!r}" for k in REQUIRED if k not in data]
+    if out:
+        return out
+    if data["name"] != name:
+        out.append(f"name {data['name']!r} is not the file's {name!r}")
+    argv = shlex.split(data["command"])
+    if argv[1:3] != ["-m", f"bench.{name}"]:
+        out.append(f"command {data['command']!r} does not run bench.{name}")
+    if not re.fullmatch(r"[0-9a-f]{7,40}(\+dirty)?", data["commit"]):
+        out.append(f"commit {data['commit']!r} is not a short sha")
+    try:
+        when = datetime.datetime.fromisoformat(data["date"].replace("Z", "+00:00"))
+        if when.utcoffset() != datetime.timedelta(0):
+            out.append(f"date {data['date']!r} is not UTC")
+    except ValueError:
+        out.append(f"date {data['date']!r} is not ISO 8601")
+    for moment in ("start", "end"):
+        triple = data["load"].get(moment)
+        if not (isinstance(triple, list) and len(triple) == 3 and all(isinstance(x, int | float) for x in triple)):
+            out.append(f"load at the {moment} is not a 1/5/15-minute triple: {triple!r}")
+    for key in ("cpu", "cores", "memory_mib", "kernel", "python"):
+        if key not in data["machine"]:
+            out.append(f"machine lacks {key!r}")
+    if not data["cases"]:
+        out.append("no cases")
+    for case, c in data["cases"].items():
+        samples = c.get("samples")
+        if not isinstance(c.get("unit"), str) or not samples or not all(isinstance(s, int | float) for s in samples):
+            out.append(f"case {case!r}: needs a unit and a non-empty list of numbers as samples")
+            continue
+        if not math.isclose(c.get("median", math.nan), statistics.median(samples), rel_tol=1e-9):
+            out.append(f"case {case!r}: median {c.get('median')!r} is not the median of its samples")
+    for ratio, r in data["ratios"].items():
+        if r.get("case") not in data["cases"] or r.get("reference") not in data["cases"]:
+            out.append(f"ratio {ratio!r}: {r.get('case')!r} / {r.get('reference')!r} are not both cases")
+            continue
+        value = data["cases"][r["case"]]["median"] / data["cases"][r["reference"]]["median"]
+        if not math.isclose(r.get("value", math.nan), value, rel_tol=1e-9):
+            out.append(f"ratio {ratio!r}: value {r.get('value')!r} is not {value!r}, the ratio of the medians")
+    for goal, g in data["goals"].items():
+        if g.get("of") not in data["cases"] and g.get("of") not in data["ratios"]:
+            out.append(f"goal {goal!r}: {g.get('of')!r} is neither a case nor a ratio")
+        if g.get("op") not in OPS or not isinstance(g.get("value"), int | float):
+            out.append(f"goal {goal!r}: needs an op ({', '.join(OPS)}) and a number")
+        if "met" in g:
+            out.append(f"goal {goal!r}: 'met' is computed from the medians, not recorded")
+    return out

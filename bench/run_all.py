@@ -7,7 +7,7 @@ Each script writes bench/results/NAME.json (bench/results.py); then regenerate t
 files). Run as root (tgtd, private mount namespaces), from the repository root, on a machine as
 quiet as you can get: every result file records the load average it was measured under.
 
-The parameters are modest (the whole set takes about half an hour on 2 shared cores): medians
+The parameters are modest (the whole set fits in about half an hour on 2 shared cores): medians
 over 5 runs where a run is cheap, fewer where it is not (the VM scripts boot a guest under TCG),
 and smaller data sets where the reference is quadratic (``db_delete``'s iscsiadm loop).
 """
