@@ -82,6 +82,7 @@ async def test_a_returning_replica_gets_only_what_it_missed(tmp_path: Path, via:
     else:
         assert not [x for x in log if x[0] == c.addresses[1] and x[1] in ("WRITE", "UNMAP")]
         assert [x[1] for x in log if x[0] == c.addresses[0] and x[1] == "GRANT"] == ["GRANT", "GRANT"]  # and revoked
+        assert [x[1] for x in log if x[0] == c.addresses[1] and x[1] == "SOURCE"] == ["SOURCE", "SOURCE"]  # and forgot
     assert r.revision == source.revision and c.meta(1)["revision"] == source.revision
     assert r.last_error is None and c.meta(1)["state"] == "rw"
     assert {m["address"] for m in c.meta(1)["members"]} == set(c.addresses)  # type: ignore[attr-defined]
