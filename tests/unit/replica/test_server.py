@@ -1,0 +1,325 @@
+"""The replica server's answers, request by request: what each op does to the replica and what
+it answers, how every failure reaches the controller (its status and message), and what a
+connection that breaks the rules is left with (fenced, answered BADCRC, closed).
+
+In-process servers on loopback; the peer is :class:`~tests.support.replicawire.RawPeer` (frames
+as given, no client-side checks) run in a thread, the server in the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import logging
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from crc32c import crc32c
+
+from iscsikit.errors import ReplicaError, ReplicaPeerError
+from iscsikit.replica import protocol as p
+from iscsikit.replica.server import ReplicaServer
+from iscsikit.replica.store import META_FILE, ReplicaStore
+from tests.support.replicawire import RawPeer
+from tests.unit.replica.conftest import run, wait_until
+
+MiB = 1 << 20
+SIZE = 4 * MiB
+T = TypeVar("T")
+
+
+class FailingStore(ReplicaStore):
+    """A real store whose writes fail with ``fail`` when it is set (a full or broken disk, which
+    cannot be had here without root)."""
+
+    fail: Exception | None = None
+
+    def write(self, offset: int, data: Any, fua: bool = False) -> None:
+        if self.fail is not None:
+            raise self.fail
+        super().write(offset, data, fua)
+
+
+async def serve(tmp_path: Path, **kw: Any) -> ReplicaServer:
+    server = ReplicaServer(FailingStore.open(tmp_path / "r", SIZE), **kw)
+    await server.start("127.0.0.1", 0)
+    return server
+
+
+async def as_peer(server: ReplicaServer, fn: Callable[[RawPeer], T]) -> T:
+    """``fn`` with a new connection to ``server``, in a thread (the server runs in this loop)."""
+
+    def talk() -> T:
+        peer = RawPeer("127.0.0.1", server.port, timeout=20.0)
+        try:
+            return fn(peer)
+        finally:
+            peer.close()
+
+    return await asyncio.to_thread(talk)
+
+
+def meta_on_disk(tmp_path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((tmp_path / "r" / META_FILE).read_text())
+    return data
+
+
+def expect(answer: p.Frame, status: p.Status, text: str = "") -> p.Frame:
+    assert answer.is_response
+    assert (answer.status, text in answer.error_text()) == (status, True), (answer.status, answer.error_text())
+    return answer
+
+
+@run
+async def test_every_op_does_what_it_says_and_answers_it(tmp_path: Path) -> None:
+    server = await serve(tmp_path)
+    store = server.store
+    data = bytes(range(256)) * 32  # 8 KiB
+
+    def owner(peer: RawPeer) -> None:
+        assert expect(peer.call(p.Op.PING), p.Status.OK).payload == b""
+        hello = peer.claim()
+        assert hello == {
+            **store.meta.to_json(), "revision": 0, "allocated_bytes": 0, "protocol_version": p.VERSION,
+            "protocol_revision": p.PROTOCOL_REVISION,
+        }  # fmt: skip
+        expect(peer.call(p.Op.HELLO, payload=b"{nope"), p.Status.EINVAL, "HELLO payload is not JSON")
+        expect(peer.call(p.Op.WRITE, offset=MiB, length=len(data), payload=data), p.Status.OK)
+        expect(peer.call(p.Op.WRITE, offset=SIZE - 512, length=1024, payload=bytes(1024)), p.Status.EINVAL,
+               f"range {SIZE - 512}+1024 is outside the volume of {SIZE} bytes")  # fmt: skip
+        assert expect(peer.call(p.Op.READ, offset=MiB, length=len(data)), p.Status.OK).payload == data
+        expect(peer.call(p.Op.READ, offset=SIZE, length=1), p.Status.EINVAL, "outside the volume")
+        extents = expect(peer.call(p.Op.EXTENTS, offset=0, length=SIZE), p.Status.OK)
+        assert p.unpack_extents(extents.payload) == [(MiB, len(data))]
+        sums = peer.call(p.Op.CHECKSUM, offset=MiB - 4096, length=3 * 4096, payload=p.granule_payload(4096))
+        assert p.unpack_checksums(expect(sums, p.Status.OK).payload) == [
+            crc32c(bytes(4096)), crc32c(data[:4096]), crc32c(data[4096:]),
+        ]  # fmt: skip
+        expect(peer.call(p.Op.UNMAP, offset=MiB, length=4096), p.Status.OK)
+        assert peer.call(p.Op.READ, offset=MiB, length=8192).payload == bytes(4096) + data[4096:]
+        assert meta_on_disk(tmp_path)["revision"] == 0 and meta_on_disk(tmp_path)["clean"] is False
+        expect(peer.call(p.Op.FLUSH), p.Status.OK)
+        assert meta_on_disk(tmp_path)["revision"] == 2
+        answer = expect(peer.call(p.Op.SET_META, payload=p.pack_json({"volume_id": "v1", "epoch": 3})), p.Status.OK)
+        after = p.unpack_json(answer.payload, "SET_META answer")
+        assert (after["volume_id"], after["epoch"], after["revision"], after["protocol_revision"]) == (
+            "v1", 3, 2, p.PROTOCOL_REVISION,
+        )  # fmt: skip
+        assert after["allocated_bytes"] == store.allocated_bytes() > 0
+        assert (meta_on_disk(tmp_path)["volume_id"], meta_on_disk(tmp_path)["epoch"]) == ("v1", 3)
+        expect(peer.call(p.Op.SET_META, payload=p.pack_json({"size": 1})), p.Status.EINVAL, "['size'] cannot be set")
+        expect(peer.call(p.Op.SET_META, payload=p.pack_json({"volume_id": "v2"})), p.Status.STATE,
+               "replica belongs to volume v1, not v2")  # fmt: skip
+        expect(peer.call(p.Op.SET_META, payload=b"[]"), p.Status.EINVAL, "SET_META payload is a JSON list")
+        expect(peer.call(p.Op.AUTH, payload=b"\x01"), p.Status.EINVAL, "this connection is already authenticated")
+        expect(peer.call(p.Op.CLOSE), p.Status.OK)
+        assert meta_on_disk(tmp_path)["clean"] is True and meta_on_disk(tmp_path)["revision"] == 2
+        expect(peer.call(p.Op.PING), p.Status.OK)  # the connection is still served
+
+    await as_peer(server, owner)
+    await server.close()
+
+
+@run
+async def test_grant_source_and_pull_refuse_bad_requests_by_name(tmp_path: Path) -> None:
+    server = await serve(tmp_path)
+
+    def owner(peer: RawPeer) -> None:
+        peer.claim()
+        for token, status in [("t" * 15, p.Status.EINVAL), ("t" * 257, p.Status.EINVAL), (7, p.Status.EINVAL),
+                              ("t" * 16, p.Status.OK), ("u" * 256, p.Status.OK)]:  # fmt: skip
+            answer = peer.call(p.Op.GRANT, payload=p.pack_json({"token": token}))
+            expect(answer, status, "" if status == p.Status.OK else 'GRANT needs a "token" string of 16 to 256')
+        assert sorted(server._grants) == ["t" * 16, "u" * 256]
+        expect(peer.call(p.Op.GRANT, payload=p.pack_json({"token": "t" * 16, "revoke": True})), p.Status.OK)
+        assert sorted(server._grants) == ["u" * 256]
+        expect(peer.call(p.Op.GRANT, payload=b"{"), p.Status.EINVAL, "GRANT payload is not JSON")
+        expect(peer.call(p.Op.PULL, offset=0, length=MiB), p.Status.STATE, "PULL before a SOURCE")
+        expect(peer.call(p.Op.SOURCE, payload=p.pack_json({"address": None})), p.Status.OK)
+        bad = 'SOURCE needs "address" and "token" strings and a numeric "timeout"'
+        for fields in [{"address": 5, "token": "t" * 16}, {"address": "127.0.0.1:1", "token": None},
+                       {"address": "127.0.0.1:1", "token": "t" * 16, "timeout": "soon"}]:  # fmt: skip
+            expect(peer.call(p.Op.SOURCE, payload=p.pack_json({**fields, "volume_id": None})), p.Status.EINVAL, bad)
+        expect(peer.call(p.Op.SOURCE, payload=p.pack_json({"address": "127.0.0.1:1", "token": "t" * 16})),
+               p.Status.STATE, "SOURCE names volume None; this replica holds None")  # fmt: skip
+        assert server._conns and all(c.puller is None for c in server._conns)
+
+    await as_peer(server, owner)
+    await server.close()
+
+
+@pytest.mark.parametrize(
+    ("fail", "status", "text", "logged"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), p.Status.ENOSPC, "No space left on device", "failed"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), p.Status.ENOSPC, "Disk quota exceeded", "failed"),
+        (OSError(errno.EIO, "Input/output error"), p.Status.EIO, "Input/output error", "failed"),
+        (ReplicaPeerError("the source went away"), p.Status.PEER, "the source went away", "went away"),
+        (ReplicaError("not in this state"), p.Status.STATE, "not in this state", None),
+        (ValueError("bad range"), p.Status.EINVAL, "bad range", None),
+        (RuntimeError("a bug"), p.Status.EIO, "a bug", "unexpected error in WRITE"),
+    ],
+)
+@pytest.mark.parametrize("fua", [False, True])  # on the event loop, and in the thread pool
+def test_a_failed_write_reaches_the_controller_with_its_cause(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    fail: Exception,
+    status: p.Status,
+    text: str,
+    logged: str | None,
+    fua: bool,
+) -> None:
+    async def scenario() -> None:
+        server = await serve(tmp_path)
+        store = server.store
+        assert isinstance(store, FailingStore)
+        store.fail = fail
+
+        def owner(peer: RawPeer) -> list[p.Frame]:
+            peer.claim()
+            flags = p.FLAG_FUA if fua else 0
+            return [peer.call(p.Op.WRITE, offset=4096, length=512, payload=b"w" * 512, flags=flags),
+                    peer.call(p.Op.PING)]  # fmt: skip
+
+        with caplog.at_level(logging.DEBUG, "iscsikit.replica.server"):
+            write, ping = await as_peer(server, owner)
+        expect(write, status, text)
+        assert (write.offset, write.length) == (4096, 512)
+        expect(ping, p.Status.OK)  # the connection goes on
+        assert store.read(4096, 512) == bytes(512)
+        if logged is not None:  # the replica's operator sees it too
+            assert any(logged in r.getMessage() and r.levelno >= logging.WARNING for r in caplog.records)
+        await server.close()
+
+    run(scenario)()
+
+
+@run
+async def test_only_the_newest_claim_may_change_the_replica(tmp_path: Path) -> None:
+    server = await serve(tmp_path)
+    first = await asyncio.to_thread(RawPeer, "127.0.0.1", server.port)
+    await asyncio.to_thread(first.claim)
+    await asyncio.to_thread(first.claim)  # claiming again on the same connection fences nothing
+    answer = await asyncio.to_thread(first.call, p.Op.GRANT, payload=p.pack_json({"token": "g" * 32}))
+    expect(answer, p.Status.OK)
+    expect(await asyncio.to_thread(first.call, p.Op.WRITE, offset=0, length=512, payload=b"1" * 512), p.Status.OK)
+
+    def bystander(peer: RawPeer) -> list[p.Frame]:
+        hello = peer.call(p.Op.HELLO, payload=p.pack_json({"claim": False}))
+        return [hello] + [
+            peer.call(op, **kw)
+            for op, kw in [
+                (p.Op.WRITE, {"offset": 0, "length": 512, "payload": b"2" * 512}),
+                (p.Op.READ, {"offset": 0, "length": 512}),
+                (p.Op.UNMAP, {"offset": 0, "length": 512}),
+                (p.Op.FLUSH, {}),
+                (p.Op.SET_META, {"payload": p.pack_json({"epoch": 9})}),
+                (p.Op.CLOSE, {}),
+            ]
+        ]
+
+    hello, *refused = await as_peer(server, bystander)
+    expect(hello, p.Status.OK)
+    for answer in refused:
+        expect(answer, p.Status.FENCED, "this connection does not own the replica")
+    assert server.store.read(0, 512) == b"1" * 512 and server.store.meta.epoch == 0
+
+    second = await asyncio.to_thread(RawPeer, "127.0.0.1", server.port)
+    await asyncio.to_thread(second.claim)
+    with pytest.raises((ConnectionError, OSError)):  # the older owner is cut off
+        await asyncio.to_thread(first.call, p.Op.WRITE, offset=0, length=512, payload=b"3" * 512)
+    assert server._grants == {}  # and its read grants with it
+    expect(await asyncio.to_thread(second.call, p.Op.WRITE, offset=512, length=512, payload=b"4" * 512), p.Status.OK)
+    assert server.store.read(0, 1024) == b"1" * 512 + b"4" * 512
+    first.close()
+    second.close()
+    await server.close()
+
+
+@run
+async def test_a_controller_that_left_is_not_reported_as_fenced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = await serve(tmp_path)
+    await as_peer(server, lambda peer: peer.claim())
+    await wait_until(lambda: not server._conns, "the first controller's connection to end")
+    with caplog.at_level(logging.INFO, "iscsikit.replica.server"):
+        await as_peer(server, lambda peer: peer.claim())
+    assert not [r for r in caplog.records if "fencing" in r.getMessage()]
+    await server.close()
+
+
+@run
+async def test_corrupt_data_is_refused_and_broken_framing_closes_the_connection(tmp_path: Path) -> None:
+    server = await serve(tmp_path)
+
+    def owner(peer: RawPeer) -> list[p.Frame]:
+        peer.claim()
+        frame = p.Frame(p.Op.WRITE, 50, 0, 512, 0, p.Status.OK, b"c" * 512)
+        head = p.encode_head(frame, 512, crc32c(b"c" * 512) ^ 1)
+        peer.sock.sendall(head + frame.payload)
+        answers = [peer.recv(), peer.call(p.Op.PING)]
+        # A response sent to the server breaks the protocol: the connection ends, nothing is written.
+        peer.sock.sendall(b"".join(p.encode(p.Frame(p.Op.WRITE, 51, 0, 512, p.FLAG_RESPONSE, p.Status.OK, b"r" * 512))))
+        try:
+            answers.append(peer.recv())
+        except (ConnectionError, OSError):
+            pass
+        return answers
+
+    answers = await as_peer(server, owner)
+    assert len(answers) == 2, answers
+    badcrc, ping = answers
+    expect(badcrc, p.Status.BADCRC)
+    assert badcrc.seq == 50
+    expect(ping, p.Status.OK)
+    assert server.store.read(0, 512) == bytes(512)
+    await wait_until(lambda: not server._conns, "the server to drop the connection")
+    await server.close()
+
+
+@run
+async def test_a_read_grant_must_be_the_first_request(tmp_path: Path) -> None:
+    server = await serve(tmp_path)
+    owner = await asyncio.to_thread(RawPeer, "127.0.0.1", server.port)
+    await asyncio.to_thread(owner.claim)
+    expect(await asyncio.to_thread(owner.call, p.Op.GRANT, payload=p.pack_json({"token": "g" * 32})), p.Status.OK)
+
+    def peer(peer: RawPeer) -> list[p.Frame]:
+        hello = p.Frame(p.Op.HELLO, 1, payload=p.pack_json({"grant": "g" * 32}))
+        peer.pipeline([hello, p.Frame(p.Op.READ, 0, 0, 512)])  # a READ before the HELLO answer
+        return [peer.recv()]
+
+    (answer,) = await as_peer(server, peer)
+    expect(answer, p.Status.EINVAL, "requests sent before the HELLO answer")
+    for token in (32, None, "x" * 32):
+        answer = await as_peer(server, lambda peer, t=token: peer.call(p.Op.HELLO, payload=p.pack_json({"grant": t})))
+        expect(answer, p.Status.FENCED, "no such read grant (revoked or never given)")
+    owner.close()
+    await server.close()
+
+
+@run
+async def test_connections_send_without_delay_and_close_releases_the_replica(tmp_path: Path) -> None:
+    server = await serve(tmp_path, response_budget=1)
+    assert server.response_budget == p.MAX_PAYLOAD  # never under one whole answer
+    peer = await asyncio.to_thread(RawPeer, "127.0.0.1", server.port)
+    await asyncio.to_thread(peer.claim)
+    (conn,) = server._conns
+    assert conn.transport is not None
+    sock = conn.transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    assert conn.peer == f"127.0.0.1:{peer.sock.getsockname()[1]}"
+    await asyncio.to_thread(peer.call, p.Op.WRITE, offset=0, length=512, payload=b"z" * 512)
+    await server.close()
+    with pytest.raises((ConnectionError, OSError)):
+        await asyncio.to_thread(peer.call, p.Op.PING)
+    peer.close()
+    again = ReplicaStore.open(tmp_path / "r")  # the directory's lock was released
+    assert again.read(0, 512) == b"z" * 512 and again.revision == 1  # flushed
+    again.close()
