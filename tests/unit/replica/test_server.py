@@ -231,7 +231,7 @@ async def test_only_the_newest_claim_may_change_the_replica(tmp_path: Path) -> N
 
     second = await asyncio.to_thread(RawPeer, "127.0.0.1", server.port)
     await asyncio.to_thread(second.claim)
-    with pytest.raises((ConnectionError, OSError)):  # the older owner is cut off
+    with pytest.raises(ConnectionError):  # the older owner is cut off
         await asyncio.to_thread(first.call, p.Op.WRITE, offset=0, length=512, payload=b"3" * 512)
     assert server._grants == {}  # and its read grants with it
     expect(await asyncio.to_thread(second.call, p.Op.WRITE, offset=512, length=512, payload=b"4" * 512), p.Status.OK)
@@ -268,7 +268,7 @@ async def test_corrupt_data_is_refused_and_broken_framing_closes_the_connection(
         peer.sock.sendall(b"".join(p.encode(p.Frame(p.Op.WRITE, 51, 0, 512, p.FLAG_RESPONSE, p.Status.OK, b"r" * 512))))
         try:
             answers.append(peer.recv())
-        except (ConnectionError, OSError):
+        except ConnectionError:
             pass
         return answers
 
@@ -317,9 +317,91 @@ async def test_connections_send_without_delay_and_close_releases_the_replica(tmp
     assert conn.peer == f"127.0.0.1:{peer.sock.getsockname()[1]}"
     await asyncio.to_thread(peer.call, p.Op.WRITE, offset=0, length=512, payload=b"z" * 512)
     await server.close()
-    with pytest.raises((ConnectionError, OSError)):
+    with pytest.raises(ConnectionError):
         await asyncio.to_thread(peer.call, p.Op.PING)
     peer.close()
     again = ReplicaStore.open(tmp_path / "r")  # the directory's lock was released
     assert again.read(0, 512) == b"z" * 512 and again.revision == 1  # flushed
     again.close()
+
+
+# --------------------------------------------------------------------------------------
+# Refused connections: one answer, then closed; one log line; nothing left behind.
+
+
+def loop_errors() -> list[dict[str, Any]]:
+    """Errors the event loop reports (a callback or a protocol method that raised)."""
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: errors.append(context))
+    return errors
+
+
+def until_closed(peer: RawPeer) -> list[p.Frame]:
+    """Every answer until the server closes the connection (a timeout fails the test)."""
+    answers = []
+    try:
+        while True:
+            answers.append(peer.recv())
+    except ConnectionError:  # EOF or reset; TimeoutError is not one
+        return answers
+
+
+def refusals(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "connection from" in r.getMessage() and r.levelno >= logging.INFO]
+
+
+@run
+async def test_a_refused_connection_is_answered_once_closed_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from iscsikit.replica.auth import Credentials, ServerSecurity
+
+    caplog.set_level(logging.DEBUG, "iscsikit.replica.server")
+    errors = loop_errors()
+    secret = b"6f1c0e3a9b8d47e2a5c3f0e1d2b4a697"
+    server = await serve(tmp_path, security=ServerSecurity(secret, None, Credentials(secret)), auth_timeout=0.3)
+
+    def stranger(peer: RawPeer) -> list[p.Frame]:  # no AUTH first: refused, and what follows is dropped
+        peer.pipeline([p.Frame(p.Op.WRITE, 0, 0, 16, payload=b"s" * 16), p.Frame(p.Op.PING, 0)] * 2)
+        return until_closed(peer)
+
+    (answer,) = await as_peer(server, stranger)
+    expect(answer, p.Status.FENCED, "AUTH")
+    assert answer.op == p.Op.WRITE
+    logged = [m for m in refusals(caplog) if "closed (" not in m]
+    assert len(logged) == 1 and logged[0].startswith("refused connection from 127.0.0.1:"), logged
+    caplog.clear()
+
+    assert await as_peer(server, until_closed) == []  # silent: closed when auth_timeout passes
+    logged = [m for m in refusals(caplog) if "closed (" not in m]
+    assert len(logged) == 1 and "its AUTH handshake did not finish within 0.3 s" in logged[0], logged
+    await wait_until(lambda: not server._conns and not server.pending, "the refused connections to be forgotten")
+    assert server.store.read(0, 512) == bytes(512) and server.store.revision == 0
+    await server.close()
+    assert errors == []
+
+
+@run
+async def test_auth_to_a_server_without_a_secret_is_refused_and_closed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, "iscsikit.replica.server")
+    errors = loop_errors()
+    server = await serve(tmp_path)
+
+    def controller(peer: RawPeer) -> list[p.Frame]:
+        peer.pipeline([p.Frame(p.Op.AUTH, 0, payload=b"\x01" + bytes(32)), p.Frame(p.Op.HELLO, 0),
+                       p.Frame(p.Op.WRITE, 0, 0, 512, payload=b"a" * 512)])  # fmt: skip
+        return until_closed(peer)
+
+    (answer,) = await as_peer(server, controller)
+    expect(answer, p.Status.UNSUPPORTED, "this replica server has no secret (start it with --secret-file)")
+    logged = [m for m in refusals(caplog) if "closed (" not in m]
+    assert logged == [logged[0]] and "AUTH, but this server has no secret" in logged[0], logged
+    await wait_until(lambda: not server._conns, "the connection to be forgotten")
+    assert server.store.read(0, 512) == bytes(512)
+    # A controller without a secret is served as before.
+    hello = await as_peer(server, lambda peer: peer.claim())
+    assert hello["replica_id"] == server.store.meta.replica_id
+    await server.close()
+    assert errors == []

@@ -649,3 +649,37 @@ def test_a_metadata_temporary_that_is_not_a_leftover_is_refused(tmp_path: Path, 
     if kind == "hardlink":
         assert (tmp_path / "victim").read_bytes() == VICTIM
     store.close()
+
+
+def test_the_libc_bindings_take_64_bit_offsets_and_report_errno(tmp_path: Path) -> None:
+    # Bound when the module is imported; called here again so that what they bind is checked.
+    import ctypes
+    import errno
+
+    from iscsikit.replica.store import _libc_fallocate, _libc_sync_file_range
+
+    fallocate, sync_file_range = _libc_fallocate(), _libc_sync_file_range()
+    path = tmp_path / "f"
+    path.write_bytes(b"")
+    os.truncate(path, 6 * GiB)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, b"z" * 8192, 5 * GiB)
+        assert sync_file_range(fd, 5 * GiB, 8192, 0x2) == 0
+        assert fallocate(fd, 0x03, 5 * GiB, 4096) == 0  # PUNCH_HOLE | KEEP_SIZE
+        assert os.pread(fd, 8192, 5 * GiB) == bytes(4096) + b"z" * 4096
+        assert os.fstat(fd).st_size == 6 * GiB
+    finally:
+        os.close(fd)
+    for fn, args in [(fallocate, (0x03, 0, 4096)), (sync_file_range, (0, 4096, 0x2))]:
+        ctypes.set_errno(0)
+        assert fn(fd, *args) == -1  # closed by now
+        assert ctypes.get_errno() == errno.EBADF
+
+
+def test_read_meta_names_the_file_of_bad_metadata(tmp_path: Path) -> None:
+    ReplicaStore.open(tmp_path / "r", MiB).close()
+    meta = tmp_path / "r" / META_FILE
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "state": "odd"}))
+    with pytest.raises(ReplicaError, match=re.escape(f"{meta}: unknown state 'odd'")):
+        read_meta(tmp_path / "r")
