@@ -26,6 +26,7 @@ from iscsikit.replica.server import ReplicaServer
 from iscsikit.replica.store import META_FILE, ReplicaStore
 from tests.support.replicawire import RawPeer
 from tests.unit.replica.conftest import run, wait_until
+from tests.unit.replica.test_auth_server import SECRET, pki, tls_creds, tls_security  # noqa: F401 - pki: a fixture
 
 MiB = 1 << 20
 SIZE = 4 * MiB
@@ -358,8 +359,7 @@ async def test_a_refused_connection_is_answered_once_closed_and_logged_once(
 
     caplog.set_level(logging.DEBUG, "iscsikit.replica.server")
     errors = loop_errors()
-    secret = b"6f1c0e3a9b8d47e2a5c3f0e1d2b4a697"
-    server = await serve(tmp_path, security=ServerSecurity(secret, None, Credentials(secret)), auth_timeout=0.3)
+    server = await serve(tmp_path, security=ServerSecurity(SECRET, None, Credentials(SECRET)), auth_timeout=0.3)
 
     def stranger(peer: RawPeer) -> list[p.Frame]:  # no AUTH first: refused, and what follows is dropped
         peer.pipeline([p.Frame(p.Op.WRITE, 0, 0, 16, payload=b"s" * 16), p.Frame(p.Op.PING, 0)] * 2)
@@ -405,3 +405,66 @@ async def test_auth_to_a_server_without_a_secret_is_refused_and_closed(
     assert hello["replica_id"] == server.store.meta.replica_id
     await server.close()
     assert errors == []
+
+
+# --------------------------------------------------------------------------------------
+# TLS: each way a handshake ends (a probe, a stranger, a silent peer, a controller) is told apart.
+
+
+def tls_server_kw(certs: dict[str, object], secret: bool) -> dict[str, Any]:
+    return {"security": tls_security(certs, 0, **({} if secret else {"secret": None})), "auth_timeout": 0.4}
+
+
+@pytest.mark.parametrize("secret", [True, False])
+def test_tls_handshakes_end_the_right_way_and_a_controller_stays(
+    request: pytest.FixtureRequest, tmp_path: Path, caplog: pytest.LogCaptureFixture, secret: bool
+) -> None:
+    from iscsikit.replica.client import ReplicaClient
+
+    certs = request.getfixturevalue("pki")  # test_auth_server's CA and certificates
+
+    async def scenario() -> None:
+        caplog.set_level(logging.DEBUG, "iscsikit.replica.server")
+        errors = loop_errors()
+        server = await serve(tmp_path, **tls_server_kw(certs, secret))
+
+        def messages() -> list[str]:
+            out = [m for m in refusals(caplog) if "closed (" not in m]
+            caplog.clear()
+            return out
+
+        await as_peer(server, lambda peer: None)  # connects and leaves (a port scan)
+        await wait_until(lambda: "TLS handshake" in caplog.text and not server._conns, "the probe to be forgotten")
+        logged = messages()
+        assert len(logged) == 1 and "closed during its TLS handshake" in logged[0], logged
+
+        def plain(peer: RawPeer) -> list[p.Frame]:  # a controller without TLS
+            peer.send(p.Op.HELLO, payload=p.pack_json({"claim": True}))
+            return until_closed(peer)
+
+        assert await as_peer(server, plain) == []
+        await wait_until(lambda: "TLS handshake" in caplog.text and not server._conns, "the plain peer to be forgotten")
+        logged = messages()
+        assert len(logged) == 1 and "refused connection from 127.0.0.1" in logged[0], logged
+        assert "TLS handshake failed: " in logged[0], logged
+
+        assert await as_peer(server, until_closed) == []  # silent
+        await wait_until(lambda: not server._conns, "the silent peer to be forgotten")
+        logged = messages()
+        assert len(logged) == 1 and "its TLS handshake did not finish within 0.4 s" in logged[0], logged
+        assert server.store.meta.epoch == 0
+
+        client = ReplicaClient(
+            f"127.0.0.1:{server.port}", credentials=tls_creds(certs, secret=SECRET if secret else None)
+        )
+        await client.connect()
+        await wait_until(lambda: not server.pending, "the controller to be settled")
+        await asyncio.sleep(1.0)  # past auth_timeout: a settled connection is not timed out
+        await client.write(0, b"t" * 512)
+        assert await client.read(0, 512) == b"t" * 512
+        assert not [m for m in messages() if "refused" in m or "closed during" in m]
+        client.close()
+        await server.close()
+        assert errors == []
+
+    run(scenario)()
