@@ -69,9 +69,11 @@ def meta_on_disk(tmp_path: Path) -> dict[str, Any]:
     return data
 
 
-def expect(answer: p.Frame, status: p.Status, text: str = "") -> p.Frame:
+def expect(answer: p.Frame, status: p.Status, text: str = "", *, exact: bool = False) -> p.Frame:
+    """``answer`` has ``status`` and its error text holds ``text`` (is ``text``, if ``exact``)."""
     assert answer.is_response
-    assert (answer.status, text in answer.error_text()) == (status, True), (answer.status, answer.error_text())
+    said = answer.error_text()
+    assert (answer.status, said == text if exact else text in said) == (status, True), (answer.status, said)
     return answer
 
 
@@ -94,6 +96,10 @@ async def test_every_op_does_what_it_says_and_answers_it(tmp_path: Path) -> None
                f"range {SIZE - 512}+1024 is outside the volume of {SIZE} bytes")  # fmt: skip
         assert expect(peer.call(p.Op.READ, offset=MiB, length=len(data)), p.Status.OK).payload == data
         expect(peer.call(p.Op.READ, offset=SIZE, length=1), p.Status.EINVAL, "outside the volume")
+        # outside the volume and too large to answer: the range is named first
+        expect(
+            peer.call(p.Op.READ, offset=SIZE, length=64 * MiB), p.Status.EINVAL, f"range {SIZE}+{64 * MiB} is outside"
+        )
         extents = expect(peer.call(p.Op.EXTENTS, offset=0, length=SIZE), p.Status.OK)
         assert p.unpack_extents(extents.payload) == [(MiB, len(data))]
         sums = peer.call(p.Op.CHECKSUM, offset=MiB - 4096, length=3 * 4096, payload=p.granule_payload(4096))
@@ -120,6 +126,9 @@ async def test_every_op_does_what_it_says_and_answers_it(tmp_path: Path) -> None
         expect(peer.call(p.Op.CLOSE), p.Status.OK)
         assert meta_on_disk(tmp_path)["clean"] is True and meta_on_disk(tmp_path)["revision"] == 2
         expect(peer.call(p.Op.PING), p.Status.OK)  # the connection is still served
+        (conn,) = server._conns
+        assert conn._reserved == 0 and not conn._tasks  # every answer gave back its share of the budget
+        assert not server.busy
 
     await as_peer(server, owner)
     await server.close()
@@ -468,3 +477,61 @@ def test_tls_handshakes_end_the_right_way_and_a_controller_stays(
         assert errors == []
 
     run(scenario)()
+
+
+@run
+async def test_a_tls_peer_with_a_grant_is_told_of_its_revocation_and_cut_off_with_its_owner(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from iscsikit.replica.client import ReplicaClient
+    from iscsikit.replica.pull import Puller
+
+    certs = request.getfixturevalue("pki")
+    errors = loop_errors()
+    server = await serve(tmp_path, security=tls_security(certs, 0))
+    owner = ReplicaClient(f"127.0.0.1:{server.port}", credentials=tls_creds(certs))
+    await owner.connect()
+    await owner.set_meta(volume_id="vol-1", state="rw")
+    await owner.write(0, b"g" * 4096)
+    other = ReplicaStore.open(tmp_path / "other", SIZE)
+
+    async def granted_peer(token: str) -> tuple[Puller, socket.socket]:
+        await owner.grant(token)
+        puller = Puller(other, f"tcp://127.0.0.1:{server.port}", token, "vol-1", 10.0, tls_security(certs, 1).peer)
+        conn = await asyncio.to_thread(puller._connect)  # TLS, the secret, HELLO with the grant
+        return puller, conn.sock
+
+    def exchange(sock: socket.socket, frames: list[p.Frame]) -> list[p.Frame]:
+        """Send ``frames``, then every answer until the server closes the connection."""
+        sock.sendall(b"".join(b for f in frames for b in p.encode(f)))
+        decoder, answers = p.FrameDecoder(), []
+        while True:
+            frame = decoder.next_frame()
+            if frame is not None:
+                answers.append(frame)
+                continue
+            data = sock.recv(1 << 20)  # a timeout (no EOF) fails the test
+            if not data:
+                return answers
+            decoder.receive_data(data)
+
+    puller, sock = await granted_peer("a" * 32)
+    read = p.Frame(p.Op.READ, 7, SIZE, 64 * MiB)  # outside the volume, and too large: the range is named first
+    sock.sendall(b"".join(p.encode(read)))
+    decoder = p.FrameDecoder()
+    while (answer := decoder.next_frame()) is None:
+        decoder.receive_data(await asyncio.to_thread(sock.recv, 1 << 20))
+    expect(answer, p.Status.EINVAL, f"range {SIZE}+{64 * MiB} is outside the volume")
+    await owner.grant("a" * 32, revoke=True)
+    (ping,) = await asyncio.to_thread(exchange, sock, [p.Frame(p.Op.PING, 8), p.Frame(p.Op.PING, 9)])
+    expect(ping, p.Status.FENCED, "the read grant was revoked", exact=True)
+    assert ping.seq == 8
+    puller.close()
+
+    puller, sock = await granted_peer("b" * 32)
+    owner.close()  # the owner goes away: its granted peers are cut off at once, asked or not
+    assert await asyncio.to_thread(exchange, sock, []) == []
+    puller.close()
+    other.close()
+    await server.close()
+    assert errors == []
