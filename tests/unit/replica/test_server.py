@@ -442,7 +442,10 @@ def test_tls_handshakes_end_the_right_way_and_a_controller_stays(
             caplog.clear()
             return out
 
-        await as_peer(server, lambda peer: None)  # connects and leaves (a port scan)
+        probe = await asyncio.to_thread(RawPeer, "127.0.0.1", server.port)  # connects and leaves (a port scan)
+        await wait_until(lambda: bool(server.pending), "the probe's connection")
+        await asyncio.sleep(0.2)  # its TLS handshake has started
+        probe.close()
         await wait_until(lambda: "TLS handshake" in caplog.text and not server._conns, "the probe to be forgotten")
         logged = messages()
         assert len(logged) == 1 and "closed during its TLS handshake" in logged[0], logged
