@@ -31,6 +31,7 @@ from tests.unit.replica.test_auth_server import SECRET, pki, tls_creds, tls_secu
 MiB = 1 << 20
 SIZE = 4 * MiB
 T = TypeVar("T")
+NO_SECRET = "this replica server has no secret (start it with --secret-file), but the controller has one"
 
 
 class FailingStore(ReplicaStore):
@@ -307,7 +308,7 @@ async def test_a_read_grant_must_be_the_first_request(tmp_path: Path) -> None:
 
     (answer,) = await as_peer(server, peer)
     expect(answer, p.Status.EINVAL, "requests sent before the HELLO answer")
-    for token in (32, None, "x" * 32):
+    for token in (32, None, "x" * 32, [], {}):
         answer = await as_peer(server, lambda peer, t=token: peer.call(p.Op.HELLO, payload=p.pack_json({"grant": t})))
         expect(answer, p.Status.FENCED, "no such read grant (revoked or never given)")
     owner.close()
@@ -404,7 +405,7 @@ async def test_auth_to_a_server_without_a_secret_is_refused_and_closed(
         return until_closed(peer)
 
     (answer,) = await as_peer(server, controller)
-    expect(answer, p.Status.UNSUPPORTED, "this replica server has no secret (start it with --secret-file)")
+    expect(answer, p.Status.UNSUPPORTED, NO_SECRET, exact=True)
     logged = [m for m in refusals(caplog) if "closed (" not in m]
     assert logged == [logged[0]] and "AUTH, but this server has no secret" in logged[0], logged
     await wait_until(lambda: not server._conns, "the connection to be forgotten")
@@ -538,3 +539,51 @@ async def test_a_tls_peer_with_a_grant_is_told_of_its_revocation_and_cut_off_wit
     other.close()
     await server.close()
     assert errors == []
+
+
+@run
+async def test_source_and_pull_answer_what_they_did(tmp_path: Path) -> None:
+    source = await serve(tmp_path / "src")
+    target = await serve(tmp_path / "tgt")
+    data = bytes(range(256)) * 16  # 4 KiB
+
+    def owner_of_source(peer: RawPeer) -> None:
+        peer.claim()
+        expect(peer.call(p.Op.SET_META, payload=p.pack_json({"volume_id": "v1"})), p.Status.OK)
+        expect(peer.call(p.Op.WRITE, offset=MiB, length=len(data), payload=data), p.Status.OK)
+        for _ in range(2):  # the same token again, by its owner: still one grant
+            expect(peer.call(p.Op.GRANT, payload=p.pack_json({"token": "s" * 32})), p.Status.OK)
+        assert list(source._grants) == ["s" * 32]
+
+    src_peer = await asyncio.to_thread(RawPeer, "127.0.0.1", source.port)
+    await asyncio.to_thread(owner_of_source, src_peer)
+
+    def owner_of_target(peer: RawPeer) -> list[p.Frame]:
+        peer.claim()
+        expect(peer.call(p.Op.SET_META, payload=p.pack_json({"volume_id": "v1", "state": "rebuilding"})), p.Status.OK)
+        # Nothing listens there: the SOURCE fails, and leaves no source behind.
+        nowhere = {"address": "127.0.0.1:1", "token": "s" * 32, "volume_id": "v1", "timeout": 1}
+        expect(peer.call(p.Op.SOURCE, payload=p.pack_json(nowhere)), p.Status.PEER, "cannot connect to the source")
+        expect(peer.call(p.Op.PULL, offset=0, length=SIZE), p.Status.STATE, "PULL before a SOURCE")
+        there = {"address": f"127.0.0.1:{source.port}", "token": "s" * 32, "volume_id": "v1"}  # default timeout
+        answers = [peer.call(p.Op.SOURCE, payload=p.pack_json(there))]
+        (conn,) = [c for c in target._conns if c.puller is not None]
+        assert conn.puller is not None and conn.puller.timeout == 2.0
+        answers.append(peer.call(p.Op.PULL, offset=0, length=SIZE))
+        answers.append(peer.call(p.Op.SOURCE, payload=p.pack_json({"address": None})))  # forget the source
+        assert conn.puller is None
+        answers.append(peer.call(p.Op.PULL, offset=0, length=SIZE))
+        return answers
+
+    sourced, pulled, forgot, again = await as_peer(target, owner_of_target)
+    assert p.unpack_json(expect(sourced, p.Status.OK).payload, "SOURCE answer") == {
+        "replica_id": source.store.meta.replica_id,
+        "revision": 1,
+    }
+    assert p.PullResult.unpack(expect(pulled, p.Status.OK).payload) == p.PullResult(copied=len(data))
+    assert expect(forgot, p.Status.OK).payload == b""
+    expect(again, p.Status.STATE, "PULL before a SOURCE", exact=True)
+    assert target.store.read(MiB - 4096, 3 * 4096) == bytes(4096) + data + bytes(4096)
+    src_peer.close()
+    await target.close()
+    await source.close()
