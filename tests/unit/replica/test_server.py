@@ -422,7 +422,7 @@ async def test_auth_to_a_server_without_a_secret_is_refused_and_closed(
 
 
 def tls_server_kw(certs: dict[str, object], secret: bool) -> dict[str, Any]:
-    return {"security": tls_security(certs, 0, **({} if secret else {"secret": None})), "auth_timeout": 2.0}
+    return {"security": tls_security(certs, 0, **({} if secret else {"secret": None})), "auth_timeout": 1.0}
 
 
 @pytest.mark.parametrize("secret", [True, False])
@@ -464,7 +464,7 @@ def test_tls_handshakes_end_the_right_way_and_a_controller_stays(
         assert await as_peer(server, until_closed) == []  # silent
         await wait_until(lambda: not server._conns, "the silent peer to be forgotten")
         logged = messages()
-        assert len(logged) == 1 and "its TLS handshake did not finish within 2 s" in logged[0], logged
+        assert len(logged) == 1 and "its TLS handshake did not finish within 1 s" in logged[0], logged
         assert server.store.meta.epoch == 0
 
         client = ReplicaClient(
@@ -472,7 +472,7 @@ def test_tls_handshakes_end_the_right_way_and_a_controller_stays(
         )
         await client.connect()
         await wait_until(lambda: not server.pending, "the controller to be settled")
-        await asyncio.sleep(2.5)  # past auth_timeout: a settled connection is not timed out
+        await asyncio.sleep(1.2)  # past auth_timeout: a settled connection is not timed out
         await client.write(0, b"t" * 512)
         assert await client.read(0, 512) == b"t" * 512
         assert not [m for m in messages() if "refused" in m or "closed during" in m]
