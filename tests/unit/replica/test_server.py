@@ -587,3 +587,16 @@ async def test_source_and_pull_answer_what_they_did(tmp_path: Path) -> None:
     src_peer.close()
     await target.close()
     await source.close()
+
+
+@run
+async def test_serve_forever_serves_until_cancelled(tmp_path: Path) -> None:
+    server = await serve(tmp_path)
+    serving = asyncio.get_running_loop().create_task(server.serve_forever())
+    await asyncio.sleep(0.05)
+    assert not serving.done()  # it serves (an error would have ended it)
+    assert (await as_peer(server, lambda peer: peer.call(p.Op.PING))).status == p.Status.OK
+    serving.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await serving
+    await server.close()
