@@ -699,3 +699,13 @@ def test_read_meta_names_the_file_of_bad_metadata(tmp_path: Path) -> None:
         ReplicaError, match=exactly(f"{meta}: unknown state 'odd' (expected one of fresh, rw, rebuilding)")
     ):
         read_meta(tmp_path / "r")
+
+
+def test_metadata_is_read_as_json_bytes_whatever_its_unicode_encoding(tmp_path: Path) -> None:
+    # JSON may be UTF-8, UTF-16 or UTF-32 (RFC 8259 readers detect which): an editor that saved
+    # replica.json as UTF-16 does not make the replica unreadable.
+    ReplicaStore.open(tmp_path / "r", MiB).close()
+    meta = tmp_path / "r" / META_FILE
+    data = json.loads(meta.read_text())
+    meta.write_bytes(json.dumps(data).encode("utf-16"))
+    assert read_meta(tmp_path / "r").to_json() == data
