@@ -46,8 +46,8 @@ class FailingStore(ReplicaStore):
         super().write(offset, data, fua)
 
 
-async def serve(tmp_path: Path, **kw: Any) -> ReplicaServer:
-    server = ReplicaServer(FailingStore.open(tmp_path / "r", SIZE), **kw)
+async def serve(tmp_path: Path, size: int = SIZE, **kw: Any) -> ReplicaServer:
+    server = ReplicaServer(FailingStore.open(tmp_path / "r", size), **kw)
     await server.start("127.0.0.1", 0)
     return server
 
@@ -317,10 +317,13 @@ async def test_a_read_grant_must_be_the_first_request(tmp_path: Path) -> None:
 
 @run
 async def test_connections_send_without_delay_and_close_releases_the_replica(tmp_path: Path) -> None:
-    server = await serve(tmp_path, response_budget=1)
+    server = await serve(tmp_path, p.MAX_PAYLOAD, response_budget=1)
     assert server.response_budget == p.MAX_PAYLOAD  # never under one whole answer
     peer = await asyncio.to_thread(RawPeer, "127.0.0.1", server.port)
     await asyncio.to_thread(peer.claim)
+    # The largest answer is larger than the whole budget: alone, it is still served.
+    whole = await asyncio.to_thread(peer.call, p.Op.READ, offset=0, length=p.MAX_PAYLOAD)
+    assert expect(whole, p.Status.OK).payload == bytes(p.MAX_PAYLOAD)
     (conn,) = server._conns
     assert conn.transport is not None
     sock = conn.transport.get_extra_info("socket")
