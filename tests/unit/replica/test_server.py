@@ -39,6 +39,11 @@ class FailingStore(ReplicaStore):
     cannot be had here without root)."""
 
     fail: Exception | None = None
+    reads = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.reads += 1
+        return super().read(offset, length)
 
     def write(self, offset: int, data: Any, fua: bool = False) -> None:
         if self.fail is not None:
@@ -602,4 +607,35 @@ async def test_serve_forever_serves_until_cancelled(tmp_path: Path) -> None:
     serving.cancel()
     with pytest.raises(asyncio.CancelledError):
         await serving
+    await server.close()
+
+
+@run
+async def test_answers_piling_up_unsent_stop_the_reading_of_requests(tmp_path: Path) -> None:
+    # Far under the response budget: what stops the reading here is the transport's own
+    # back-pressure (pause_writing), so answers never pile up much past what one read brings.
+    server = await serve(tmp_path, 8 * MiB, response_budget=1 << 30)
+    server.store.write(0, bytes(range(256)) * 16)
+    peer = await asyncio.to_thread(RawPeer, "127.0.0.1", server.port, rcvbuf=64 << 10)
+    await asyncio.to_thread(peer.claim)
+    (conn,) = server._conns
+    assert conn.transport is not None
+    store = server.store
+    assert isinstance(store, FailingStore)
+    most = 0
+    peer.sock.setblocking(False)
+    wire = b"".join(b for i in range(128) for b in p.encode(p.Frame(p.Op.READ, 0, (i % 8) * 4096, 4096)))
+    for chunk in range(48):  # 48 x 128 READs of 4 KiB: 24 MiB of answers, none read
+        try:
+            peer.sock.send(wire)
+        except BlockingIOError:  # the server stopped reading: its socket is full
+            break
+        # Each chunk is read on its own (or not at all, once the server stopped reading).
+        await wait_until(lambda c=chunk: store.reads >= 128 * (c + 1) or not conn._reading, "the chunk to be read")
+        most = max(most, conn.transport.get_write_buffer_size())
+        if not conn._reading:
+            break
+    assert conn._write_paused and not conn._reading
+    assert most < 8 * MiB, f"{most} bytes of answers piled up unsent"
+    peer.close()
     await server.close()
