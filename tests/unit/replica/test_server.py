@@ -639,3 +639,38 @@ async def test_answers_piling_up_unsent_stop_the_reading_of_requests(tmp_path: P
     assert most < 8 * MiB, f"{most} bytes of answers piled up unsent"
     peer.close()
     await server.close()
+
+
+@run
+async def test_a_server_restarts_on_its_port_and_one_never_started_closes_cleanly(tmp_path: Path) -> None:
+    never = ReplicaServer(ReplicaStore.open(tmp_path / "never", MiB))
+    await never.close()
+    assert ReplicaStore.open(tmp_path / "never").size == MiB  # released
+    server = await serve(tmp_path)
+    port = server.port
+    assert (server.address, port > 0) == ("127.0.0.1", True)
+    peer = await asyncio.to_thread(RawPeer, "127.0.0.1", port)
+    await asyncio.to_thread(peer.claim)
+    (conn,) = server._conns
+    assert conn.transport is not None
+    conn.transport.close()  # the server's side closes first (as when its process dies): TIME_WAIT there
+    assert await asyncio.to_thread(until_closed, peer) == []
+    peer.close()
+    await server.close()
+    again = ReplicaServer(ReplicaStore.open(tmp_path / "r"))
+    await again.start("127.0.0.1", port)  # SO_REUSEADDR: the replica comes back on its address
+    assert again.port == port
+    assert (await as_peer(again, lambda peer: peer.call(p.Op.PING))).status == p.Status.OK
+    await again.close()
+
+
+@run
+async def test_disk_work_and_pulls_run_in_their_named_threads(tmp_path: Path) -> None:
+    import threading
+
+    server = await serve(tmp_path)
+    names: list[str] = []
+    await server.run_blocking(lambda: names.append(threading.current_thread().name))
+    await server.run_blocking(lambda: names.append(threading.current_thread().name), pull=True)
+    assert names[0].startswith("replica-io_") and names[1].startswith("replica-pull_"), names
+    await server.close()
