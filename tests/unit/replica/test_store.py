@@ -287,7 +287,11 @@ def test_metadata_defaults_and_what_is_refused_by_name() -> None:
     ("content", "error"),
     [
         ("[1, 2]", ": replica metadata is not a JSON object"),
-        ("{not json", ": cannot read replica metadata: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        (
+            "{not json",
+            ": cannot read replica metadata: Expecting property name enclosed in double quotes:"
+            " line 1 column 2 (char 1)",
+        ),
         (None, " is not a regular file"),  # opened without blocking: a FIFO there must not hang the server
     ],
 )
@@ -374,7 +378,9 @@ def test_close_releases_everything_once_and_records_clean_only_when_asked(tmp_pa
     buf = mmap.mmap(-1, 4096)
     with memoryview(buf) as view:
         store.write_bulk(0, view)  # opens the O_DIRECT descriptor where the filesystem has one
+        store.write_bulk(4096, view)  # and uses it again
     buf.close()
+    assert len(open_fds() - before) <= 3  # data, lock, O_DIRECT
     store.close()
     assert open_fds() == before and lock_is_free(d)
     assert json.loads((d / META_FILE).read_text())["clean"] is False  # no clean close: a resync is due
@@ -543,17 +549,21 @@ def test_bulk_writes_that_o_direct_refuses_go_through_the_page_cache(
         store.write_bulk(8192, view[:4096])
         assert store.direct_writes
         store.write_bulk(12288, view[0:0])  # nothing to write
-    assert store.revision == 3
+        store.write_bulk(24576, view[:100])  # not even a sector, at a page: buffered
+        store.write_bulk(28672 + 100, view[:4096])  # a page, not at a page: buffered
+        assert store.direct_writes
+    assert store.revision == 5
+    store.write(24576, bytes(4196))  # as before those two
     odd = memoryview(bytearray(b"\0" + b"C" * 8192))[1:]  # an unaligned buffer: the kernel says EINVAL
     store.write_bulk(16384, odd)
     assert not store.direct_writes  # this device's alignment rules differ: buffered from now on
-    assert store.revision == 4
+    assert store.revision == 7
     store.write_bulk(32768, memoryview(aligned))
     assert store.read(4096, 4096) == b"A" * 512 + bytes(3584)
     assert store.read(8192, 4096) == b"A" * 4096
     assert store.read(16384, 8192) == b"C" * 8192
     assert store.read(32768, 8192) == b"A" * 4096 + b"B" * 4096
-    assert store.revision == 5 and not store.meta.clean
+    assert store.revision == 8 and not store.meta.clean
     aligned.close()
     store.close()
 
@@ -601,6 +611,8 @@ def test_extents_and_checksums_at_their_edges(tmp_path: Path) -> None:
     assert store.crc(MiB + 100, 0) == 0
     assert store.crc(MiB + 100, 5000) == crc32c(data[100:5100])
     assert store.crc(0, 4096) == crc32c(bytes(4096))
+    store.write(0, data)  # data at the very start: an extent longer than where it starts
+    assert store.checksums(0, 8192, 4096) == granules
     store.close()
 
 
@@ -709,3 +721,30 @@ def test_metadata_is_read_as_json_bytes_whatever_its_unicode_encoding(tmp_path: 
     data = json.loads(meta.read_text())
     meta.write_bytes(json.dumps(data).encode("utf-16"))
     assert read_meta(tmp_path / "r").to_json() == data
+
+
+def test_aligned_bulk_writes_leave_the_page_cache_alone(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    # What O_DIRECT is for: a rebuild's hundreds of megabytes do not push the page cache out.
+    import mmap
+    import subprocess
+
+    tiers.require(request, "fincore")
+    if not direct_io_works(tmp_path):
+        tiers.unavailable(request, f"{tmp_path}: no O_DIRECT on this filesystem")
+
+    def cached() -> int:
+        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(tmp_path / "r" / DATA_FILE)],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        return int(out.strip())
+
+    store = ReplicaStore.open(tmp_path / "r", 4 * MiB)
+    buf = mmap.mmap(-1, MiB)
+    buf[:] = os.urandom(MiB)
+    with memoryview(buf) as view:
+        store.write_bulk(MiB, view)
+        store.write_bulk(3 * MiB, view[: 64 << 10])
+    assert cached() == 0
+    assert store.read(MiB, 4096) == buf[:4096]
+    assert cached() >= 4096  # (what fincore counts: a read does fill the cache)
+    buf.close()
+    store.close()
