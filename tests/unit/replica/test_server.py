@@ -534,6 +534,25 @@ async def test_a_tls_peer_with_a_grant_is_told_of_its_revocation_and_cut_off_wit
     while (answer := decoder.next_frame()) is None:
         decoder.receive_data(await asyncio.to_thread(sock.recv, 1 << 20))
     expect(answer, p.Status.EINVAL, f"range {SIZE}+{64 * MiB} is outside the volume")
+    asked = [
+        p.Frame(p.Op.CHECKSUM, 10, 0, 8192, payload=p.granule_payload(4096)),
+        p.Frame(p.Op.EXTENTS, 11, 0, SIZE),
+        p.Frame(p.Op.READ, 12, 0, 4096),
+        p.Frame(p.Op.PING, 13),
+    ]
+    sock.sendall(b"".join(b for f in asked for b in p.encode(f)))
+    answers = []
+    while len(answers) < len(asked):
+        frame = decoder.next_frame()
+        if frame is None:
+            decoder.receive_data(await asyncio.to_thread(sock.recv, 1 << 20))
+        else:
+            answers.append(expect(frame, p.Status.OK))
+    assert [a.seq for a in answers] == [10, 11, 12, 13]  # in order
+    sums, extents, read, ping = (a.payload for a in answers)
+    assert p.unpack_checksums(sums) == [crc32c(b"g" * 4096), crc32c(bytes(4096))]
+    assert p.unpack_extents(extents) == [(0, 4096)]
+    assert (read, ping) == (b"g" * 4096, b"")
     await owner.grant("a" * 32, revoke=True)
     (ping,) = await asyncio.to_thread(exchange, sock, [p.Frame(p.Op.PING, 8), p.Frame(p.Op.PING, 9)])
     expect(ping, p.Status.FENCED, "the read grant was revoked", exact=True)
