@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from iscsikit.replica.client import ReplicaClient
-from iscsikit.replica.server import INLINE_WRITE_MAX, ReplicaServer
+from iscsikit.replica.server import INLINE_MAX, INLINE_WRITE_MAX, ReplicaServer
 from iscsikit.replica.store import ReplicaStore
 
 MiB = 1 << 20
@@ -24,6 +24,10 @@ MiB = 1 << 20
         (512, MiB - 4096, False),  # a partial first page: the kernel may have to read it first
         (0, MiB + 512, False),  # a partial last page
         (0, 2 * MiB, False),  # over the limit
+        (512, INLINE_MAX, True),  # small, at its limit
+        (512, INLINE_MAX + 512, False),
+        (512, 64 * 4096, False),  # whole pages in length, not in place
+        (4096, MiB + 4096, False),  # whole pages over the limit
     ],
 )
 def test_small_or_whole_page_writes_are_inline(tmp_path: Path, offset: int, length: int, inline: bool) -> None:
@@ -53,6 +57,10 @@ def test_plain_page_writes_skip_the_pool_fua_and_larger_ones_use_it(tmp_path: Pa
         assert len(pooled) == 1, "a FUA write must go to the pool (it waits for the disk)"
         await client.write(2 * MiB, one + one)
         assert len(pooled) == 2, "a 2 MiB write must go to the pool"
+        assert await client.read(0, INLINE_MAX) == one[:INLINE_MAX]
+        assert len(pooled) == 2, "a read of INLINE_MAX bytes must run on the event loop"
+        assert await client.read(0, INLINE_MAX + 512) == one[: INLINE_MAX + 512]
+        assert pooled[2:] == ["read"], "a larger read must go to the pool"
         assert await client.read(0, MiB) == one and await client.read(2 * MiB, 2 * MiB) == one + one
         client.close()
         await server.close()
