@@ -1,13 +1,16 @@
 """Mutation testing of the safety-critical modules with mutmut, and its report.
 
     scripts/mutation [MODULE...]          # mutate (all listed modules, or these), test, report
+    scripts/mutation --all MODULE         # re-test every mutant of MODULE, not only those without a result
     scripts/mutation --report             # only recompute the report from the last run's results
     scripts/mutation --survivors MODULE   # the survivors nobody has excused yet, as diffs
     scripts/mutation --template MODULE    # the same, as entries to paste into equivalent.toml
 
 The modules are pyproject's [tool.mutmut] only_mutate list. mutmut keeps its results in mutants/
 (git-ignored) and re-tests only the mutants of functions that changed since, so a second run is
-incremental. The report (tests/mutation/report.json, rendered into docs/testing.md by
+incremental (with modules named: the mutants without a result; mutants of a function changed
+since appear after the run that regenerates them, as not checked, and run the next time).
+The report (tests/mutation/report.json, rendered into docs/testing.md by
 scripts/gen_docs.py) counts per module: mutants, killed (a test failed or timed out), survived,
 and equivalent (survivors listed in tests/mutation/equivalent.toml with a reason). The score is
 killed / (mutants - equivalent); the goal is >= 90% on every module.
@@ -105,7 +108,8 @@ class ModuleResult:
     module: str
     mutants: int
     killed: int
-    survived: list[str]  # unexcused survivors (survived, no tests, suspicious, not checked)
+    survived: list[str]  # unexcused survivors (survived, no tests, suspicious)
+    not_run: int  # mutants without a result yet (they count as not killed)
     equivalent: int
     stale: list[str]  # excuses that no longer match a surviving mutant
 
@@ -120,7 +124,8 @@ def evaluate(module: str, excuses: dict[str, Excuse]) -> ModuleResult | None:
     if statuses is None:
         return None
     killed = sum(1 for s in statuses.values() if s in KILLED)
-    survivors = sorted(n for n, s in statuses.items() if s not in KILLED and s != "skipped")
+    not_run = sum(1 for s in statuses.values() if s == "not checked")
+    survivors = sorted(n for n, s in statuses.items() if s not in KILLED and s not in ("skipped", "not checked"))
     excused, stale = 0, []
     for name, excuse in excuses.items():
         if name in survivors and excuse.line.strip() in _mutated_lines(module, name):
@@ -129,7 +134,7 @@ def evaluate(module: str, excuses: dict[str, Excuse]) -> ModuleResult | None:
             stale.append(name)
     unexcused = [n for n in survivors if n not in excuses or n in stale]
     total = sum(1 for s in statuses.values() if s != "skipped")
-    return ModuleResult(module, total, killed, unexcused, excused, stale)
+    return ModuleResult(module, total, killed, unexcused, excused, stale, not_run)
 
 
 def _commit() -> str:
@@ -157,6 +162,7 @@ def report(write: bool = True) -> int:
             "mutants": result.mutants,
             "killed": result.killed,
             "survived": len(result.survived),
+            "not_run": result.not_run,
             "equivalent": result.equivalent,
             "score": round(result.score, 1),
             "commit": _commit(),
@@ -165,7 +171,7 @@ def report(write: bool = True) -> int:
         mark = "ok " if result.score >= GOAL else "LOW"
         print(
             f"{mark} {module}: {result.score:.1f}% killed ({result.killed}/{result.mutants - result.equivalent}),"
-            f" {len(result.survived)} survived, {result.equivalent} equivalent"
+            f" {len(result.survived)} survived, {result.equivalent} equivalent, {result.not_run} not run"
         )
         for name in result.stale:
             print(f"    stale excuse in equivalent.toml: {name} (no longer a survivor with that line)")
@@ -192,20 +198,41 @@ def survivors(module: str, template: bool) -> int:
     return 0
 
 
-def run(selected: list[str]) -> int:
+def _pending(module: str) -> list[str] | None:
+    """The module's mutants without a result yet, or None when it has never been run."""
+    meta = ROOT / "mutants" / f"{module}.meta"
+    if not meta.exists():
+        return None
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    return sorted(name for name, code in codes.items() if code is None)
+
+
+def run(selected: list[str], everything: bool = False) -> int:
     known = modules()
     for m in selected:
         if m not in known:
             print(f"scripts/mutation: {m} is not under mutation; choose from pyproject's only_mutate:", file=sys.stderr)
             print("  " + "\n  ".join(known), file=sys.stderr)
             return 2
-    globs = [f"{_module_name(m)}.*" for m in selected]
+    # mutmut re-tests every mutant named on its command line, so naming a module's glob would
+    # re-run all of it: name only the mutants without a result (a function that changed since
+    # has its mutants reset to none), unless --all. With no module, mutmut itself is incremental.
+    names: list[str] = []
+    for m in selected:
+        pending = None if everything else _pending(m)
+        if pending is None:
+            names.append(f"{_module_name(m)}.*")
+        else:
+            names += pending
+            print(f"{m}: {len(pending)} mutants without a result", file=sys.stderr)
+    if selected and not names:
+        return report()
     # Tests that run scripts/* find the venv relative to the tree they run in: mutants/.
     (ROOT / "mutants").mkdir(exist_ok=True)
     if not (ROOT / "mutants" / ".venv").exists():
         (ROOT / "mutants" / ".venv").symlink_to(ROOT / ".venv")
     env = {**os.environ, "ISCSIKIT_SHARED": os.environ.get("ISCSIKIT_SHARED", str(ROOT.parent / "shared"))}
-    res = subprocess.run([str(ROOT / ".venv" / "bin" / "mutmut"), "run", *globs], cwd=ROOT, env=env)
+    res = subprocess.run([str(ROOT / ".venv" / "bin" / "mutmut"), "run", *names], cwd=ROOT, env=env)
     if res.returncode != 0:
         print(f"mutmut run exited {res.returncode}", file=sys.stderr)
         return res.returncode
@@ -218,22 +245,24 @@ def render() -> str:
         return "No report yet: run `scripts/mutation`."
     data = json.loads(REPORT.read_text())
     rows = [
-        "| module | mutants | killed | survived | equivalent | score | goal met | run at |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "| module | mutants | killed | survived | equivalent | not run | score | goal met | run at |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for module in modules():
         e = data["modules"].get(module)
         if e is None:
-            rows.append(f"| `{module}` | | | | | not run | no | |")
+            rows.append(f"| `{module}` | | | | | all | not run | no | |")
             continue
         met = "yes" if e["score"] >= data["goal"] else "**no**"
         rows.append(
             f"| `{module}` | {e['mutants']} | {e['killed']} | {e['survived']} | {e['equivalent']} |"
+            f" {e.get('not_run', 0)} |"
             f" {e['score']:.1f}% | {met} | {e['commit']}, {e['date']} |"
         )
     return (
         f"Generated from `tests/mutation/report.json` ({data['tool']}; goal {data['goal']:.0f}% killed on every"
-        " module; score = killed / (mutants - equivalent)):\n\n" + "\n".join(rows)
+        " module; score = killed / (mutants - equivalent), a mutant not run yet counts as not killed):\n\n"
+        + "\n".join(rows)
     )
 
 
@@ -244,6 +273,7 @@ DOC_SECTIONS: dict[str, Callable[[], str]] = {"mutation": render}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/mutation", description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="paths such as iscsikit/db/lock.py (default: all listed)")
+    parser.add_argument("--all", action="store_true", help="re-test every mutant of the named modules")
     parser.add_argument("--report", action="store_true", help="only recompute the report from mutants/")
     parser.add_argument("--survivors", metavar="MODULE", help="print the unexcused survivors' diffs")
     parser.add_argument("--template", metavar="MODULE", help="print equivalent.toml entries for the survivors")
@@ -254,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         return survivors(args.survivors or args.template, template=bool(args.template))
     if args.report:
         return report()
-    return run(args.modules)
+    return run(args.modules, everything=args.all)
 
 
 if __name__ == "__main__":
