@@ -1,0 +1,122 @@
+"""However TCP cuts the byte stream, the target sees the same PDUs and answers the same bytes.
+
+A reference conversation (login, reads and writes of odd sizes, immediate, unsolicited and
+solicited data, NOP-Out, text, logout) is recorded once with whole PDUs; then the initiator's
+byte stream is fed again in pieces of many sizes (one byte at a time included), through
+``get_buffer``/``buffer_updated`` as the server's BufferedProtocol does. The answers on the wire,
+the events and the data each write delivers must be identical: a header split across reads, a
+payload received straight into its task buffer, a digest trailer arriving alone, all land the
+same.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from iscsikit.target.proto import NEED_DATA, CommandReady, InitiatorConnection, SessionTable, TargetConnection
+from iscsikit.target.proto.pdu import R2T, RESERVED_TAG
+from tests.support.profiles import examples
+
+from .harness import INITIATOR, PORTAL, TARGET, directory
+
+READ10 = bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0])
+WRITE10 = bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 8, 0])
+
+
+def pattern(n: int, seed: int) -> bytes:
+    return bytes((i * 31 + seed) & 0xFF for i in range(n))
+
+
+class Driver:
+    """Plays the server: completes every command at once, records what the target did."""
+
+    def __init__(self) -> None:
+        self.target = TargetConnection(directory(), SessionTable(), PORTAL)
+        self.events: list[str] = []
+        self.written: list[bytes] = []
+        self.out = bytearray()
+
+    def pump(self) -> bytes:
+        t = self.target
+        while (ev := t.next_event()) is not NEED_DATA:
+            self.events.append(type(ev).__name__)
+            if isinstance(ev, CommandReady):
+                task = ev.task
+                if task.write:
+                    self.written.append(bytes(task.data_out))  # type: ignore[arg-type]
+                    t.complete_command(task, 0, expected_data_out=task.expected_length)
+                else:
+                    t.complete_command(task, 0, b"", [pattern(task.expected_length, task.itt)])
+        new = b"".join(bytes(b) for b in t.data_to_send())
+        self.out += new
+        return new
+
+    def feed(self, data: bytes, sizes: list[int]) -> None:
+        """Feed ``data`` in pieces of ``sizes`` (cycled), pumping after each piece."""
+        view = memoryview(data)
+        for size in itertools.cycle(sizes):
+            if not view:
+                return
+            buf = self.target.get_buffer()
+            assert len(buf) > 0
+            n = min(len(buf), size, len(view))
+            buf[:n] = view[:n]
+            self.target.buffer_updated(n)
+            view = view[n:]
+            self.pump()
+
+
+def conversation(hd: bool, dd: bool) -> tuple[bytes, Driver]:
+    """The initiator's whole byte stream, and the reference run that produced it."""
+    ini = InitiatorConnection(INITIATOR, target=TARGET, header_digest=hd, data_digest=dd)
+    ref = Driver()
+    stream = bytearray()
+
+    def send(wire: bytes) -> list[object]:
+        stream.extend(wire)
+        ref.target.receive_data(wire)
+        return list(ini.feed(ref.pump()))
+
+    pdus = send(ini.login_request())
+    while (nxt := ini.login_response(pdus[0])) is not None:  # type: ignore[arg-type]
+        pdus = send(nxt)
+    send(ini.scsi_command(READ10, lun=1, read_length=4093)[1])
+    send(ini.scsi_command(READ10, lun=1, read_length=300001)[1])
+    send(ini.scsi_command(WRITE10, lun=1, write_data=pattern(1021, 1), immediate_length=1021)[1])
+    big = pattern(70001, 2)
+    itt, wire = ini.scsi_command(WRITE10, lun=1, write_data=big, immediate_length=5003, final=False)
+    send(wire)
+    answers = send(ini.data_out(itt, RESERVED_TAG, 0, 5003, big[5003:9001], True, lun=1))
+    (r2t,) = [p for p in answers if isinstance(p, R2T)]
+    assert (r2t.offset, r2t.length) == (9001, 70001 - 9001)
+    send(ini.data_out(itt, r2t.ttt, 0, 9001, big[9001:40000], False, lun=1))
+    send(ini.data_out(itt, r2t.ttt, 1, 40000, big[40000:], True, lun=1))
+    send(ini.nop_out(b"ping!")[1])
+    send(ini.text([("SendTargets", "")])[1])
+    send(ini.logout()[1])
+    assert ref.written == [pattern(1021, 1), big] and ref.events[-1] == "ConnectionClosed"
+    return bytes(stream), ref
+
+
+REFERENCE = {(hd, dd): conversation(hd, dd) for hd in (False, True) for dd in (False, True)}
+
+
+@settings(max_examples=examples(40))
+@given(
+    hd=st.booleans(),
+    dd=st.booleans(),
+    sizes=st.lists(st.one_of(st.integers(1, 60), st.integers(61, 70000)), min_size=1, max_size=12),
+)
+@example(hd=True, dd=True, sizes=[1])
+@example(hd=False, dd=False, sizes=[47, 49, 3])
+@example(hd=True, dd=True, sizes=[52, 5, 4000, 3])
+def test_any_cut_of_the_stream_gives_the_same_answers(hd: bool, dd: bool, sizes: list[int]) -> None:
+    stream, ref = REFERENCE[(hd, dd)]
+    run = Driver()
+    run.feed(stream, sizes)
+    assert run.written == ref.written
+    assert run.events == ref.events
+    assert bytes(run.out) == bytes(ref.out)
