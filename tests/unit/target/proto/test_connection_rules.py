@@ -1,0 +1,322 @@
+"""The full feature phase rule by rule: NOP-Out and pings, text exchanges (SendTargets and
+MaxRecvDataSegmentLength), logout, the target's own requests (ping, logout request), and the
+state a closed connection leaves behind. Each test asserts the PDU the initiator receives
+(fields included), or the Reject with its reason, and whether the connection lives on.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from iscsikit.target.proto import CommandReady, ConnectionClosed, InitiatorConnection, SessionStarted, TargetLimits
+from iscsikit.target.proto.pdu import (
+    RESERVED_TAG,
+    AsyncMessage,
+    DataIn,
+    LogoutRequest,
+    LogoutResponse,
+    NopIn,
+    NopOut,
+    Reject,
+    TextRequest,
+    TextResponse,
+)
+from iscsikit.target.proto.session import InitiatorAcl
+from iscsikit.target.proto.text import decode_text, encode_text
+
+from .harness import INITIATOR, TARGET, Pair
+
+READ10 = bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0])
+SECOND = "iqn.2026-11.org.example:second"
+
+
+def logged_in(ini: InitiatorConnection | None = None, **kw: object) -> Pair:
+    pair = Pair(ini, **kw)  # type: ignore[arg-type]
+    pair.login()
+    pair.take_events()
+    return pair
+
+
+def discovery(**kw: object) -> Pair:
+    return logged_in(InitiatorConnection(INITIATOR), **kw)
+
+
+def rejected(answer: list[object], reason: int) -> Reject:
+    assert [type(p) for p in answer] == [Reject], answer
+    rej = answer[0]
+    assert isinstance(rej, Reject) and rej.reason == reason
+    return rej
+
+
+def nop(
+    pair: Pair, itt: int, ttt: int = RESERVED_TAG, *, immediate: bool = True, lun: int = 0, data: bytes = b""
+) -> bytes:
+    ini = pair.ini
+    cmd_sn = ini.cmd_sn
+    if not immediate:
+        ini.cmd_sn += 1
+    return ini.encode(NopOut(itt, ttt, cmd_sn, ini.exp_stat_sn, lun, immediate, data))
+
+
+# -- NOP-Out ------------------------------------------------------------------------------------
+
+
+def test_a_nop_out_ping_is_answered_with_its_lun_and_data() -> None:
+    pair = logged_in()
+    stat_sn = pair.target.stat_sn
+    lun = 0x0001_0000_0000_0000
+    (nop_in,) = pair.send(nop(pair, 0x77, lun=lun, data=b"hello, target"))
+    assert isinstance(nop_in, NopIn)
+    assert (nop_in.itt, nop_in.ttt, nop_in.lun, bytes(nop_in.data)) == (0x77, RESERVED_TAG, lun, b"hello, target")
+    assert nop_in.stat_sn == stat_sn and pair.target.stat_sn == stat_sn + 1
+
+
+def test_an_immediate_unsolicited_nop_out_gets_no_answer() -> None:
+    pair = logged_in()
+    assert pair.send(nop(pair, RESERVED_TAG)) == []
+    assert not pair.target.is_closed
+
+
+def test_a_non_immediate_nop_out_with_the_reserved_itt_is_rejected() -> None:
+    pair = logged_in()
+    rejected(pair.send(nop(pair, RESERVED_TAG, immediate=False)), 0x04)
+    assert not pair.target.is_closed
+
+
+def test_a_nop_out_with_a_ttt_must_have_the_reserved_itt() -> None:
+    pair = logged_in()
+    rejected(pair.send(nop(pair, 0x10, 0x55)), 0x04)
+    assert not pair.target.is_closed
+
+
+def test_the_answer_to_a_target_ping_is_taken_once() -> None:
+    pair = logged_in()
+    pair.target.ping()
+    (ping,) = pair.receive()
+    assert isinstance(ping, NopIn) and ping.itt == RESERVED_TAG and ping.ttt == 1
+    assert ping.stat_sn == pair.target.stat_sn  # a ping does not take a StatSN
+    assert pair.send(nop(pair, RESERVED_TAG, ping.ttt, immediate=False)) == []  # the answer
+    # The same answer again is no longer an answer to anything: a non-immediate NOP-Out with the
+    # reserved ITT.
+    rejected(pair.send(nop(pair, RESERVED_TAG, ping.ttt, immediate=False)), 0x04)
+    pair.target.ping()
+    (again,) = pair.receive()
+    assert isinstance(again, NopIn) and again.ttt == 2
+
+
+def test_the_target_pings_and_asks_for_logout_only_in_full_feature_phase() -> None:
+    pair = Pair()
+    pair.target.ping()
+    pair.target.request_logout(5)
+    assert pair.target.data_to_send() == []
+    pair.login()
+    pair.target.request_logout(7)
+    (msg,) = pair.receive()
+    assert isinstance(msg, AsyncMessage) and (msg.event, msg.parameter3) == (1, 7)
+    assert (msg.stat_sn, msg.exp_cmd_sn) == (pair.target.stat_sn, pair.target.session.exp_cmd_sn)  # type: ignore[union-attr]
+    pair.target.request_logout()
+    (msg,) = pair.receive()
+    assert isinstance(msg, AsyncMessage) and msg.parameter3 == 2
+    pair.send(pair.ini.logout()[1])
+    pair.target.ping()
+    pair.target.request_logout()
+    assert pair.target.data_to_send() == []
+
+
+# -- text ---------------------------------------------------------------------------------------
+
+
+def text(pair: Pair, pairs: list[tuple[str, str]]) -> TextResponse:
+    (resp,) = pair.send(pair.ini.text(pairs)[1])
+    assert isinstance(resp, TextResponse) and resp.final and resp.ttt == RESERVED_TAG
+    return resp
+
+
+def pairs_of(data: bytes) -> list[tuple[str, str]]:
+    """SendTargets answers repeat keys (one TargetAddress per portal): split them by hand."""
+    return [tuple(kv.decode().split("=", 1)) for kv in data.split(b"\0") if kv]  # type: ignore[misc]
+
+
+def names(resp: TextResponse) -> list[str]:
+    return [v for k, v in pairs_of(bytes(resp.data)) if k == "TargetName"]
+
+
+def test_sendtargets_answers_by_session_type() -> None:
+    normal = logged_in(extra=(SECOND,))
+    assert names(text(normal, [("SendTargets", "")])) == [TARGET]
+    assert names(text(normal, [("SendTargets", "All")])) == [TARGET]
+    assert names(text(normal, [("SendTargets", TARGET)])) == [TARGET]
+    assert names(text(normal, [("SendTargets", SECOND)])) == []  # another target: not this session's
+    disc = discovery(extra=(SECOND,))
+    assert names(text(disc, [("SendTargets", "All")])) == [TARGET, SECOND]
+    assert names(text(disc, [("SendTargets", SECOND)])) == [SECOND]
+    assert names(text(disc, [("SendTargets", "iqn.2026-11.org.example:none")])) == []
+
+
+def test_sendtargets_hides_a_named_target_the_acl_refuses() -> None:
+    disc = discovery(acls=(InitiatorAcl("iqn.2026-11.org.example:other"),), extra=(SECOND,))
+    assert names(text(disc, [("SendTargets", TARGET)])) == []
+    assert names(text(disc, [("SendTargets", "All")])) == [SECOND]
+
+
+@pytest.mark.parametrize("value", ["foo", "iqn.with space", "iqn." + "x" * 220, "All "])
+def test_sendtargets_with_a_value_that_is_no_target_name_is_rejected(value: str) -> None:
+    disc = discovery()
+    rejected(disc.send(disc.ini.text([("SendTargets", value)])[1]), 0x09)
+    assert not disc.target.is_closed
+
+
+@pytest.mark.parametrize("value", ["iqn." + "x" * 219, "eui.0123456789abcdef", "naa.6001405abcdef"])
+def test_sendtargets_with_a_well_formed_unknown_name_answers_nothing(value: str) -> None:
+    disc = discovery()
+    assert names(text(disc, [("SendTargets", value)])) == []
+
+
+@pytest.mark.parametrize(("value", "answer", "mrdsl"), [("512", None, 512), ("16777215", None, 16777215),
+                                                        ("511", "Reject", 262144), ("16777216", "Reject", 262144),
+                                                        ("0x200", "Reject", 262144)])  # fmt: skip
+def test_max_recv_data_segment_length_in_full_feature_phase(value: str, answer: str | None, mrdsl: int) -> None:
+    pair = logged_in()
+    resp = text(pair, [("MaxRecvDataSegmentLength", value), ("X-vendor.key", "1")])
+    expected = [("X-vendor.key", "NotUnderstood")]
+    if answer is not None:
+        expected.insert(0, ("MaxRecvDataSegmentLength", answer))
+    assert decode_text(resp.data) == expected
+    assert pair.target.session.params.max_send_data_segment_length == mrdsl  # type: ignore[union-attr]
+
+
+def test_a_smaller_max_recv_data_segment_length_splits_later_reads() -> None:
+    pair = logged_in()
+    text(pair, [("MaxRecvDataSegmentLength", "1024")])
+    pair.send(pair.ini.scsi_command(READ10, lun=1, read_length=4096)[1])
+    (ready,) = pair.take_events()
+    assert isinstance(ready, CommandReady)
+    pair.target.complete_command(ready.task, 0, b"", [bytes(range(256)) * 16])
+    pdus = pair.receive()
+    assert [len(b"".join(p.data)) for p in pdus] == [1024] * 4  # type: ignore[attr-defined]
+    assert all(isinstance(p, DataIn) for p in pdus)
+
+
+def test_a_long_text_request_is_gathered_over_continued_pdus() -> None:
+    disc = discovery()
+    ini = disc.ini
+    whole = encode_text([("SendTargets", "All")])
+    for i, piece in enumerate((whole[:5], whole[5:])):
+        last = i == 1
+        cmd_sn = ini.cmd_sn
+        ini.cmd_sn += 1
+        wire = ini.encode(TextRequest(40 + i, RESERVED_TAG, last, not last, cmd_sn, ini.exp_stat_sn, 0, False, piece))
+        (resp,) = disc.send(wire)
+        assert isinstance(resp, TextResponse) and resp.final and resp.itt == 40 + i
+        assert names(resp) == ([TARGET] if last else [])
+        if not last:
+            assert bytes(resp.data) == b""
+
+
+def test_continued_text_is_bounded_at_64_kib() -> None:
+    disc = discovery()
+    ini = disc.ini
+    pad = encode_text([("X-pad", "p" * 8000)])
+    answers: list[object] = []
+    for _ in range(9):
+        cmd_sn = ini.cmd_sn
+        ini.cmd_sn += 1
+        answers += disc.send(ini.encode(TextRequest(50, RESERVED_TAG, False, True, cmd_sn, ini.exp_stat_sn, 0,
+                                                    False, pad)))  # fmt: skip
+    assert [type(p) for p in answers] == [TextResponse] * 8 + [Reject]
+    assert answers[-1].reason == 0x04  # type: ignore[attr-defined]
+
+
+def test_continuing_an_unknown_text_exchange_is_rejected() -> None:
+    disc = discovery()
+    rejected(disc.send(disc.ini.text([], ttt=0x1234)[1]), 0x04)
+    assert not disc.target.is_closed
+
+
+def test_a_long_answer_is_sent_in_pieces_each_asked_for() -> None:
+    many = tuple(f"iqn.2026-11.org.example:t{i:03d}" for i in range(40))
+    disc = discovery(extra=many)
+    text(disc, [("MaxRecvDataSegmentLength", "512")])
+    (resp,) = disc.send(disc.ini.text([("SendTargets", "All")])[1])
+    pieces = [resp]
+    while not resp.final:  # type: ignore[attr-defined]
+        (resp,) = disc.send(disc.ini.text([], ttt=resp.ttt)[1])  # type: ignore[attr-defined]
+        pieces.append(resp)
+    ttts = {p.ttt for p in pieces[:-1]}  # type: ignore[attr-defined]
+    assert len(ttts) == 1 and RESERVED_TAG not in ttts and pieces[-1].ttt == RESERVED_TAG  # type: ignore[attr-defined]
+    assert [p.cont for p in pieces] == [True] * (len(pieces) - 1) + [False]  # type: ignore[attr-defined]
+    assert all(len(p.data) <= 512 for p in pieces)  # type: ignore[attr-defined]
+    whole = b"".join(bytes(p.data) for p in pieces)  # type: ignore[attr-defined]
+    assert [v for k, v in pairs_of(whole) if k == "TargetName"] == [TARGET, *many]
+    rejected(disc.send(disc.ini.text([], ttt=next(iter(ttts)))[1]), 0x04)  # that exchange is over
+
+
+# -- logout -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reason", [0, 1])
+def test_logout_closes_the_connection_or_session(reason: int) -> None:
+    pair = logged_in(limits=TargetLimits(default_time2wait=5, default_time2retain=0))
+    itt, wire = pair.ini.logout(reason)
+    (rsp,) = pair.send(wire)
+    assert isinstance(rsp, LogoutResponse) and (rsp.itt, rsp.response) == (itt, 0)
+    assert (rsp.time2wait, rsp.time2retain) == (pair.target.session.params.default_time2wait, 0)  # type: ignore[union-attr]
+    assert pair.target.is_closed and isinstance(pair.take_events()[-1], ConnectionClosed)
+
+
+def test_logout_with_an_unknown_reason_is_rejected() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    rejected(pair.send(ini.encode(LogoutRequest(9, 3, 0, ini.cmd_sn, ini.exp_stat_sn, True))), 0x09)
+    assert not pair.target.is_closed
+
+
+def test_logout_for_recovery_keeps_the_connection() -> None:
+    pair = logged_in()
+    (rsp,) = pair.send(pair.ini.logout(2)[1])
+    assert isinstance(rsp, LogoutResponse) and rsp.response == 2
+    assert not pair.target.is_closed
+    (nop_in,) = pair.send(pair.ini.nop_out(b"x")[1])
+    assert isinstance(nop_in, NopIn)
+
+
+# -- closing and status ------------------------------------------------------------------------
+
+
+def test_closing_forgets_the_session_and_says_so() -> None:
+    pair = Pair()
+    pair.login()
+    (started,) = pair.take_events()
+    assert isinstance(started, SessionStarted)
+    session = started.session
+    assert pair.target.status() == {
+        "phase": "full-feature", "initiator": INITIATOR, "isid": "800000000001", "tsih": session.tsih, "tasks": 0,
+        "header_digest": False, "data_digest": False,
+    }  # fmt: skip
+    pair.send(pair.ini.scsi_command(READ10, lun=1, read_length=512)[1])
+    assert pair.target.status()["tasks"] == 1
+    pair.target.close()
+    assert pair.target.is_closed and session.connection is None and not pair.table.by_tsih
+    assert pair.target.status()["phase"] == "closed"
+
+
+def test_a_connection_that_never_logged_in_reports_no_session() -> None:
+    pair = Pair(InitiatorConnection(INITIATOR, target=TARGET, header_digest=True))
+    assert pair.target.status() == {
+        "phase": "login", "initiator": None, "isid": None, "tsih": None, "tasks": 0,
+        "header_digest": False, "data_digest": False,
+    }  # fmt: skip
+    pair.login()
+    assert pair.target.status()["header_digest"] is True
+
+
+def test_closing_an_old_connection_keeps_the_session_that_took_it_over() -> None:
+    pair = logged_in()
+    session = pair.target.session
+    assert session is not None
+    other = Pair(table=pair.table)
+    other.ini.tsih = session.tsih
+    other.login()
+    assert session.connection is other.target
+    pair.target.close()
+    assert pair.table.by_tsih == {session.tsih: session} and session.connection is other.target
