@@ -11,13 +11,14 @@ same.
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from iscsikit.target.proto import NEED_DATA, CommandReady, InitiatorConnection, SessionTable, TargetConnection
-from iscsikit.target.proto.pdu import R2T, RESERVED_TAG
+from iscsikit.target.proto.pdu import PDU, R2T, RESERVED_TAG, DataIn, LogoutResponse, NopIn, ScsiResponse, TextResponse
 from tests.support.profiles import examples
 
 from .harness import INITIATOR, PORTAL, TARGET, directory
@@ -69,39 +70,61 @@ class Driver:
             self.pump()
 
 
+@functools.cache
 def conversation(hd: bool, dd: bool) -> tuple[bytes, Driver]:
-    """The initiator's whole byte stream, and the reference run that produced it."""
+    """The initiator's whole byte stream, and the reference run that produced it.
+
+    The initiator checks what it gets (digests, data, statuses, StatSN order): the reference
+    itself must be right, not only equal to the cut runs.
+    """
     ini = InitiatorConnection(INITIATOR, target=TARGET, header_digest=hd, data_digest=dd)
     ref = Driver()
     stream = bytearray()
+    got: list[PDU] = []
 
-    def send(wire: bytes) -> list[object]:
+    def send(wire: bytes) -> list[PDU]:
         stream.extend(wire)
         ref.target.receive_data(wire)
-        return list(ini.feed(ref.pump()))
+        new = ini.feed(ref.pump())  # raises on a digest mismatch
+        got.extend(new)
+        return new
 
     pdus = send(ini.login_request())
     while (nxt := ini.login_response(pdus[0])) is not None:  # type: ignore[arg-type]
         pdus = send(nxt)
-    send(ini.scsi_command(READ10, lun=1, read_length=4093)[1])
-    send(ini.scsi_command(READ10, lun=1, read_length=300001)[1])
+    assert (ini._hd, ini._dd) == (hd, dd)
+    for n in (4093, 300001):
+        itt, wire = ini.scsi_command(READ10, lun=1, read_length=n)
+        send(wire)
+        data_in = [p for p in got if isinstance(p, DataIn) and p.itt == itt]
+        assert b"".join(b"".join(bytes(x) for x in p.data) for p in data_in) == pattern(n, itt)
+        assert data_in[-1].status_present and data_in[-1].status == 0 and not data_in[-1].underflow
     send(ini.scsi_command(WRITE10, lun=1, write_data=pattern(1021, 1), immediate_length=1021)[1])
     big = pattern(70001, 2)
     itt, wire = ini.scsi_command(WRITE10, lun=1, write_data=big, immediate_length=5003, final=False)
     send(wire)
     answers = send(ini.data_out(itt, RESERVED_TAG, 0, 5003, big[5003:9001], True, lun=1))
     (r2t,) = [p for p in answers if isinstance(p, R2T)]
-    assert (r2t.offset, r2t.length) == (9001, 70001 - 9001)
+    assert (r2t.offset, r2t.length, r2t.r2t_sn) == (9001, 70001 - 9001, 0)
     send(ini.data_out(itt, r2t.ttt, 0, 9001, big[9001:40000], False, lun=1))
     send(ini.data_out(itt, r2t.ttt, 1, 40000, big[40000:], True, lun=1))
-    send(ini.nop_out(b"ping!")[1])
-    send(ini.text([("SendTargets", "")])[1])
-    send(ini.logout()[1])
+    (nop,) = send(ini.nop_out(b"ping!")[1])
+    assert isinstance(nop, NopIn) and bytes(nop.data) == b"ping!"
+    (txt,) = send(ini.text([("SendTargets", "")])[1])
+    assert isinstance(txt, TextResponse) and bytes(txt.data).startswith(f"TargetName={TARGET}\0".encode())
+    (bye,) = send(ini.logout()[1])
+    assert isinstance(bye, LogoutResponse) and bye.response == 0
     assert ref.written == [pattern(1021, 1), big] and ref.events[-1] == "ConnectionClosed"
+    writes = [p for p in got if isinstance(p, ScsiResponse)]
+    assert [(p.status, p.overflow, p.underflow) for p in writes] == [(0, False, False)] * 2
+    # Every PDU with a status took the next StatSN, in the order sent.
+    with_status = [
+        p.stat_sn  # type: ignore[attr-defined]
+        for p in got
+        if not isinstance(p, R2T) and (not isinstance(p, DataIn) or p.status_present)
+    ]
+    assert with_status == list(range(with_status[0], with_status[0] + len(with_status)))
     return bytes(stream), ref
-
-
-REFERENCE = {(hd, dd): conversation(hd, dd) for hd in (False, True) for dd in (False, True)}
 
 
 @settings(max_examples=examples(40))
@@ -114,7 +137,7 @@ REFERENCE = {(hd, dd): conversation(hd, dd) for hd in (False, True) for dd in (F
 @example(hd=False, dd=False, sizes=[47, 49, 3])
 @example(hd=True, dd=True, sizes=[52, 5, 4000, 3])
 def test_any_cut_of_the_stream_gives_the_same_answers(hd: bool, dd: bool, sizes: list[int]) -> None:
-    stream, ref = REFERENCE[(hd, dd)]
+    stream, ref = conversation(hd, dd)
     run = Driver()
     run.feed(stream, sizes)
     assert run.written == ref.written
