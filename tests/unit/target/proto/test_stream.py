@@ -143,3 +143,45 @@ def test_any_cut_of_the_stream_gives_the_same_answers(hd: bool, dd: bool, sizes:
     assert run.written == ref.written
     assert run.events == ref.events
     assert bytes(run.out) == bytes(ref.out)
+
+
+@functools.cache
+def discovery_conversation() -> tuple[bytes, Driver, list[bytes]]:
+    """A discovery session keeps its 16 KiB login scratch: 300 small NOP-Outs wrap around it many
+    times, and one 20000-byte NOP-Out needs it to grow."""
+    ini = InitiatorConnection(INITIATOR)
+    ref = Driver()
+    stream = bytearray()
+    echoes: list[bytes] = []
+
+    def send(wire: bytes) -> list[PDU]:
+        # Through get_buffer/buffer_updated with events taken after each piece, as the server
+        # does: receive_data alone cannot push a PDU larger than the scratch buffer.
+        stream.extend(wire)
+        before = len(ref.out)
+        ref.feed(wire, [len(wire)])
+        new = ini.feed(bytes(ref.out[before:]))
+        echoes.extend(bytes(p.data) for p in new if isinstance(p, NopIn))
+        return new
+
+    pdus = send(ini.login_request())
+    while (nxt := ini.login_response(pdus[0])) is not None:  # type: ignore[arg-type]
+        pdus = send(nxt)
+    sent = [pattern(97 + i % 13, i) for i in range(300)]
+    sent.insert(150, pattern(20000, 7))
+    for data in sent:
+        send(ini.nop_out(data)[1])
+    assert echoes == sent and len(ref.target._buf) < 64 << 10
+    return bytes(stream), ref, sent
+
+
+@settings(max_examples=examples(15))
+@given(sizes=st.lists(st.one_of(st.integers(1, 60), st.integers(61, 30000)), min_size=1, max_size=8))
+@example(sizes=[4096])
+@example(sizes=[1000, 7])
+def test_small_and_large_pdus_through_a_small_scratch_buffer(sizes: list[int]) -> None:
+    stream, ref, _sent = discovery_conversation()
+    run = Driver()
+    run.feed(stream, sizes)
+    assert run.events == ref.events
+    assert bytes(run.out) == bytes(ref.out)
