@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from iscsikit.target.proto import CommandReady, ConnectionClosed, InitiatorConnection, SessionStarted, TargetLimits
+from iscsikit.target.proto import (
+    NEED_DATA,
+    CommandReady,
+    ConnectionClosed,
+    InitiatorConnection,
+    SessionStarted,
+    TargetLimits,
+)
 from iscsikit.target.proto.pdu import (
     RESERVED_TAG,
     AsyncMessage,
@@ -45,6 +52,7 @@ def rejected(answer: list[object], reason: int) -> Reject:
     assert [type(p) for p in answer] == [Reject], answer
     rej = answer[0]
     assert isinstance(rej, Reject) and rej.reason == reason
+    assert len(rej.data) == 48 and rej.data[0] & 0x3F in (0x00, 0x04, 0x06)  # the refused request's header
     return rej
 
 
@@ -320,3 +328,130 @@ def test_closing_an_old_connection_keeps_the_session_that_took_it_over() -> None
     assert session.connection is other.target
     pair.target.close()
     assert pair.table.by_tsih == {session.tsih: session} and session.connection is other.target
+
+
+# -- text and logout details -------------------------------------------------------------------
+
+
+def raw_text(
+    pair: Pair, data: bytes, *, final: bool, cont: bool, itt: int = 60, lun: int = 0, immediate: bool = False
+) -> bytes:
+    ini = pair.ini
+    cmd_sn = ini.cmd_sn
+    if not immediate:
+        ini.cmd_sn += 1
+    return ini.encode(TextRequest(itt, RESERVED_TAG, final, cont, cmd_sn, ini.exp_stat_sn, lun, immediate, data))
+
+
+def test_a_text_request_without_the_f_bit_waits_for_the_rest() -> None:
+    disc = discovery()
+    whole = encode_text([("SendTargets", "All")])
+    (first,) = disc.send(raw_text(disc, whole[:4], final=False, cont=False))
+    assert isinstance(first, TextResponse) and bytes(first.data) == b"" and first.final
+    (second,) = disc.send(raw_text(disc, whole[4:], final=True, cont=False))
+    assert names(second) == [TARGET]  # type: ignore[arg-type]
+
+
+def test_the_c_bit_means_more_text_follows_even_with_the_f_bit() -> None:
+    disc = discovery()
+    whole = encode_text([("SendTargets", "All")])
+    (first,) = disc.send(raw_text(disc, whole[:4], final=True, cont=True))
+    assert isinstance(first, TextResponse) and bytes(first.data) == b""
+    (second,) = disc.send(raw_text(disc, whole[4:], final=True, cont=False))
+    assert names(second) == [TARGET]  # type: ignore[arg-type]
+
+
+def test_continued_text_up_to_exactly_64_kib_is_accepted() -> None:
+    disc = discovery()
+    pad = encode_text([("X-pad", "p" * (8192 - 7))])
+    for _ in range(8):
+        (ack,) = disc.send(raw_text(disc, pad, final=False, cont=True))
+        assert isinstance(ack, TextResponse)
+    rej = disc.send(raw_text(disc, b"\0", final=False, cont=True))
+    assert [type(p) for p in rej] == [Reject] and rej[0].reason == 0x04  # type: ignore[attr-defined]
+
+
+def test_text_answers_echo_the_lun_and_keep_every_key() -> None:
+    disc = discovery()
+    lun = 0x0102_0304_0506_0708
+    data = encode_text([("X-vendor.a", "1"), ("SendTargets", "All")])
+    (resp,) = disc.send(raw_text(disc, data, final=True, cont=False, itt=0x80000001, lun=lun, immediate=True))
+    assert isinstance(resp, TextResponse) and (resp.itt, resp.lun) == (0x80000001, lun)
+    assert pairs_of(bytes(resp.data))[:2] == [("X-vendor.a", "NotUnderstood"), ("TargetName", TARGET)]
+    assert disc.target.session.exp_cmd_sn == disc.ini.cmd_sn  # type: ignore[union-attr]  # immediate: no CmdSN used
+
+
+def test_a_two_piece_answer_and_the_target_transfer_tags() -> None:
+    long_names = tuple(f"iqn.2026-11.org.example:{c}" + "n" * 190 for c in "ab")
+    disc = discovery(extra=long_names)
+    text(disc, [("MaxRecvDataSegmentLength", "512")])
+    disc.target._next_ttt = 0x7FFFFFFF
+    (first,) = disc.send(disc.ini.text([("SendTargets", "All")])[1])
+    assert isinstance(first, TextResponse) and first.cont and not first.final and first.ttt == 0x7FFFFFFF
+    (last,) = disc.send(disc.ini.text([], ttt=first.ttt)[1])
+    assert isinstance(last, TextResponse) and last.final and not last.cont and last.ttt == RESERVED_TAG
+    assert 512 < len(first.data) + len(last.data) <= 1024
+    disc.target.ping()
+    (ping,) = disc.receive()
+    assert isinstance(ping, NopIn) and ping.ttt == 1  # the tag counter wrapped past 0x7fffffff to 1
+
+
+def test_a_one_piece_answer_uses_no_target_transfer_tag() -> None:
+    disc = discovery()
+    text(disc, [("SendTargets", "All")])
+    disc.target.ping()
+    (ping,) = disc.receive()
+    assert isinstance(ping, NopIn) and ping.ttt == 1
+
+
+def test_wildcard_portals_keep_their_group_tag() -> None:
+    from iscsikit.target.proto import PortalInfo, SessionTable, TargetConnection, TargetDirectory, TargetInfo
+
+    directory = TargetDirectory({TARGET: TargetInfo(TARGET, (PortalInfo("::", 3261, 7),))})
+    pair = Pair(InitiatorConnection(INITIATOR))
+    pair.target = TargetConnection(directory, SessionTable(), PortalInfo("192.0.2.7", 3260, 1))
+    pair.login()
+    (resp,) = pair.send(pair.ini.text([("SendTargets", "All")])[1])
+    assert ("TargetAddress", "192.0.2.7:3261,7") in pairs_of(bytes(resp.data))  # type: ignore[attr-defined]
+
+
+def test_a_non_immediate_logout_waits_for_its_cmd_sn() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    base = ini.cmd_sn
+    wire = ini.encode(LogoutRequest(0x80000002, 0, 0, base + 1, ini.exp_stat_sn, False))
+    assert pair.send(wire) == [] and not pair.target.is_closed
+    ini.cmd_sn = base
+    answers = pair.send(ini.nop_out(b"x", immediate=False)[1])
+    assert [type(p) for p in answers] == [NopIn, LogoutResponse]
+    assert answers[1].itt == 0x80000002 and pair.target.is_closed  # type: ignore[attr-defined]
+
+
+def test_logout_reports_the_negotiated_retention() -> None:
+    ini = InitiatorConnection(INITIATOR, target=TARGET)
+    base = ini._operational
+    ini._operational = lambda: [(k, "20" if k == "DefaultTime2Retain" else v) for k, v in base()]  # type: ignore[method-assign]
+    pair = logged_in(ini, limits=TargetLimits(default_time2retain=20))
+    (rsp,) = pair.send(pair.ini.logout()[1])
+    assert isinstance(rsp, LogoutResponse) and (rsp.time2wait, rsp.time2retain) == (2, 20)
+
+
+def test_the_initiators_exp_stat_sn_is_tracked_from_every_request() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    for n, make in enumerate(
+        [
+            lambda: ini.nop_out(b"x")[1],
+            lambda: ini.text([("X-a", "1")])[1],
+            lambda: ini.task_management(1, lun=1, referenced_itt=5)[1],
+            lambda: ini.scsi_command(READ10, lun=1, read_length=512)[1],
+            lambda: ini.logout()[1],
+        ]
+    ):
+        ini.exp_stat_sn = 1000 + n
+        wire = make()
+        pair.target.receive_data(wire)
+        while pair.target.next_event() is not NEED_DATA:
+            pass
+        pair.target.data_to_send()
+        assert pair.target.exp_stat_sn == 1000 + n
