@@ -455,3 +455,12 @@ def test_the_initiators_exp_stat_sn_is_tracked_from_every_request() -> None:
             pass
         pair.target.data_to_send()
         assert pair.target.exp_stat_sn == 1000 + n
+
+
+@pytest.mark.parametrize(("final", "answered"), [(False, False), (True, True)])
+def test_a_reserved_flag_bit_does_not_change_a_text_request(final: bool, answered: bool) -> None:
+    disc = discovery()
+    wire = bytearray(raw_text(disc, encode_text([("SendTargets", "All")]), final=final, cont=False))
+    wire[1] |= 0x01  # reserved: ignored
+    (resp,) = disc.send(bytes(wire))
+    assert isinstance(resp, TextResponse) and names(resp) == ([TARGET] if answered else [])
