@@ -240,7 +240,10 @@ def test_a_command_whose_immediate_data_fails_its_digest_gives_its_buffer_back()
     _itt, wire = pair.ini.scsi_command(WRITE10, lun=1, write_data=b"i" * 8192, immediate_length=4096)
     bad = bytearray(wire)
     bad[48 + 10] ^= 1
-    pair.send(bytes(bad))
+    (rej,) = pair.send(bytes(bad))
+    assert isinstance(rej, Reject) and rej.reason == 0x02 and bytes(rej.data) == bytes(bad[:48])
+    (closed,) = [e for e in pair.take_events() if isinstance(e, ConnectionClosed)]
+    assert closed.reason == "data digest mismatch"
     assert pair.target.is_closed and budget.used == 0
     pair.target.close()
     assert budget.used == 0
