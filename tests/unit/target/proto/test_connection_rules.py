@@ -367,8 +367,7 @@ def test_continued_text_up_to_exactly_64_kib_is_accepted() -> None:
     for _ in range(8):
         (ack,) = disc.send(raw_text(disc, pad, final=False, cont=True))
         assert isinstance(ack, TextResponse)
-    rej = disc.send(raw_text(disc, b"\0", final=False, cont=True))
-    assert [type(p) for p in rej] == [Reject] and rej[0].reason == 0x04  # type: ignore[attr-defined]
+    rejected(disc.send(raw_text(disc, b"\0", final=False, cont=True)), 0x04)  # with the request's header
 
 
 def test_text_answers_echo_the_lun_and_keep_every_key() -> None:
