@@ -318,10 +318,10 @@ def test_reinstatement_must_name_the_same_session(other: dict[str, object]) -> N
 def test_the_failure_response_reports_the_status_on_the_request() -> None:
     m = machine()
     m.receive(req(0, 1, False, [*LEAD, ("AuthMethod", "None")], itt=7, cmd_sn=20, exp_stat_sn=30))
-    bad = req(0, 1, True, [], itt=8, isid=b"\x80\0\0\0\0\x09")
+    bad = req(1, 3, True, [], itt=8, isid=b"\x80\0\0\0\0\x09")
     fail = m.failure_response(bad, 0x0201)
     assert dataclasses.astuple(fail) == dataclasses.astuple(
-        LoginResponse(b"\x80\0\0\0\0\x09", 8, 0, 0, False, False, 0, 31, 20, 20, 0x0201)
+        LoginResponse(b"\x80\0\0\0\0\x09", 8, 1, 0, False, False, 0, 31, 20, 20, 0x0201)
     )
     nothing = machine().failure_response(None, 0x0200)
     assert dataclasses.astuple(nothing) == dataclasses.astuple(LoginResponse(b"\0" * 6, 0, 0, 0, status=0x0200))
