@@ -247,3 +247,17 @@ def test_a_command_whose_immediate_data_fails_its_digest_gives_its_buffer_back()
     assert pair.target.is_closed and budget.used == 0
     pair.target.close()
     assert budget.used == 0
+
+
+def test_after_logout_late_completions_are_ignored() -> None:
+    pair = logged_in()
+    _itt, wire = pair.ini.scsi_command(READ10, lun=1, read_length=512)
+    pair.send(wire)
+    (ready,) = pair.take_events()
+    assert isinstance(ready, CommandReady)
+    pair.target.complete_command(ready.task, 0, b"", [b"r" * 512])
+    pair.receive()
+    pair.send(pair.ini.logout()[1])
+    assert pair.take_events() == [ConnectionClosed("logged out")]
+    pair.target.complete_command(ready.task, 0, b"", [b"r" * 512])  # a late, duplicate completion
+    assert pair.target.data_to_send() == [] and pair.target.is_closed

@@ -286,3 +286,22 @@ def test_the_peer_closing_ends_the_connection_and_its_commands() -> None:
     assert pair.target.is_closed and not pair.target.tasks and pair.target._budget.used == 0
     pair.target.eof_received()
     assert pair.target.next_event() is NEED_DATA
+
+
+def test_a_data_sn_is_read_in_full() -> None:
+    pair = logged_in()
+    itt, body, r2t = _solicited(pair)
+    (rsp,) = pair.send(pair.ini.data_out(itt, r2t.ttt, 0x01000000, 0, body, True, lun=1))
+    data_phase_error(rsp, itt)  # DataSN 16777216 is not 0
+    assert not ready(pair)
+
+
+def test_a_reserved_flag_bit_does_not_end_a_burst() -> None:
+    pair = logged_in()
+    itt, body, r2t = _solicited(pair)
+    wire = bytearray(pair.ini.data_out(itt, r2t.ttt, 0, 0, body[:4096], False, lun=1))
+    wire[1] |= 0x01  # reserved
+    assert pair.send(bytes(wire)) == [] and not pair.target.is_closed
+    pair.send(pair.ini.data_out(itt, r2t.ttt, 1, 4096, body[4096:], True, lun=1))
+    (ev,) = ready(pair)
+    assert bytes(ev.task.data_out) == body  # type: ignore[arg-type]
