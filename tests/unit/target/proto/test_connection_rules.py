@@ -444,16 +444,17 @@ def test_the_initiators_exp_stat_sn_is_tracked_from_every_request() -> None:
             lambda: ini.text([("X-a", "1")])[1],
             lambda: ini.task_management(1, lun=1, referenced_itt=5)[1],
             lambda: ini.scsi_command(READ10, lun=1, read_length=512)[1],
+            lambda: ini.data_out(0x4321, 9, 0, 0, b"z" * 512, True, lun=1),
             lambda: ini.logout()[1],
         ]
     ):
-        ini.exp_stat_sn = 1000 + n
+        ini.exp_stat_sn = 0x12345600 + n
         wire = make()
         pair.target.receive_data(wire)
         while pair.target.next_event() is not NEED_DATA:
             pass
         pair.target.data_to_send()
-        assert pair.target.exp_stat_sn == 1000 + n
+        assert pair.target.exp_stat_sn == 0x12345600 + n
 
 
 @pytest.mark.parametrize(("final", "answered"), [(False, False), (True, True)])

@@ -208,8 +208,10 @@ def test_data_out_after_the_command_has_its_data_is_ignored() -> None:
 
 def test_data_out_for_an_unknown_task_names_it() -> None:
     pair = logged_in()
-    answer = pair.send(pair.ini.data_out(0xABCD, 7, 0, 0, b"z" * 512, True))
+    wire = pair.ini.data_out(0xABCD, 7, 0, 0, b"z" * 512, True)
+    answer = pair.send(wire)
     assert [type(p) for p in answer] == [Reject] and answer[0].reason == 0x09  # type: ignore[attr-defined]
+    assert bytes(answer[0].data) == wire[:48]  # type: ignore[attr-defined]
     assert not pair.target.is_closed
 
 
