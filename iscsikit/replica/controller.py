@@ -194,6 +194,7 @@ class ReplicatedBackend(Backend):
             found = {r.address: r.client.meta for r in self.replicas if r.client is not None}
             try:
                 plan = plan_start(found, size=self._want_size, force=self.force_start)
+                self._check_new_volume(plan)
                 break
             except VolumeStartError as exc:
                 missing = self._missing_members(found)
@@ -209,6 +210,20 @@ class ReplicatedBackend(Backend):
         await self._apply_plan(plan)
         self._opened = True
         self._monitor = asyncio.get_running_loop().create_task(self._monitor_loop(), name="replica-monitor")
+
+    def _check_new_volume(self, plan: StartPlan) -> None:
+        """A new volume starts only on every configured replica (or when forced).
+
+        The reachable replicas being all fresh does not prove the volume is new: the replicas
+        holding it may be the unreachable ones, and starting "a new volume" then would serve
+        zeros where acknowledged writes are, and refuse those replicas later as another volume's.
+        """
+        absent = [r.address for r in self.replicas if r.client is None]
+        if plan.volume_id is None and absent and not self.force_start:
+            raise VolumeStartError(
+                f"the reachable replicas are all fresh and {', '.join(absent)} cannot be reached: "
+                "it may hold the volume. Start it, or start with force_start=yes to make a new volume without it"
+            )
 
     def _missing_members(self, found: dict[str, dict[str, Any]]) -> list[str]:
         """Addresses of members of the newest epoch seen that are not connected."""
@@ -559,7 +574,8 @@ class ReplicatedBackend(Backend):
             raise ReplicaError(f"already a replica of this volume ({known.mode.value})", address)
         r = known or Replica(address)
         if r.client is None and not await self._connect(r):
-            raise ReplicaError(r.last_error or "cannot connect", address)
+            # last_error names the replica already when the connection failed (ReplicaError's prefix)
+            raise ReplicaError((r.last_error or "cannot connect").removeprefix(f"replica {address}: "), address)
         if known is None:
             self.replicas.append(r)
         self._event(address, "added")
