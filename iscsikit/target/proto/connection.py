@@ -905,7 +905,9 @@ class TargetConnection:
             if cont or not final:
                 self._text_pending += payload
                 if len(self._text_pending) > 65536:
-                    raise RemoteProtocolError("text longer than 64 KiB", reject_reason=RejectReason.PROTOCOL_ERROR)
+                    raise RemoteProtocolError(
+                        "text longer than 64 KiB", reject_reason=RejectReason.PROTOCOL_ERROR, header=bhs
+                    )
                 self._send_text(itt, lun, b"", final=True)
                 return
             text = self._text_pending + payload
