@@ -45,11 +45,14 @@ class FakeHost(Runner):
         self.ifaces: dict[str, dict[str, str]] = {"default": {"iface.transport_name": "tcp"}}
         self.calls: list[list[str]] = []
         self.fail_next: dict[str, int] = {}  # argv substring -> exit code, once
+        #: multipathd with find_multipaths: a LUN seen on two sessions gets a map (dm-N) over its paths
+        self.multipathd = False
         self._next_sid = 1
         self._next_host = 2
         self._next_disk = 0
         self._lock = threading.RLock()
         for sub in (
+            "devices/virtual/block",
             "class/iscsi_session",
             "class/iscsi_connection",
             "class/iscsi_host",
@@ -83,6 +86,10 @@ class FakeHost(Runner):
                     return CommandResult(argv, code, "", f"iscsiadm: injected failure {code}\n")
             if argv[0] == "iscsiadm":
                 rc, out, err = self._iscsiadm(argv[1:])
+            elif argv[:2] == ["multipath", "-f"] and self.multipathd:
+                rc, out, err = self._flush_map(argv[2])
+            elif argv[:3] == ["multipathd", "resize", "map"] and self.multipathd:
+                rc, out, err = self._resize_map(argv[3])
             elif argv[0] in ("blockdev", "multipath", "multipathd"):
                 rc, out, err = 0, "", ""
             else:
@@ -333,10 +340,15 @@ class FakeHost(Runner):
         (bdir / "device").symlink_to("../..")
         self._link(f"class/block/{disk}", str(bdir.relative_to(self.sys)))
         self._link(f"bus/scsi/devices/{host}:0:0:{lun}", str(ldir.relative_to(self.sys)))
+        if self.multipathd:
+            self._add_path(target, lun, disk)
 
     def _delete_lun(self, ldir: Path) -> None:
         for disk in (ldir / "block").iterdir() if (ldir / "block").exists() else []:
             (self.sys / f"class/block/{disk.name}").unlink()
+            for dm in (self.sys / "devices/virtual/block").iterdir():  # the map loses the path
+                if os.path.lexists(dm / "slaves" / disk.name):
+                    (dm / "slaves" / disk.name).unlink()
         (self.sys / f"bus/scsi/devices/{ldir.name}").unlink()
         shutil.rmtree(ldir)
 
@@ -365,8 +377,83 @@ class FakeHost(Runner):
             (self.sys / rel).unlink()
         shutil.rmtree(hdir)
 
+    # ---- the simulated multipathd ----------------------------------------------------------
+
+    def _map_dir(self, target: str, lun: int) -> Path:
+        return self.sys / "devices/virtual/block" / f"dm-{sorted(self.targets).index(target) * 256 + lun}"
+
+    def _add_path(self, target: str, lun: int, disk: str) -> None:
+        """A second path of a LUN makes multipathd create its map; later paths join it."""
+        d = self._map_dir(target, lun)
+        paths = [
+            p.name
+            for p in (self.sys / "class/block").iterdir()
+            if p.name.startswith("sd") and self._lun_of(p.name) == (target, lun)
+        ]
+        if not d.exists():
+            if len(paths) < 2:
+                return
+            (d / "holders").mkdir(parents=True)
+            (d / "slaves").mkdir()
+            (d / "dm").mkdir()
+            (d / "dev").write_text(f"253:{d.name.removeprefix('dm-')}\n")
+            (d / "size").write_text(f"{self.targets[target].luns[lun] // 512}\n")
+            (d / "ro").write_text("0\n")
+            (d / "dm/name").write_text(f"mpath-{lun}\n")
+            (d / "dm/uuid").write_text(f"mpath-3600000000000000000e00000000{lun:04d}\n")
+            self._link(f"class/block/{d.name}", str(d.relative_to(self.sys)))
+        for name in paths:
+            bdir = Path(os.path.realpath(self.sys / f"class/block/{name}"))
+            if not os.path.lexists(d / "slaves" / name):
+                (d / "slaves" / name).symlink_to(os.path.relpath(bdir, d / "slaves"))
+                (bdir / "holders" / d.name).symlink_to(os.path.relpath(d, bdir / "holders"))
+
+    def _lun_of(self, disk: str) -> tuple[str, int]:
+        ldir = Path(os.path.realpath(self.sys / f"class/block/{disk}")).parent.parent
+        sid = next(p.name for p in ldir.parents if p.name.startswith("session")).removeprefix("session")
+        sdir = next(p for p in ldir.parents if p.name.startswith("session"))
+        target = (sdir / f"iscsi_session/session{sid}/targetname").read_text().strip()
+        return target, int(ldir.name.split(":")[-1])
+
+    def _named_map(self, name: str) -> Path | None:
+        for d in (self.sys / "devices/virtual/block").iterdir():
+            if (d / "dm/name").read_text().strip() == name:
+                return d
+        return None
+
+    def _flush_map(self, name: str) -> tuple[int, str, str]:
+        d = self._named_map(name)
+        if d is None:
+            return 1, "", f"{name}: no such map\n"
+        if any((d / "holders").iterdir()):
+            return 1, "", f"{name}: map in use\n"
+        for slave in (d / "slaves").iterdir():
+            holder = Path(os.path.realpath(slave)) / "holders" / d.name
+            if os.path.lexists(holder):
+                holder.unlink()
+        (self.sys / f"class/block/{d.name}").unlink()
+        shutil.rmtree(d)
+        return 0, "", ""
+
+    def _resize_map(self, name: str) -> tuple[int, str, str]:
+        d = self._named_map(name)
+        if d is None:
+            return 1, "fail\n", ""
+        sizes = {(Path(os.path.realpath(s)) / "size").read_text() for s in (d / "slaves").iterdir()}
+        if len(sizes) != 1:
+            return 1, "fail\n", ""
+        (d / "size").write_text(sizes.pop())
+        return 0, "ok\n", ""
+
+    def maps(self) -> dict[str, list[str]]:
+        """dm-N -> its path devices."""
+        return {
+            d.name: sorted(p.name for p in (d / "slaves").iterdir())
+            for d in sorted((self.sys / "devices/virtual/block").iterdir())
+        }
+
     def disks(self) -> list[str]:
-        return sorted(p.name for p in (self.sys / "class/block").iterdir())
+        return sorted(p.name for p in (self.sys / "class/block").iterdir() if p.name.startswith("sd"))
 
 
 def connector_on(host: FakeHost, tmp_path: Path, *, state_dir: Path | None = None, instant: bool = False) -> Connector:
