@@ -493,3 +493,111 @@ def test_survey_round_trips_to_json(host: SyntheticHost, tmp_path: Path) -> None
     doc = survey(host).to_json()
     assert doc["sessions"][0]["target"] == f"{T}:db" and doc["devices"][0]["users"] == []
     assert doc["attachments"][0]["volume_id"] == "pvc-db"
+
+
+# ---- what the user reads: descriptions, details, notes, JSON (mutation testing, issue 14) ---------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(1, "1 s"), (119, "119 s"), (120, "2 min"), (7199, "119 min"), (7200, "2 h"), (172799, "47 h"),
+     (172800, "2 d"), (864000, "10 d")],
+)  # fmt: skip
+def test_durations_are_shown_in_the_largest_whole_unit(seconds: int, text: str) -> None:
+    assert Selection(stale_only=True, older_than=seconds).describe() == f"stale only (failing >= {text})"
+
+
+def test_every_flag_is_described_and_serialised() -> None:
+    desired = parse_desired("iqn.x:a 10.0.0.1:3260 lun=1,2\n")
+    sel = Selection(
+        portals=(Portal.parse("10.0.0.1"),), unreachable=True, desired=desired, reset=True, keep_config=False,
+        force=True, stale_only=True,
+    )  # fmt: skip
+    assert sel.describe() == (
+        "everything not in the desired list (1 entries); portal 10.0.0.1:3260; stale only; unreachable portals; "
+        "full reset including initiatorname.iscsi and iscsid.conf; forced"
+    )
+    assert not sel.decommission and not sel.host_wide
+    assert sel.to_json() == {
+        "targets": [], "portals": ["10.0.0.1:3260"], "stale_only": True, "older_than": 0.0, "unreachable": True,
+        "desired": [{"target": "iqn.x:a", "portal": "10.0.0.1:3260", "luns": [1, 2], "iface": None,
+                     "volume_id": None}],
+        "keep": [], "reset": True, "keep_config": False, "force": True,
+    }  # fmt: skip
+    assert Selection(targets=("iqn.x:*",), keep=("iqn.x:db",)).to_json() | {"targets": 0, "keep": 0} == {
+        "targets": 0, "portals": [], "stale_only": False, "older_than": 0.0, "unreachable": False, "desired": None,
+        "keep": 0, "reset": False, "keep_config": True, "force": False,
+    }  # fmt: skip
+    assert Selection(targets=("a",), keep=("b",)).to_json()["targets"] == ["a"]
+    assert Selection(targets=("a",), keep=("b",)).to_json()["keep"] == ["b"]
+    for sel, decommission, host_wide in [
+        (Selection(), True, True),
+        (Selection(keep=("x",), reset=True, force=True), True, True),
+        (Selection(targets=("x",)), False, False),
+        (Selection(portals=(Portal.parse("10.0.0.1"),)), False, False),
+        (Selection(stale_only=True), False, True),
+        (Selection(unreachable=True), False, False),
+        (Selection(desired=()), False, True),
+    ]:
+        assert (sel.decommission, sel.host_wide) == (decommission, host_wide), sel
+    assert Selection(desired=()).describe() == "everything not in the desired list (0 entries)"
+    assert Selection(reset=True).describe() == "everything (decommission); full reset"
+    assert Selection(unreachable=True).describe() == "unreachable portals"
+
+
+def test_the_plan_summary_counts_kinds_and_blocked_actions(host: SyntheticHost) -> None:
+    _sid, disk = mounted_scene(host)
+    host.db.new_node(f"{T}:free", "10.0.0.5:3260,1")
+    host.mount(disk, "/mnt/db")
+    p = plan(survey(host), Selection())
+    assert p.summary() == {
+        "total": 6,
+        "blocked": 5,
+        "by_kind": {"remove-device": 1, "logout": 1, "delete-node": 2, "delete-discovery": 1, "delete-attachment": 1},
+    }
+    assert [a.target for a in p.runnable] == [f"{T}:free"] and len(p.blocked) == 5
+    doc = p.to_json()
+    assert doc["summary"] == p.summary() and doc["selection"] == Selection().to_json()
+    assert doc["db_root"] == str(host.db_root) and doc["notes"] == []
+    assert [a["order"] for a in doc["actions"]] == [1, 2, 3, 4, 5, 6]
+    assert doc["actions"][0]["blocked_by"] == [f"/dev/{disk} is mounted at /mnt/db"]
+
+
+def test_details_name_the_state_the_map_and_the_reason(host: SyntheticHost) -> None:
+    sid = host.session(f"{T}:stale", state="FAILED", conn_state="failed", recovery_tmo=7200,
+                       luns={1: "transport-offline"})  # fmt: skip
+    other = host.session(f"{T}:ok", "127.0.0.2:3260,1", luns=[1])
+    host.multipath_map([], name="mpathq", wwid="36001")
+    host.multipath_map([host.disks_of(other)[0]], name="", wwid="")
+    p = plan(survey(host), Selection(stale_only=True))
+    disk = host.disks_of(sid)[0]
+    assert find(p, Kind.LOGOUT).detail == f"log out session {sid} (FAILED for at least 2 h, iface default)"
+    assert find(p, Kind.REMOVE_DEVICE).detail == (
+        f"flush and remove /dev/{disk} (LUN 1, {sid + 1}:0:0:1, transport-offline) of session {sid}"
+    )
+    assert (
+        find(p, Kind.FLUSH_MAP, device="dm-0").detail == "flush multipath map mpathq (dm-0), wwid 36001 (no paths left)"
+    )
+    assert find(p, Kind.LOGOUT).portal == "127.0.0.1:3260,1" and find(p, Kind.LOGOUT).target == f"{T}:stale"
+    # a map over a path that goes, without a name or wwid
+    p = plan(survey(host), Selection(targets=(f"{T}:ok",)))
+    assert find(p, Kind.FLUSH_MAP).detail == f"flush multipath map dm-1 ({host.disks_of(other)[0]})"
+    assert [str(a.kind) for a in p.actions] == ["flush-map", "remove-device", "logout"]
+
+
+def test_an_orphan_device_detail_and_a_session_without_a_state(host: SyntheticHost) -> None:
+    orphan = host.orphan_device(lun=3)
+    s = survey(host)
+    d = s.devices[0]
+    p = plan(s, Selection())
+    action = find(p, Kind.REMOVE_DEVICE)
+    assert action.detail == f"remove orphan /dev/{orphan} (LUN 3, {d.hctl}): its session is gone"
+    assert action.target is None and action.portal is None and action.sid is None
+    from dataclasses import replace
+
+    x = replace(s.sessions[0], state=None) if s.sessions else None
+    assert x is None  # the orphan's session is not listed
+    sid = host.session(f"{T}:x")
+    s = survey(host)
+    s.sessions[:] = [replace(v, state=None) if v.sid == sid else v for v in s.sessions]
+    assert find(plan(s, Selection()), Kind.LOGOUT).detail == f"log out session {sid} (unknown state, iface default)"
