@@ -601,3 +601,66 @@ def test_an_orphan_device_detail_and_a_session_without_a_state(host: SyntheticHo
     s = survey(host)
     s.sessions[:] = [replace(v, state=None) if v.sid == sid else v for v in s.sessions]
     assert find(plan(s, Selection()), Kind.LOGOUT).detail == f"log out session {sid} (unknown state, iface default)"
+
+
+def test_unreachable_takes_sessions_records_links_and_attachments_of_dead_portals_only(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_discovery("10.0.0.1:3260")
+    db.new_discovery("10.0.0.2:3260")
+    db.new_node(f"{T}:down", "10.0.0.1:3260,1", discovery=db.discoveries()[0])
+    db.new_node(f"{T}:up", "10.0.0.2:3260,1", discovery=db.discoveries()[1])
+    down = host.session(f"{T}:down", "10.0.0.1:3260,1", state="FAILED")
+    host.session(f"{T}:up", "10.0.0.2:3260,1")
+    host.orphan_device()
+    (host.db_root / "static").mkdir(exist_ok=True)
+    os.symlink(f"{host.db_root}/nodes/{T}:x/10.0.0.1,3260,1", host.db_root / f"static/{T}:x,10.0.0.1,3260,1,default")
+    os.symlink(f"{host.db_root}/nodes/{T}:y/10.0.0.2,3260,1", host.db_root / f"static/{T}:y,10.0.0.2,3260,1,default")
+    host.attachment("pvc-down", f"{T}:old", ("10.0.0.1:3260",))
+    host.attachment("pvc-mixed", f"{T}:old", ("10.0.0.1:3260", "10.0.0.2:3260"))
+    s = survey(host)
+    s.unreachable = frozenset({"10.0.0.1:3260"})
+    p = plan(s, Selection(unreachable=True))
+    assert [(str(a.kind), a.target, a.portal) for a in p.actions] == [
+        ("remove-device", f"{T}:down", "10.0.0.1:3260,1"),
+        ("logout", f"{T}:down", "10.0.0.1:3260,1"),
+        ("delete-node", f"{T}:down", "10.0.0.1:3260,1"),
+        ("delete-link", f"{T}:x", "10.0.0.1:3260,1"),
+        ("delete-discovery", None, "10.0.0.1:3260"),
+        ("delete-attachment", f"{T}:old", "10.0.0.1:3260"),
+    ]
+    assert find(p, Kind.LOGOUT).sid == down
+    # not probed: nothing counts as unreachable
+    s.unreachable = None
+    assert plan(s, Selection(unreachable=True)).actions == []
+    # with a target filter too, both must match
+    s.unreachable = frozenset({"10.0.0.1:3260"})
+    p = plan(s, Selection(unreachable=True, targets=(f"{T}:x",)))
+    assert [(str(a.kind), a.target) for a in p.actions] == [("delete-link", f"{T}:x")]
+
+
+def test_attachments_follow_their_sessions_and_the_selection(host: SyntheticHost) -> None:
+    host.db.new_iface("eth1")
+    host.session(f"{T}:a", "10.0.0.1:3260,1", iface="eth1")
+    host.attachment("pvc-default", f"{T}:a", ("10.0.0.1:3260",))  # iface default: not the eth1 session's
+    host.attachment("pvc-other-portal", f"{T}:a", ("10.0.0.9:3260",))
+    (host.state / "attachments/junk.json").write_text("{")
+    s = survey(host)
+    p = plan(s, Selection(targets=(f"{T}:a",)))
+    assert sorted(a.subject.volume_id for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT) == [
+        "pvc-default",
+        "pvc-other-portal",
+    ]  # an unreadable record belongs to no target: not under --target
+    assert find(p, Kind.DELETE_ATTACHMENT, portal="10.0.0.1:3260").detail == (
+        "delete attachment record pvc-default (attached): no session of it is left"
+    )
+    p = plan(s, Selection(reset=True, targets=(f"{T}:none",)))
+    assert [a.subject.volume_id for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT] == ["junk"]
+    assert find(p, Kind.DELETE_ATTACHMENT).detail.startswith(
+        f"delete unreadable attachment record {host.state}/attachments/junk.json ("
+    )
+    desired = parse_desired(f"{T}:a 10.0.0.1:3260 lun=1\n{T}:a 10.0.0.9:3260 lun=2\n")
+    p = plan(s, Selection(desired=desired))
+    assert sorted(a.subject.volume_id for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT) == [
+        "junk",
+        "pvc-other-portal",
+    ]  # pvc-other-portal is LUN 1, the desired list wants LUN 2 there
