@@ -47,6 +47,8 @@ class FakeHost(Runner):
         self.fail_next: dict[str, int] = {}  # argv substring -> exit code, once
         #: multipathd with find_multipaths: a LUN seen on two sessions gets a map (dm-N) over its paths
         self.multipathd = False
+        #: disks whose ``delete`` the kernel does not act on (a LUN stuck in error handling)
+        self.stuck: set[str] = set()
         self._next_sid = 1
         self._next_host = 2
         self._next_disk = 0
@@ -104,7 +106,9 @@ class FakeHost(Runner):
                 _c, _t, lun = data.split()
                 self._scan(host, int(lun))
             elif path.name == "delete":
-                self._delete_lun(Path(os.path.realpath(path.parent)))
+                ldir = Path(os.path.realpath(path.parent))
+                if not any(d.name in self.stuck for d in (ldir / "block").glob("*")):
+                    self._delete_lun(ldir)
             elif path.name == "rescan":
                 lun_dir = Path(os.path.realpath(path.parent))
                 self._resize(lun_dir)

@@ -523,3 +523,17 @@ def test_a_failed_save_leaves_the_old_record_and_no_temp_file(tmp_path):
     shutil.rmtree(store.path("v1"))
     store.path("v1").write_bytes(before)
     assert store.load("v1").state == "connecting"
+
+
+def test_a_device_that_does_not_go_away_stops_the_disconnect_before_the_logout(host, tmp_path):
+    c = connector_on(host, tmp_path, instant=True)
+    a = c.connect(spec("v1", 1))
+    disk = a.device.removeprefix("/dev/")
+    host.stuck.add(disk)
+    with pytest.raises(AttachmentError) as err:
+        c.disconnect("v1", timeout=1)
+    assert err.value.step == "remove devices" and f"expected {disk} to be removed, but still present" in str(err.value)
+    assert len(host.sessions()) == 1 and c.get("v1").state == "disconnecting" and host.nodes
+    host.stuck.clear()
+    c.disconnect("v1")
+    assert host.sessions() == [] and host.disks() == [] and c.get("v1") is None
