@@ -664,3 +664,54 @@ def test_attachments_follow_their_sessions_and_the_selection(host: SyntheticHost
         "junk",
         "pvc-other-portal",
     ]  # pvc-other-portal is LUN 1, the desired list wants LUN 2 there
+
+
+def test_an_iface_waits_for_the_records_and_sessions_that_stay(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_iface("eth1")
+    db.new_iface("eth2")
+    db.new_iface("eth3")
+    db.new_node(f"{T}:a", "10.0.0.1:3260,1", iface="eth1")
+    sid = host.session(f"{T}:a", "10.0.0.1:3260,1", iface="eth1")
+    host.mount(host.disks_of(sid)[0], "/data")
+    busy = host.session(f"{T}:b", "10.0.0.2:3260,1", iface="eth2")
+    host.mount(host.disks_of(busy)[0], "/data2")
+    p = plan(survey(host), Selection())
+    assert find(p, Kind.DELETE_IFACE, path="ifaces/eth1").blocked_by == (f"node record {db.nodes()[0]} stays",)
+    assert find(p, Kind.DELETE_IFACE, path="ifaces/eth2").blocked_by == (f"session {busy} stays logged in",)
+    assert find(p, Kind.DELETE_IFACE, path="ifaces/eth3").blocked_by == ()
+    assert find(p, Kind.DELETE_IFACE, path="ifaces/eth3").detail == (
+        "delete iface record eth3 (no node record or session uses it any more)"
+    )
+    forced = plan(survey(host), Selection(force=True))
+    assert not forced.blocked
+    # an iface a kept session or record uses is not planned at all
+    p = plan(survey(host), Selection(keep=(f"{T}:a", f"{T}:b")))
+    assert [a.path for a in p.actions if a.kind is Kind.DELETE_IFACE] == ["ifaces/eth3"]
+    # only decommission, reset, desired or an interrupted run remove ifaces
+    assert not [a for a in plan(survey(host), Selection(targets=("nothing",))).actions]
+    p = plan(survey(host), Selection(desired=parse_desired(f"{T}:a iface=eth1\n{T}:z iface=eth3\n")))
+    assert [a.path for a in p.actions if a.kind is Kind.DELETE_IFACE] == ["ifaces/eth2"]
+
+
+def test_a_pending_iface_link_and_discovery_of_an_interrupted_run_are_taken_again(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_iface("eth9")
+    db.new_discovery("10.0.0.1:3260")
+    (host.db_root / "static").mkdir(exist_ok=True)
+    link = f"static/{T}:x,10.0.0.7,3260,1,default"
+    os.symlink(f"{host.db_root}/nodes/{T}:x/10.0.0.7,3260,1", host.db_root / link)
+    disc = db.discoveries()[0]
+    sel = Selection(targets=("iqn.nothing:*",))
+    assert plan(survey(host), sel).actions == []
+    write_journal(
+        host.state,
+        [PendingItem("iface", "eth9"), PendingItem("link", link), PendingItem("discovery", disc.relpath)],
+        ["iscsikit", "clean"],
+    )
+    p = plan(survey(host), sel)
+    assert sorted((str(a.kind), a.path) for a in p.actions) == [
+        ("delete-discovery", disc.relpath),
+        ("delete-iface", "ifaces/eth9"),
+        ("delete-link", link),
+    ]
