@@ -617,8 +617,10 @@ def test_unreachable_takes_sessions_records_links_and_attachments_of_dead_portal
     os.symlink(f"{host.db_root}/nodes/{T}:y/10.0.0.2,3260,1", host.db_root / f"static/{T}:y,10.0.0.2,3260,1,default")
     host.attachment("pvc-down", f"{T}:old", ("10.0.0.1:3260",))
     host.attachment("pvc-mixed", f"{T}:old", ("10.0.0.1:3260", "10.0.0.2:3260"))
+    db.new_discovery("10.0.0.3:3260")  # no node records: one down, one up
+    db.new_discovery("10.0.0.4:3260")
     s = survey(host)
-    s.unreachable = frozenset({"10.0.0.1:3260"})
+    s.unreachable = frozenset({"10.0.0.1:3260", "10.0.0.3:3260"})
     p = plan(s, Selection(unreachable=True))
     assert [(str(a.kind), a.target, a.portal) for a in p.actions] == [
         ("remove-device", f"{T}:down", "10.0.0.1:3260,1"),
@@ -626,8 +628,15 @@ def test_unreachable_takes_sessions_records_links_and_attachments_of_dead_portal
         ("delete-node", f"{T}:down", "10.0.0.1:3260,1"),
         ("delete-link", f"{T}:x", "10.0.0.1:3260,1"),
         ("delete-discovery", None, "10.0.0.1:3260"),
+        ("delete-discovery", None, "10.0.0.3:3260"),
         ("delete-attachment", f"{T}:old", "10.0.0.1:3260"),
     ]
+    assert find(p, Kind.DELETE_DISCOVERY, portal="10.0.0.1:3260").detail == (
+        "delete sendtargets discovery record 10.0.0.1:3260 (it discovered 1 of the node records above)"
+    )
+    assert find(p, Kind.DELETE_DISCOVERY, portal="10.0.0.3:3260").detail == (
+        "delete sendtargets discovery record 10.0.0.3:3260"
+    )
     assert find(p, Kind.LOGOUT).sid == down
     # not probed: nothing counts as unreachable
     s.unreachable = None
@@ -715,3 +724,24 @@ def test_a_pending_iface_link_and_discovery_of_an_interrupted_run_are_taken_agai
         ("delete-iface", "ifaces/eth9"),
         ("delete-link", link),
     ]
+
+
+def test_desired_keeps_the_discovery_records_of_its_portals(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_discovery("10.0.0.1:3260")
+    db.new_discovery("10.0.0.2:3260")
+    db.new_node(f"{T}:gone", "10.0.0.1:3260,1", discovery=db.discoveries()[0])
+    p = plan(survey(host), Selection(desired=parse_desired(f"{T}:new 10.0.0.1\n{T}:any\n")))
+    assert [(str(a.kind), a.portal) for a in p.actions] == [
+        ("delete-node", "10.0.0.1:3260,1"),
+        ("delete-discovery", "10.0.0.2:3260"),
+    ]
+    p = plan(survey(host), Selection(targets=(f"{T}:gone",), stale_only=True))
+    assert p.actions == []  # no session: the record is not stale, nor its discovery record
+    p = plan(survey(host), Selection(targets=(f"{T}:gone",)))
+    assert [(str(a.kind), a.portal) for a in p.actions] == [
+        ("delete-node", "10.0.0.1:3260,1"),
+        ("delete-discovery", "10.0.0.1:3260"),
+    ]
+    p = plan(survey(host), Selection(portals=(Portal.parse("10.0.0.2"),)))
+    assert [(str(a.kind), a.portal) for a in p.actions] == [("delete-discovery", "10.0.0.2:3260")]
