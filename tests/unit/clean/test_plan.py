@@ -745,3 +745,66 @@ def test_desired_keeps_the_discovery_records_of_its_portals(host: SyntheticHost)
     ]
     p = plan(survey(host), Selection(portals=(Portal.parse("10.0.0.2"),)))
     assert [(str(a.kind), a.portal) for a in p.actions] == [("delete-discovery", "10.0.0.2:3260")]
+
+
+def test_reset_names_what_keeps_each_record_directory(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_iface("eth1")
+    db.new_discovery("10.0.0.1:3260")
+    db.new_node(f"{T}:prod", "10.0.0.1:3260,1", iface="eth1", discovery=db.discoveries()[0])
+    db.new_node(f"{T}:prod", "10.0.0.2:3260,1", iface="eth1")
+    db.new_node(f"{T}:scratch", "10.0.0.3:3260,1")
+    s = survey(host)
+    p = plan(s, Selection(reset=True, keep=(f"{T}:prod",)))
+    prod = [r for r in s.nodes if r.target == f"{T}:prod"]
+    static_link = next(lk.relpath for lk in s.links if lk.relpath.startswith("static/") and lk.node == prod[1])
+    st_link = next(lk.relpath for lk in s.links if lk.relpath.startswith("send_targets/"))
+    assert sorted(n for n in p.notes if n.startswith("reset:")) == sorted(
+        [
+            f"reset: nodes/ stays, it holds what stays (node record {prod[0]}, ...)",
+            f"reset: static/ stays, it holds what stays (link {static_link}, ...)",
+            f"reset: send_targets/ stays, it holds what stays (link {st_link}, ...)",
+            "reset: ifaces/ stays, it holds what stays (iface record eth1, ...)",
+        ]
+    )
+    assert [(str(a.kind), a.path) for a in p.actions] == [("delete-node", f"nodes/{T}:scratch/10.0.0.3,3260,1/default")]
+    p = plan(s, Selection(reset=True))
+    assert [a.path for a in p.actions if a.kind is Kind.DELETE_ENTRY] == ["static", "send_targets", "nodes", "ifaces"]
+    assert all(a.detail == f"reset: remove the {a.path}/ directory once everything in it is gone"
+               for a in p.actions if a.kind is Kind.DELETE_ENTRY)  # fmt: skip
+
+
+def test_junk_and_empty_target_directories_follow_the_filters(host: SyntheticHost) -> None:
+    from iscsikit.db.layout import LayoutProblem
+
+    (host.db_root / "nodes").mkdir(exist_ok=True)
+    (host.db_root / f"nodes/{T}:a").mkdir()
+    (host.db_root / f"nodes/{T}:a/junk").write_text("x")
+    (host.db_root / f"nodes/{T}:b").mkdir()
+    (host.db_root / f"nodes/{T}:keep").mkdir()
+    s = survey(host)
+    s.problems.append(LayoutProblem("send_targets/odd", "not a discovery record"))
+    s.problems.append(LayoutProblem(f"nodes/{T}:keep/odd", "not a portal"))
+    assert sorted(s.empty_targets) == [f"{T}:b", f"{T}:keep"]
+
+    def entries(sel: Selection) -> list[str]:
+        return sorted(a.path or "" for a in plan(s, sel).actions if a.kind is Kind.DELETE_ENTRY)
+
+    everything = [f"nodes/{T}:a/junk", f"nodes/{T}:b", "send_targets/odd"]
+    assert entries(Selection(keep=(f"{T}:keep",))) == everything
+    assert entries(Selection(keep=(f"{T}:keep",), desired=())) == everything
+    assert entries(Selection(keep=(f"{T}:keep",), stale_only=True)) == [f"nodes/{T}:b"]
+    assert entries(Selection(targets=(f"{T}:a",))) == [f"nodes/{T}:a/junk"]
+    assert entries(Selection(targets=(f"{T}:b",))) == [f"nodes/{T}:b"]
+    assert entries(Selection(targets=(f"{T}:b",), stale_only=True)) == []
+    assert entries(Selection(portals=(Portal.parse("10.0.0.1"),))) == []
+    reset = entries(Selection(reset=True, portals=(Portal.parse("10.0.0.1"),), keep=(f"{T}:keep",)))
+    assert [e for e in reset if "/" in e] == everything
+    junk = find(plan(s, Selection(targets=(f"{T}:a",))), Kind.DELETE_ENTRY)
+    assert junk.detail.startswith(f"delete nodes/{T}:a/junk: not an open-iscsi record (")
+    assert junk.target == f"{T}:a" and junk.paths == (f"nodes/{T}:a/junk",)
+    odd = find(plan(s, Selection()), Kind.DELETE_ENTRY, path="send_targets/odd")
+    assert odd.detail == "delete send_targets/odd: not an open-iscsi record (not a discovery record)"
+    assert odd.target is None
+    empty = find(plan(s, Selection(targets=(f"{T}:b",))), Kind.DELETE_ENTRY)
+    assert empty.detail == f"delete nodes/{T}:b: an empty target directory (left by an interrupted delete)"
