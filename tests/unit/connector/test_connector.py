@@ -537,3 +537,28 @@ def test_a_device_that_does_not_go_away_stops_the_disconnect_before_the_logout(h
     host.stuck.clear()
     c.disconnect("v1")
     assert host.sessions() == [] and host.disks() == [] and c.get("v1") is None
+
+
+def test_a_record_is_indented_json_written_next_to_its_final_name(tmp_path, monkeypatch):
+    import tempfile
+
+    # the temp file is made in the attachments directory (never in /tmp), so the rename is atomic
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmp"))
+    store = StateStore(tmp_path / "a/b/state")  # parents are made as needed
+    a = Attachment("v1", spec("v1", 1), "connecting")
+    store.save(a)
+    text = store.path("v1").read_text()
+    assert text == json.dumps({"format": 1, "attachment": a.to_dict()}, indent=2) + "\n"
+    assert text.startswith('{\n  "format": 1,\n  "attachment": {\n    "volume_id": "v1",')
+
+
+def test_unreadable_records_are_logged_when_listed(tmp_path, caplog):
+    store = StateStore(tmp_path)
+    store.dir.mkdir(parents=True)
+    (store.dir / "bad.json").write_text("[]")
+    with caplog.at_level("WARNING", logger="iscsikit.connector"):
+        assert store.all() == []
+    assert caplog.messages == [
+        f"skipping attachment record {store.dir}/bad.json: {store.dir}/bad.json: "
+        "not an iscsikit attachment record (format 1)"
+    ]
