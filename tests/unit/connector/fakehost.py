@@ -49,6 +49,8 @@ class FakeHost(Runner):
         self.multipathd = False
         #: disks whose ``delete`` the kernel does not act on (a LUN stuck in error handling)
         self.stuck: set[str] = set()
+        #: portals that answer SendTargets without offering any of ``targets``
+        self.answering: set[str] = set()
         self._next_sid = 1
         self._next_host = 2
         self._next_disk = 0
@@ -136,6 +138,8 @@ class FakeHost(Runner):
             return self._session(opts, flags)
         if mode == "iface":
             return self._iface(opts)
+        if mode == "discovery" and opts.get("-t") == "st":
+            return self._discover(self._portal(opts["-p"]), opts.get("-I", "default"))
         raise AssertionError(f"unexpected iscsiadm {args}")
 
     def _portal(self, text: str) -> str:
@@ -165,6 +169,23 @@ class FakeHost(Runner):
         if "--login" in flags:
             return self._login(keys)
         raise AssertionError(f"unexpected node op {opts} {flags}")
+
+    def _discover(self, portal: str, iface: str) -> tuple[int, str, str]:
+        """SendTargets: the targets behind the portal, each stored as a node record."""
+        found = [t for t in self.targets.values() if portal in t.portals]
+        if not found and not any(portal in t.portals for t in self.targets.values()) and portal not in self.answering:
+            p = Portal.parse(portal)
+            err = (
+                f"iscsiadm: cannot make connection to {p.address}: Connection refused\n"
+                "iscsiadm: connection login retries (reopen_max) 5 exceeded\n"
+                "iscsiadm: Could not perform SendTargets discovery: encountered connection failure\n"
+            )
+            return 4, "", err
+        out = ""
+        for t in found:
+            self.nodes.setdefault((t.iqn, portal, iface), {"node.startup": "automatic"})
+            out += f"{portal},1 {t.iqn}\n"
+        return (0, out, "") if out else (21, "", "iscsiadm: No portals found\n")
 
     def _login(self, keys: list[tuple[str, str, str]]) -> tuple[int, str, str]:
         out, err, rc = "", "", 0

@@ -562,3 +562,27 @@ def test_unreadable_records_are_logged_when_listed(tmp_path, caplog):
         f"skipping attachment record {store.dir}/bad.json: {store.dir}/bad.json: "
         "not an iscsikit attachment record (format 1)"
     ]
+
+
+def test_discovery_finds_the_target_and_a_portal_that_does_not_answer_is_skipped(host, tmp_path, caplog):
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1, discovery=True))
+    assert ["iscsiadm", "-m", "discovery", "-t", "st", "-p", P1, "-I", "default"] in host.calls
+    assert a.state == "attached" and host.nodes[(T, P1, "default")]["node.startup"] == "manual"
+    c.disconnect("v1")
+    host.answering.add(P2)  # answers, but offers other targets
+    two = VolumeSpec(volume_id="v2", target=T, portals=("127.0.0.3:3260", P2, P1), lun=1, discovery=True)
+    with caplog.at_level("WARNING", logger="iscsikit.connector"):
+        a = c.connect(two)
+    assert [p.portal for p in a.paths] == [f"{P1},1"]
+    assert caplog.messages[0].startswith("volume v2: discovery on 127.0.0.3:3260 failed: ")
+    assert "connection failure" in caplog.messages[0]
+    assert caplog.messages[1] == f"volume v2: {P2} does not list {T}"
+    c.disconnect("v2")
+    assert host.nodes == {}  # the records made for the portals that failed go too
+    # with one portal, a failed discovery is the error
+    from iscsikit.errors import IscsiadmError
+
+    with pytest.raises(IscsiadmError, match="connection failure"):
+        c.connect(VolumeSpec(volume_id="v3", target=T, portals=("127.0.0.3:3260",), lun=2, discovery=True))
+    assert c.get("v3").state == "connecting" and host.nodes == {} and host.sessions() == []
