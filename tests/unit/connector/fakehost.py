@@ -47,8 +47,10 @@ class FakeHost(Runner):
         self.fail_next: dict[str, int] = {}  # argv substring -> exit code, once
         #: multipathd with find_multipaths: a LUN seen on two sessions gets a map (dm-N) over its paths
         self.multipathd = False
-        #: disks whose ``delete`` the kernel does not act on (a LUN stuck in error handling)
+        #: disks whose ``delete`` and ``rescan`` the kernel does not act on (a LUN stuck in error handling)
         self.stuck: set[str] = set()
+        #: seconds between ``multipathd resize map`` answering and the map showing the new size
+        self.map_resize_delay = 0.0
         #: portals that answer SendTargets without offering any of ``targets``
         self.answering: set[str] = set()
         self._next_sid = 1
@@ -383,7 +385,8 @@ class FakeHost(Runner):
         sid = int(sdir.name.removeprefix("session"))
         target = (sdir / f"iscsi_session/session{sid}/targetname").read_text().strip()
         for disk in (ldir / "block").iterdir():
-            (disk / "size").write_text(f"{self.targets[target].luns[lun] // 512}\n")
+            if disk.name not in self.stuck:
+                (disk / "size").write_text(f"{self.targets[target].luns[lun] // 512}\n")
 
     def _destroy_session(self, sid: int) -> None:
         link = self.sys / f"class/iscsi_session/session{sid}"
@@ -467,7 +470,11 @@ class FakeHost(Runner):
         sizes = {(Path(os.path.realpath(s)) / "size").read_text() for s in (d / "slaves").iterdir()}
         if len(sizes) != 1:
             return 1, "fail\n", ""
-        (d / "size").write_text(sizes.pop())
+        size = sizes.pop()
+        if self.map_resize_delay:  # the kernel reloads the table a moment after multipathd answers
+            threading.Timer(self.map_resize_delay, (d / "size").write_text, (size,)).start()
+        else:
+            (d / "size").write_text(size)
         return 0, "ok\n", ""
 
     def maps(self) -> dict[str, list[str]]:

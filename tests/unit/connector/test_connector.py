@@ -168,8 +168,13 @@ def test_custom_initiator_name_clones_the_iface(host, tmp_path):
 def test_same_id_for_a_different_lun_is_refused(host, tmp_path):
     c = make(host, tmp_path)
     c.connect(spec("v1", 1))
-    with pytest.raises(AttachmentError, match="already attached as LUN 1"):
+    with pytest.raises(AttachmentError) as err:
         c.connect(spec("v1", 2))
+    assert err.value.step == "check" and str(err.value) == (
+        f"volume v1: check: already attached as LUN 1 of {T}; "
+        "disconnect it before attaching something else under this id"
+    )
+    assert c.get("v1").spec.lun == 1
 
 
 def test_missing_lun_times_out_naming_it(host, tmp_path):
@@ -586,3 +591,54 @@ def test_discovery_finds_the_target_and_a_portal_that_does_not_answer_is_skipped
     with pytest.raises(IscsiadmError, match="connection failure"):
         c.connect(VolumeSpec(volume_id="v3", target=T, portals=("127.0.0.3:3260",), lun=2, discovery=True))
     assert c.get("v3").state == "connecting" and host.nodes == {} and host.sessions() == []
+
+
+def test_multipath_expand_waits_for_the_map_to_show_the_new_size(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    a = c.connect(mp_spec("v1", 1))
+    mp_host.map_resize_delay = 0.2
+    mp_host.targets[T].luns[1] = 128 * MiB
+    grown = c.expand("v1", timeout=10)
+    assert grown.size_bytes == 128 * MiB and grown.device == a.device
+    assert (mp_host.sys / f"class/block/{a.multipath}/size").read_text() == f"{128 * MiB // 512}\n"
+
+
+def test_multipath_expand_with_one_path_left_grows_the_map_through_it(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    a = c.connect(mp_spec("v1", 1))
+    mp_host.run(["iscsiadm", "-m", "session", "-r", str(a.paths[1].sid), "-u"])
+    mp_host.targets[T].luns[1] = 128 * MiB
+    grown = c.expand("v1", new_size=128 * MiB, timeout=10)
+    assert grown.size_bytes == 128 * MiB and grown.multipath == a.multipath and len(grown.paths) == 1
+
+
+def test_multipath_expand_with_paths_disagreeing_names_the_sizes(mp_host, tmp_path):
+    c = connector_on(mp_host, tmp_path, instant=True)
+    a = c.connect(mp_spec("v1", 1))
+    names = sorted(p.device.removeprefix("/dev/") for p in a.paths)
+    mp_host.stuck.add(names[1])  # this path does not see the new size
+    mp_host.targets[T].luns[1] = 128 * MiB
+    with pytest.raises(Exception) as err:
+        c.expand("v1", timeout=1)
+    assert f"to report one size; they report [{128 * MiB}, {64 * MiB}]" in str(err.value)
+    assert ", ".join(names) in str(err.value)
+    assert ["multipathd", "resize", "map", "mpath-1"] not in mp_host.calls and c.get("v1").size_bytes == 64 * MiB
+
+
+def test_the_size_reported_is_the_maps_and_missing_identifiers_are_none(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    a = c.connect(mp_spec("v1", 1))
+    for p in a.paths:  # the paths see the new size, the map is not resized yet
+        mp_host.write_file(mp_host.sys / f"class/block/{p.device.removeprefix('/dev/')}/device/rescan", "1")
+    mp_host.targets[T].luns[1] = 128 * MiB
+    for p in a.paths:
+        mp_host.write_file(mp_host.sys / f"class/block/{p.device.removeprefix('/dev/')}/device/rescan", "1")
+        (mp_host.sys / f"class/block/{p.device.removeprefix('/dev/')}/device/wwid").unlink()
+    again = c.connect(mp_spec("v1", 1))
+    assert again.size_bytes == 64 * MiB and again.wwid is None and again.wwn is None
+
+
+def test_a_single_path_volume_has_no_map(host, tmp_path):
+    a = make(host, tmp_path).connect(spec("v1", 1))
+    assert a.multipath is None and a.multipath_name is None and a.device.startswith("/dev/sd")
+    assert a.paths[0].iface == "default" and a.paths[0].host == 2 and a.paths[0].hctl == "2:0:0:1"
