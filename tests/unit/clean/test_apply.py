@@ -657,3 +657,92 @@ def test_a_record_that_cannot_be_deleted_is_reported_failed_naming_it(run: Run, 
     assert statuses(report) == [("delete-config", "failed")]
     assert report.outcomes[0].message == f"{host.db_root}/iscsid.conf: Is a directory"
     assert (host.db_root / "iscsid.conf").is_dir()
+
+
+def test_the_journal_lists_every_record_kind_before_anything_changes(
+    run: Run, host: SyntheticHost, monkeypatch: Any
+) -> None:
+    from iscsikit.clean.collect import read_journal
+    from iscsikit.clean.model import PendingItem
+
+    db = host.db
+    db.new_iface("eth9")
+    db.new_discovery("10.0.0.1:3260")
+    db.new_node(f"{T}:a", "10.0.0.1:3260,1", discovery=db.discoveries()[0])
+    (host.db_root / "static").mkdir(exist_ok=True)
+    link = f"static/{T}:x,10.0.0.7,3260,1,default"
+    os.symlink(f"{host.db_root}/nodes/{T}:x/10.0.0.7,3260,1", host.db_root / link)
+    host.attachment("pvc-1", f"{T}:gone")
+    (host.state / "attachments/broken.json").write_text("{")  # unreadable: no key to journal it by
+    (host.db_root / "iscsid.conf").write_text("# conf\n")
+
+    def killed(*_args: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Executor, "_records", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run.apply(Selection(reset=True, keep_config=False))
+    assert sorted(read_journal(host.state), key=lambda i: (i.kind, i.key)) == [
+        PendingItem("attachment", "pvc-1"),
+        PendingItem("discovery", db.discoveries()[0].relpath),
+        PendingItem("iface", "eth9"),
+        PendingItem("link", link),
+        PendingItem("node", db.nodes()[0].relpath),
+    ]
+
+
+def test_junk_a_restore_would_refuse_is_left_and_the_rest_goes_restorably(
+    run: Run, host: SyntheticHost, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside"
+    (outside / "keep").mkdir(parents=True)
+    (outside / "keep/data").write_text("precious")
+    junk = host.db_root / f"nodes/{T}:j/junkdir"
+    (junk / "sub").mkdir(parents=True)  # as deep as iscsiadm's layout goes: restorable
+    (junk / "file").write_text("y")
+    deep = host.db_root / f"nodes/{T}:k/junkdir/sub/deeper"
+    deep.mkdir(parents=True)
+    (deep / "file").write_text("x")
+    os.symlink(outside / "keep", host.db_root / f"nodes/{T}:l")  # a link where a target directory belongs
+    the_plan = run.plan(Selection(targets=(f"{T}:j", f"{T}:k", f"{T}:l")))
+    assert sorted(a.path or "" for a in the_plan.actions) == [
+        f"nodes/{T}:j/junkdir",
+        f"nodes/{T}:k/junkdir",
+        f"nodes/{T}:l/data",  # seen through the link: outside the DB
+    ]
+    before = host.tree()
+    report = run.executor(force=True).apply(the_plan)
+    got = {o.action.path: (o.status, o.message) for o in report.outcomes}
+    assert got[f"nodes/{T}:j/junkdir"] == ("done", "")
+    assert (
+        got[f"nodes/{T}:k/junkdir"][0] == "blocked"
+        and "deeper than iscsiadm's layout of nodes/" in (got[f"nodes/{T}:k/junkdir"][1])
+    )
+    assert got[f"nodes/{T}:l/data"][0] == "blocked" and got[f"nodes/{T}:l/data"][1].endswith("; remove it by hand")
+    assert (outside / "keep/data").read_text() == "precious" and (deep / "file").exists()
+    assert not (host.db_root / f"nodes/{T}:j").exists()
+    backup = read_backup(report.backup or "")  # readable: restore accepts every member
+    restore_backup(backup, host.db, host.state)
+    assert host.tree() == before
+
+
+def test_blocked_and_failed_steps_are_logged_with_their_reason(
+    run: Run, host: SyntheticHost, caplog: pytest.LogCaptureFixture
+) -> None:
+    host.db.new_node(f"{T}:db", "127.0.0.1:3260,1")
+    sid = host.session(f"{T}:db")
+    disk = host.disks_of(sid)[0]
+    host.mount(disk, "/mnt/db")
+    seen: list[str] = []
+    with caplog.at_level("WARNING", logger="iscsikit.clean"):
+        run.executor().apply(run.plan(Selection()), on_step=lambda o: seen.append(o.status))
+    assert caplog.messages == [
+        f"remove-device: blocked: /dev/{disk} is mounted at /mnt/db",
+        f"logout: blocked: /dev/{disk} is mounted at /mnt/db",
+        f"delete-node: blocked: session {sid} stays logged in (/dev/{disk} is mounted at /mnt/db)",
+    ]
+    assert seen == ["blocked"] * 3
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="iscsikit.clean"):
+        report = run.executor(force=True).apply(run.plan(Selection(force=True)))
+    assert report.ok and caplog.messages == []
