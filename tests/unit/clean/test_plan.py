@@ -808,3 +808,48 @@ def test_junk_and_empty_target_directories_follow_the_filters(host: SyntheticHos
     assert odd.target is None
     empty = find(plan(s, Selection(targets=(f"{T}:b",))), Kind.DELETE_ENTRY)
     assert empty.detail == f"delete nodes/{T}:b: an empty target directory (left by an interrupted delete)"
+
+
+def test_actions_of_a_phase_are_ordered_by_target_portal_sid_and_device() -> None:
+    from iscsikit.clean.model import DeviceView, SessionView
+    from iscsikit.db.layout import NodeRef
+
+    a, b = "iqn.2026-11.org.example:a", "iqn.2026-11.org.example:b"
+
+    def session(sid: int, target: str, address: str, iface: str = "default") -> SessionView:
+        return SessionView(sid, target, address, 3260, 1, iface, "LOGGED_IN", "up", 120, sid + 10)
+
+    def device(sid: int, name: str, lun: int) -> DeviceView:
+        return DeviceView(f"{sid + 10}:0:0:{lun}", sid, lun, name, f"8:{lun}", "running", 0, "/sys/x")
+
+    s = Survey(
+        db_root="/etc/iscsi",
+        nodes=[NodeRef(b, "10.0.0.1", 3260, 1, "default"), NodeRef(a, "10.0.0.2", 3260, 1, "default")],
+        sessions=[session(3, a, "10.0.0.2", "eth1"), session(1, a, "10.0.0.2"), session(2, b, "10.0.0.1")],
+        devices=[device(1, "sdc", 2), device(1, "sdb", 1), device(2, "sda", 1)],
+    )
+    p = plan(s, Selection())
+    assert [(str(x.kind), x.target, x.sid, x.device or x.path) for x in p.actions] == [
+        ("remove-device", a, 1, "sdb"),
+        ("remove-device", a, 1, "sdc"),
+        ("remove-device", b, 2, "sda"),
+        ("logout", a, 1, None),
+        ("logout", a, 3, None),
+        ("logout", b, 2, None),
+        ("delete-node", a, None, f"nodes/{a}/10.0.0.2,3260,1/default"),
+        ("delete-node", b, None, f"nodes/{b}/10.0.0.1,3260,1/default"),
+    ]
+
+
+def test_a_record_is_tied_only_to_sessions_on_its_own_portal_and_iface(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_iface("eth1")
+    db.new_node(f"{T}:t", "10.0.0.1:3260,1")  # no session of its own
+    db.new_node(f"{T}:t", "10.0.0.2:3261,1", iface="eth1")
+    for portal, iface in (("10.0.0.2:3260,1", "default"), ("10.0.0.1:3261,1", "default"), ("10.0.0.1:3260,1", "eth1")):
+        sid = host.session(f"{T}:t", portal, iface=iface)  # in use: these sessions stay
+        host.mount(host.disks_of(sid)[0], f"/mnt/{sid}")
+    p = plan(survey(host), Selection())
+    nodes = {x.path: x.blocked_by for x in p.actions if x.kind is Kind.DELETE_NODE}
+    assert nodes == {f"nodes/{T}:t/10.0.0.1,3260,1/default": (), f"nodes/{T}:t/10.0.0.2,3261,1/eth1": ()}
+    assert len([x for x in p.actions if x.kind is Kind.LOGOUT and x.blocked]) == 3
