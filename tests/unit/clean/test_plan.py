@@ -853,3 +853,66 @@ def test_a_record_is_tied_only_to_sessions_on_its_own_portal_and_iface(host: Syn
     nodes = {x.path: x.blocked_by for x in p.actions if x.kind is Kind.DELETE_NODE}
     assert nodes == {f"nodes/{T}:t/10.0.0.1,3260,1/default": (), f"nodes/{T}:t/10.0.0.2,3261,1/eth1": ()}
     assert len([x for x in p.actions if x.kind is Kind.LOGOUT and x.blocked]) == 3
+
+
+def test_keep_covers_records_links_and_attachments_without_sessions(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_node(f"{T}:prod", "10.0.0.1:3260,1")
+    (host.db_root / "static").mkdir(exist_ok=True)
+    os.symlink(
+        f"{host.db_root}/nodes/{T}:prod/10.0.0.9,3260,1", host.db_root / f"static/{T}:prod,10.0.0.9,3260,1,default"
+    )
+    host.attachment("pvc-prod", f"{T}:prod")
+    db.new_node(f"{T}:other", "10.0.0.2:3260,1")
+    keep = (f"{T}:prod",)
+    for sel in (Selection(keep=keep), Selection(keep=(f"{T}:pr*",), reset=True),
+                Selection(keep=keep, stale_only=True), Selection(keep=keep, desired=())):  # fmt: skip
+        p = plan(survey(host), sel)
+        assert all(a.target != f"{T}:prod" for a in p.actions), (sel, [a.to_json() for a in p.actions])
+    assert {a.target for a in plan(survey(host), Selection()).actions} == {f"{T}:prod", f"{T}:other"}
+
+
+def test_flash_sessions_dead_luns_and_controller_luns(host: SyntheticHost) -> None:
+    host.session(f"{T}:boot", flash=True, luns={1: "offline"})
+    sid = host.session(f"{T}:ctl", luns=[1], controller_lun0=True)
+    p = plan(survey(host), Selection(stale_only=True))
+    assert p.actions == []  # the flash session's dead LUN is the firmware's business
+    p = plan(survey(host), Selection(targets=(f"{T}:ctl",)))
+    assert [(str(a.kind), a.device) for a in p.actions] == [("remove-device", host.disks_of(sid)[0]), ("logout", None)]
+
+
+def test_notes_say_exactly_what_was_left_and_why(host: SyntheticHost) -> None:
+    db = host.db
+    for portal in ("127.0.0.1:3260,1", "127.0.0.2:3260,1"):
+        db.new_node(f"{T}:busy", portal)
+        sid = host.session(f"{T}:busy", portal)
+        host.mount(host.disks_of(sid)[0], f"/mnt/{sid}")
+    failing = host.session(f"{T}:flaky", "127.0.0.3:3260,1", state="FAILED")
+    p = plan(survey(host), Selection(keep=(f"{T}:busy",)))
+    assert p.notes == []
+    p = plan(survey(host, now=1_000_000.0), Selection(stale_only=True, older_than=7200, targets=(f"{T}:*",)))
+    assert p.notes == [f"session {failing} ({T}:flaky) is failing, but not for 2 h yet; left alone"]
+    s = survey(host)
+    s.sessions[:] = [x for x in s.sessions if x.target == f"{T}:busy"]
+    s.devices[:] = [d for d in s.devices if d.sid in {x.sid for x in s.sessions}]
+    p = plan(s, Selection(stale_only=True))
+    assert p.notes == []  # stale-only: the records of healthy sessions are no news
+    busy_only = Selection(targets=(f"{T}:busy",))
+    assert plan(s, busy_only).notes == []
+    p = plan(s, Selection())
+    assert "2 node record(s) kept: their sessions stay logged in" not in p.notes  # their logouts are planned, blocked
+    s.sessions[:] = []  # what `--keep`-like filters leave: sessions not chosen
+    p = plan(survey(host), Selection(stale_only=True, reset=True))
+    assert p.notes[0] == "2 node record(s) kept: their sessions stay logged in"
+    p = plan(survey(host), Selection(portals=(Portal.parse("127.0.0.3"),), reset=True))
+    assert not [n for n in p.notes if "kept" in n]  # the busy records are not selected at all
+
+
+def test_a_record_of_a_firmware_session_is_kept_and_noted(host: SyntheticHost) -> None:
+    host.db.new_node(f"{T}:boot", "127.0.0.1:3260,1")
+    sid = host.session(f"{T}:boot", flash=True)
+    p = plan(survey(host), Selection())
+    assert p.actions == [] and p.notes == [
+        f"session {sid} ({T}:boot) was created by firmware (flash); left alone",
+        "1 node record(s) kept: their sessions stay logged in",
+    ]
