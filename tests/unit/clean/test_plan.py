@@ -916,3 +916,61 @@ def test_a_record_of_a_firmware_session_is_kept_and_noted(host: SyntheticHost) -
         f"session {sid} ({T}:boot) was created by firmware (flash); left alone",
         "1 node record(s) kept: their sessions stay logged in",
     ]
+
+
+def test_exact_details_of_records_devices_and_attachments(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_discovery("127.0.0.1:3260")
+    db.new_node(f"{T}:a", "127.0.0.1:3260,1", discovery=db.discoveries()[0])
+    s1 = host.session(f"{T}:a", "127.0.0.1:3260,1", luns={1: "offline", 2: "running"})
+    s2 = host.session(f"{T}:a", "127.0.0.2:3260,1", state="FAILED")
+    host.attachment("pvc-a", f"{T}:a", ("127.0.0.1:3260", "127.0.0.2:3260"))
+    s = survey(host)
+    p = plan(s, Selection())
+    ref = db.nodes()[0]
+    disk1 = host.disks_of(s1)[0]
+    assert find(p, Kind.DELETE_NODE).detail == f"delete node record {ref.relpath} and 1 link(s) to it"
+    assert find(p, Kind.DELETE_NODE).paths == (
+        ref.relpath,
+        f"send_targets/127.0.0.1,3260/{T}:a,127.0.0.1,3260,1,default",
+    )
+    assert find(p, Kind.REMOVE_DEVICE, device=disk1).detail == (
+        f"flush and remove /dev/{disk1} (LUN 1, {s1 + 1}:0:0:1, offline) of session {s1}"
+    )  # its session goes anyway: no word about the kernel giving up
+    assert find(p, Kind.LOGOUT, sid=s2).detail == f"log out session {s2} (FAILED, iface default)"
+    att = find(p, Kind.DELETE_ATTACHMENT)
+    assert att.detail == f"delete attachment record pvc-a (attached): its session(s) {s1}, {s2} are logged out"
+    assert att.portal == "127.0.0.1:3260, 127.0.0.2:3260" and att.blocked_by == () and att.path.endswith("pvc-a.json")
+    p = plan(s, Selection(stale_only=True, targets=(f"{T}:a",)))
+    assert find(p, Kind.REMOVE_DEVICE, device=disk1).detail == (
+        f"flush and remove /dev/{disk1} (LUN 1, {s1 + 1}:0:0:1, offline) of session {s1}; "
+        "the kernel gave up on this LUN"
+    )
+    write_journal(host.state, [PendingItem("node", ref.relpath)], ["iscsikit", "clean"])
+    p = plan(survey(host), Selection(targets=(f"{T}:a",)))
+    assert find(p, Kind.DELETE_NODE).detail == (
+        f"delete node record {ref.relpath} and 1 link(s) to it (left by an interrupted clean)"
+    )
+
+
+def test_a_path_dropped_from_a_map_that_stays_says_so(host: SyntheticHost) -> None:
+    s1 = host.session(f"{T}:mp", "127.0.0.1:3260,1")
+    s2 = host.session(f"{T}:mp", "127.0.0.2:3260,1")
+    disks = [host.disks_of(s1)[0], host.disks_of(s2)[0]]
+    host.multipath_map(disks)
+    p = plan(survey(host), Selection(portals=(Portal.parse("127.0.0.1:3260"),)))
+    assert find(p, Kind.REMOVE_DEVICE).detail == (
+        f"flush and remove /dev/{disks[0]} (LUN 1, {s1 + 1}:0:0:1) of session {s1}; "
+        "dropped from multipath map mpatha (dm-0), which keeps its other paths"
+    )
+
+
+def test_a_pending_attachment_is_taken_again(host: SyntheticHost) -> None:
+    host.attachment("pvc-1", f"{T}:a", ("10.0.0.1:3260",))
+    s = survey(host)
+    s.unreachable = frozenset()
+    assert plan(s, Selection(unreachable=True)).actions == []
+    write_journal(host.state, [PendingItem("attachment", "pvc-1")], ["iscsikit", "clean"])
+    s = survey(host)
+    s.unreachable = frozenset()
+    assert [a.subject.volume_id for a in plan(s, Selection(unreachable=True)).actions] == ["pvc-1"]
