@@ -110,6 +110,8 @@ def test_stale_only_removes_the_stale_session_device_and_records_and_restore_und
     assert backup.manifest["db_root"] == str(host.db_root)
     assert [a["kind"] for a in backup.manifest["removed"]] == ["delete-node", "delete-discovery"]
     assert backup.manifest["argv"] == ["iscsikit", "clean", "--yes"]
+    assert backup.manifest["link_root"] == str(host.db.link_root)
+    assert backup.manifest["selection"] == Selection(stale_only=True).to_json()
     # idempotent: nothing left to do
     assert run.plan(Selection(stale_only=True)).actions == []
     assert not (host.state / JOURNAL_FILE).exists()
@@ -746,3 +748,21 @@ def test_blocked_and_failed_steps_are_logged_with_their_reason(
     with caplog.at_level("WARNING", logger="iscsikit.clean"):
         report = run.executor(force=True).apply(run.plan(Selection(force=True)))
     assert report.ok and caplog.messages == []
+
+
+def test_the_executor_looks_at_the_hosts_own_trees_by_default(host: SyntheticHost) -> None:
+    runner = host.runner()
+    ex = Executor(host.db, runner=runner, iscsiadm=Iscsiadm(runner), state_dir=host.state)
+    assert (str(ex.root.path), str(ex.proc_root), str(ex.scsi.dev_root)) == ("/sys", "/proc", "/dev")
+    assert ex.force is False and ex.lock_timeout == 30.0 and ex.backup_path is None and ex.argv == []
+
+
+def test_a_lun_that_is_not_running_is_deleted_without_the_in_use_checks(run: Run, host: SyntheticHost) -> None:
+    # An exclusive open or a flush of a LUN whose session is blocked would hang: it is deleted as it is.
+    sid = host.session(f"{T}:dead", state="FAILED", luns={1: "blocked"})
+    disk = host.disks_of(sid)[0]
+    the_plan = run.plan(Selection(stale_only=True))
+    host.lvm([disk])  # device-mapper grabs it between plan and apply
+    report = run.executor().apply(the_plan)
+    assert statuses(report) == [("remove-device", "done"), ("logout", "done")]
+    assert not [c for c in run.runner.calls if c[0] == "blockdev"] and sessions(host) == []
