@@ -766,3 +766,47 @@ def test_a_lun_that_is_not_running_is_deleted_without_the_in_use_checks(run: Run
     report = run.executor().apply(the_plan)
     assert statuses(report) == [("remove-device", "done"), ("logout", "done")]
     assert not [c for c in run.runner.calls if c[0] == "blockdev"] and sessions(host) == []
+
+
+def test_a_discovery_record_goes_with_the_dangling_links_in_its_directory(run: Run, host: SyntheticHost) -> None:
+    db = host.db
+    db.new_discovery("10.0.0.1:3260")
+    d = db.discoveries()[0]
+    dangling = f"{d.dir_relpath}/{T}:x,10.0.0.5,3260,1,default"
+    os.symlink(f"{host.db_root}/nodes/{T}:x/10.0.0.5,3260,1", host.db_root / dangling)
+    the_plan = run.plan(Selection(portals=(Portal.parse("10.0.0.1"),)))
+    assert [str(a.kind) for a in the_plan.actions] == ["delete-discovery"]
+    report = run.executor().apply(the_plan)
+    assert report.ok and not os.path.lexists(host.db_root / d.dir_relpath) and db.discoveries() == []
+
+
+def test_records_are_deleted_in_one_hold_of_the_lock_when_it_is_quick(
+    run: Run, host: SyntheticHost, monkeypatch: Any
+) -> None:
+    from iscsikit.db.lock import DbLock
+
+    for i in range(5):
+        host.db.new_node(f"{T}:v{i}", f"10.0.0.{i}:3260,1")
+    acquired = []
+    real_acquire = DbLock.acquire
+
+    def counting_acquire(self: DbLock, timeout: float | None = None) -> None:
+        acquired.append(self.held)
+        real_acquire(self, timeout)
+
+    monkeypatch.setattr(DbLock, "acquire", counting_acquire)
+    report = run.apply(Selection())
+    assert report.ok and [o.status for o in report.outcomes] == ["done"] * 5
+    assert acquired.count(False) == 2, "one hold for the backup, one for the deletions"
+    assert host.db.nodes() == []
+
+
+def test_a_reset_directory_that_is_not_empty_names_what_is_left(run: Run, host: SyntheticHost) -> None:
+    host.db.new_iface("eth1")
+    the_plan = run.plan(Selection(reset=True))
+    for name in ("d", "b", "a", "c"):
+        (host.db_root / f"ifaces/new-{name}").write_text(f"iface.iscsi_ifacename = new-{name}\n")
+    report = run.executor().apply(the_plan)
+    got = {o.action.path: (o.status, o.message) for o in report.outcomes}
+    assert got["ifaces/eth1"] == ("done", "")
+    assert got["ifaces"] == ("blocked", "not empty: kept records remain (new-a, new-b, new-c)")
