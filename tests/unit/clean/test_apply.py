@@ -546,12 +546,14 @@ def test_a_session_that_logs_in_after_planning_keeps_its_record_and_attachment(r
     db.new_node(f"{T}:a", "127.0.0.1:3260,1", iface="eth1")
     db.new_node(f"{T}:a", "127.0.0.2:3260,1")
     db.new_node(f"{T}:b", "127.0.0.1:3260,1")
+    db.new_node(f"{T}:c", "127.0.0.1:3261,1")
     host.attachment("pvc-a", f"{T}:a")
-    host.attachment("pvc-b", f"{T}:b", ("127.0.0.9:3260",))
+    host.attachment("pvc-b", f"{T}:b", ("127.0.0.1:3260",))  # not the eth1 session's: another iface
     the_plan = run.plan(Selection(targets=(f"{T}:*",)))
-    assert sorted(str(a.kind) for a in the_plan.actions) == ["delete-attachment"] * 2 + ["delete-node"] * 4
+    assert sorted(str(a.kind) for a in the_plan.actions) == ["delete-attachment"] * 2 + ["delete-node"] * 5
     sid = host.session(f"{T}:a", "127.0.0.1:3260,1")  # a CSI NodeStage logs in meanwhile
-    host.session(f"{T}:b", "127.0.0.1:3260,1", iface="eth1")  # another portal and iface: not b's record
+    host.session(f"{T}:b", "127.0.0.1:3260,1", iface="eth1")  # another iface: not b's record
+    c_sid = host.session(f"{T}:c", "127.0.0.1:3261,1")
     report = run.executor().apply(the_plan)
     got = {(a.subject.volume_id if (a := o.action).kind is Kind.DELETE_ATTACHMENT else a.path): (o.status, o.message)
            for o in report.outcomes}  # fmt: skip
@@ -560,10 +562,14 @@ def test_a_session_that_logs_in_after_planning_keeps_its_record_and_attachment(r
         f"nodes/{T}:a/127.0.0.1,3260,1/eth1": ("done", ""),
         f"nodes/{T}:a/127.0.0.2,3260,1/default": ("done", ""),
         f"nodes/{T}:b/127.0.0.1,3260,1/default": ("done", ""),
+        f"nodes/{T}:c/127.0.0.1,3261,1/default": ("blocked", f"session {c_sid} is still logged in on it"),
         "pvc-a": ("blocked", f"session {sid} of it is still logged in"),
         "pvc-b": ("done", ""),
     }
-    assert [(r.target, r.address, r.iface) for r in db.nodes()] == [(f"{T}:a", "127.0.0.1", "default")]
+    assert [(r.target, r.address, r.iface) for r in db.nodes()] == [
+        (f"{T}:a", "127.0.0.1", "default"),
+        (f"{T}:c", "127.0.0.1", "default"),
+    ]
     assert (host.state / "attachments/pvc-a.json").exists() and not (host.state / "attachments/pvc-b.json").exists()
     manifest = read_backup(report.backup or "").manifest
     assert len(manifest["removed"]) == 4 and "pvc-a" not in str(manifest["removed"])
@@ -810,3 +816,23 @@ def test_a_reset_directory_that_is_not_empty_names_what_is_left(run: Run, host: 
     got = {o.action.path: (o.status, o.message) for o in report.outcomes}
     assert got["ifaces/eth1"] == ("done", "")
     assert got["ifaces"] == ("blocked", "not empty: kept records remain (new-a, new-b, new-c)")
+
+
+def test_every_command_has_a_timeout_and_is_marked_as_a_change(run: Run, host: SyntheticHost) -> None:
+    # --dry-run relies on `mutating` (the Runner skips those); a hung multipathd or iscsiadm on `timeout`.
+    s1 = host.session(f"{T}:mp", "127.0.0.1:3260,1")
+    s2 = host.session(f"{T}:mp", "127.0.0.2:3260,1")
+    host.mount(host.multipath_map([host.disks_of(s1)[0], host.disks_of(s2)[0]]), "/data")
+    assert run.apply(Selection(portals=(Portal.parse("127.0.0.1"),))).ok
+    assert [c[0] for c in run.runner.calls] == ["multipathd", "blockdev", "iscsiadm"]
+    assert all(timeout is not None and mutating for timeout, mutating in run.runner.flags), run.runner.flags
+    assert run.runner.flags[0] == (30, True)
+
+
+def test_a_lun_not_running_does_not_hold_up_its_sessions_logout(run: Run, host: SyntheticHost) -> None:
+    sid = host.session(f"{T}:a", luns=[1])
+    the_plan = run.plan(Selection())
+    dead = host.lun(sid, 2, state="offline")  # appears, already given up on, and something holds it
+    host.lvm([dead])
+    report = run.executor().apply(the_plan)
+    assert statuses(report) == [("remove-device", "done"), ("logout", "done")] and sessions(host) == []
