@@ -107,8 +107,9 @@ class FakeHost(Runner):
         with self._lock:
             if path.name == "scan" and path.parent.parent.name == "scsi_host":
                 host = int(path.parent.name.removeprefix("host"))
-                _c, _t, lun = data.split()
-                self._scan(host, int(lun))
+                channel, target_id, lun = data.split()
+                if (channel, target_id) == ("0", "0"):  # iSCSI has one channel and one target per host
+                    self._scan(host, int(lun))
             elif path.name == "delete":
                 ldir = Path(os.path.realpath(path.parent))
                 if not any(d.name in self.stuck for d in (ldir / "block").glob("*")):

@@ -12,6 +12,7 @@ import pytest
 from iscsikit.connector import Attachment, Chap, Connector, StateStore, Timeouts, VolumeSpec
 from iscsikit.connector.state import StateError
 from iscsikit.errors import AttachmentError, DeviceBusyError, LoginAuthFailedError, UsageError
+from iscsikit.names import Portal
 from tests.unit.connector.fakehost import FakeHost, FakeTarget, connector_on
 
 T = "iqn.2026-11.test:tgt1"
@@ -398,11 +399,12 @@ def test_a_failed_logout_keeps_the_record_for_a_retry(host, tmp_path):
     from iscsikit.errors import IscsiadmError
 
     c = make(host, tmp_path)
-    c.connect(spec("v1", 1))
+    a = c.connect(spec("v1", 1))
     host.fail_next["-u"] = 8
     with pytest.raises(IscsiadmError):
         c.disconnect("v1")
     assert c.get("v1").state == "disconnecting" and len(host.sessions()) == 1 and host.disks() == []
+    assert c.get("v1").device == a.device  # the record keeps what was attached, for the retry
     c.disconnect("v1")
     assert host.sessions() == [] and c.get("v1") is None and host.nodes == {}
 
@@ -411,6 +413,8 @@ def test_a_node_record_another_volume_waits_on_is_kept(host, tmp_path):
     c = make(host, tmp_path)
     a = c.connect(spec("v1", 1))
     StateStore(tmp_path / "state").save(Attachment("v2", spec("v2", 2), "connecting"))
+    other = VolumeSpec(volume_id="v3", target=T, portals=("127.0.0.5:3260",), lun=3)
+    StateStore(tmp_path / "state").save(Attachment("v3", other, "connecting"))  # another portal
     host.run(["iscsiadm", "-m", "session", "-r", str(a.sessions[0]), "-u"])  # the session dropped
     c.disconnect("v1")
     assert list(host.nodes) == [(T, P1, "default")]  # v2 will log in through it
@@ -642,3 +646,55 @@ def test_a_single_path_volume_has_no_map(host, tmp_path):
     a = make(host, tmp_path).connect(spec("v1", 1))
     assert a.multipath is None and a.multipath_name is None and a.device.startswith("/dev/sd")
     assert a.paths[0].iface == "default" and a.paths[0].host == 2 and a.paths[0].hctl == "2:0:0:1"
+
+
+def test_volumes_on_different_portals_of_a_target_keep_their_own_sessions_and_records(tmp_path):
+    host = FakeHost(tmp_path / "sys", [FakeTarget(T, {1: 64 * MiB, 2: 32 * MiB}, portals=(P1, P2))])
+    host.multipathd = True
+    c = make(host, tmp_path)
+    a1 = c.connect(spec("v1", 1))
+    a2 = c.connect(VolumeSpec(volume_id="v2", target=T, portals=(P2,), lun=2))
+    assert [p.portal for p in a2.paths] == [f"{P2},1"] and a1.sessions != a2.sessions
+    c.disconnect("v1")
+    assert host.sessions() == a2.sessions and list(host.nodes) == [(T, P2, "default")]
+    # a single-path volume over portals that both have sessions uses one of them
+    c.connect(mp_spec("v3", 1))
+    a4 = c.connect(VolumeSpec(volume_id="v4", target=T, portals=(P1, P2), lun=2))
+    assert len(a4.paths) == 1
+
+
+def test_the_lowest_sid_is_reused_when_a_portal_has_two_sessions(host, tmp_path):
+    c = make(host, tmp_path)
+    c.connect(spec("v1", 1))
+    host._create_session(T, Portal.parse(P1), "default", scan=False)  # an admin's second login
+    a = c.connect(spec("v2", 2))
+    assert a.sessions == [min(host.sessions())]
+
+
+def test_a_lock_held_too_long_fails_after_what_is_left_of_the_timeout(host, tmp_path):
+    from iscsikit.connector.locks import Locks
+    from iscsikit.errors import LockTimeoutError
+
+    c = make(host, tmp_path)
+    assert c.lock_timeout is None
+    with Locks(tmp_path / "state").target(T), pytest.raises(LockTimeoutError, match=r"within 1 s"):
+        c.connect(spec("v1", 1), timeout=0.05)  # at least a second, however little is left
+
+
+def test_a_connector_needs_nothing_until_used_and_defaults_to_the_hosts_trees():
+    c = Connector()
+    assert (str(c.root.path), str(c.dev_root), str(c.store.dir)) == ("/sys", "/dev", "/var/lib/iscsikit/attachments")
+    assert c.wait_for_udev is False and c.lock_timeout is None and c.iscsiadm.runner is c.runner
+    assert c.scsi.runner is c.runner and c.multipath.runner is c.runner
+
+
+def test_an_iface_a_waiting_volume_will_use_is_kept(host, tmp_path):
+    c = make(host, tmp_path)
+    s1 = spec("v1", 1, initiator_name="iqn.2026-11.test:node-a")
+    c.connect(s1)
+    other = VolumeSpec(
+        volume_id="v9", target=f"{T}-other", portals=(P2,), lun=2, initiator_name="iqn.2026-11.test:node-a"
+    )
+    StateStore(tmp_path / "state").save(Attachment("v9", other, "connecting"))  # another target, same iface
+    c.disconnect("v1")
+    assert s1.login_iface in host.ifaces and host.sessions() == []
