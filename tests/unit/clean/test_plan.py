@@ -685,7 +685,10 @@ def test_an_iface_waits_for_the_records_and_sessions_that_stay(host: SyntheticHo
     host.mount(host.disks_of(sid)[0], "/data")
     busy = host.session(f"{T}:b", "10.0.0.2:3260,1", iface="eth2")
     host.mount(host.disks_of(busy)[0], "/data2")
+    db.new_iface("eth4")
+    host.session(f"{T}:c", "10.0.0.4:3260,1", iface="eth4")  # goes without trouble
     p = plan(survey(host), Selection())
+    assert find(p, Kind.DELETE_IFACE, path="ifaces/eth4").blocked_by == ()
     assert find(p, Kind.DELETE_IFACE, path="ifaces/eth1").blocked_by == (f"node record {db.nodes()[0]} stays",)
     assert find(p, Kind.DELETE_IFACE, path="ifaces/eth2").blocked_by == (f"session {busy} stays logged in",)
     assert find(p, Kind.DELETE_IFACE, path="ifaces/eth3").blocked_by == ()
@@ -696,11 +699,11 @@ def test_an_iface_waits_for_the_records_and_sessions_that_stay(host: SyntheticHo
     assert not forced.blocked
     # an iface a kept session or record uses is not planned at all
     p = plan(survey(host), Selection(keep=(f"{T}:a", f"{T}:b")))
-    assert [a.path for a in p.actions if a.kind is Kind.DELETE_IFACE] == ["ifaces/eth3"]
+    assert sorted(a.path for a in p.actions if a.kind is Kind.DELETE_IFACE) == ["ifaces/eth3", "ifaces/eth4"]
     # only decommission, reset, desired or an interrupted run remove ifaces
     assert not [a for a in plan(survey(host), Selection(targets=("nothing",))).actions]
     p = plan(survey(host), Selection(desired=parse_desired(f"{T}:a iface=eth1\n{T}:z iface=eth3\n")))
-    assert [a.path for a in p.actions if a.kind is Kind.DELETE_IFACE] == ["ifaces/eth2"]
+    assert sorted(a.path for a in p.actions if a.kind is Kind.DELETE_IFACE) == ["ifaces/eth2", "ifaces/eth4"]
 
 
 def test_a_pending_iface_link_and_discovery_of_an_interrupted_run_are_taken_again(host: SyntheticHost) -> None:
@@ -745,6 +748,7 @@ def test_desired_keeps_the_discovery_records_of_its_portals(host: SyntheticHost)
     ]
     p = plan(survey(host), Selection(portals=(Portal.parse("10.0.0.2"),)))
     assert [(str(a.kind), a.portal) for a in p.actions] == [("delete-discovery", "10.0.0.2:3260")]
+    assert plan(survey(host), Selection(portals=(Portal.parse("10.0.0.2"),), stale_only=True)).actions == []
 
 
 def test_reset_names_what_keeps_each_record_directory(host: SyntheticHost) -> None:
@@ -797,12 +801,23 @@ def test_junk_and_empty_target_directories_follow_the_filters(host: SyntheticHos
     assert entries(Selection(targets=(f"{T}:a",))) == [f"nodes/{T}:a/junk"]
     assert entries(Selection(targets=(f"{T}:b",))) == [f"nodes/{T}:b"]
     assert entries(Selection(targets=(f"{T}:b",), stale_only=True)) == []
+    assert entries(Selection(targets=(f"{T}:b",), unreachable=True)) == []
+    assert entries(Selection(targets=(f"{T}:b",), desired=())) == [  # desired: every piece of junk goes
+        f"nodes/{T}:a/junk",
+        f"nodes/{T}:keep/odd",
+        "send_targets/odd",
+    ]
     assert entries(Selection(portals=(Portal.parse("10.0.0.1"),))) == []
     reset = entries(Selection(reset=True, portals=(Portal.parse("10.0.0.1"),), keep=(f"{T}:keep",)))
     assert [e for e in reset if "/" in e] == everything
     junk = find(plan(s, Selection(targets=(f"{T}:a",))), Kind.DELETE_ENTRY)
     assert junk.detail.startswith(f"delete nodes/{T}:a/junk: not an open-iscsi record (")
     assert junk.target == f"{T}:a" and junk.paths == (f"nodes/{T}:a/junk",)
+    s.problems.append(LayoutProblem("nodes/stray-file", "not a target directory"))
+    stray = find(plan(s, Selection(targets=("stray-file",))), Kind.DELETE_ENTRY)
+    assert stray.path == "nodes/stray-file" and stray.target == "stray-file"
+    s.problems[-1] = LayoutProblem("nodes", "not a directory")
+    assert find(plan(s, Selection()), Kind.DELETE_ENTRY, path="nodes").target is None
     odd = find(plan(s, Selection()), Kind.DELETE_ENTRY, path="send_targets/odd")
     assert odd.detail == "delete send_targets/odd: not an open-iscsi record (not a discovery record)"
     assert odd.target is None
