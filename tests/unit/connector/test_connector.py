@@ -698,3 +698,38 @@ def test_an_iface_a_waiting_volume_will_use_is_kept(host, tmp_path):
     StateStore(tmp_path / "state").save(Attachment("v9", other, "connecting"))  # another target, same iface
     c.disconnect("v1")
     assert s1.login_iface in host.ifaces and host.sessions() == []
+
+
+def _in_place_without_the_lock(h: FakeHost, s: VolumeSpec, tmp_path: Path) -> None:
+    from iscsikit.connector.locks import Locks
+    from iscsikit.errors import LockTimeoutError
+
+    c = make(h, tmp_path)
+    c.lock_timeout = 0.05
+    a = c.connect(s)
+    with Locks(tmp_path / "state").target(T):  # a long operation on another LUN of the target
+        assert c.connect(s) == a
+        with pytest.raises(LockTimeoutError):
+            c.expand("v1")
+
+
+def test_an_attached_volume_in_place_is_returned_without_the_target_lock(host, tmp_path):
+    _in_place_without_the_lock(host, spec("v1", 1), tmp_path)
+
+
+def test_an_attached_multipath_volume_in_place_is_returned_without_the_target_lock(mp_host, tmp_path):
+    _in_place_without_the_lock(mp_host, mp_spec("v1", 1), tmp_path)
+
+
+def test_expand_errors_name_the_volume(host, tmp_path):
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    disk = a.device.removeprefix("/dev/")
+    (host.sys / f"class/block/{disk}/device/state").write_text("offline\n")
+    with pytest.raises(AttachmentError) as err:
+        c.expand("v1")
+    assert str(err.value) == f"volume v1: expand: paths not running: {disk} (offline)"
+    host.write_file(host.sys / f"class/block/{disk}/device/delete", "1")
+    with pytest.raises(AttachmentError) as err:
+        c.expand("v1")
+    assert str(err.value) == "volume v1: expand: no device of this LUN is present"
