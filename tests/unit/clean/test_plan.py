@@ -245,7 +245,9 @@ def test_a_map_is_flushed_before_its_paths_are_removed_and_sessions_logged_out(h
     _s1, _s2, dm, disks = multipath_scene(host)
     p = plan(survey(host), Selection(targets=(f"{T}:mp",)))
     assert kinds(p) == ["flush-map", "remove-device", "remove-device", "logout", "logout"]
-    assert find(p, Kind.FLUSH_MAP).device == dm and "mpatha (dm-0)" in p.actions[0].detail
+    assert find(p, Kind.FLUSH_MAP).device == dm and p.actions[0].detail == (
+        f"flush multipath map mpatha (dm-0), wwid 360000000000000000e00000000010001 ({disks[0]}, {disks[1]})"
+    )
     assert {a.device for a in p.actions if a.kind is Kind.REMOVE_DEVICE} == set(disks)
     assert not p.blocked
 
@@ -415,6 +417,9 @@ def test_desired_keeps_what_it_names_and_removes_the_rest(host: SyntheticHost) -
     p = plan(survey(host), Selection(desired=desired))
     assert {a.sid for a in p.actions if a.kind is Kind.LOGOUT} == {moved_new - 1, deleted}
     assert find(p, Kind.REMOVE_DEVICE, device=host.disks_of(shared)[1]).sid == shared
+    assert [a.device for a in p.actions if a.kind is Kind.REMOVE_DEVICE and a.sid == shared] == [
+        host.disks_of(shared)[1]
+    ]
     absent(p, Kind.LOGOUT, sid=shared)
     assert {a.path for a in p.actions if a.kind is Kind.DELETE_NODE} == {
         f"nodes/{T}:moved/10.0.0.1,3260,1/default",
@@ -989,3 +994,43 @@ def test_a_pending_attachment_is_taken_again(host: SyntheticHost) -> None:
     s = survey(host)
     s.unreachable = frozenset()
     assert [a.subject.volume_id for a in plan(s, Selection(unreachable=True)).actions] == ["pvc-1"]
+
+
+def test_desired_luns_per_portal_and_iface_and_entries_after_a_volume_id(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_iface("eth1")
+    s1 = host.session(f"{T}:s", "10.0.0.1:3260,1", luns=[1, 2])
+    desired = parse_desired(f"{T}:s 10.0.0.1 lun=1\n{T}:s 10.0.0.2 lun=2\n")
+    p = plan(survey(host), Selection(desired=desired))
+    assert {a.device for a in p.actions if a.kind is Kind.REMOVE_DEVICE} == {host.disks_of(s1)[1]}
+    desired = parse_desired(f"{T}:s iface=eth1 lun=1\n{T}:s iface=default lun=2\n")
+    p = plan(survey(host), Selection(desired=desired))
+    assert {a.device for a in p.actions if a.kind is Kind.REMOVE_DEVICE} == {host.disks_of(s1)[0]}
+    # attachments: an entry after a volume id entry still counts; an iface entry must match
+    host.attachment("pvc-x", f"{T}:s", ("10.0.0.1:3260",))
+    doc = f'[{{"target": "x", "volume_id": "pvc-other"}}, {{"target": "{T}:s", "luns": [1]}}]'
+    p = plan(survey(host), Selection(desired=parse_desired(doc)))
+    assert not [a for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT]
+    doc = f'[{{"target": "{T}:s", "luns": [2]}}, {{"target": "{T}:s", "luns": [1]}}]'
+    p = plan(survey(host), Selection(desired=parse_desired(doc)))
+    assert not [a for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT]
+    p = plan(survey(host), Selection(desired=parse_desired(f"{T}:s iface=eth1\n")))
+    assert [a.subject.volume_id for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT] == ["pvc-x"]
+
+
+def test_an_attachments_sessions_are_those_on_its_portals_and_iface(host: SyntheticHost) -> None:
+    host.db.new_iface("eth1")
+    on_eth1 = host.session(f"{T}:a", "10.0.0.1:3260,1", iface="eth1")
+    other_portal = host.session(f"{T}:a", "10.0.0.2:3260,1")
+    mine = host.session(f"{T}:a", "10.0.0.1:3260,1")
+    host.attachment("pvc-a", f"{T}:a", ("10.0.0.1:3260",))
+    p = plan(survey(host), Selection())
+    assert find(p, Kind.DELETE_ATTACHMENT).detail == (
+        f"delete attachment record pvc-a (attached): its session(s) {mine} are logged out"
+    )
+    assert {on_eth1, other_portal} < {a.sid for a in p.actions if a.kind is Kind.LOGOUT}
+
+
+def test_lists_in_details_are_comma_separated() -> None:
+    sel = Selection(keep=("iqn.x:a", "iqn.x:b"))
+    assert sel.describe() == "everything (decommission); keeping iqn.x:a, iqn.x:b"
