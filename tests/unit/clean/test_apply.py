@@ -157,10 +157,11 @@ def test_a_multipath_map_that_becomes_busy_after_planning_is_not_flushed(run: Ru
     dm = host.multipath_map([host.disks_of(s1)[0], host.disks_of(s2)[0]])
     the_plan = run.plan(Selection())
     assert not the_plan.blocked
-    host.open_fd(dm, 5150, "postgres")  # a process opens the map between plan and apply
+    host.open_fd(dm, 5150, "postgres")  # processes open the map between plan and apply
+    host.open_fd(dm, 5151, "pg_dump")
     report = run.executor().apply(the_plan)
     assert not report.ok and statuses(report)[0] == ("flush-map", "blocked")
-    assert "open by pid 5150 (postgres)" in report.outcomes[0].message
+    assert report.outcomes[0].message == (f"mpatha ({dm}) is open by pid 5150 (postgres); open by pid 5151 (pg_dump)")
     assert not [c for c in run.runner.calls if c[:2] == ["multipath", "-f"]]
     assert (host.sys / f"class/block/{dm}").exists() and sessions(host) == sorted([f"session{s1}", f"session{s2}"])
 
@@ -204,7 +205,10 @@ def test_multipath_map_flushed_then_paths_removed_then_logouts(run: Run, host: S
     s2 = host.session(f"{T}:mp", "127.0.0.2:3260,1")
     host.map_partition(host.multipath_map([host.disks_of(s1)[0], host.disks_of(s2)[0]]))
     report = run.apply(Selection())
-    assert report.ok
+    assert (
+        report.ok
+        and statuses(report) == [("flush-map", "done")] + [("remove-device", "done")] * 2 + [("logout", "done")] * 2
+    )
     assert [c[:2] for c in run.runner.calls] == [
         ["multipath", "-f"],
         ["blockdev", "--flushbufs"],
@@ -836,3 +840,48 @@ def test_a_lun_not_running_does_not_hold_up_its_sessions_logout(run: Run, host: 
     host.lvm([dead])
     report = run.executor().apply(the_plan)
     assert statuses(report) == [("remove-device", "done"), ("logout", "done")] and sessions(host) == []
+
+
+def test_what_goes_away_while_the_backup_is_written_counts_as_gone(
+    run: Run, host: SyntheticHost, monkeypatch: Any
+) -> None:
+    import shutil
+
+    import iscsikit.clean.apply as apply_module
+
+    db = host.db
+    db.new_discovery("10.0.0.1:3260")
+    (host.db_root / f"nodes/{T}:j").mkdir(parents=True)
+    (host.db_root / f"nodes/{T}:j/junk").write_text("x")
+    host.attachment("pvc-1", f"{T}:gone")
+    host.attachment("pvc-2", f"{T}:gone", lun=2)
+    the_plan = run.plan(Selection())
+    real_write = apply_module.write_backup
+
+    def write_then_someone_cleans(*args: Any) -> Path:
+        path = real_write(*args)
+        shutil.rmtree(host.db_root / "send_targets/10.0.0.1,3260")
+        (host.db_root / f"nodes/{T}:j/junk").unlink()
+        (host.state / "attachments/pvc-1.json").unlink()
+        (host.state / "attachments/pvc-2.json").unlink()
+        (host.state / "attachments/pvc-2.json").mkdir()
+        (host.state / "attachments/pvc-2.json/x").write_text("")
+        return path
+
+    monkeypatch.setattr(apply_module, "write_backup", write_then_someone_cleans)
+    report = run.executor().apply(the_plan)
+    got = {(str(o.action.kind), o.status) for o in report.outcomes}
+    assert got >= {("delete-discovery", "gone"), ("delete-entry", "gone"), ("delete-attachment", "gone")}
+    failed = [o for o in report.outcomes if o.status == "failed"]
+    assert [(str(o.action.kind), o.message) for o in failed] == [
+        ("delete-attachment", f"{host.state}/attachments/pvc-2.json: Is a directory")
+    ]
+
+
+def test_junk_elsewhere_never_takes_a_kept_target_directory(run: Run, host: SyntheticHost) -> None:
+    (host.db_root / f"nodes/{T}:e").mkdir(parents=True)  # empty, but kept
+    (host.db_root / f"send_targets/{T}:e").mkdir(parents=True)
+    (host.db_root / f"send_targets/{T}:e/junk").write_text("x")
+    report = run.apply(Selection(keep=(f"{T}:e",)))
+    assert ("delete-entry", "done") in statuses(report)
+    assert (host.db_root / f"nodes/{T}:e").is_dir() and not (host.db_root / f"send_targets/{T}:e/junk").exists()
