@@ -885,3 +885,22 @@ def test_junk_elsewhere_never_takes_a_kept_target_directory(run: Run, host: Synt
     report = run.apply(Selection(keep=(f"{T}:e",)))
     assert ("delete-entry", "done") in statuses(report)
     assert (host.db_root / f"nodes/{T}:e").is_dir() and not (host.db_root / f"send_targets/{T}:e/junk").exists()
+
+
+def test_an_attachment_is_kept_for_any_live_session_on_its_portal_and_iface(run: Run, host: SyntheticHost) -> None:
+    host.db.new_iface("eth1")
+    host.attachment("pvc-a", f"{T}:a", ("127.0.0.1:3260",))
+    host.attachment("pvc-b", f"{T}:b", ("127.0.0.1:3260",))
+    the_plan = run.plan(Selection())
+    host.session(f"{T}:a", "127.0.0.1:3260,1", iface="eth1")  # another iface, found first
+    old_kernel = host.session(f"{T}:a", "127.0.0.1:3260,1")
+    attrs = host.sys / f"class/iscsi_session/session{old_kernel}/ifacename"
+    attrs.unlink()  # a kernel without the attribute: the session is on iface default
+    host.session(f"{T}:b", "127.0.0.7:3260,1")  # another portal
+    report = run.executor().apply(the_plan)
+    got = {o.action.subject.volume_id: (o.status, o.message) for o in report.outcomes
+           if o.action.kind is Kind.DELETE_ATTACHMENT}  # fmt: skip
+    assert got == {
+        "pvc-a": ("blocked", f"session {old_kernel} of it is still logged in"),
+        "pvc-b": ("done", ""),
+    }

@@ -733,3 +733,14 @@ def test_expand_errors_name_the_volume(host, tmp_path):
     with pytest.raises(AttachmentError) as err:
         c.expand("v1")
     assert str(err.value) == "volume v1: expand: no device of this LUN is present"
+
+
+def test_a_session_without_an_ifacename_counts_as_default(host, tmp_path):
+    c = make(host, tmp_path)
+    a1 = c.connect(spec("v1", 1))
+    StateStore(tmp_path / "state").save(Attachment("v2", spec("v2", 2), "connecting"))  # no disk yet
+    (sid,) = a1.sessions
+    link = host.sys / f"class/iscsi_session/session{sid}"
+    (link.resolve() / "ifacename").unlink()  # an older kernel
+    c.disconnect("v1")
+    assert host.sessions() == [sid]  # v2 still uses it
