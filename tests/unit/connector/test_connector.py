@@ -744,3 +744,18 @@ def test_a_session_without_an_ifacename_counts_as_default(host, tmp_path):
     (link.resolve() / "ifacename").unlink()  # an older kernel
     c.disconnect("v1")
     assert host.sessions() == [sid]  # v2 still uses it
+
+
+def test_a_disconnect_that_cannot_take_the_lock_leaves_a_disconnecting_record(host, tmp_path):
+    from iscsikit.connector.locks import Locks
+    from iscsikit.errors import LockTimeoutError
+
+    c = make(host, tmp_path)
+    c.connect(spec("v1", 1))
+    (tmp_path / "state/attachments/v1.json").unlink()  # the plugin lost its state
+    c.lock_timeout = 0.05
+    with Locks(tmp_path / "state").target(T), pytest.raises(LockTimeoutError):
+        c.disconnect(spec("v1", 1))
+    assert c.get("v1").state == "disconnecting" and host.disks() == [] and len(host.sessions()) == 1
+    c.disconnect("v1")
+    assert host.sessions() == [] and c.get("v1") is None
