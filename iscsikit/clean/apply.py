@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from iscsikit.clean.backup import EntryCollector, default_backup_path, write_backup
 from iscsikit.clean.collect import clear_journal, write_journal
+from iscsikit.clean.member import DB_PREFIX, UnsafeMemberError, check_member
 from iscsikit.clean.model import RECORD_DIRS, AttachmentView, DeviceView, MapView, PendingItem, SessionView
 from iscsikit.clean.plan import Action, Kind, Plan
 from iscsikit.clean.usage import UsageScanner
@@ -305,7 +306,10 @@ class Executor:
             todo: list[Action] = []
             for a in db_actions:
                 reason = self._still_used(a, live)
-                if reason and not self.force:
+                unrestorable = _unrestorable(root, a)
+                if unrestorable:  # even forced: nothing is removed without a backup restore accepts
+                    record(Outcome(a, "blocked", unrestorable))
+                elif reason and not self.force:
                     record(Outcome(a, "blocked", reason))
                 else:
                     todo.append(a)
@@ -511,6 +515,24 @@ class Executor:
 
 
 _TOP_DIRS = frozenset(RECORD_DIRS)
+
+
+def _unrestorable(root: str, a: Action) -> str | None:
+    """Why junk cannot go: ``restore`` would refuse its copy (and with it the whole backup).
+
+    Junk is whatever lies in the DB that iscsiadm did not write: a tree deeper than its layout
+    or a link not of its form is removed by hand, not by ``clean``.
+    """
+    if a.kind is not Kind.DELETE_ENTRY or a.path in _TOP_DIRS:
+        return None
+    collector = EntryCollector(root)
+    collector.add_all(a.paths, recursive=True)
+    for e in collector.snapshot().entries:
+        try:
+            check_member(f"{DB_PREFIX}{e.relpath}", e.type, e.mode, e.target or "", include_config=True)
+        except UnsafeMemberError as exc:
+            return f"not backed up in a form restore accepts ({exc}); remove it by hand"
+    return None
 
 
 def _pending_item(a: Action) -> PendingItem | None:

@@ -447,6 +447,8 @@ class SimulatedRunner(Runner):
         self.sys_root = sys_root
         self.calls: list[list[str]] = []
         self.writes: list[tuple[str, str]] = []
+        #: per call: (timeout, mutating), what a dry run and a hung tool depend on
+        self.flags: list[tuple[float | None, bool]] = []
 
     def run(
         self,
@@ -463,6 +465,7 @@ class SimulatedRunner(Runner):
 
         argv = [str(a) for a in argv]
         self.calls.append(argv)
+        self.flags.append((timeout, mutating))
         rc, out, err = simulate(self.sys_root, argv)
         if check and rc not in set(ok_codes):
             raise CommandError(argv, rc, out, err)

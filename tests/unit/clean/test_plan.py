@@ -245,7 +245,9 @@ def test_a_map_is_flushed_before_its_paths_are_removed_and_sessions_logged_out(h
     _s1, _s2, dm, disks = multipath_scene(host)
     p = plan(survey(host), Selection(targets=(f"{T}:mp",)))
     assert kinds(p) == ["flush-map", "remove-device", "remove-device", "logout", "logout"]
-    assert find(p, Kind.FLUSH_MAP).device == dm and "mpatha (dm-0)" in p.actions[0].detail
+    assert find(p, Kind.FLUSH_MAP).device == dm and p.actions[0].detail == (
+        f"flush multipath map mpatha (dm-0), wwid 360000000000000000e00000000010001 ({disks[0]}, {disks[1]})"
+    )
     assert {a.device for a in p.actions if a.kind is Kind.REMOVE_DEVICE} == set(disks)
     assert not p.blocked
 
@@ -415,6 +417,9 @@ def test_desired_keeps_what_it_names_and_removes_the_rest(host: SyntheticHost) -
     p = plan(survey(host), Selection(desired=desired))
     assert {a.sid for a in p.actions if a.kind is Kind.LOGOUT} == {moved_new - 1, deleted}
     assert find(p, Kind.REMOVE_DEVICE, device=host.disks_of(shared)[1]).sid == shared
+    assert [a.device for a in p.actions if a.kind is Kind.REMOVE_DEVICE and a.sid == shared] == [
+        host.disks_of(shared)[1]
+    ]
     absent(p, Kind.LOGOUT, sid=shared)
     assert {a.path for a in p.actions if a.kind is Kind.DELETE_NODE} == {
         f"nodes/{T}:moved/10.0.0.1,3260,1/default",
@@ -493,3 +498,539 @@ def test_survey_round_trips_to_json(host: SyntheticHost, tmp_path: Path) -> None
     doc = survey(host).to_json()
     assert doc["sessions"][0]["target"] == f"{T}:db" and doc["devices"][0]["users"] == []
     assert doc["attachments"][0]["volume_id"] == "pvc-db"
+
+
+# ---- what the user reads: descriptions, details, notes, JSON (mutation testing, issue 14) ---------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(1, "1 s"), (119, "119 s"), (120, "2 min"), (7199, "119 min"), (7200, "2 h"), (172799, "47 h"),
+     (172800, "2 d"), (864000, "10 d")],
+)  # fmt: skip
+def test_durations_are_shown_in_the_largest_whole_unit(seconds: int, text: str) -> None:
+    assert Selection(stale_only=True, older_than=seconds).describe() == f"stale only (failing >= {text})"
+
+
+def test_every_flag_is_described_and_serialised() -> None:
+    desired = parse_desired("iqn.x:a 10.0.0.1:3260 lun=1,2\n")
+    sel = Selection(
+        portals=(Portal.parse("10.0.0.1"),), unreachable=True, desired=desired, reset=True, keep_config=False,
+        force=True, stale_only=True,
+    )  # fmt: skip
+    assert sel.describe() == (
+        "everything not in the desired list (1 entries); portal 10.0.0.1:3260; stale only; unreachable portals; "
+        "full reset including initiatorname.iscsi and iscsid.conf; forced"
+    )
+    assert not sel.decommission and not sel.host_wide
+    assert sel.to_json() == {
+        "targets": [], "portals": ["10.0.0.1:3260"], "stale_only": True, "older_than": 0.0, "unreachable": True,
+        "desired": [{"target": "iqn.x:a", "portal": "10.0.0.1:3260", "luns": [1, 2], "iface": None,
+                     "volume_id": None}],
+        "keep": [], "reset": True, "keep_config": False, "force": True,
+    }  # fmt: skip
+    assert Selection(targets=("iqn.x:*",), keep=("iqn.x:db",)).to_json() | {"targets": 0, "keep": 0} == {
+        "targets": 0, "portals": [], "stale_only": False, "older_than": 0.0, "unreachable": False, "desired": None,
+        "keep": 0, "reset": False, "keep_config": True, "force": False,
+    }  # fmt: skip
+    assert Selection(targets=("a",), keep=("b",)).to_json()["targets"] == ["a"]
+    assert Selection(targets=("a",), keep=("b",)).to_json()["keep"] == ["b"]
+    for sel, decommission, host_wide in [
+        (Selection(), True, True),
+        (Selection(keep=("x",), reset=True, force=True), True, True),
+        (Selection(targets=("x",)), False, False),
+        (Selection(portals=(Portal.parse("10.0.0.1"),)), False, False),
+        (Selection(stale_only=True), False, True),
+        (Selection(unreachable=True), False, False),
+        (Selection(desired=()), False, True),
+    ]:
+        assert (sel.decommission, sel.host_wide) == (decommission, host_wide), sel
+    assert Selection(desired=()).describe() == "everything not in the desired list (0 entries)"
+    assert Selection(reset=True).describe() == "everything (decommission); full reset"
+    assert Selection(unreachable=True).describe() == "unreachable portals"
+
+
+def test_the_plan_summary_counts_kinds_and_blocked_actions(host: SyntheticHost) -> None:
+    _sid, disk = mounted_scene(host)
+    host.db.new_node(f"{T}:free", "10.0.0.5:3260,1")
+    host.mount(disk, "/mnt/db")
+    p = plan(survey(host), Selection())
+    assert p.summary() == {
+        "total": 6,
+        "blocked": 5,
+        "by_kind": {"remove-device": 1, "logout": 1, "delete-node": 2, "delete-discovery": 1, "delete-attachment": 1},
+    }
+    assert [a.target for a in p.runnable] == [f"{T}:free"] and len(p.blocked) == 5
+    doc = p.to_json()
+    assert doc["summary"] == p.summary() and doc["selection"] == Selection().to_json()
+    assert doc["db_root"] == str(host.db_root) and doc["notes"] == []
+    assert [a["order"] for a in doc["actions"]] == [1, 2, 3, 4, 5, 6]
+    assert doc["actions"][0]["blocked_by"] == [f"/dev/{disk} is mounted at /mnt/db"]
+
+
+def test_details_name_the_state_the_map_and_the_reason(host: SyntheticHost) -> None:
+    sid = host.session(f"{T}:stale", state="FAILED", conn_state="failed", recovery_tmo=7200,
+                       luns={1: "transport-offline"})  # fmt: skip
+    other = host.session(f"{T}:ok", "127.0.0.2:3260,1", luns=[1])
+    host.multipath_map([], name="mpathq", wwid="36001")
+    host.multipath_map([host.disks_of(other)[0]], name="", wwid="")
+    p = plan(survey(host), Selection(stale_only=True))
+    disk = host.disks_of(sid)[0]
+    assert find(p, Kind.LOGOUT).detail == f"log out session {sid} (FAILED for at least 2 h, iface default)"
+    assert find(p, Kind.REMOVE_DEVICE).detail == (
+        f"flush and remove /dev/{disk} (LUN 1, {sid + 1}:0:0:1, transport-offline) of session {sid}"
+    )
+    assert (
+        find(p, Kind.FLUSH_MAP, device="dm-0").detail == "flush multipath map mpathq (dm-0), wwid 36001 (no paths left)"
+    )
+    assert find(p, Kind.LOGOUT).portal == "127.0.0.1:3260,1" and find(p, Kind.LOGOUT).target == f"{T}:stale"
+    # a map over a path that goes, without a name or wwid
+    p = plan(survey(host), Selection(targets=(f"{T}:ok",)))
+    assert find(p, Kind.FLUSH_MAP).detail == f"flush multipath map dm-1 ({host.disks_of(other)[0]})"
+    assert [str(a.kind) for a in p.actions] == ["flush-map", "remove-device", "logout"]
+
+
+def test_an_orphan_device_detail_and_a_session_without_a_state(host: SyntheticHost) -> None:
+    orphan = host.orphan_device(lun=3)
+    s = survey(host)
+    d = s.devices[0]
+    p = plan(s, Selection())
+    action = find(p, Kind.REMOVE_DEVICE)
+    assert action.detail == f"remove orphan /dev/{orphan} (LUN 3, {d.hctl}): its session is gone"
+    assert action.target is None and action.portal is None and action.sid is None
+    from dataclasses import replace
+
+    x = replace(s.sessions[0], state=None) if s.sessions else None
+    assert x is None  # the orphan's session is not listed
+    sid = host.session(f"{T}:x")
+    s = survey(host)
+    s.sessions[:] = [replace(v, state=None) if v.sid == sid else v for v in s.sessions]
+    assert find(plan(s, Selection()), Kind.LOGOUT).detail == f"log out session {sid} (unknown state, iface default)"
+
+
+def test_unreachable_takes_sessions_records_links_and_attachments_of_dead_portals_only(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_discovery("10.0.0.1:3260")
+    db.new_discovery("10.0.0.2:3260")
+    db.new_node(f"{T}:down", "10.0.0.1:3260,1", discovery=db.discoveries()[0])
+    db.new_node(f"{T}:up", "10.0.0.2:3260,1", discovery=db.discoveries()[1])
+    down = host.session(f"{T}:down", "10.0.0.1:3260,1", state="FAILED")
+    host.session(f"{T}:up", "10.0.0.2:3260,1")
+    host.orphan_device()
+    (host.db_root / "static").mkdir(exist_ok=True)
+    os.symlink(f"{host.db_root}/nodes/{T}:x/10.0.0.1,3260,1", host.db_root / f"static/{T}:x,10.0.0.1,3260,1,default")
+    os.symlink(f"{host.db_root}/nodes/{T}:y/10.0.0.2,3260,1", host.db_root / f"static/{T}:y,10.0.0.2,3260,1,default")
+    host.attachment("pvc-down", f"{T}:old", ("10.0.0.1:3260",))
+    host.attachment("pvc-mixed", f"{T}:old", ("10.0.0.1:3260", "10.0.0.2:3260"))
+    db.new_discovery("10.0.0.3:3260")  # no node records: one down, one up
+    db.new_discovery("10.0.0.4:3260")
+    s = survey(host)
+    s.unreachable = frozenset({"10.0.0.1:3260", "10.0.0.3:3260"})
+    p = plan(s, Selection(unreachable=True))
+    assert [(str(a.kind), a.target, a.portal) for a in p.actions] == [
+        ("remove-device", f"{T}:down", "10.0.0.1:3260,1"),
+        ("logout", f"{T}:down", "10.0.0.1:3260,1"),
+        ("delete-node", f"{T}:down", "10.0.0.1:3260,1"),
+        ("delete-link", f"{T}:x", "10.0.0.1:3260,1"),
+        ("delete-discovery", None, "10.0.0.1:3260"),
+        ("delete-discovery", None, "10.0.0.3:3260"),
+        ("delete-attachment", f"{T}:old", "10.0.0.1:3260"),
+    ]
+    assert find(p, Kind.DELETE_DISCOVERY, portal="10.0.0.1:3260").detail == (
+        "delete sendtargets discovery record 10.0.0.1:3260 (it discovered 1 of the node records above)"
+    )
+    assert find(p, Kind.DELETE_DISCOVERY, portal="10.0.0.3:3260").detail == (
+        "delete sendtargets discovery record 10.0.0.3:3260"
+    )
+    assert find(p, Kind.LOGOUT).sid == down
+    # not probed: nothing counts as unreachable
+    s.unreachable = None
+    assert plan(s, Selection(unreachable=True)).actions == []
+    # with a target filter too, both must match
+    s.unreachable = frozenset({"10.0.0.1:3260"})
+    p = plan(s, Selection(unreachable=True, targets=(f"{T}:x",)))
+    assert [(str(a.kind), a.target) for a in p.actions] == [("delete-link", f"{T}:x")]
+
+
+def test_attachments_follow_their_sessions_and_the_selection(host: SyntheticHost) -> None:
+    host.db.new_iface("eth1")
+    host.session(f"{T}:a", "10.0.0.1:3260,1", iface="eth1")
+    host.attachment("pvc-default", f"{T}:a", ("10.0.0.1:3260",))  # iface default: not the eth1 session's
+    host.attachment("pvc-other-portal", f"{T}:a", ("10.0.0.9:3260",))
+    (host.state / "attachments/junk.json").write_text("{")
+    s = survey(host)
+    p = plan(s, Selection(targets=(f"{T}:a",)))
+    assert sorted(a.subject.volume_id for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT) == [
+        "pvc-default",
+        "pvc-other-portal",
+    ]  # an unreadable record belongs to no target: not under --target
+    assert find(p, Kind.DELETE_ATTACHMENT, portal="10.0.0.1:3260").detail == (
+        "delete attachment record pvc-default (attached): no session of it is left"
+    )
+    p = plan(s, Selection(reset=True, targets=(f"{T}:none",)))
+    assert [a.subject.volume_id for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT] == ["junk"]
+    assert find(p, Kind.DELETE_ATTACHMENT).detail.startswith(
+        f"delete unreadable attachment record {host.state}/attachments/junk.json ("
+    )
+    desired = parse_desired(f"{T}:a 10.0.0.1:3260 lun=1\n{T}:a 10.0.0.9:3260 lun=2\n")
+    p = plan(s, Selection(desired=desired))
+    assert sorted(a.subject.volume_id for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT) == [
+        "junk",
+        "pvc-other-portal",
+    ]  # pvc-other-portal is LUN 1, the desired list wants LUN 2 there
+
+
+def test_an_iface_waits_for_the_records_and_sessions_that_stay(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_iface("eth1")
+    db.new_iface("eth2")
+    db.new_iface("eth3")
+    db.new_node(f"{T}:a", "10.0.0.1:3260,1", iface="eth1")
+    sid = host.session(f"{T}:a", "10.0.0.1:3260,1", iface="eth1")
+    host.mount(host.disks_of(sid)[0], "/data")
+    busy = host.session(f"{T}:b", "10.0.0.2:3260,1", iface="eth2")
+    host.mount(host.disks_of(busy)[0], "/data2")
+    db.new_iface("eth4")
+    host.session(f"{T}:c", "10.0.0.4:3260,1", iface="eth4")  # goes without trouble
+    p = plan(survey(host), Selection())
+    assert find(p, Kind.DELETE_IFACE, path="ifaces/eth4").blocked_by == ()
+    assert find(p, Kind.DELETE_IFACE, path="ifaces/eth1").blocked_by == (f"node record {db.nodes()[0]} stays",)
+    assert find(p, Kind.DELETE_IFACE, path="ifaces/eth2").blocked_by == (f"session {busy} stays logged in",)
+    assert find(p, Kind.DELETE_IFACE, path="ifaces/eth3").blocked_by == ()
+    assert find(p, Kind.DELETE_IFACE, path="ifaces/eth3").detail == (
+        "delete iface record eth3 (no node record or session uses it any more)"
+    )
+    forced = plan(survey(host), Selection(force=True))
+    assert not forced.blocked
+    # an iface a kept session or record uses is not planned at all
+    p = plan(survey(host), Selection(keep=(f"{T}:a", f"{T}:b")))
+    assert sorted(a.path for a in p.actions if a.kind is Kind.DELETE_IFACE) == ["ifaces/eth3", "ifaces/eth4"]
+    # only decommission, reset, desired or an interrupted run remove ifaces
+    assert not [a for a in plan(survey(host), Selection(targets=("nothing",))).actions]
+    p = plan(survey(host), Selection(desired=parse_desired(f"{T}:a iface=eth1\n{T}:z iface=eth3\n")))
+    assert sorted(a.path for a in p.actions if a.kind is Kind.DELETE_IFACE) == ["ifaces/eth2", "ifaces/eth4"]
+
+
+def test_a_pending_iface_link_and_discovery_of_an_interrupted_run_are_taken_again(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_iface("eth9")
+    db.new_discovery("10.0.0.1:3260")
+    (host.db_root / "static").mkdir(exist_ok=True)
+    link = f"static/{T}:x,10.0.0.7,3260,1,default"
+    os.symlink(f"{host.db_root}/nodes/{T}:x/10.0.0.7,3260,1", host.db_root / link)
+    disc = db.discoveries()[0]
+    sel = Selection(targets=("iqn.nothing:*",))
+    assert plan(survey(host), sel).actions == []
+    write_journal(
+        host.state,
+        [PendingItem("iface", "eth9"), PendingItem("link", link), PendingItem("discovery", disc.relpath)],
+        ["iscsikit", "clean"],
+    )
+    p = plan(survey(host), sel)
+    assert sorted((str(a.kind), a.path) for a in p.actions) == [
+        ("delete-discovery", disc.relpath),
+        ("delete-iface", "ifaces/eth9"),
+        ("delete-link", link),
+    ]
+
+
+def test_desired_keeps_the_discovery_records_of_its_portals(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_discovery("10.0.0.1:3260")
+    db.new_discovery("10.0.0.2:3260")
+    db.new_node(f"{T}:gone", "10.0.0.1:3260,1", discovery=db.discoveries()[0])
+    p = plan(survey(host), Selection(desired=parse_desired(f"{T}:new 10.0.0.1\n{T}:any\n")))
+    assert [(str(a.kind), a.portal) for a in p.actions] == [
+        ("delete-node", "10.0.0.1:3260,1"),
+        ("delete-discovery", "10.0.0.2:3260"),
+    ]
+    p = plan(survey(host), Selection(targets=(f"{T}:gone",), stale_only=True))
+    assert p.actions == []  # no session: the record is not stale, nor its discovery record
+    p = plan(survey(host), Selection(targets=(f"{T}:gone",)))
+    assert [(str(a.kind), a.portal) for a in p.actions] == [
+        ("delete-node", "10.0.0.1:3260,1"),
+        ("delete-discovery", "10.0.0.1:3260"),
+    ]
+    p = plan(survey(host), Selection(portals=(Portal.parse("10.0.0.2"),)))
+    assert [(str(a.kind), a.portal) for a in p.actions] == [("delete-discovery", "10.0.0.2:3260")]
+    assert plan(survey(host), Selection(portals=(Portal.parse("10.0.0.2"),), stale_only=True)).actions == []
+
+
+def test_reset_names_what_keeps_each_record_directory(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_iface("eth1")
+    db.new_discovery("10.0.0.1:3260")
+    db.new_node(f"{T}:prod", "10.0.0.1:3260,1", iface="eth1", discovery=db.discoveries()[0])
+    db.new_node(f"{T}:prod", "10.0.0.2:3260,1", iface="eth1")
+    db.new_node(f"{T}:scratch", "10.0.0.3:3260,1")
+    s = survey(host)
+    p = plan(s, Selection(reset=True, keep=(f"{T}:prod",)))
+    prod = [r for r in s.nodes if r.target == f"{T}:prod"]
+    static_link = next(lk.relpath for lk in s.links if lk.relpath.startswith("static/") and lk.node == prod[1])
+    st_link = next(lk.relpath for lk in s.links if lk.relpath.startswith("send_targets/"))
+    assert sorted(n for n in p.notes if n.startswith("reset:")) == sorted(
+        [
+            f"reset: nodes/ stays, it holds what stays (node record {prod[0]}, ...)",
+            f"reset: static/ stays, it holds what stays (link {static_link}, ...)",
+            f"reset: send_targets/ stays, it holds what stays (link {st_link}, ...)",
+            "reset: ifaces/ stays, it holds what stays (iface record eth1, ...)",
+        ]
+    )
+    assert [(str(a.kind), a.path) for a in p.actions] == [("delete-node", f"nodes/{T}:scratch/10.0.0.3,3260,1/default")]
+    p = plan(s, Selection(reset=True))
+    assert [a.path for a in p.actions if a.kind is Kind.DELETE_ENTRY] == ["static", "send_targets", "nodes", "ifaces"]
+    assert all(a.detail == f"reset: remove the {a.path}/ directory once everything in it is gone"
+               for a in p.actions if a.kind is Kind.DELETE_ENTRY)  # fmt: skip
+
+
+def test_junk_and_empty_target_directories_follow_the_filters(host: SyntheticHost) -> None:
+    from iscsikit.db.layout import LayoutProblem
+
+    (host.db_root / "nodes").mkdir(exist_ok=True)
+    (host.db_root / f"nodes/{T}:a").mkdir()
+    (host.db_root / f"nodes/{T}:a/junk").write_text("x")
+    (host.db_root / f"nodes/{T}:b").mkdir()
+    (host.db_root / f"nodes/{T}:keep").mkdir()
+    s = survey(host)
+    s.problems.append(LayoutProblem("send_targets/odd", "not a discovery record"))
+    s.problems.append(LayoutProblem(f"nodes/{T}:keep/odd", "not a portal"))
+    assert sorted(s.empty_targets) == [f"{T}:b", f"{T}:keep"]
+
+    def entries(sel: Selection) -> list[str]:
+        return sorted(a.path or "" for a in plan(s, sel).actions if a.kind is Kind.DELETE_ENTRY)
+
+    everything = [f"nodes/{T}:a/junk", f"nodes/{T}:b", "send_targets/odd"]
+    assert entries(Selection(keep=(f"{T}:keep",))) == everything
+    assert entries(Selection(keep=(f"{T}:keep",), desired=())) == everything
+    assert entries(Selection(keep=(f"{T}:keep",), stale_only=True)) == [f"nodes/{T}:b"]
+    assert entries(Selection(targets=(f"{T}:a",))) == [f"nodes/{T}:a/junk"]
+    assert entries(Selection(targets=(f"{T}:b",))) == [f"nodes/{T}:b"]
+    assert entries(Selection(targets=(f"{T}:b",), stale_only=True)) == []
+    assert entries(Selection(targets=(f"{T}:b",), unreachable=True)) == []
+    assert entries(Selection(targets=(f"{T}:b",), desired=())) == [  # desired: every piece of junk goes
+        f"nodes/{T}:a/junk",
+        f"nodes/{T}:keep/odd",
+        "send_targets/odd",
+    ]
+    assert entries(Selection(portals=(Portal.parse("10.0.0.1"),))) == []
+    reset = entries(Selection(reset=True, portals=(Portal.parse("10.0.0.1"),), keep=(f"{T}:keep",)))
+    assert [e for e in reset if "/" in e] == everything
+    junk = find(plan(s, Selection(targets=(f"{T}:a",))), Kind.DELETE_ENTRY)
+    assert junk.detail.startswith(f"delete nodes/{T}:a/junk: not an open-iscsi record (")
+    assert junk.target == f"{T}:a" and junk.paths == (f"nodes/{T}:a/junk",)
+    s.problems.append(LayoutProblem("nodes/stray-file", "not a target directory"))
+    stray = find(plan(s, Selection(targets=("stray-file",))), Kind.DELETE_ENTRY)
+    assert stray.path == "nodes/stray-file" and stray.target == "stray-file"
+    s.problems[-1] = LayoutProblem("nodes", "not a directory")
+    assert find(plan(s, Selection()), Kind.DELETE_ENTRY, path="nodes").target is None
+    odd = find(plan(s, Selection()), Kind.DELETE_ENTRY, path="send_targets/odd")
+    assert odd.detail == "delete send_targets/odd: not an open-iscsi record (not a discovery record)"
+    assert odd.target is None
+    empty = find(plan(s, Selection(targets=(f"{T}:b",))), Kind.DELETE_ENTRY)
+    assert empty.detail == f"delete nodes/{T}:b: an empty target directory (left by an interrupted delete)"
+
+
+def test_actions_of_a_phase_are_ordered_by_target_portal_sid_and_device() -> None:
+    from iscsikit.clean.model import DeviceView, SessionView
+    from iscsikit.db.layout import NodeRef
+
+    a, b = "iqn.2026-11.org.example:a", "iqn.2026-11.org.example:b"
+
+    def session(sid: int, target: str, address: str, iface: str = "default") -> SessionView:
+        return SessionView(sid, target, address, 3260, 1, iface, "LOGGED_IN", "up", 120, sid + 10)
+
+    def device(sid: int, name: str, lun: int) -> DeviceView:
+        return DeviceView(f"{sid + 10}:0:0:{lun}", sid, lun, name, f"8:{lun}", "running", 0, "/sys/x")
+
+    s = Survey(
+        db_root="/etc/iscsi",
+        nodes=[NodeRef(b, "10.0.0.1", 3260, 1, "default"), NodeRef(a, "10.0.0.2", 3260, 1, "default")],
+        sessions=[session(3, a, "10.0.0.2", "eth1"), session(1, a, "10.0.0.2"), session(2, b, "10.0.0.1")],
+        devices=[device(1, "sdc", 2), device(1, "sdb", 1), device(2, "sda", 1)],
+    )
+    p = plan(s, Selection())
+    assert [(str(x.kind), x.target, x.sid, x.device or x.path) for x in p.actions] == [
+        ("remove-device", a, 1, "sdb"),
+        ("remove-device", a, 1, "sdc"),
+        ("remove-device", b, 2, "sda"),
+        ("logout", a, 1, None),
+        ("logout", a, 3, None),
+        ("logout", b, 2, None),
+        ("delete-node", a, None, f"nodes/{a}/10.0.0.2,3260,1/default"),
+        ("delete-node", b, None, f"nodes/{b}/10.0.0.1,3260,1/default"),
+    ]
+
+
+def test_a_record_is_tied_only_to_sessions_on_its_own_portal_and_iface(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_iface("eth1")
+    db.new_node(f"{T}:t", "10.0.0.1:3260,1")  # no session of its own
+    db.new_node(f"{T}:t", "10.0.0.2:3261,1", iface="eth1")
+    for portal, iface in (("10.0.0.2:3260,1", "default"), ("10.0.0.1:3261,1", "default"), ("10.0.0.1:3260,1", "eth1")):
+        sid = host.session(f"{T}:t", portal, iface=iface)  # in use: these sessions stay
+        host.mount(host.disks_of(sid)[0], f"/mnt/{sid}")
+    p = plan(survey(host), Selection())
+    nodes = {x.path: x.blocked_by for x in p.actions if x.kind is Kind.DELETE_NODE}
+    assert nodes == {f"nodes/{T}:t/10.0.0.1,3260,1/default": (), f"nodes/{T}:t/10.0.0.2,3261,1/eth1": ()}
+    assert len([x for x in p.actions if x.kind is Kind.LOGOUT and x.blocked]) == 3
+
+
+def test_keep_covers_records_links_and_attachments_without_sessions(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_node(f"{T}:prod", "10.0.0.1:3260,1")
+    (host.db_root / "static").mkdir(exist_ok=True)
+    os.symlink(
+        f"{host.db_root}/nodes/{T}:prod/10.0.0.9,3260,1", host.db_root / f"static/{T}:prod,10.0.0.9,3260,1,default"
+    )
+    host.attachment("pvc-prod", f"{T}:prod")
+    db.new_node(f"{T}:other", "10.0.0.2:3260,1")
+    keep = (f"{T}:prod",)
+    for sel in (Selection(keep=keep), Selection(keep=(f"{T}:pr*",), reset=True),
+                Selection(keep=keep, stale_only=True), Selection(keep=keep, desired=())):  # fmt: skip
+        p = plan(survey(host), sel)
+        assert all(a.target != f"{T}:prod" for a in p.actions), (sel, [a.to_json() for a in p.actions])
+    assert {a.target for a in plan(survey(host), Selection()).actions} == {f"{T}:prod", f"{T}:other"}
+
+
+def test_flash_sessions_dead_luns_and_controller_luns(host: SyntheticHost) -> None:
+    host.session(f"{T}:boot", flash=True, luns={1: "offline"})
+    sid = host.session(f"{T}:ctl", luns=[1], controller_lun0=True)
+    p = plan(survey(host), Selection(stale_only=True))
+    assert p.actions == []  # the flash session's dead LUN is the firmware's business
+    p = plan(survey(host), Selection(targets=(f"{T}:ctl",)))
+    assert [(str(a.kind), a.device) for a in p.actions] == [("remove-device", host.disks_of(sid)[0]), ("logout", None)]
+
+
+def test_notes_say_exactly_what_was_left_and_why(host: SyntheticHost) -> None:
+    db = host.db
+    for portal in ("127.0.0.1:3260,1", "127.0.0.2:3260,1"):
+        db.new_node(f"{T}:busy", portal)
+        sid = host.session(f"{T}:busy", portal)
+        host.mount(host.disks_of(sid)[0], f"/mnt/{sid}")
+    failing = host.session(f"{T}:flaky", "127.0.0.3:3260,1", state="FAILED")
+    p = plan(survey(host), Selection(keep=(f"{T}:busy",)))
+    assert p.notes == []
+    p = plan(survey(host, now=1_000_000.0), Selection(stale_only=True, older_than=7200, targets=(f"{T}:*",)))
+    assert p.notes == [f"session {failing} ({T}:flaky) is failing, but not for 2 h yet; left alone"]
+    s = survey(host)
+    s.sessions[:] = [x for x in s.sessions if x.target == f"{T}:busy"]
+    s.devices[:] = [d for d in s.devices if d.sid in {x.sid for x in s.sessions}]
+    p = plan(s, Selection(stale_only=True))
+    assert p.notes == []  # stale-only: the records of healthy sessions are no news
+    busy_only = Selection(targets=(f"{T}:busy",))
+    assert plan(s, busy_only).notes == []
+    p = plan(s, Selection())
+    assert "2 node record(s) kept: their sessions stay logged in" not in p.notes  # their logouts are planned, blocked
+    s.sessions[:] = []  # what `--keep`-like filters leave: sessions not chosen
+    p = plan(survey(host), Selection(stale_only=True, reset=True))
+    assert p.notes[0] == "2 node record(s) kept: their sessions stay logged in"
+    p = plan(survey(host), Selection(portals=(Portal.parse("127.0.0.3"),), reset=True))
+    assert not [n for n in p.notes if "kept" in n]  # the busy records are not selected at all
+
+
+def test_a_record_of_a_firmware_session_is_kept_and_noted(host: SyntheticHost) -> None:
+    host.db.new_node(f"{T}:boot", "127.0.0.1:3260,1")
+    sid = host.session(f"{T}:boot", flash=True)
+    p = plan(survey(host), Selection())
+    assert p.actions == [] and p.notes == [
+        f"session {sid} ({T}:boot) was created by firmware (flash); left alone",
+        "1 node record(s) kept: their sessions stay logged in",
+    ]
+
+
+def test_exact_details_of_records_devices_and_attachments(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_discovery("127.0.0.1:3260")
+    db.new_node(f"{T}:a", "127.0.0.1:3260,1", discovery=db.discoveries()[0])
+    s1 = host.session(f"{T}:a", "127.0.0.1:3260,1", luns={1: "offline", 2: "running"})
+    s2 = host.session(f"{T}:a", "127.0.0.2:3260,1", state="FAILED")
+    host.attachment("pvc-a", f"{T}:a", ("127.0.0.1:3260", "127.0.0.2:3260"))
+    s = survey(host)
+    p = plan(s, Selection())
+    ref = db.nodes()[0]
+    disk1 = host.disks_of(s1)[0]
+    assert find(p, Kind.DELETE_NODE).detail == f"delete node record {ref.relpath} and 1 link(s) to it"
+    assert find(p, Kind.DELETE_NODE).paths == (
+        ref.relpath,
+        f"send_targets/127.0.0.1,3260/{T}:a,127.0.0.1,3260,1,default",
+    )
+    assert find(p, Kind.REMOVE_DEVICE, device=disk1).detail == (
+        f"flush and remove /dev/{disk1} (LUN 1, {s1 + 1}:0:0:1, offline) of session {s1}"
+    )  # its session goes anyway: no word about the kernel giving up
+    assert find(p, Kind.LOGOUT, sid=s2).detail == f"log out session {s2} (FAILED, iface default)"
+    att = find(p, Kind.DELETE_ATTACHMENT)
+    assert att.detail == f"delete attachment record pvc-a (attached): its session(s) {s1}, {s2} are logged out"
+    assert att.portal == "127.0.0.1:3260, 127.0.0.2:3260" and att.blocked_by == () and att.path.endswith("pvc-a.json")
+    p = plan(s, Selection(stale_only=True, targets=(f"{T}:a",)))
+    assert find(p, Kind.REMOVE_DEVICE, device=disk1).detail == (
+        f"flush and remove /dev/{disk1} (LUN 1, {s1 + 1}:0:0:1, offline) of session {s1}; "
+        "the kernel gave up on this LUN"
+    )
+    write_journal(host.state, [PendingItem("node", ref.relpath)], ["iscsikit", "clean"])
+    p = plan(survey(host), Selection(targets=(f"{T}:a",)))
+    assert find(p, Kind.DELETE_NODE).detail == (
+        f"delete node record {ref.relpath} and 1 link(s) to it (left by an interrupted clean)"
+    )
+
+
+def test_a_path_dropped_from_a_map_that_stays_says_so(host: SyntheticHost) -> None:
+    s1 = host.session(f"{T}:mp", "127.0.0.1:3260,1")
+    s2 = host.session(f"{T}:mp", "127.0.0.2:3260,1")
+    disks = [host.disks_of(s1)[0], host.disks_of(s2)[0]]
+    host.multipath_map(disks)
+    p = plan(survey(host), Selection(portals=(Portal.parse("127.0.0.1:3260"),)))
+    assert find(p, Kind.REMOVE_DEVICE).detail == (
+        f"flush and remove /dev/{disks[0]} (LUN 1, {s1 + 1}:0:0:1) of session {s1}; "
+        "dropped from multipath map mpatha (dm-0), which keeps its other paths"
+    )
+
+
+def test_a_pending_attachment_is_taken_again(host: SyntheticHost) -> None:
+    host.attachment("pvc-1", f"{T}:a", ("10.0.0.1:3260",))
+    s = survey(host)
+    s.unreachable = frozenset()
+    assert plan(s, Selection(unreachable=True)).actions == []
+    write_journal(host.state, [PendingItem("attachment", "pvc-1")], ["iscsikit", "clean"])
+    s = survey(host)
+    s.unreachable = frozenset()
+    assert [a.subject.volume_id for a in plan(s, Selection(unreachable=True)).actions] == ["pvc-1"]
+
+
+def test_desired_luns_per_portal_and_iface_and_entries_after_a_volume_id(host: SyntheticHost) -> None:
+    db = host.db
+    db.new_iface("eth1")
+    s1 = host.session(f"{T}:s", "10.0.0.1:3260,1", luns=[1, 2])
+    desired = parse_desired(f"{T}:s 10.0.0.1 lun=1\n{T}:s 10.0.0.2 lun=2\n")
+    p = plan(survey(host), Selection(desired=desired))
+    assert {a.device for a in p.actions if a.kind is Kind.REMOVE_DEVICE} == {host.disks_of(s1)[1]}
+    desired = parse_desired(f"{T}:s iface=eth1 lun=1\n{T}:s iface=default lun=2\n")
+    p = plan(survey(host), Selection(desired=desired))
+    assert {a.device for a in p.actions if a.kind is Kind.REMOVE_DEVICE} == {host.disks_of(s1)[0]}
+    # attachments: an entry after a volume id entry still counts; an iface entry must match
+    host.attachment("pvc-x", f"{T}:s", ("10.0.0.1:3260",))
+    doc = f'[{{"target": "x", "volume_id": "pvc-other"}}, {{"target": "{T}:s", "luns": [1]}}]'
+    p = plan(survey(host), Selection(desired=parse_desired(doc)))
+    assert not [a for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT]
+    doc = f'[{{"target": "{T}:s", "luns": [2]}}, {{"target": "{T}:s", "luns": [1]}}]'
+    p = plan(survey(host), Selection(desired=parse_desired(doc)))
+    assert not [a for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT]
+    p = plan(survey(host), Selection(desired=parse_desired(f"{T}:s iface=eth1\n")))
+    assert [a.subject.volume_id for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT] == ["pvc-x"]
+
+
+def test_an_attachments_sessions_are_those_on_its_portals_and_iface(host: SyntheticHost) -> None:
+    host.db.new_iface("eth1")
+    on_eth1 = host.session(f"{T}:a", "10.0.0.1:3260,1", iface="eth1")
+    other_portal = host.session(f"{T}:a", "10.0.0.2:3260,1")
+    mine = host.session(f"{T}:a", "10.0.0.1:3260,1")
+    host.attachment("pvc-a", f"{T}:a", ("10.0.0.1:3260",))
+    p = plan(survey(host), Selection())
+    assert find(p, Kind.DELETE_ATTACHMENT).detail == (
+        f"delete attachment record pvc-a (attached): its session(s) {mine} are logged out"
+    )
+    assert {on_eth1, other_portal} < {a.sid for a in p.actions if a.kind is Kind.LOGOUT}
+
+
+def test_lists_in_details_are_comma_separated() -> None:
+    sel = Selection(keep=("iqn.x:a", "iqn.x:b"))
+    assert sel.describe() == "everything (decommission); keeping iqn.x:a, iqn.x:b"

@@ -45,11 +45,20 @@ class FakeHost(Runner):
         self.ifaces: dict[str, dict[str, str]] = {"default": {"iface.transport_name": "tcp"}}
         self.calls: list[list[str]] = []
         self.fail_next: dict[str, int] = {}  # argv substring -> exit code, once
+        #: multipathd with find_multipaths: a LUN seen on two sessions gets a map (dm-N) over its paths
+        self.multipathd = False
+        #: disks whose ``delete`` and ``rescan`` the kernel does not act on (a LUN stuck in error handling)
+        self.stuck: set[str] = set()
+        #: seconds between ``multipathd resize map`` answering and the map showing the new size
+        self.map_resize_delay = 0.0
+        #: portals that answer SendTargets without offering any of ``targets``
+        self.answering: set[str] = set()
         self._next_sid = 1
         self._next_host = 2
         self._next_disk = 0
         self._lock = threading.RLock()
         for sub in (
+            "devices/virtual/block",
             "class/iscsi_session",
             "class/iscsi_connection",
             "class/iscsi_host",
@@ -83,6 +92,10 @@ class FakeHost(Runner):
                     return CommandResult(argv, code, "", f"iscsiadm: injected failure {code}\n")
             if argv[0] == "iscsiadm":
                 rc, out, err = self._iscsiadm(argv[1:])
+            elif argv[:2] == ["multipath", "-f"] and self.multipathd:
+                rc, out, err = self._flush_map(argv[2])
+            elif argv[:3] == ["multipathd", "resize", "map"] and self.multipathd:
+                rc, out, err = self._resize_map(argv[3])
             elif argv[0] in ("blockdev", "multipath", "multipathd"):
                 rc, out, err = 0, "", ""
             else:
@@ -94,10 +107,13 @@ class FakeHost(Runner):
         with self._lock:
             if path.name == "scan" and path.parent.parent.name == "scsi_host":
                 host = int(path.parent.name.removeprefix("host"))
-                _c, _t, lun = data.split()
-                self._scan(host, int(lun))
+                channel, target_id, lun = data.split()
+                if (channel, target_id) == ("0", "0"):  # iSCSI has one channel and one target per host
+                    self._scan(host, int(lun))
             elif path.name == "delete":
-                self._delete_lun(Path(os.path.realpath(path.parent)))
+                ldir = Path(os.path.realpath(path.parent))
+                if not any(d.name in self.stuck for d in (ldir / "block").glob("*")):
+                    self._delete_lun(ldir)
             elif path.name == "rescan":
                 lun_dir = Path(os.path.realpath(path.parent))
                 self._resize(lun_dir)
@@ -125,6 +141,8 @@ class FakeHost(Runner):
             return self._session(opts, flags)
         if mode == "iface":
             return self._iface(opts)
+        if mode == "discovery" and opts.get("-t") == "st":
+            return self._discover(self._portal(opts["-p"]), opts.get("-I", "default"))
         raise AssertionError(f"unexpected iscsiadm {args}")
 
     def _portal(self, text: str) -> str:
@@ -154,6 +172,23 @@ class FakeHost(Runner):
         if "--login" in flags:
             return self._login(keys)
         raise AssertionError(f"unexpected node op {opts} {flags}")
+
+    def _discover(self, portal: str, iface: str) -> tuple[int, str, str]:
+        """SendTargets: the targets behind the portal, each stored as a node record."""
+        found = [t for t in self.targets.values() if portal in t.portals]
+        if not found and not any(portal in t.portals for t in self.targets.values()) and portal not in self.answering:
+            p = Portal.parse(portal)
+            err = (
+                f"iscsiadm: cannot make connection to {p.address}: Connection refused\n"
+                "iscsiadm: connection login retries (reopen_max) 5 exceeded\n"
+                "iscsiadm: Could not perform SendTargets discovery: encountered connection failure\n"
+            )
+            return 4, "", err
+        out = ""
+        for t in found:
+            self.nodes.setdefault((t.iqn, portal, iface), {"node.startup": "automatic"})
+            out += f"{portal},1 {t.iqn}\n"
+        return (0, out, "") if out else (21, "", "iscsiadm: No portals found\n")
 
     def _login(self, keys: list[tuple[str, str, str]]) -> tuple[int, str, str]:
         out, err, rc = "", "", 0
@@ -333,10 +368,15 @@ class FakeHost(Runner):
         (bdir / "device").symlink_to("../..")
         self._link(f"class/block/{disk}", str(bdir.relative_to(self.sys)))
         self._link(f"bus/scsi/devices/{host}:0:0:{lun}", str(ldir.relative_to(self.sys)))
+        if self.multipathd:
+            self._add_path(target, lun, disk)
 
     def _delete_lun(self, ldir: Path) -> None:
         for disk in (ldir / "block").iterdir() if (ldir / "block").exists() else []:
             (self.sys / f"class/block/{disk.name}").unlink()
+            for dm in (self.sys / "devices/virtual/block").iterdir():  # the map loses the path
+                if os.path.lexists(dm / "slaves" / disk.name):
+                    (dm / "slaves" / disk.name).unlink()
         (self.sys / f"bus/scsi/devices/{ldir.name}").unlink()
         shutil.rmtree(ldir)
 
@@ -346,7 +386,8 @@ class FakeHost(Runner):
         sid = int(sdir.name.removeprefix("session"))
         target = (sdir / f"iscsi_session/session{sid}/targetname").read_text().strip()
         for disk in (ldir / "block").iterdir():
-            (disk / "size").write_text(f"{self.targets[target].luns[lun] // 512}\n")
+            if disk.name not in self.stuck:
+                (disk / "size").write_text(f"{self.targets[target].luns[lun] // 512}\n")
 
     def _destroy_session(self, sid: int) -> None:
         link = self.sys / f"class/iscsi_session/session{sid}"
@@ -365,8 +406,87 @@ class FakeHost(Runner):
             (self.sys / rel).unlink()
         shutil.rmtree(hdir)
 
+    # ---- the simulated multipathd ----------------------------------------------------------
+
+    def _map_dir(self, target: str, lun: int) -> Path:
+        return self.sys / "devices/virtual/block" / f"dm-{sorted(self.targets).index(target) * 256 + lun}"
+
+    def _add_path(self, target: str, lun: int, disk: str) -> None:
+        """A second path of a LUN makes multipathd create its map; later paths join it."""
+        d = self._map_dir(target, lun)
+        paths = [
+            p.name
+            for p in (self.sys / "class/block").iterdir()
+            if p.name.startswith("sd") and self._lun_of(p.name) == (target, lun)
+        ]
+        if not d.exists():
+            if len(paths) < 2:
+                return
+            (d / "holders").mkdir(parents=True)
+            (d / "slaves").mkdir()
+            (d / "dm").mkdir()
+            (d / "dev").write_text(f"253:{d.name.removeprefix('dm-')}\n")
+            (d / "size").write_text(f"{self.targets[target].luns[lun] // 512}\n")
+            (d / "ro").write_text("0\n")
+            (d / "dm/name").write_text(f"mpath-{lun}\n")
+            (d / "dm/uuid").write_text(f"mpath-3600000000000000000e00000000{lun:04d}\n")
+            self._link(f"class/block/{d.name}", str(d.relative_to(self.sys)))
+        for name in paths:
+            bdir = Path(os.path.realpath(self.sys / f"class/block/{name}"))
+            if not os.path.lexists(d / "slaves" / name):
+                (d / "slaves" / name).symlink_to(os.path.relpath(bdir, d / "slaves"))
+                (bdir / "holders" / d.name).symlink_to(os.path.relpath(d, bdir / "holders"))
+
+    def _lun_of(self, disk: str) -> tuple[str, int]:
+        ldir = Path(os.path.realpath(self.sys / f"class/block/{disk}")).parent.parent
+        sid = next(p.name for p in ldir.parents if p.name.startswith("session")).removeprefix("session")
+        sdir = next(p for p in ldir.parents if p.name.startswith("session"))
+        target = (sdir / f"iscsi_session/session{sid}/targetname").read_text().strip()
+        return target, int(ldir.name.split(":")[-1])
+
+    def _named_map(self, name: str) -> Path | None:
+        for d in (self.sys / "devices/virtual/block").iterdir():
+            if (d / "dm/name").read_text().strip() == name:
+                return d
+        return None
+
+    def _flush_map(self, name: str) -> tuple[int, str, str]:
+        d = self._named_map(name)
+        if d is None:
+            return 1, "", f"{name}: no such map\n"
+        if any((d / "holders").iterdir()):
+            return 1, "", f"{name}: map in use\n"
+        for slave in (d / "slaves").iterdir():
+            holder = Path(os.path.realpath(slave)) / "holders" / d.name
+            if os.path.lexists(holder):
+                holder.unlink()
+        (self.sys / f"class/block/{d.name}").unlink()
+        shutil.rmtree(d)
+        return 0, "", ""
+
+    def _resize_map(self, name: str) -> tuple[int, str, str]:
+        d = self._named_map(name)
+        if d is None:
+            return 1, "fail\n", ""
+        sizes = {(Path(os.path.realpath(s)) / "size").read_text() for s in (d / "slaves").iterdir()}
+        if len(sizes) != 1:
+            return 1, "fail\n", ""
+        size = sizes.pop()
+        if self.map_resize_delay:  # the kernel reloads the table a moment after multipathd answers
+            threading.Timer(self.map_resize_delay, (d / "size").write_text, (size,)).start()
+        else:
+            (d / "size").write_text(size)
+        return 0, "ok\n", ""
+
+    def maps(self) -> dict[str, list[str]]:
+        """dm-N -> its path devices."""
+        return {
+            d.name: sorted(p.name for p in (d / "slaves").iterdir())
+            for d in sorted((self.sys / "devices/virtual/block").iterdir())
+        }
+
     def disks(self) -> list[str]:
-        return sorted(p.name for p in (self.sys / "class/block").iterdir())
+        return sorted(p.name for p in (self.sys / "class/block").iterdir() if p.name.startswith("sd"))
 
 
 def connector_on(host: FakeHost, tmp_path: Path, *, state_dir: Path | None = None, instant: bool = False) -> Connector:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from iscsikit.connector import Attachment, Chap, Connector, StateStore, Timeouts, VolumeSpec
 from iscsikit.connector.state import StateError
 from iscsikit.errors import AttachmentError, DeviceBusyError, LoginAuthFailedError, UsageError
+from iscsikit.names import Portal
 from tests.unit.connector.fakehost import FakeHost, FakeTarget, connector_on
 
 T = "iqn.2026-11.test:tgt1"
@@ -167,8 +169,13 @@ def test_custom_initiator_name_clones_the_iface(host, tmp_path):
 def test_same_id_for_a_different_lun_is_refused(host, tmp_path):
     c = make(host, tmp_path)
     c.connect(spec("v1", 1))
-    with pytest.raises(AttachmentError, match="already attached as LUN 1"):
+    with pytest.raises(AttachmentError) as err:
         c.connect(spec("v1", 2))
+    assert err.value.step == "check" and str(err.value) == (
+        f"volume v1: check: already attached as LUN 1 of {T}; "
+        "disconnect it before attaching something else under this id"
+    )
+    assert c.get("v1").spec.lun == 1
 
 
 def test_missing_lun_times_out_naming_it(host, tmp_path):
@@ -277,3 +284,478 @@ def test_second_lun_of_a_logged_in_target_runs_no_iscsiadm(host, tmp_path):
     c.connect(spec("v2", 2))
     assert host.calls[before:] == []
     assert len(host.disks()) == 2
+
+
+# ---- multipath, failures and what is left behind (mutation testing, issue 14) ----------------
+
+
+P1, P2 = "127.0.0.1:3260", "127.0.0.2:3260"
+
+
+@pytest.fixture
+def mp_host(tmp_path: Path) -> FakeHost:
+    h = FakeHost(tmp_path / "sys", [FakeTarget(T, {1: 64 * MiB, 2: 32 * MiB}, portals=(P1, P2))])
+    h.multipathd = True
+    return h
+
+
+def mp_spec(volume_id: str, lun: int, **kw) -> VolumeSpec:
+    return VolumeSpec(volume_id=volume_id, target=T, portals=(P1, P2), lun=lun, multipath=True, **kw)
+
+
+def test_multipath_connect_returns_the_map_over_every_path_and_disconnect_flushes_it(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    a = c.connect(mp_spec("v1", 1), timeout=10)
+    ((dm, paths),) = mp_host.maps().items()
+    assert a.device == f"/dev/{dm}" and a.multipath == dm and a.multipath_name == "/dev/mapper/mpath-1"
+    assert a.size_bytes == 64 * MiB and a.warnings == ()
+    assert sorted(p.device.removeprefix("/dev/") for p in a.paths) == paths == mp_host.disks()
+    assert sorted(p.portal for p in a.paths) == [f"{P1},1", f"{P2},1"] and len(set(a.sessions)) == 2
+    assert {p.by_path for p in a.paths} == {
+        str(tmp_path / "dev/disk/by-path" / f"ip-{addr}:3260-iscsi-{T}-lun-1") for addr in ("127.0.0.1", "127.0.0.2")
+    }
+    assert a.wwid is not None and a.wwn is not None
+    n = len(mp_host.calls)
+    assert c.connect(mp_spec("v1", 1)) == a and len(mp_host.calls) == n  # in place: nothing runs
+    c.disconnect("v1")
+    assert mp_host.maps() == {} and mp_host.disks() == [] and mp_host.sessions() == []
+    flush = mp_host.calls.index(["multipath", "-f", "mpath-1"])
+    logouts = [i for i, argv in enumerate(mp_host.calls) if argv[-1:] == ["-u"]]
+    assert len(logouts) == 2 and flush < min(logouts)
+    assert mp_host.nodes == {} and c.get("v1") is None
+
+
+def test_multipath_reconnect_with_a_path_missing_logs_in_again(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    a = c.connect(mp_spec("v1", 1))
+    (sid2,) = [p.sid for p in a.paths if p.portal.startswith("127.0.0.2")]
+    mp_host.run(["iscsiadm", "-m", "session", "-r", str(sid2), "-u"])  # a path went away
+    again = c.connect(mp_spec("v1", 1))
+    assert len(again.paths) == 2 and sid2 not in again.sessions and len(mp_host.sessions()) == 2
+    assert again.device == a.device
+
+
+def test_multipath_with_a_portal_down_names_the_missing_map_and_login(mp_host, tmp_path):
+    mp_host.targets[T].portals = (P1,)  # the second portal does not answer
+    c = connector_on(mp_host, tmp_path, instant=True)
+    with pytest.raises(AttachmentError) as err:
+        c.connect(mp_spec("v1", 1), timeout=1)
+    assert err.value.step == "multipath" and "expected a dm-multipath map over sda" in str(err.value)
+    assert c.get("v1").state == "connecting" and len(mp_host.sessions()) == 1
+    c.disconnect("v1")
+    assert mp_host.sessions() == [] and mp_host.disks() == [] and mp_host.nodes == {}
+
+
+def test_every_portal_failing_names_each_and_one_failing_falls_back_to_the_next(host, tmp_path):
+    host.targets[T].portals = (P2,)
+    c = make(host, tmp_path)
+    two = VolumeSpec(volume_id="v1", target=T, portals=(P1, "127.0.0.3:3260"), lun=1)
+    with pytest.raises(AttachmentError) as err:
+        c.connect(two)
+    assert err.value.step == "login" and isinstance(err.value, AttachmentError)
+    assert [part.split(":", 2)[:2] for part in str(err.value).split("; login to ")] == [
+        ["volume v1", " login"],
+        ["127.0.0.3", "3260 failed"],
+    ]
+    assert f"login to {P1} failed: " in str(err.value) and str(err.value).count("connection timed out") == 2
+    a = c.connect(VolumeSpec(volume_id="v2", target=T, portals=(P1, P2), lun=1))
+    assert [p.portal for p in a.paths] == [f"{P2},1"] and len(host.sessions()) == 1
+    assert len(a.warnings) == 1 and a.warnings[0].startswith(f"login to {P1} failed: ")
+
+
+def test_a_login_that_reports_success_without_a_session_is_an_error(host, tmp_path):
+    c = make(host, tmp_path)
+    real = host._create_session
+    host._create_session = lambda *a, **kw: None  # type: ignore[method-assign]
+    with pytest.raises(AttachmentError) as err:
+        c.connect(spec("v1", 1))
+    assert err.value.step == "login" and "reported success but no session is in sysfs" in str(err.value)
+    host._create_session = real  # type: ignore[method-assign]
+    assert c.connect(spec("v1", 1)).state == "attached"
+
+
+def test_an_attached_volume_whose_device_went_away_is_attached_again(host, tmp_path):
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    host.write_file(host.sys / f"class/block/{a.device.removeprefix('/dev/')}/device/delete", "1")
+    assert host.disks() == []
+    b = c.connect(spec("v1", 1))
+    assert b.device != a.device and host.disks() == [b.device.removeprefix("/dev/")]
+    assert c.get("v1") == b and b.sessions == a.sessions
+
+
+def test_a_held_target_lock_times_out_before_anything_changes(host, tmp_path):
+    from iscsikit.connector.locks import Locks
+    from iscsikit.errors import LockTimeoutError
+
+    c = make(host, tmp_path)
+    c.lock_timeout = 0.05
+    with Locks(tmp_path / "state").target(T), pytest.raises(LockTimeoutError, match=f"target {T}"):
+        c.connect(spec("v1", 1))
+    assert host.calls == [] and c.get("v1") is None
+
+
+def test_a_failed_logout_keeps_the_record_for_a_retry(host, tmp_path):
+    from iscsikit.errors import IscsiadmError
+
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    host.fail_next["-u"] = 8
+    with pytest.raises(IscsiadmError):
+        c.disconnect("v1")
+    assert c.get("v1").state == "disconnecting" and len(host.sessions()) == 1 and host.disks() == []
+    assert c.get("v1").device == a.device  # the record keeps what was attached, for the retry
+    c.disconnect("v1")
+    assert host.sessions() == [] and c.get("v1") is None and host.nodes == {}
+
+
+def test_a_node_record_another_volume_waits_on_is_kept(host, tmp_path):
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    StateStore(tmp_path / "state").save(Attachment("v2", spec("v2", 2), "connecting"))
+    other = VolumeSpec(volume_id="v3", target=T, portals=("127.0.0.5:3260",), lun=3)
+    StateStore(tmp_path / "state").save(Attachment("v3", other, "connecting"))  # another portal
+    host.run(["iscsiadm", "-m", "session", "-r", str(a.sessions[0]), "-u"])  # the session dropped
+    c.disconnect("v1")
+    assert list(host.nodes) == [(T, P1, "default")]  # v2 will log in through it
+    c.disconnect("v2")
+    assert host.nodes == {}
+
+
+def test_a_cloned_iface_is_reused_updated_and_kept_while_used(host, tmp_path):
+    host.ifaces["default"].update({"iface.hwaddress": "52:54:00:12:34:56", "iface.net_ifacename": "eth1"})
+    c = make(host, tmp_path)
+    s1 = spec("v1", 1, initiator_name="iqn.2026-11.test:node-a")
+    iface = s1.login_iface
+    c.connect(s1)
+    assert host.ifaces[iface] == {
+        "iface.hwaddress": "52:54:00:12:34:56",
+        "iface.net_ifacename": "eth1",
+        "iface.initiatorname": "iqn.2026-11.test:node-a",
+    }  # the transport (tcp, the default) is not copied: setting it loads a module
+    n = len(host.calls)
+    c.connect(spec("v2", 2, initiator_name="iqn.2026-11.test:node-a"))
+    assert not [argv for argv in host.calls[n:] if "iface" in argv and "update" in argv]
+    host.ifaces[iface]["iface.initiatorname"] = "iqn.2026-11.test:changed-by-hand"
+    c.disconnect("v2")
+    assert iface in host.ifaces  # v1 still uses it
+    c.connect(spec("v3", 3, initiator_name="iqn.2026-11.test:node-a"))
+    assert host.ifaces[iface]["iface.initiatorname"] == "iqn.2026-11.test:node-a"
+    c.disconnect("v1")
+    assert iface in host.ifaces  # a session (v3's) still runs through it
+    c.disconnect("v3")
+    assert iface not in host.ifaces
+
+
+def test_expand_refuses_paths_that_are_not_running_or_missing(host, tmp_path):
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    disk = a.device.removeprefix("/dev/")
+    (host.sys / f"class/block/{disk}/device/state").write_text("blocked\n")
+    with pytest.raises(AttachmentError, match=rf"expand: paths not running: {disk} \(blocked\)"):
+        c.expand("v1")
+    host.write_file(host.sys / f"class/block/{disk}/device/delete", "1")
+    with pytest.raises(AttachmentError, match="expand: no device of this LUN is present"):
+        c.expand("v1")
+    StateStore(tmp_path / "state").save(Attachment("v2", spec("v2", 2), "connecting"))
+    with pytest.raises(AttachmentError, match="v2: expand: not attached"):
+        c.expand("v2")
+
+
+def test_expand_waits_for_the_size_asked_and_names_what_it_saw(host, tmp_path):
+    c = connector_on(host, tmp_path, instant=True)
+    c.connect(spec("v1", 1))
+    with pytest.raises(Exception, match=rf"to report at least {128 * MiB} bytes; they report \[{64 * MiB}\]"):
+        c.expand("v1", new_size=128 * MiB, timeout=1)
+    assert c.get("v1").size_bytes == 64 * MiB
+    host.targets[T].luns[1] = 96 * MiB
+    assert c.expand("v1").size_bytes == 96 * MiB  # no size asked: whatever the rescan shows
+
+
+def test_multipath_expand_grows_the_map(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    c.connect(mp_spec("v1", 1))
+    mp_host.targets[T].luns[1] = 128 * MiB
+    a = c.expand("v1", new_size=128 * MiB, timeout=5)
+    assert a.size_bytes == 128 * MiB and c.get("v1").size_bytes == 128 * MiB
+    assert ["multipathd", "resize", "map", "mpath-1"] in mp_host.calls
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"format": 2, "attachment": {}}', r"v\.json: not an iscsikit attachment record \(format 1\)$"),
+        ("[1]", r"v\.json: not an iscsikit attachment record \(format 1\)$"),
+        ('{"format": 1, "attachment": {}}', r"v\.json: bad attachment record: "),
+        ('{"format": 1}', r"v\.json: bad attachment record: 'attachment'"),
+        ("\n\n{", r"v\.json:3: not valid JSON \(Expecting property name"),
+    ],
+)
+def test_every_unreadable_record_is_an_error_naming_the_file_and_the_fault(tmp_path, text, message):
+    store = StateStore(tmp_path)
+    store.dir.mkdir(parents=True)
+    (store.dir / "v.json").write_text(text)
+    with pytest.raises(StateError, match=message) as err:
+        store.load("v")
+    assert str(err.value).startswith(f"{store.dir}/v.json")
+    assert store.problems() == [str(err.value)] and store.all() == []
+
+
+def test_store_lists_only_records_and_reads_them_in_order(tmp_path):
+    store = StateStore(tmp_path)
+    assert store.all() == [] and store.problems() == [] and store.load("v1") is None
+    for vid in ("v2", "v1"):
+        store.save(Attachment(vid, spec(vid, 1), "connecting"))
+    (store.dir / ".v3.abc.tmp").write_text("{half")  # a save killed half-way
+    (store.dir / "notes.txt").write_text("x")
+    (store.dir / "v0.json").mkdir()  # cannot be read
+    assert [a.volume_id for a in store.all()] == ["v1", "v2"]
+    assert store.problems() == [f"[Errno 21] Is a directory: '{store.dir}/v0.json'"]
+    with pytest.raises(StateError, match=rf"cannot read attachment record {store.dir}/v0\.json: Is a directory"):
+        store.load("v0")
+    assert store.dir.stat().st_mode & 0o777 == 0o700
+    store.delete("v2")
+    store.delete("v2")  # already gone: fine
+    assert [a.volume_id for a in store.all()] == ["v1"]
+
+
+def test_a_failed_save_leaves_the_old_record_and_no_temp_file(tmp_path):
+    store = StateStore(tmp_path)
+    store.save(Attachment("v1", spec("v1", 1), "connecting"))
+    before = store.path("v1").read_bytes()
+    store.path("v1").unlink()
+    store.path("v1").mkdir()
+    (store.path("v1") / "x").write_text("")  # rename over a non-empty directory fails
+    with pytest.raises(OSError):
+        store.save(Attachment("v1", spec("v1", 1), "attached"))
+    assert sorted(p.name for p in store.dir.iterdir()) == ["v1.json"]
+    shutil.rmtree(store.path("v1"))
+    store.path("v1").write_bytes(before)
+    assert store.load("v1").state == "connecting"
+
+
+def test_a_device_that_does_not_go_away_stops_the_disconnect_before_the_logout(host, tmp_path):
+    c = connector_on(host, tmp_path, instant=True)
+    a = c.connect(spec("v1", 1))
+    disk = a.device.removeprefix("/dev/")
+    host.stuck.add(disk)
+    with pytest.raises(AttachmentError) as err:
+        c.disconnect("v1", timeout=1)
+    assert err.value.step == "remove devices" and f"expected {disk} to be removed, but still present" in str(err.value)
+    assert len(host.sessions()) == 1 and c.get("v1").state == "disconnecting" and host.nodes
+    host.stuck.clear()
+    c.disconnect("v1")
+    assert host.sessions() == [] and host.disks() == [] and c.get("v1") is None
+
+
+def test_a_record_is_indented_json_written_next_to_its_final_name(tmp_path, monkeypatch):
+    import tempfile
+
+    # the temp file is made in the attachments directory (never in /tmp), so the rename is atomic
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-tmp"))
+    store = StateStore(tmp_path / "a/b/state")  # parents are made as needed
+    a = Attachment("v1", spec("v1", 1), "connecting")
+    store.save(a)
+    text = store.path("v1").read_text()
+    assert text == json.dumps({"format": 1, "attachment": a.to_dict()}, indent=2) + "\n"
+    assert text.startswith('{\n  "format": 1,\n  "attachment": {\n    "volume_id": "v1",')
+
+
+def test_unreadable_records_are_logged_when_listed(tmp_path, caplog):
+    store = StateStore(tmp_path)
+    store.dir.mkdir(parents=True)
+    (store.dir / "bad.json").write_text("[]")
+    with caplog.at_level("WARNING", logger="iscsikit.connector"):
+        assert store.all() == []
+    assert caplog.messages == [
+        f"skipping attachment record {store.dir}/bad.json: {store.dir}/bad.json: "
+        "not an iscsikit attachment record (format 1)"
+    ]
+
+
+def test_discovery_finds_the_target_and_a_portal_that_does_not_answer_is_skipped(host, tmp_path, caplog):
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1, discovery=True))
+    assert ["iscsiadm", "-m", "discovery", "-t", "st", "-p", P1, "-I", "default"] in host.calls
+    assert a.state == "attached" and host.nodes[(T, P1, "default")]["node.startup"] == "manual"
+    c.disconnect("v1")
+    host.answering.add(P2)  # answers, but offers other targets
+    two = VolumeSpec(volume_id="v2", target=T, portals=("127.0.0.3:3260", P2, P1), lun=1, discovery=True)
+    with caplog.at_level("WARNING", logger="iscsikit.connector"):
+        a = c.connect(two)
+    assert [p.portal for p in a.paths] == [f"{P1},1"]
+    assert caplog.messages[0].startswith("volume v2: discovery on 127.0.0.3:3260 failed: ")
+    assert "connection failure" in caplog.messages[0]
+    assert caplog.messages[1] == f"volume v2: {P2} does not list {T}"
+    c.disconnect("v2")
+    assert host.nodes == {}  # the records made for the portals that failed go too
+    # with one portal, a failed discovery is the error
+    from iscsikit.errors import IscsiadmError
+
+    with pytest.raises(IscsiadmError, match="connection failure"):
+        c.connect(VolumeSpec(volume_id="v3", target=T, portals=("127.0.0.3:3260",), lun=2, discovery=True))
+    assert c.get("v3").state == "connecting" and host.nodes == {} and host.sessions() == []
+
+
+def test_multipath_expand_waits_for_the_map_to_show_the_new_size(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    a = c.connect(mp_spec("v1", 1))
+    mp_host.map_resize_delay = 0.2
+    mp_host.targets[T].luns[1] = 128 * MiB
+    grown = c.expand("v1", timeout=10)
+    assert grown.size_bytes == 128 * MiB and grown.device == a.device
+    assert (mp_host.sys / f"class/block/{a.multipath}/size").read_text() == f"{128 * MiB // 512}\n"
+
+
+def test_multipath_expand_with_one_path_left_grows_the_map_through_it(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    a = c.connect(mp_spec("v1", 1))
+    mp_host.run(["iscsiadm", "-m", "session", "-r", str(a.paths[1].sid), "-u"])
+    mp_host.targets[T].luns[1] = 128 * MiB
+    grown = c.expand("v1", new_size=128 * MiB, timeout=10)
+    assert grown.size_bytes == 128 * MiB and grown.multipath == a.multipath and len(grown.paths) == 1
+
+
+def test_multipath_expand_with_paths_disagreeing_names_the_sizes(mp_host, tmp_path):
+    c = connector_on(mp_host, tmp_path, instant=True)
+    a = c.connect(mp_spec("v1", 1))
+    names = sorted(p.device.removeprefix("/dev/") for p in a.paths)
+    mp_host.stuck.add(names[1])  # this path does not see the new size
+    mp_host.targets[T].luns[1] = 128 * MiB
+    with pytest.raises(Exception) as err:
+        c.expand("v1", timeout=1)
+    assert f"to report one size; they report [{128 * MiB}, {64 * MiB}]" in str(err.value)
+    assert ", ".join(names) in str(err.value)
+    assert ["multipathd", "resize", "map", "mpath-1"] not in mp_host.calls and c.get("v1").size_bytes == 64 * MiB
+
+
+def test_the_size_reported_is_the_maps_and_missing_identifiers_are_none(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    a = c.connect(mp_spec("v1", 1))
+    for p in a.paths:  # the paths see the new size, the map is not resized yet
+        mp_host.write_file(mp_host.sys / f"class/block/{p.device.removeprefix('/dev/')}/device/rescan", "1")
+    mp_host.targets[T].luns[1] = 128 * MiB
+    for p in a.paths:
+        mp_host.write_file(mp_host.sys / f"class/block/{p.device.removeprefix('/dev/')}/device/rescan", "1")
+        (mp_host.sys / f"class/block/{p.device.removeprefix('/dev/')}/device/wwid").unlink()
+    again = c.connect(mp_spec("v1", 1))
+    assert again.size_bytes == 64 * MiB and again.wwid is None and again.wwn is None
+
+
+def test_a_single_path_volume_has_no_map(host, tmp_path):
+    a = make(host, tmp_path).connect(spec("v1", 1))
+    assert a.multipath is None and a.multipath_name is None and a.device.startswith("/dev/sd")
+    assert a.paths[0].iface == "default" and a.paths[0].host == 2 and a.paths[0].hctl == "2:0:0:1"
+
+
+def test_volumes_on_different_portals_of_a_target_keep_their_own_sessions_and_records(tmp_path):
+    host = FakeHost(tmp_path / "sys", [FakeTarget(T, {1: 64 * MiB, 2: 32 * MiB}, portals=(P1, P2))])
+    host.multipathd = True
+    c = make(host, tmp_path)
+    a1 = c.connect(spec("v1", 1))
+    a2 = c.connect(VolumeSpec(volume_id="v2", target=T, portals=(P2,), lun=2))
+    assert [p.portal for p in a2.paths] == [f"{P2},1"] and a1.sessions != a2.sessions
+    c.disconnect("v1")
+    assert host.sessions() == a2.sessions and list(host.nodes) == [(T, P2, "default")]
+    # a single-path volume over portals that both have sessions uses one of them
+    c.connect(mp_spec("v3", 1))
+    a4 = c.connect(VolumeSpec(volume_id="v4", target=T, portals=(P1, P2), lun=2))
+    assert len(a4.paths) == 1
+
+
+def test_the_lowest_sid_is_reused_when_a_portal_has_two_sessions(host, tmp_path):
+    c = make(host, tmp_path)
+    c.connect(spec("v1", 1))
+    host._create_session(T, Portal.parse(P1), "default", scan=False)  # an admin's second login
+    a = c.connect(spec("v2", 2))
+    assert a.sessions == [min(host.sessions())]
+
+
+def test_a_lock_held_too_long_fails_after_what_is_left_of_the_timeout(host, tmp_path):
+    from iscsikit.connector.locks import Locks
+    from iscsikit.errors import LockTimeoutError
+
+    c = make(host, tmp_path)
+    assert c.lock_timeout is None
+    with Locks(tmp_path / "state").target(T), pytest.raises(LockTimeoutError, match=r"within 1 s"):
+        c.connect(spec("v1", 1), timeout=0.05)  # at least a second, however little is left
+
+
+def test_a_connector_needs_nothing_until_used_and_defaults_to_the_hosts_trees():
+    c = Connector()
+    assert (str(c.root.path), str(c.dev_root), str(c.store.dir)) == ("/sys", "/dev", "/var/lib/iscsikit/attachments")
+    assert c.wait_for_udev is False and c.lock_timeout is None and c.iscsiadm.runner is c.runner
+    assert c.scsi.runner is c.runner and c.multipath.runner is c.runner
+
+
+def test_an_iface_a_waiting_volume_will_use_is_kept(host, tmp_path):
+    c = make(host, tmp_path)
+    s1 = spec("v1", 1, initiator_name="iqn.2026-11.test:node-a")
+    c.connect(s1)
+    other = VolumeSpec(
+        volume_id="v9", target=f"{T}-other", portals=(P2,), lun=2, initiator_name="iqn.2026-11.test:node-a"
+    )
+    StateStore(tmp_path / "state").save(Attachment("v9", other, "connecting"))  # another target, same iface
+    c.disconnect("v1")
+    assert s1.login_iface in host.ifaces and host.sessions() == []
+
+
+def _in_place_without_the_lock(h: FakeHost, s: VolumeSpec, tmp_path: Path) -> None:
+    from iscsikit.connector.locks import Locks
+    from iscsikit.errors import LockTimeoutError
+
+    c = make(h, tmp_path)
+    c.lock_timeout = 0.05
+    a = c.connect(s)
+    with Locks(tmp_path / "state").target(T):  # a long operation on another LUN of the target
+        assert c.connect(s) == a
+        with pytest.raises(LockTimeoutError):
+            c.expand("v1")
+
+
+def test_an_attached_volume_in_place_is_returned_without_the_target_lock(host, tmp_path):
+    _in_place_without_the_lock(host, spec("v1", 1), tmp_path)
+
+
+def test_an_attached_multipath_volume_in_place_is_returned_without_the_target_lock(mp_host, tmp_path):
+    _in_place_without_the_lock(mp_host, mp_spec("v1", 1), tmp_path)
+
+
+def test_expand_errors_name_the_volume(host, tmp_path):
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    disk = a.device.removeprefix("/dev/")
+    (host.sys / f"class/block/{disk}/device/state").write_text("offline\n")
+    with pytest.raises(AttachmentError) as err:
+        c.expand("v1")
+    assert str(err.value) == f"volume v1: expand: paths not running: {disk} (offline)"
+    host.write_file(host.sys / f"class/block/{disk}/device/delete", "1")
+    with pytest.raises(AttachmentError) as err:
+        c.expand("v1")
+    assert str(err.value) == "volume v1: expand: no device of this LUN is present"
+
+
+def test_a_session_without_an_ifacename_counts_as_default(host, tmp_path):
+    c = make(host, tmp_path)
+    a1 = c.connect(spec("v1", 1))
+    StateStore(tmp_path / "state").save(Attachment("v2", spec("v2", 2), "connecting"))  # no disk yet
+    (sid,) = a1.sessions
+    link = host.sys / f"class/iscsi_session/session{sid}"
+    (link.resolve() / "ifacename").unlink()  # an older kernel
+    c.disconnect("v1")
+    assert host.sessions() == [sid]  # v2 still uses it
+
+
+def test_a_disconnect_that_cannot_take_the_lock_leaves_a_disconnecting_record(host, tmp_path):
+    from iscsikit.connector.locks import Locks
+    from iscsikit.errors import LockTimeoutError
+
+    c = make(host, tmp_path)
+    c.connect(spec("v1", 1))
+    (tmp_path / "state/attachments/v1.json").unlink()  # the plugin lost its state
+    c.lock_timeout = 0.05
+    with Locks(tmp_path / "state").target(T), pytest.raises(LockTimeoutError):
+        c.disconnect(spec("v1", 1))
+    assert c.get("v1").state == "disconnecting" and host.disks() == [] and len(host.sessions()) == 1
+    c.disconnect("v1")
+    assert host.sessions() == [] and c.get("v1") is None
