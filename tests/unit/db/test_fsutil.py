@@ -165,3 +165,13 @@ def test_fsync_dir_takes_a_directory_and_ignores_what_it_cannot_open(tmp_path: P
     for _ in range(50):
         fsync_dir(tmp_path)
     assert len(os.listdir("/proc/self/fd")) == before  # the directory's fd is closed every time
+
+
+def test_a_write_stopped_by_a_non_os_error_leaves_no_temp_file(tmp_path: Path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    target = tmp_path / "rec"
+    target.write_bytes(b"old")
+    with pytest.raises(TypeError):
+        write_atomic(target, "not bytes", scratch)  # type: ignore[arg-type]
+    assert target.read_bytes() == b"old" and _names(scratch) == []

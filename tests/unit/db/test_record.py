@@ -6,10 +6,13 @@ verbatim captures in reference/open-iscsi-format.md sections 2 and 6).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from iscsikit.db import schema
 from iscsikit.db.record import (
+    apply_settings,
     canonical_value,
     format_record,
     idbm_values,
@@ -18,7 +21,7 @@ from iscsikit.db.record import (
     validate_setting,
 )
 from iscsikit.db.schema import RecordKind
-from iscsikit.errors import InvalidSettingError
+from iscsikit.errors import InvalidSettingError, RecordParseError
 from tests.unit.db.support import FIXTURES, OLDSTYLE_RECORD, SHOW_T1_MASKED, T1_RECORD
 
 NODE = RecordKind.NODE
@@ -317,3 +320,86 @@ def test_a_lone_surrogate_in_a_str_is_measured_not_a_crash() -> None:
 def test_non_utf8_bytes_survive_a_rewrite() -> None:
     rec = parse_record(b"node.name = \xff\xfe\n", "x", NODE)  # not UTF-8: kept byte for byte
     assert rec.format().encode("utf-8", "surrogateescape").count(b"\xff\xfe") == 1
+
+
+# ---- the record's smaller views, each pinned to what a caller gets ----------------------------
+
+
+def test_an_issue_names_its_file_and_line_in_every_form() -> None:
+    rec = parse_record("node.name = a\nnode.startup = Bogus\n", "nodes/t/x", NODE)
+    (issue,) = rec.issues
+    assert str(issue) == f"nodes/t/x:2: {issue.message}"
+    assert issue.to_json() == {"path": "nodes/t/x", "line": 2, "severity": "error", "message": issue.message}
+    error = issue.to_error()
+    assert isinstance(error, RecordParseError)
+    assert (error.path, error.line) == ("nodes/t/x", 2) and issue.message in str(error)
+    assert rec.errors == [issue] and not rec.ok
+
+
+def test_unknown_keys_and_the_ipv6_key_set_hint() -> None:
+    rec = parse_record("node.name = a\nnode.session.futurekey = 1\nx.y = 2\n", "f", NODE, iface_hint="e-ipv6")
+    assert rec.unknown_keys() == ["node.session.futurekey", "x.y"]
+    assert rec.show_ipv6 and not parse_record("", "f", NODE).show_ipv6
+
+
+def test_duplicates_apply_one_by_one_like_iscsiadm() -> None:
+    """usr/idbm.c keeps a good value when a later line for the key is bad; libopeniscsiusr stops at
+    the first bad one, even when a later line is fine: both are reported where they are."""
+    text = "node.startup = automatic\nnode.startup = Bogus\nnode.tpgt = 1\nnode.tpgt = 2\n"
+    rec = parse_record(text, "f", NODE)
+    assert rec.some_values(["node.startup", "node.tpgt"]) == {"node.startup": "automatic", "node.tpgt": "2"}
+    assert rec.value("node.startup") == "automatic" and rec.values()["node.tpgt"] == "2"
+    assert rec.some_values(["node.startup"]) == {"node.startup": "automatic"}  # now from the full view
+    assert [(i.line, i.severity) for i in rec.issues] == [(2, "warning"), (2, "error"), (4, "warning")]
+    earlier_bad = parse_record("node.startup = Bogus\nnode.startup = automatic\n", "f", NODE)
+    assert [(i.line, i.severity) for i in earlier_bad.issues] == [(1, "error"), (2, "warning")]
+    assert "'Bogus' is not one of manual, automatic, onboot" in earlier_bad.issues[0].message
+    assert earlier_bad.some_values(["node.startup"]) == {"node.startup": "automatic"}
+    plain = parse_record("node.startup = automatic\nnode.tpgt = 3\n", "f", NODE)
+    assert plain.some_values(["node.tpgt"]) == {"node.tpgt": "3"}
+
+
+def test_a_hidden_length_in_a_file_is_read_but_never_shown() -> None:
+    rec = parse_record("node.session.auth.password_length = 5\nnode.name = a\n", "f", NODE)
+    assert rec.ok and rec.value("node.session.auth.password_length") == "5"
+    assert "node.session.auth.password_length" not in rec.settings(show_secrets=True)
+    assert json.loads(rec.settings_json(True)) == rec.settings(True)
+
+
+def test_a_key_longer_than_iscsiadms_buffer_is_an_error_naming_the_limit() -> None:
+    key = "node." + "k" * 123  # 128 bytes
+    rec = parse_record(f"node.name = a\n{key} = 1\n", "f", NODE)
+    assert [(i.line, i.severity, i.key, i.message) for i in rec.issues] == [
+        (2, "error", key, "the key is longer than 127 bytes")
+    ]
+    fits = parse_record(f"{key[:-1]} = 1\n", "f", NODE)
+    assert "unknown key" in fits.issues[0].message
+
+
+@pytest.mark.parametrize("kind", [RecordKind.SENDTARGETS, RecordKind.ISNS])
+def test_discovery_records_give_the_same_json_as_their_settings(kind: RecordKind) -> None:
+    rec = parse_record("discovery.sendtargets.auth.password = pw\nx.unknown = 1\n", "st", kind)
+    for show in (False, True):
+        assert rec.settings_json(show) == json.dumps(rec.settings(show))
+    assert json.loads(rec.settings_json(False))["discovery.sendtargets.auth.password"] == "********"
+    assert rec.settings()["x.unknown"] == "1"
+
+
+def test_show_settings_of_entries_directly() -> None:
+    entries = {"iface.net_ifacename": "eth0", "iface.zzz": "1", "node.session.auth.password_length": "3"}
+    for _ in range(2):  # the second call is served from the render cache
+        node = show_settings(NODE, entries, "default")
+        assert node["iface.net_ifacename"] == "eth0" and node["iface.iscsi_ifacename"] == "default"
+        assert list(node)[-1] == "iface.zzz" and "node.session.auth.password_length" not in node
+        assert node["iface.transport_name"] == "tcp"
+    iface = show_settings(RecordKind.IFACE, {"iface.net_ifacename": "eth0"}, "")
+    assert iface["iface.iscsi_ifacename"] == "<empty>" and iface["iface.transport_name"] == "<empty>"
+    secret = {"node.session.auth.password": "pw"}
+    assert show_settings(NODE, secret, "default")["node.session.auth.password"] == "********"
+    assert show_settings(NODE, secret, "default", True)["node.session.auth.password"] == "pw"
+
+
+def test_apply_settings_puts_them_in_order() -> None:
+    values = {"a": "1"}
+    apply_settings(values, [("b", "2"), ("a", "3"), ("b", "4")])
+    assert values == {"a": "3", "b": "4"}
