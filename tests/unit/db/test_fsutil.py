@@ -4,7 +4,10 @@ fails or the scratch directory is on another filesystem (the EXDEV fallback)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import resource
+import signal
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +178,21 @@ def test_a_write_stopped_by_a_non_os_error_leaves_no_temp_file(tmp_path: Path) -
     with pytest.raises(TypeError):
         write_atomic(target, "not bytes", scratch)  # type: ignore[arg-type]
     assert target.read_bytes() == b"old" and _names(scratch) == []
+
+
+def test_a_short_write_is_an_error_never_a_truncated_record(tmp_path: Path) -> None:
+    """A file size limit makes write() write part of the bytes, then fail: the record keeps its
+    old bytes instead of being replaced by the first part of the new ones."""
+    target = tmp_path / "rec"
+    target.write_bytes(b"old")
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+    try:
+        with pytest.raises(OSError) as info:
+            write_atomic(target, b"n" * 5000, tmp_path)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert info.value.errno == errno.EFBIG
+    assert target.read_bytes() == b"old" and _names(tmp_path) == ["rec"]
