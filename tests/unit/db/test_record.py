@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from iscsikit.db import record as record_module
 from iscsikit.db import schema
 from iscsikit.db.record import (
     apply_settings,
@@ -25,6 +26,23 @@ from iscsikit.errors import InvalidSettingError, RecordParseError
 from tests.unit.db.support import FIXTURES, OLDSTYLE_RECORD, SHOW_T1_MASKED, T1_RECORD
 
 NODE = RecordKind.NODE
+
+
+@pytest.fixture(autouse=True)
+def _cold_caches() -> None:
+    """record.py memoises per process (lines, entries, renderings, templates): these tests start
+    cold, so each checks the computation itself rather than what an earlier test left cached."""
+    for cache in (
+        record_module._LINE_CACHES,
+        record_module._BAD_LINES,
+        record_module._JSON_PLANS,
+        record_module._ENTRY_CACHE,
+        record_module._RENDER_CACHE,
+        record_module._TEMPLATES,
+        record_module._FRAGMENT_CACHE,
+        record_module._FRAGMENT_TEMPLATES,
+    ):
+        cache.clear()
 
 
 def _show_text_to_dict(text: str) -> dict[str, str]:
@@ -385,21 +403,58 @@ def test_discovery_records_give_the_same_json_as_their_settings(kind: RecordKind
     assert rec.settings()["x.unknown"] == "1"
 
 
-def test_show_settings_of_entries_directly() -> None:
-    entries = {"iface.net_ifacename": "eth0", "iface.zzz": "1", "node.session.auth.password_length": "3"}
+def test_show_settings_renders_each_value_as_iscsiadm_prints_it() -> None:
+    entries = {
+        "iface.net_ifacename": "eth-show-7",
+        "iface.zzz": "1",
+        "node.session.auth.password_length": "3",
+        "node.session.auth.chap_algs": "FOO",  # nothing valid: read as empty
+    }
     for _ in range(2):  # the second call is served from the render cache
         node = show_settings(NODE, entries, "default")
-        assert node["iface.net_ifacename"] == "eth0" and node["iface.iscsi_ifacename"] == "default"
+        assert node["iface.net_ifacename"] == "eth-show-7" and node["iface.iscsi_ifacename"] == "default"
+        assert node["node.session.auth.chap_algs"] == "<empty>"
         assert list(node)[-1] == "iface.zzz" and "node.session.auth.password_length" not in node
         assert node["iface.transport_name"] == "tcp"
-    iface = show_settings(RecordKind.IFACE, {"iface.net_ifacename": "eth0"}, "")
+        assert "iface.ipv6_autocfg" not in node
+    iface = show_settings(RecordKind.IFACE, {"iface.net_ifacename": "eth-show-8"}, "")
     assert iface["iface.iscsi_ifacename"] == "<empty>" and iface["iface.transport_name"] == "<empty>"
-    secret = {"node.session.auth.password": "pw"}
-    assert show_settings(NODE, secret, "default")["node.session.auth.password"] == "********"
-    assert show_settings(NODE, secret, "default", True)["node.session.auth.password"] == "pw"
+    assert iface["iface.net_ifacename"] == "eth-show-8"
+    ipv6 = show_settings(RecordKind.IFACE, {"iface.ipv6_autocfg": "nd"}, "x-ipv6")
+    assert ipv6["iface.ipv6_autocfg"] == "nd" and ipv6["iface.iscsi_ifacename"] == "x-ipv6"
+    assert "iface.bootproto" not in ipv6
+    secret = {"node.session.auth.password": "pw-show-9", "node.session.auth.username": "user-show-9"}
+    masked = show_settings(NODE, secret, "default")
+    assert masked["node.session.auth.password"] == "********"
+    assert masked["node.session.auth.username"] == "user-show-9"  # only secrets are masked
+    assert show_settings(NODE, secret, "default", True)["node.session.auth.password"] == "pw-show-9"
 
 
 def test_apply_settings_puts_them_in_order() -> None:
     values = {"a": "1"}
     apply_settings(values, [("b", "2"), ("a", "3"), ("b", "4")])
     assert values == {"a": "3", "b": "4"}
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("zzz.qqq", "cannot set zzz.qqq = '1': unknown key for a node record"),
+        ("node.conn", "cannot set node.conn = '1': unknown key for a node record"),  # only a weak likeness
+        ("node.startupp", "cannot set node.startupp = '1': unknown key for a node record (did you mean node.startup?)"),
+    ],
+)
+def test_an_unknown_key_suggests_only_a_close_match(key: str, message: str) -> None:
+    with pytest.raises(InvalidSettingError) as info:
+        validate_setting(NODE, key, "1")
+    assert str(info.value) == message
+
+
+def test_rewrite_warnings_and_some_values_on_a_fresh_record() -> None:
+    rec = parse_record("node.startup = Bogus\n", "f", NODE)
+    assert rec.rewrite_warnings() == ["node.startup: 'Bogus' is not one of manual, automatic, onboot; kept 'manual'"]
+    iface = parse_record("iface.net_ifacename = eth-sv-1\n", "ifaces/sv-ipv6", RecordKind.IFACE, iface_hint="sv-ipv6")
+    assert iface.some_values(["iface.iscsi_ifacename", "iface.net_ifacename"]) == {
+        "iface.iscsi_ifacename": "sv-ipv6",
+        "iface.net_ifacename": "eth-sv-1",
+    }
