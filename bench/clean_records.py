@@ -23,7 +23,9 @@ each tool) and the disk (``--fs disk``).
 
 Usage::
 
-    .venv/bin/python bench/clean_records.py [--records 10000] [--ref-sample 50] [--runs 3] [--fs tmpfs,disk]
+    .venv/bin/python -m bench.clean_records [--records 10000] [--ref-sample 50] [--runs 3] [--fs tmpfs,disk]
+
+Writes bench/results/clean_records.json (goals: under 5 s, and <= 0.1 of the loop).
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.results import Result  # noqa: E402
 from iscsikit.db.record import format_record, read_defaults  # noqa: E402
 from iscsikit.db.schema import RecordKind  # noqa: E402
 from tests.support.sandbox import IscsiadmSandbox  # noqa: E402
@@ -144,7 +146,8 @@ def reference_per_call(sbx: IscsiadmSandbox, work: Path, size: int, sample: int)
     return run_reference(sbx, records[::step][:sample], work) / min(sample, len(records[::step]))
 
 
-def measure(fs: str, n: int, sample: int, runs: int) -> dict[str, float]:
+def measure(fs: str, n: int, sample: int, runs: int) -> dict[str, list[float]]:
+    """Per run: iscsikit's seconds, the loop's estimate, one call at full size; the floor once."""
     base = Path(tempfile.mkdtemp(prefix="isk-bench-clean-", dir="/dev/shm" if fs == "tmpfs" else "/var/tmp"))
     try:
         sbx = IscsiadmSandbox(base / "sbx")
@@ -166,12 +169,15 @@ def measure(fs: str, n: int, sample: int, runs: int) -> dict[str, float]:
             sbx.close()
     finally:
         shutil.rmtree(base, ignore_errors=True)
-    return {
-        "iscsikit": statistics.median(ours),
-        "reference": statistics.median(mid) * n,
-        "per_call_full": statistics.median(full),
-        "floor": floor,
-    }
+    return {"iscsikit": ours, "reference": [m * n for m in mid], "per_call_full": full, "floor": [floor]}
+
+
+CASES = {
+    "iscsikit": "iscsikit clean --yes",
+    "reference": "iscsiadm -o delete loop, est.",
+    "per_call_full": "one iscsiadm -o delete at full size",
+    "floor": "syscall floor",
+}
 
 
 def main() -> None:
@@ -181,15 +187,21 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--fs", default="tmpfs,disk")
     args = ap.parse_args()
+    result = Result("clean_records", vars(args))
     print(f"{args.records} stale node records; medians of {args.runs} runs; reference: {args.ref_sample} "
           f"iscsiadm calls timed in a DB of {args.records // 2} records, scaled to {args.records}")  # fmt: skip
     print("| filesystem | iscsikit clean --yes (s) | iscsiadm -o delete loop, est. (s) | ratio "
           "| one iscsiadm -o delete at full size (s) | syscall floor (s) |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for fs in args.fs.split(","):
-        r = measure(fs, args.records, args.ref_sample, args.runs)
+        samples = measure(fs, args.records, args.ref_sample, args.runs)
+        r = {k: result.add(f"{fs}: {CASES[k]}", v, "s") for k, v in samples.items()}
+        result.ratio(f"{fs}: clean", f"{fs}: {CASES['iscsikit']}", f"{fs}: {CASES['reference']}")
+        result.goal(f"{fs}: ratio", f"{fs}: clean", "<=", 0.1)
+        result.goal(f"{fs}: under 5 s", f"{fs}: {CASES['iscsikit']}", "<", 5.0)
         print(f"| {fs} | {r['iscsikit']:.2f} | {r['reference']:.0f} | {r['iscsikit'] / r['reference']:.4f}x "
               f"| {r['per_call_full']:.2f} | {r['floor']:.2f} |", flush=True)  # fmt: skip
+    result.write()
 
 
 if __name__ == "__main__":

@@ -106,6 +106,17 @@ def run_in(sandbox: IscsiadmSandbox, argv: Sequence[str], capture: bool = False)
     return Run(elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, proc.returncode, size)
 
 
+def iscsiadm_version(sandbox: IscsiadmSandbox) -> str:
+    """``iscsiadm --version``'s output, e.g. ``iscsiadm version 2.1.8`` (for the result file)."""
+    res = subprocess.run(
+        ["nsenter", f"--mount=/proc/{sandbox.pid}/ns/mnt", "--", "iscsiadm", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return res.stdout.strip()
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 

@@ -11,7 +11,9 @@ even to list them; iscsikit lists from directory names and parses only for ``sho
 
 Usage::
 
-    .venv/bin/python bench/db_listing.py [--targets 2000] [--runs 7]
+    .venv/bin/python -m bench.db_listing [--targets 2000] [--runs 7]
+
+Writes bench/results/db_listing.json.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._util import table
-from bench.db_common import ISCSIKIT, median, new_sandbox, populate, run_in
+from bench.db_common import ISCSIKIT, iscsiadm_version, median, new_sandbox, populate, run_in
+from bench.results import Result
 
 
 def main() -> int:
@@ -31,6 +34,8 @@ def main() -> int:
     ap.add_argument("--targets", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=7)
     args = ap.parse_args()
+    result = Result("db_listing", vars(args))
+    goals = {"list": 0.5, "show": 1.0}
     pairs = {
         "list": (["iscsiadm", "-m", "node"], [ISCSIKIT, "node", "list", "--json"]),
         "show": (["iscsiadm", "-m", "node", "-o", "show"], [ISCSIKIT, "node", "show", "--json"]),
@@ -38,8 +43,9 @@ def main() -> int:
     with new_sandbox() as sandbox:
         records = populate(sandbox.db, args.targets)
         print(f"{records} node records over {args.targets} targets in {sandbox.db}")
+        result.info(records=records, iscsiadm=iscsiadm_version(sandbox))
         rows = []
-        for theirs, mine in pairs.values():
+        for what, (theirs, mine) in pairs.items():
             t_theirs, t_mine, c_theirs, c_mine, rss = [], [], [], [], []
             for _ in range(2):  # warm the page cache and the interpreter's files
                 run_in(sandbox, theirs)
@@ -55,6 +61,15 @@ def main() -> int:
                 rss.append(b.maxrss_kb)
             mt, mm = median(t_theirs), median(t_mine)
             ct, cm = median(c_theirs), median(c_mine)
+            result.add(f"{what}: iscsikit", t_mine, "s")
+            result.add(f"{what}: iscsiadm", t_theirs, "s")
+            result.add(f"{what}: iscsikit CPU", c_mine, "s")
+            result.add(f"{what}: iscsiadm CPU", c_theirs, "s")
+            result.add(f"{what}: iscsikit peak RSS", (kb / 1024 for kb in rss), "MB")
+            result.ratio(f"{what}: wall", f"{what}: iscsikit", f"{what}: iscsiadm")
+            result.ratio(f"{what}: CPU", f"{what}: iscsikit CPU", f"{what}: iscsiadm CPU")
+            result.goal(f"{what}: wall ratio", f"{what}: wall", "<=", goals[what])
+            result.goal(f"{what}: peak RSS", f"{what}: iscsikit peak RSS", "<", 100.0)
             rows.append(
                 [
                     f"`{' '.join(mine[1:])}`",
@@ -82,6 +97,7 @@ def main() -> int:
                 rows,
             )
         )
+    result.write()
     return 0
 
 

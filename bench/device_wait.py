@@ -15,7 +15,9 @@ are emulated, the ratio is the figure.
 
 Usage::
 
-    .venv/bin/python bench/device_wait.py [--runs 15]
+    .venv/bin/python -m bench.device_wait [--runs 15]
+
+Writes bench/results/device_wait.json (goal: ratio <= 0.1).
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.results import Result  # noqa: E402
 from iscsikit.vm import GuestVM  # noqa: E402
 
 IQN = "iqn.2026-11.io.iscsikit.bench:wait"
+UEVENTS = "iscsikit (kernel uevents + sysfs)"
+POLLING = "polling iscsiadm -m session -P 3 every 1 s"
 
 SETUP = f"""
 set -e
@@ -89,11 +94,18 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
     args = ap.parse_args()
+    result = Result("device_wait", vars(args))
     with GuestVM() as vm:
         vm.run(SETUP, timeout=300, check=True)
         out = vm.run_python(MEASURE, args=(str(args.runs),), timeout=3600, check=True)
         vm.run("iscsiadm -m session -u >/dev/null 2>&1; pkill tgtd", timeout=300)
     r = json.loads(out.stdout.strip().splitlines()[-1])
+    result.info(where="the kernel tier's VM (QEMU TCG)")
+    result.add(UEVENTS, (x * 1000 for x in r["iscsikit_all"]), "ms")
+    result.add(POLLING, (x * 1000 for x in r["polling_all"]), "ms")
+    result.ratio("uevents / polling", UEVENTS, POLLING)
+    result.goal("uevents / polling", "uevents / polling", "<=", 0.1)
+    result.write()
     print(f"device wait after login, runs: {r['runs']}, in the VM (medians, ms)")
     print(f"  iscsikit (kernel uevents + sysfs):      {r['iscsikit'] * 1000:8.1f}")
     print(f"  polling iscsiadm -m session -P 3 at 1 s: {r['polling'] * 1000:8.1f}")

@@ -6,7 +6,8 @@ Where `bench.replica_write` gives throughput, this says where the CPU goes: for 
 (qemu-img as the initiator, the target with its controller, every replica server) the user +
 system time it spent during one `qemu-img bench` run (from /proc/PID/stat and the children's
 rusage), divided by the MiB written. Medians over --runs. On a machine where everything shares
-a few cores, the 3-vs-1 throughput ratio cannot beat the inverse ratio of the totals.
+a few cores, the 3-vs-1 throughput ratio cannot beat the inverse ratio of the totals. Writes
+bench/results/replica_cpu.json.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import argparse
 import os
 from pathlib import Path
 
-from bench._util import median, table
+from bench._util import table
 from bench.replica_common import AUTHS, MiB, Procs
 from bench.replica_write import qemu_bench
+from bench.results import Result
 
 IQN = "iqn.2026-11.org.iscsikit:cpu"
 TICK = os.sysconf("SC_CLK_TCK")
@@ -33,8 +35,8 @@ def children_seconds() -> float:
     return t.children_user + t.children_system
 
 
-def measure(n: int, count: int, runs: int, auth: str = "none") -> dict[str, float]:
-    """Median ms of CPU per MiB for each process role, plus the run's MB/s."""
+def measure(n: int, count: int, runs: int, auth: str = "none") -> dict[str, list[float]]:
+    """Per run, ms of CPU per MiB for each process role, plus the run's MB/s."""
     samples: dict[str, list[float]] = {}
     with Procs() as procs:
         replicas = [procs.replica(f"r{i}", max(count, 64) * MiB, auth) for i in range(n)]
@@ -50,7 +52,8 @@ def measure(n: int, count: int, runs: int, auth: str = "none") -> dict[str, floa
             for k, pid in pids.items():
                 samples.setdefault(k, []).append((cpu_seconds(pid) - before[k]) * 1000 / count)
             samples.setdefault("MB/s", []).append(mbs)
-    return {k: median(v) for k, v in samples.items()}
+            samples.setdefault("total", []).append(sum(samples[k][-1] for k in samples if k not in ("MB/s", "total")))
+    return samples
 
 
 def main() -> None:
@@ -61,15 +64,21 @@ def main() -> None:
         "--auth", choices=AUTHS, default="none", help="replicas and controller share a secret / use TLS"
     )
     args = parser.parse_args()
-    one, three = measure(1, args.count, args.runs, args.auth), measure(3, args.count, args.runs, args.auth)
-    roles = ["qemu-img (initiator)", "target + controller", "replica 0", "replica 1", "replica 2"]
+    result = Result("replica_cpu", vars(args))
+    med: dict[int, dict[str, float]] = {}
+    for n in (1, 3):
+        for role, samples in measure(n, args.count, args.runs, args.auth).items():
+            unit = "MB/s" if role == "MB/s" else "ms CPU per MiB"
+            med.setdefault(n, {})[role] = result.add(f"{n} replica{'s' if n > 1 else ''}: {role}", samples, unit)
+    one, three = med[1], med[3]
+    roles = ["qemu-img (initiator)", "target + controller", "replica 0", "replica 1", "replica 2", "total"]
     rows = [(r, f"{one[r]:.2f}" if r in one else "", f"{three[r]:.2f}") for r in roles]
-    total1 = sum(one[r] for r in roles if r in one)
-    total3 = sum(three[r] for r in roles)
-    rows.append(("total", f"{total1:.2f}", f"{total3:.2f}"))
     rows.append(("MB/s", f"{one['MB/s']:.0f}", f"{three['MB/s']:.0f}"))
     print(table(["process", "1 replica, ms CPU per MiB", "3 replicas, ms CPU per MiB"], rows))
-    print(f"\nCPU-bound bound on the 3/1 throughput ratio: {total1 / total3:.2f}")
+    bound = result.ratio("CPU bound on 3/1", "1 replica: total", "3 replicas: total")
+    result.ratio("3 replicas / 1, MB/s", "3 replicas: MB/s", "1 replica: MB/s")
+    result.write()
+    print(f"\nCPU-bound bound on the 3/1 throughput ratio: {bound:.2f}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ replica may serve: it ends with a flush). Measured, each run in turn:
 
 Goal: fresh rebuild (pull) >= 0.5x the speed of cp. Prints a markdown table with medians, the
 CPU seconds the processes used (controller + both replica servers; cp itself), and the load
-average before each run: on a shared machine the figures move with it.
+average before each run: on a shared machine the figures move with it. Writes
+bench/results/replica_rebuild.json.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 
 from bench._util import median, table
 from bench.replica_common import AUTHS, MiB, Procs
+from bench.results import Result
 
 
 async def fill(addresses: list[str], size: int, credentials: Any = None) -> None:
@@ -119,6 +121,7 @@ def main() -> None:
         "--auth", choices=AUTHS, default="none", help="replicas and controller share a secret / use TLS"
     )
     args = parser.parse_args()
+    result = Result("replica_rebuild", vars(args))
     size = args.size_mib * MiB
     data_bytes = size // 2
     run: Callable[..., Any] = asyncio.run
@@ -162,13 +165,23 @@ def main() -> None:
         return (name, f"{w:.2f}", f"{mb / w:.0f}", f"{base / w:.2f}", f"{median(s.cpu):.2f}",
                 " ".join(f"{x:.1f}" for x in s.load))  # fmt: skip
 
-    rows = [
-        row("cp --sparse=always (local file)", cp),
-        row("cp --sparse=always + fsync of the copy", cp_sync),
-        row("rebuild of a fresh replica, by pull", pull),
-        row("rebuild of a fresh replica, by relay", relay),
-        row("rebuild of a returning identical replica", same),
-    ]
+    cases = {
+        "cp --sparse=always (local file)": cp,
+        "cp --sparse=always + fsync of the copy": cp_sync,
+        "rebuild of a fresh replica, by pull": pull,
+        "rebuild of a fresh replica, by relay": relay,
+        "rebuild of a returning identical replica": same,
+    }
+    result.info(data_mib=data_bytes // MiB, load_1min_before_each_run={k: v.load for k, v in cases.items()})
+    for name, sample in cases.items():
+        result.add(name, sample.wall, "s")
+        result.add(f"{name}: CPU", sample.cpu, "s")
+    pull_case = "rebuild of a fresh replica, by pull"
+    result.ratio("pull vs cp, speed", "cp --sparse=always (local file)", pull_case)
+    result.ratio("pull vs cp + fsync, speed", "cp --sparse=always + fsync of the copy", pull_case)
+    result.goal("pull >= 0.5x cp", "pull vs cp, speed", ">=", 0.5)
+    result.write()
+    rows = [row(name, sample) for name, sample in cases.items()]
     print(table([f"{args.size_mib} MiB volume, {data_bytes // MiB} MiB of data", "seconds (median)", "MB/s",
                  "vs cp", "CPU s (median)", "load avg per run"], rows))  # fmt: skip
     print(f"\nfresh rebuild by pull / cp speed = {base / median(pull.wall):.2f} (goal >= 0.5); "

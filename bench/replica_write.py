@@ -7,7 +7,7 @@ N `iscsikit replica serve` processes. Also measured in the same run, as referenc
 target over a `memory:` LUN, and tgtd over a file. Goal: 3 replicas >= 0.7x the 1-replica rate.
 Each `--auth` adds a 3-replica LUN whose replicas and target share a secret (`secret`), or also
 use TLS (`tls`), measured in the same run (goal with a secret: >= 0.95x without).
-Prints a markdown table (medians over --runs) for docs/benchmarks.md.
+Prints a markdown table (medians over --runs) and writes bench/results/replica_write.json.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import argparse
 import re
 import subprocess
 
-from bench._util import median, table
+from bench._util import table
 from bench.replica_common import AUTHS, MiB, Procs
+from bench.results import Result
 
 IQN = "iqn.2026-11.org.iscsikit:bench"
 
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--auth", action="append", choices=AUTHS[1:], default=[],
                         help="also a 3-replica LUN with this security set-up (repeatable)")  # fmt: skip
     args = parser.parse_args()
+    result = Result("replica_write", vars(args))
     size = max(args.count, 64) * MiB
     results: dict[str, list[float]] = {}
     with Procs() as procs:
@@ -59,14 +61,19 @@ def main() -> None:
         for _ in range(args.runs):  # interleaved, so drift hits every case alike
             for label, url in urls.items():
                 results.setdefault(label, []).append(qemu_bench(url, args.count, args.depth))
-    one = median(results["replicated, 1 replica"])
-    rows = [(label, f"{median(v):.0f}", f"{median(v) / one:.2f}") for label, v in results.items()]
+    medians = {label: result.add(label, v, "MB/s") for label, v in results.items()}
+    one = medians["replicated, 1 replica"]
+    rows = [(label, f"{m:.0f}", f"{m / one:.2f}") for label, m in medians.items()]
     print(table(["LUN", f"MB/s, 1 MiB writes QD{args.depth} (median of {args.runs})", "vs 1 replica"], rows))
-    three = median(results["replicated, 3 replicas"])
-    print(f"\n3 replicas / 1 replica = {three / one:.2f} (goal >= 0.7)")
+    ratio = result.ratio("3 replicas / 1", "replicated, 3 replicas", "replicated, 1 replica")
+    result.goal("3 replicas / 1", "3 replicas / 1", ">=", 0.7)
+    print(f"\n3 replicas / 1 replica = {ratio:.2f} (goal >= 0.7)")
     for auth in args.auth:
-        ratio = median(results[f"replicated, 3 replicas, {auth}"]) / three
+        ratio = result.ratio(f"{auth} / none", f"replicated, 3 replicas, {auth}", "replicated, 3 replicas")
+        if auth == "secret":
+            result.goal("secret / none", "secret / none", ">=", 0.95)
         print(f"3 replicas with {auth} / without = {ratio:.2f}" + (" (goal >= 0.95)" if auth == "secret" else ""))
+    result.write()
 
 
 if __name__ == "__main__":

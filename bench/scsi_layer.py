@@ -1,18 +1,20 @@
 """Per-command cost of the SCSI layer alone: LunMap.execute for 4 KiB READ(16)/WRITE(16) on a memory backend.
 
-    .venv/bin/python -m bench.scsi_layer
+    .venv/bin/python -m bench.scsi_layer [--runs 5] [--n 100000]
 
-No network, no iSCSI: this is the ceiling the SCSI code puts on the target's IOPS.
+No network, no iSCSI: this is the ceiling the SCSI code puts on the target's IOPS. Writes
+bench/results/scsi_layer.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import random
-import statistics
 import struct
 import time
 
+from bench.results import Result
 from iscsikit.target.backends import MemoryBackend
 from iscsikit.target.scsi import LogicalUnit, LuIdentity, LunMap, Nexus
 
@@ -34,9 +36,16 @@ async def commands_per_second(op: int, n: int = 100_000) -> float:
 
 
 async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--n", type=int, default=100_000, help="commands per run")
+    args = parser.parse_args()
+    result = Result("scsi_layer", vars(args))
     for name, op in (("READ(16) 4 KiB", READ16), ("WRITE(16) 4 KiB", WRITE16)):
-        runs = [await commands_per_second(op) for _ in range(5)]
-        print(f"{name}: {statistics.median(runs):,.0f} commands/s (median of 5)")
+        runs = [await commands_per_second(op, args.n) for _ in range(args.runs)]
+        med = result.add(name, runs, "commands/s")
+        print(f"{name}: {med:,.0f} commands/s (median of {args.runs})")
+    result.write()
 
 
 if __name__ == "__main__":

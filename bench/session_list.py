@@ -11,7 +11,9 @@ The VM is emulated (TCG), so absolute times are slow; the ratio is what this mea
 
 Usage::
 
-    .venv/bin/python bench/session_list.py [--sessions 32] [--runs 15]
+    .venv/bin/python -m bench.session_list [--sessions 32] [--runs 15]
+
+Writes bench/results/session_list.json (goal: the whole process <= 1.0x iscsiadm).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.results import Result  # noqa: E402
 from iscsikit.vm import GuestVM  # noqa: E402
 
 SETUP = """
@@ -44,7 +47,7 @@ udevadm settle
 """
 
 MEASURE = """
-import json, statistics, subprocess, sys, time
+import json, subprocess, sys, time
 from iscsikit.session.sysfs import Sessions
 runs, n = int(sys.argv[1]), int(sys.argv[2])
 adm = ["iscsiadm", "-m", "session", "-P", "3"]
@@ -59,9 +62,15 @@ a, k, lib = [], [], []
 for _ in range(runs):
     a.append(timed(adm)[0]); k.append(timed(kit)[0])
     t = time.perf_counter(); json.dumps([s.to_json() for s in Sessions().all()]); lib.append(time.perf_counter() - t)
-print(json.dumps({"iscsiadm": statistics.median(a), "iscsikit": statistics.median(k),
-                  "library": statistics.median(lib), "runs": runs, "sessions": n}))
+print(json.dumps({"iscsiadm": a, "iscsikit": k, "library": lib, "runs": runs, "sessions": n}))
 """
+
+
+CASES = {
+    "iscsiadm": "iscsiadm -m session -P 3",
+    "iscsikit": "iscsikit session list --json (process)",
+    "library": "Sessions().all() + JSON (library call)",
+}
 
 
 def main() -> int:
@@ -69,21 +78,22 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=32)
     ap.add_argument("--runs", type=int, default=15)
     args = ap.parse_args()
+    result = Result("session_list", vars(args))
     with GuestVM(memory="2G") as vm:
         vm.run(SETUP.format(n=args.sessions), timeout=900, check=True)
         out = vm.run_python(MEASURE, args=(str(args.runs), str(args.sessions)), timeout=1800, check=True)
         vm.run("iscsiadm -m session -u >/dev/null 2>&1; pkill tgtd", timeout=300)
     r = json.loads(out.stdout.strip().splitlines()[-1])
+    result.info(where="the kernel tier's VM (QEMU TCG)", sessions=r["sessions"])
+    m = {key: result.add(case, (x * 1000 for x in r[key]), "ms") for key, case in CASES.items()}
+    result.ratio("process", CASES["iscsikit"], CASES["iscsiadm"])
+    result.ratio("library", CASES["library"], CASES["iscsiadm"])
+    result.goal("process <= iscsiadm", "process", "<=", 1.0)
+    result.write()
     print(f"sessions: {r['sessions']}, runs: {r['runs']}, in the VM (medians, ms)")
-    print(f"  iscsiadm -m session -P 3:                  {r['iscsiadm'] * 1000:8.1f}")
-    print(
-        f"  iscsikit session list --json (process):    {r['iscsikit'] * 1000:8.1f}"
-        f"   ratio {r['iscsikit'] / r['iscsiadm']:.2f}x"
-    )
-    print(
-        f"  Sessions().all() + JSON (library call):    {r['library'] * 1000:8.1f}"
-        f"   ratio {r['library'] / r['iscsiadm']:.2f}x"
-    )
+    for key, case in CASES.items():
+        ratio = "" if key == "iscsiadm" else f"   ratio {m[key] / m['iscsiadm']:.2f}x"
+        print(f"  {case + ':':44}{m[key]:8.1f}{ratio}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.startup [--runs 30]
 
-Goal: under 150 ms median on these machines. Prints a markdown table for docs/benchmarks.md.
+Goal: under 150 ms median on these machines. Prints a markdown table and writes
+bench/results/startup.json (bench/results.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bench._util import median, table, time_command
+from bench._util import table, time_command
+from bench.results import Result
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -20,6 +22,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
+    result = Result("startup", vars(args))
     iscsikit = str(VENV_BIN / "iscsikit")
     cases = [
         ("python -c pass", [sys.executable, "-c", "pass"]),
@@ -30,9 +33,12 @@ def main() -> None:
     base = None
     rows = []
     for label, argv in cases:
-        m = median(time_command(argv, args.runs)) * 1000
+        m = result.add(label, (s * 1000 for s in time_command(argv, args.runs)), "ms")
         base = base or m
         rows.append((label, f"{m:.1f}", f"{m - base:+.1f}", "yes" if m < 150 else "NO"))
+        if label != "python -c pass":
+            result.goal(f"{label} < 150 ms", label, "<", 150.0)
+    result.write()
     print(table(["command", "median ms", "over python", "< 150 ms"], rows))
 
 

@@ -8,7 +8,8 @@ the SCSI layer and a backend are driven with pre-encoded SCSI Command PDUs, ``QD
 only counts what it is given. What is left is the Python work per command (plus the backend's
 ``preadv``/``pwritev``): the ceiling the target's own code puts on IOPS, and a steady metric on
 a noisy machine, where wall-clock runs against tgtd depend on the scheduler. ``--profile`` runs
-cProfile over one workload and prints the top functions.
+cProfile over one workload and prints the top functions. A run without ``--profile`` writes
+bench/results/target_core.json.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import asyncio
 import os
 import random
-import statistics
 import struct
 import sys
 import tempfile
@@ -28,6 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.results import Result  # noqa: E402
 from iscsikit.target.backends import FileBackend, MemoryBackend  # noqa: E402
 from iscsikit.target.proto import InitiatorConnection, PortalInfo, TargetInfo  # noqa: E402
 from iscsikit.target.scsi import LogicalUnit, LuIdentity, LunMap  # noqa: E402
@@ -192,6 +193,7 @@ async def main() -> int:
             prof.disable()
             pstats.Stats(prof).sort_stats("tottime").print_stats(25)
             return 0
+        result = Result("target_core", vars(args))
         print(f"backend={args.backend}, {args.runs} runs (median), load avg {os.getloadavg()[0]:.1f}\n")
         print("| workload | QD | CPU us/command (median) | min | commands/s of CPU (median) |\n|---|---|---|---|---|")
         for name, op, block, rand, qds in chosen:
@@ -201,8 +203,9 @@ async def main() -> int:
                     await run_workload(args.backend, op, block, qd, n, rand, path, build_only=args.build_only)
                     for _ in range(args.runs)
                 ]
-                us = statistics.median(runs)
+                us = result.add(f"{name}, QD{qd}", runs, "us/command")
                 print(f"| {name} | {qd} | {us:.1f} | {min(runs):.1f} | {1e6 / us:,.0f} |", flush=True)
+        result.write()
     return 0
 
 

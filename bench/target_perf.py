@@ -11,7 +11,8 @@ the ratio iscsikit/tgt:
 
 Usage: ``.venv/bin/python -m bench.target_perf [--runs 3] [--seconds 8] [--loop uvloop|asyncio]
 [--only read1m,rand4k,write1m,rss] [--digests] [--baseline DIR]``. Run as root (tgtd). Prints a
-markdown table.
+markdown table and writes bench/results/target_perf.json (goals: reads >= 1.0x tgt at 1 MiB,
+>= 0.5x at 4 KiB, 1 MiB writes >= 1.2x, RSS with 16 sessions < 150 MB).
 
 ``--baseline DIR`` also serves the target from another checkout of the repository (for example
 ``git archive <commit> iscsikit | tar -x -C DIR``), on its own LUN file, in the same rotation:
@@ -23,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench._util import table  # noqa: E402
+from bench.results import Result  # noqa: E402
 from tests.support.tgtd import Tgtd, free_port, wait_for_port  # noqa: E402
 
 IQN_TGT = "iqn.2026-11.org.iscsikit.bench:tgt"
@@ -112,6 +113,11 @@ def sixteen_sessions(url: str, seconds: int) -> None:
         p.wait(timeout=seconds + 60)
 
 
+def _version(argv: list[str]) -> str:
+    res = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return (res.stdout or res.stderr).strip().splitlines()[0] if (res.stdout or res.stderr).strip() else ""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
@@ -126,6 +132,8 @@ def main() -> int:
         help="require CRC32C header digests on both targets (libiscsi 1.19: no data digest)",
     )
     args = ap.parse_args()
+    result = Result("target_perf", vars(args))
+    result.info(qemu_img=_version(["qemu-img", "--version"]))
     only = set(args.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="isk-bench-"))
     img_tgt, img_isk, img_base = work / "tgt.img", work / "isk.img", work / "base.img"
@@ -159,17 +167,21 @@ def main() -> int:
     rows: list[list[object]] = []
     s = args.seconds
 
-    def compare(name: str, command: str, unit: str, fn: Callable[[str], float]) -> None:
+    def compare(name: str, command: str, unit: str, fn: Callable[[str], float], goal: float) -> None:
         samples: dict[str, list[float]] = {who: [] for who in urls}
         whos = list(urls)
         for run in range(args.runs):
             k = run % len(whos)  # rotate who goes first
             for who in whos[k:] + whos[:k]:
                 samples[who].append(fn(urls[who]))
-        t, i = statistics.median(samples["tgt"]), statistics.median(samples["iscsikit"])
+        t, i = (result.add(f"{name}: {who}", samples[who], unit) for who in ("tgt", "iscsikit"))
+        result.ratio(name, f"{name}: iscsikit", f"{name}: tgt")
+        result.goal(name, name, ">=", goal)
+        result.info(**{f"{name}: command": command})
         row: list[object] = [name, f"{t:,.0f} {unit}", f"{i:,.0f} {unit}", f"{i / t:.2f}"]
         if "baseline" in samples:
-            b = statistics.median(samples["baseline"])
+            b = result.add(f"{name}: baseline", samples["baseline"], unit)
+            result.ratio(f"{name}: baseline", f"{name}: baseline", f"{name}: tgt")
             row += [f"{b:,.0f} {unit}", f"{b / t:.2f}"]
         rows.append([*row, f"`{command}`"])
         print(f"{name}: " + " ".join(f"{who} {v}" for who, v in samples.items()), file=sys.stderr, flush=True)
@@ -178,23 +190,30 @@ def main() -> int:
         if "read1m" in only:
             for qd in (1, 8):
                 compare(f"1 MiB seq read QD{qd}", f"iscsi-perf -b 2048 -m {qd} -t {s} URL", "MB/s",
-                        lambda u, qd=qd: iscsi_perf(u, block=1 << 20, qd=qd, seconds=s, rand=False)[1])  # fmt: skip
+                        lambda u, qd=qd: iscsi_perf(u, block=1 << 20, qd=qd, seconds=s, rand=False)[1],
+                        1.0)  # fmt: skip
         if "rand4k" in only:
             for qd in (1, 8, 32):
                 compare(f"4 KiB rand read QD{qd}", f"iscsi-perf -r -b 8 -m {qd} -t {s} URL", "IOPS",
-                        lambda u, qd=qd: iscsi_perf(u, block=4096, qd=qd, seconds=s, rand=True)[0])  # fmt: skip
+                        lambda u, qd=qd: iscsi_perf(u, block=4096, qd=qd, seconds=s, rand=True)[0], 0.5)  # fmt: skip
         if "write1m" in only:
             count = 1000
             compare("1 MiB seq write QD8", f"qemu-img bench -w -t none -s 1M -c {count} -d 8 -f raw URL", "MB/s",
-                    lambda u: qemu_write(u, count=count))  # fmt: skip
+                    lambda u: qemu_write(u, count=count), 1.2)  # fmt: skip
         if "rss" in only:
             before = rss_kib(isk.pid)
             peak = peak_rss_during(isk.pid, lambda: sixteen_sessions(urls["iscsikit"], s))
+            result.add("RSS, 16 sessions QD32: iscsikit idle", [before / 1024], "MB")
+            result.add("RSS, 16 sessions QD32: iscsikit peak", [peak / 1024], "MB")
+            result.goal("RSS, 16 sessions QD32", "RSS, 16 sessions QD32: iscsikit peak", "<", 150.0)
+            result.info(**{"RSS, 16 sessions QD32: command": f"16 x iscsi-perf -r -b 8 -m 32 -t {s} URL"})
             rss = f"{peak / 1024:.0f} MB (idle {before / 1024:.0f} MB)"
             row: list[object] = ["RSS, 16 sessions QD32", "-", rss, "-"]
             if base is not None:
                 base_before = rss_kib(base.pid)
                 base_peak = peak_rss_during(base.pid, lambda: sixteen_sessions(urls["baseline"], s))
+                result.add("RSS, 16 sessions QD32: baseline idle", [base_before / 1024], "MB")
+                result.add("RSS, 16 sessions QD32: baseline peak", [base_peak / 1024], "MB")
                 row += [f"{base_peak / 1024:.0f} MB (idle {base_before / 1024:.0f} MB)", "-"]
             rows.append([*row, f"`16 x iscsi-perf -r -b 8 -m 32 -t {s} URL`"])
     finally:
@@ -205,6 +224,7 @@ def main() -> int:
         tgt.close()
         for p in (img_tgt, img_isk, img_base):
             p.unlink(missing_ok=True)
+    result.write()
     load = os.getloadavg()
     print(f"\nloopback, {args.runs} runs each (median), {s} s per run, LUN {args.size >> 20} MiB file, "
           f"loop={args.loop}, hdigest={'CRC32C' if args.digests else 'off'}, load avg {load[0]:.1f}\n")  # fmt: skip

@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python bench/vm_boot.py [--boots 3] [--requests 30] [--loglevel 4]
+    .venv/bin/python -m bench.vm_boot [--boots 3] [--requests 30] [--loglevel 4]
 
 For each boot it reports: seconds from ``vng`` start until the guest agent is ready, the
 guest's uptime at that moment, how long the agent's preparation took (modprobe, udev
@@ -10,7 +10,8 @@ settle, iscsid), then the round trip of ``vm.run("true")`` (a bash start in the 
 ``/bin/true`` run directly (argv, no bash), and the agent's channel overhead (host round trip
 minus the time the guest measured for the process itself), and the clean poweroff time.
 Figures are medians. Under TCG everything in the guest is slow and the host's load shows
-through: compare runs made back to back, not across machines.
+through: compare runs made back to back, not across machines. Writes
+bench/results/vm_boot.json.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.results import Result
 from iscsikit.vm import GuestVM
 
 
@@ -40,6 +42,7 @@ def main() -> int:
     if why:
         print(f"cannot boot a VM here: {why}", file=sys.stderr)
         return 1
+    result = Result("vm_boot", vars(args))
     boots, uptimes, preps, bash_rt, argv_rt, overhead, closes = [], [], [], [], [], [], []
     for n in range(args.boots):
         vm = GuestVM(console_loglevel=args.loglevel).start()
@@ -64,6 +67,14 @@ def main() -> int:
         print(
             f"boot {n + 1}: ready after {boots[-1]:.1f} s (guest uptime {uptimes[-1]:.1f} s, prepare {preps[-1]:.1f} s)"
         )
+    result.add("boot to ready (host wall clock)", boots, "s")
+    result.add("guest uptime when ready", uptimes, "s")
+    result.add("agent preparation", preps, "s")
+    result.add("vm.run('true') round trip", (x * 1000 for x in bash_rt), "ms")
+    result.add("argv /bin/true round trip", (x * 1000 for x in argv_rt), "ms")
+    result.add("channel overhead (round trip - guest run)", (x * 1000 for x in overhead), "ms")
+    result.add("clean poweroff", closes, "s")
+    result.write()
     print(f"\n{args.boots} boots, {args.requests} requests each, console loglevel {args.loglevel}")
     print(f"  boot to ready (host wall clock)   median {_median(boots):6.2f} s")
     print(f"  guest uptime when ready           median {_median(uptimes):6.2f} s")

@@ -1,18 +1,26 @@
 """libiscsi's conformance suite against iscsikit's built-in target, differential against tgtd.
 
 Both targets get the same layout in the same run: LUN 1 thick (1 GiB sparse file, no UNMAP),
-LUN 2 thin (LBPME, UNMAP, WRITE SAME with UNMAP), LUN 3 read-only, and a second target that
-requires CHAP. iscsikit runs as users run it (``iscsikit target serve --config``), tgtd through
-:mod:`iscsikit.tgt`. ``iscsi-test-cu -d`` runs one suite per process (see tests/support/testcu.py
-for why) against the thick and thin LUNs (MultipathIO with two sessions to the same LU) and the
-ReadOnly-relevant suites against LUN 3. A test fails on any libiscsi test tgt passes on a LUN
-kind and iscsikit fails, skips or does not run on the same kind (SCSI and iSCSI families
-separately, so the owner of a regression is clear), unless tests/support/testcu_expected.toml
-lists that difference with its reason; a listed difference that is gone fails too, so the list
-stays true. The whole table is printed (``pytest -s``) and written to
-``$ISCSIKIT_CONFORMANCE_REPORT`` when that is set. About two minutes on the 2-core machines;
-``ISCSIKIT_CONFORMANCE_SUITES=Unmap,ProutReserve`` runs only those suites (a listed difference
-outside them is then not checked for staleness).
+LUN 2 thin (LBPME, UNMAP, WRITE SAME with UNMAP), LUN 3 read-only, LUN 4 thin with 4 KiB blocks,
+and a second target that requires CHAP; each target listens on two portals (127.0.0.1 and
+127.0.0.2, same port). iscsikit runs as users run it (``iscsikit target serve --config``), tgtd
+through :mod:`iscsikit.tgt`. ``iscsi-test-cu -d`` runs one suite per process (see
+tests/support/testcu.py for why), always with the LU's URL on the second portal as its
+multipath URL: MultipathIO then runs over two paths instead of skipping, and the suites that need
+a second I_T nexus (persistent reservations, RESERVE(6), PREVENT ALLOW) use that path. Every suite
+runs against the thick and thin LUNs, the ReadOnly-relevant ones against LUN 3 and the
+provisioning ones against LUN 4 (one logical block per physical block: what libiscsi's
+GetLBAStatus.UnmapSingle needs to be right, see testcu_expected.toml).
+
+A test fails on any libiscsi test tgt passes on a LUN kind and iscsikit fails, skips or does not
+run on the same kind (SCSI and iSCSI families separately, so the owner of a regression is clear),
+unless tests/support/testcu_expected.toml lists that difference with its reason; and on any test
+iscsikit skips or fails that the same file does not explain (``[skips]``: a feature the target
+deliberately lacks; ``[failures]``: where tgt fails too, and why). An entry that no longer holds
+fails too, so the file stays true. The whole table is printed (``pytest -s``) and written to
+``$ISCSIKIT_CONFORMANCE_REPORT`` when that is set. About a minute and a half on the 2-core
+machines; ``ISCSIKIT_CONFORMANCE_SUITES=Unmap,ProutReserve`` runs only those suites (entries
+outside them are then not checked for staleness).
 """
 
 from __future__ import annotations
@@ -34,11 +42,25 @@ CHAP_IQN = "iqn.2026-11.org.iscsikit.conformance:chap"
 CHAP_USER, CHAP_SECRET = "chapuser", "chapsecret123"
 LUN_SIZE = 1 << 30
 RO_SIZE = 64 << 20
+THIN4K_SIZE = 256 << 20
+#: Every libiscsi suite runs against these LUNs.
 KINDS = {"thick": 1, "thin": 2}
 #: LUN 3 is write-protected; only these suites are run against it (ReadOnly needs it).
 READ_ONLY_LUN = 3
-ALL_KINDS = [*KINDS, "ro"]
 READ_ONLY_SUITES = ["ReadOnly", "TestUnitReady", "Inquiry", "ModeSense6", "Read10", "Read16", "ReadCapacity16"]
+#: LUN 4 is thin with 4 KiB logical blocks (one per physical block); the provisioning suites run on it.
+THIN4K_LUN = 4
+THIN4K_SUITES = ["GetLBAStatus", "Unmap", "WriteSame16", "ReadCapacity16", "Inquiry"]
+#: LUN kinds that run only some suites: kind -> (LUN, suites).
+PARTIAL = {"ro": (READ_ONLY_LUN, READ_ONLY_SUITES), "thin4k": (THIN4K_LUN, THIN4K_SUITES)}
+ALL_KINDS = [*KINDS, *PARTIAL]
+#: Both targets listen on the same port on both addresses: the first and the second path.
+HOST, SECOND_HOST = "127.0.0.1", "127.0.0.2"
+
+
+def second_path(url: str) -> str:
+    """The same LU's URL through the second portal (iscsi-test-cu's multipath URL)."""
+    return url.replace(f"@{HOST}:", f"@{SECOND_HOST}:", 1).replace(f"//{HOST}:", f"//{SECOND_HOST}:", 1)
 
 
 class IscsikitTarget:
@@ -51,7 +73,7 @@ class IscsikitTarget:
         config = workdir / "serve.toml"
         config.write_text(
             f"""\
-portals = ["127.0.0.1:{self.port}"]
+portals = ["{HOST}:{self.port}", "{SECOND_HOST}:{self.port}"]
 control = "{workdir / "control.sock"}"
 
 [[targets]]
@@ -60,6 +82,7 @@ iqn = "{IQN}"
 [targets.luns]
 1 = "file:{workdir / "thick.img"},size={LUN_SIZE},thin=no"
 2 = "file:{workdir / "thin.img"},size={LUN_SIZE},thin=yes"
+{THIN4K_LUN} = "file:{workdir / "thin4k.img"},size={THIN4K_SIZE},thin=yes,block_size=4096"
 
 [targets.luns.{READ_ONLY_LUN}]
 spec = "file:{workdir / "ro.img"},size={RO_SIZE},thin=no"
@@ -83,7 +106,8 @@ chap_secret_file = "{workdir / "chap.secret"}"
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         try:
-            wait_for_port("127.0.0.1", self.port, timeout=30)
+            wait_for_port(HOST, self.port, timeout=30)
+            wait_for_port(SECOND_HOST, self.port, timeout=30)
         except TimeoutError:
             self.close()
             raise RuntimeError(
@@ -92,7 +116,7 @@ chap_secret_file = "{workdir / "chap.secret"}"
 
     def url(self, iqn: str, lun: int, *, user: str | None = None, secret: str | None = None) -> str:
         auth = f"{user}%{secret}@" if user is not None else ""
-        return f"iscsi://{auth}127.0.0.1:{self.port}/{iqn}/{lun}"
+        return f"iscsi://{auth}{HOST}:{self.port}/{iqn}/{lun}"
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -113,13 +137,19 @@ def tools(request: pytest.FixtureRequest) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tools: None) -> Iterator[Tgtd]:
-    with Tgtd() as tgtd:
-        tgtd.add_target(IQN, luns={1: tgtd.backing_file("thick.img", LUN_SIZE)})
-        tgtd.tgt.add_lun(tgtd.tgt.target_tid(IQN) or 1, 2, str(tgtd.backing_file("thin.img", LUN_SIZE)))
-        tgtd.tgt.set_lun_thin_provisioning(tgtd.tgt.target_tid(IQN) or 1, 2)
-        tgtd.tgt.add_lun(tgtd.tgt.target_tid(IQN) or 1, READ_ONLY_LUN, str(tgtd.backing_file("ro.img", RO_SIZE)))
-        tgtd.tgt.update_lun(tgtd.tgt.target_tid(IQN) or 1, READ_ONLY_LUN, {"readonly": "1"})
+    with Tgtd(HOST) as tgtd:
+        tid = tgtd.add_target(IQN, luns={1: tgtd.backing_file("thick.img", LUN_SIZE)})
+        tgtd.tgt.add_lun(tid, 2, str(tgtd.backing_file("thin.img", LUN_SIZE)))
+        tgtd.tgt.set_lun_thin_provisioning(tid, 2)
+        tgtd.tgt.add_lun(tid, READ_ONLY_LUN, str(tgtd.backing_file("ro.img", RO_SIZE)))
+        tgtd.tgt.update_lun(tid, READ_ONLY_LUN, {"readonly": "1"})
+        thin4k = str(tgtd.backing_file("thin4k.img", THIN4K_SIZE))
+        tgtd.tgtadm("--op", "new", "--mode", "logicalunit", "--tid", str(tid), "--lun", str(THIN4K_LUN),
+                    "--backing-store", thin4k, "--blocksize", "4096")  # fmt: skip
+        tgtd.tgt.set_lun_thin_provisioning(tid, THIN4K_LUN)
         tgtd.add_target(CHAP_IQN, luns={1: tgtd.backing_file("chap.img", 64 << 20)}, chap=(CHAP_USER, CHAP_SECRET))
+        tgtd.tgt.add_portal(f"{SECOND_HOST}:{tgtd.port}")
+        wait_for_port(SECOND_HOST, tgtd.port)
         yield tgtd
 
 
@@ -151,21 +181,24 @@ def _suites() -> dict[str, list[str]]:
     return {s: tests[s] for s in wanted} if wanted else tests
 
 
+def _kind_suites(kind: str, suites: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The suites (of those chosen) that run against a LUN kind."""
+    return {s: suites[s] for s in PARTIAL[kind][1] if s in suites} if kind in PARTIAL else suites
+
+
 @pytest.fixture(scope="module")
 def matrix(reference: Tgtd, candidate: IscsikitTarget) -> Matrix:
-    """Every suite against the four LUNs: tgt and iscsikit, thick and thin (two processes at a time)."""
+    """The suites against every LUN kind, tgt and iscsikit side by side (two processes at a time),
+    each with the LU's second path as the multipath URL."""
     suites = _suites()
-    configs: dict[str, str] = {}
-    extra: dict[str, dict[str, list[str]]] = {}
-    for kind, lun in KINDS.items():
+    results: Matrix = {}
+    luns = {**KINDS, **{kind: lun for kind, (lun, _) in PARTIAL.items()}}
+    for kind, lun in luns.items():
         # Same kind side by side, so each pair of runs finishes together.
-        for name, url in ((f"tgt-{kind}", reference.url(IQN, lun)), (f"isk-{kind}", candidate.url(IQN, lun))):
-            configs[name] = url
-            extra[name] = {"MultipathIO": [url]}  # two sessions to the same LU
-    results = testcu.run_matrix(configs, suites, extra_urls=extra, parallel=2)
-    ro_suites = {s: suites[s] for s in READ_ONLY_SUITES if s in suites}
-    ro_configs = {"tgt-ro": reference.url(IQN, READ_ONLY_LUN), "isk-ro": candidate.url(IQN, READ_ONLY_LUN)}
-    results.update(testcu.run_matrix(ro_configs, ro_suites, parallel=2))
+        configs = {f"tgt-{kind}": reference.url(IQN, lun), f"isk-{kind}": candidate.url(IQN, lun)}
+        chosen = _kind_suites(kind, suites)
+        extra = {name: {s: [second_path(url)] for s in chosen} for name, url in configs.items()}
+        results.update(testcu.run_matrix(configs, chosen, extra_urls=extra, parallel=2))
     lines = [testcu.render_table(results)]
     for kind in ALL_KINDS:
         ours, theirs = results[f"isk-{kind}"], results[f"tgt-{kind}"]
@@ -221,18 +254,52 @@ def test_listed_differences_are_still_differences(matrix: Matrix) -> None:
     assert not stale, "no longer a difference: remove from tests/support/testcu_expected.toml:\n" + "\n".join(stale)
 
 
+def test_iscsikit_skips_and_failures_are_explained(matrix: Matrix) -> None:
+    """A skip is a feature the target deliberately lacks and a failure (where tgt fails too) has its
+    reason: each is listed in testcu_expected.toml ([skips.KIND] / [failures.KIND])."""
+    own, differences = testcu.load_own(), testcu.load_expected()
+    unexplained = [
+        f"{kind}: {line}"
+        for kind in ALL_KINDS
+        for line in testcu.unexplained(matrix[f"isk-{kind}"], kind, own, differences.get(kind, {}))
+    ]
+    assert not unexplained, "iscsikit skips or fails, and testcu_expected.toml does not say why:\n" + "\n".join(
+        unexplained
+    )
+
+
+def test_listed_skips_and_failures_still_happen(matrix: Matrix) -> None:
+    own = testcu.load_own()
+    unknown = sorted({k for kinds in own.values() for k in kinds} - {*ALL_KINDS, testcu.EVERY_KIND})
+    assert not unknown, f"testcu_expected.toml: unknown LUN kinds {unknown}; the kinds are {ALL_KINDS} and 'all'"
+    stale = testcu.stale_own({kind: matrix[f"isk-{kind}"] for kind in ALL_KINDS}, own, _suites())
+    assert not stale, "no longer skipped or failed: remove from tests/support/testcu_expected.toml:\n" + "\n".join(
+        stale
+    )
+
+
 def test_every_suite_ran_on_every_lun(matrix: Matrix) -> None:
     """Guards the oracle: a harness that silently ran nothing would pass the tests above."""
     tests = _suites()
     everything = tests == testcu.list_tests()
     for name, results in matrix.items():
-        ran = [s for s in READ_ONLY_SUITES if s in tests] if name.endswith("-ro") else tests
+        ran = _kind_suites(name.split("-", 1)[1], tests)
         expected = sum(len(tests[s]) for s in ran)
         assert len(results) == expected, f"{name}: {len(results)} results for {expected} tests"
         if everything:  # a chosen few suites may all skip on a kind (thin-only ones on thick)
             assert testcu.counts(results)["pass"] > expected // 2, f"{name}: {testcu.counts(results)}"
     if "ReadOnly" in tests:
         assert matrix["isk-ro"]["ReadOnly.ReadOnlySBC"].outcome == "pass"
+
+
+def test_multipath_ran_over_two_portals(matrix: Matrix) -> None:
+    """MultipathIO skips without a second URL; with the second portal it runs on both targets."""
+    if "MultipathIO" not in _suites():
+        return  # ISCSIKIT_CONFORMANCE_SUITES chose others: nothing of it ran
+    for column in ("tgt-thick", "isk-thick", "tgt-thin", "isk-thin"):
+        for test in ("MultipathIO.Simple", "MultipathIO.Reset"):
+            got = matrix[column].get(test)
+            assert got is not None and got.outcome == "pass", f"{column}: {test}: {got}"
 
 
 def test_chap_target(reference: Tgtd, candidate: IscsikitTarget) -> None:

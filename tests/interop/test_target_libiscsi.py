@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.netns import end
 from tests.support.tgtd import free_port, wait_for_port
 from tests.support.tiers import ROOT, require
 
@@ -67,9 +68,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     require(request, "iscsi-ls", "iscsi-inq", "iscsi-readcapacity16", "qemu-io")
     s = serve(tmp_path)
     yield s
-    if s.proc.poll() is None:
-        s.proc.kill()
-        s.proc.wait()
+    end(s.proc)
 
 
 def run(*argv: str, ok: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

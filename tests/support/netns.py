@@ -49,6 +49,29 @@ def sweep() -> None:
             _ip("netns", "del", name, check=False)
 
 
+def end(proc: subprocess.Popen[Any], grace: float = 5.0) -> None:
+    """Stop a server a test left running: SIGTERM (and SIGCONT, for one a test stopped) to it,
+    or to its process group when it leads one, SIGKILL after ``grace`` seconds. A server ends
+    through its own shutdown, so under scripts/coverage it saves what it ran; kill -9 loses that."""
+    if proc.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGCONT, signal.SIGKILL):
+        try:
+            if os.getpgid(proc.pid) == proc.pid:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        if sig == signal.SIGTERM:
+            continue
+        try:
+            proc.wait(grace if sig == signal.SIGCONT else 10)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+
+
 class NetnsLab:
     def __init__(self, n: int) -> None:
         sweep()
@@ -113,12 +136,7 @@ class NetnsLab:
 
     def close(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(10)
+            end(proc)
         self.procs.clear()
         for ns in self._created:
             _ip("netns", "del", ns, check=False)
@@ -162,12 +180,7 @@ class LoopbackLab:
 
     def close(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(10)
+            end(proc)
         self.procs.clear()
 
     def __enter__(self) -> LoopbackLab:
@@ -312,12 +325,7 @@ class ReplicaRig:
     def close(self) -> None:
         procs = [p for p in [self.target, *self.replicas] if p is not None]
         for p in procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait(10)
+            end(p)
 
 
 class Workload:

@@ -11,6 +11,11 @@
   suite deciding the target lacks something), unless tests/support/testcu_expected.toml lists it
   with its reason (:func:`load_expected`). :func:`stale_expectations` names listed tests that are
   no longer a difference, so that file only ever says what is true today.
+* :func:`unexplained` holds the candidate to more than the reference: every test it skips must be
+  a feature it deliberately lacks, and every test it fails (where the reference fails too) must
+  have its reason; both are listed in the same file (``[skips.KIND]``, ``[failures.KIND]``, KIND
+  ``all`` for every LUN kind; :func:`load_own`), and :func:`stale_own` names entries that no
+  longer match anything.
 
 Example::
 
@@ -250,18 +255,91 @@ def counts(results: Mapping[str, CaseResult]) -> dict[str, int]:
 EXPECTED_FILE = Path(__file__).with_name("testcu_expected.toml")
 
 
+#: Tables of that file that are not LUN kinds: the candidate's own skips and failures.
+OWN_SECTIONS = ("skips", "failures")
+#: The pseudo-kind of an own-section entry that holds on every LUN kind.
+EVERY_KIND = "all"
+
+
+def _checked_table(path: Path, where: str, table: object, *, suites: bool) -> dict[str, str]:
+    form = '"Suite" or "Suite.Test"' if suites else '"Suite.Test"'
+    if not isinstance(table, dict):
+        raise ValueError(f'{path}: [{where}] must be a table of {form} = "reason"')
+    for test, reason in table.items():
+        dots = (0, 1) if suites else (1,)
+        if test.count(".") not in dots or not isinstance(reason, str) or not reason.strip():
+            raise ValueError(f'{path}: [{where}] {test!r} needs the form {form} = "reason"')
+    return dict(table)
+
+
 def load_expected(path: Path = EXPECTED_FILE) -> dict[str, dict[str, str]]:
     """LUN kind -> {"Suite.Test": reason} from the expected-differences file (validated)."""
     doc = tomllib.loads(path.read_text())
-    out: dict[str, dict[str, str]] = {}
-    for kind, table in doc.items():
-        if not isinstance(table, dict):
-            raise ValueError(f'{path}: {kind!r} must be a table of "Suite.Test" = "reason"')
-        for test, reason in table.items():
-            if test.count(".") != 1 or not isinstance(reason, str) or not reason.strip():
-                raise ValueError(f'{path}: [{kind}] {test!r} needs the form "Suite.Test" = "reason"')
-        out[kind] = dict(table)
+    return {
+        kind: _checked_table(path, kind, table, suites=False) for kind, table in doc.items() if kind not in OWN_SECTIONS
+    }
+
+
+Own = dict[str, dict[str, dict[str, str]]]
+
+
+def load_own(path: Path = EXPECTED_FILE) -> Own:
+    """section ("skips"/"failures") -> LUN kind or ``all`` -> {"Suite[.Test]": reason} (validated)."""
+    doc = tomllib.loads(path.read_text())
+    out: Own = {}
+    for section in OWN_SECTIONS:
+        kinds = doc.get(section, {})
+        if not isinstance(kinds, dict):
+            raise ValueError(f"{path}: [{section}] must hold one table per LUN kind (or {EVERY_KIND!r})")
+        out[section] = {
+            kind: _checked_table(path, f"{section}.{kind}", table, suites=True) for kind, table in kinds.items()
+        }
     return out
+
+
+def _entries_for(own: Own, section: str, kind: str) -> dict[str, str]:
+    return {**own.get(section, {}).get(EVERY_KIND, {}), **own.get(section, {}).get(kind, {})}
+
+
+def _matches(entry: str, test: str) -> bool:
+    return entry == test or ("." not in entry and test.split(".")[0] == entry)
+
+
+def unexplained(
+    candidate: Mapping[str, CaseResult], kind: str, own: Own, differences: Mapping[str, str] | None = None
+) -> list[str]:
+    """Tests the candidate skips or fails on ``kind`` that nothing lists: a skip needs a
+    ``[skips]`` entry (a feature deliberately lacking), a failure or crash a ``[failures]``
+    entry or, where the reference passes, an expected difference."""
+    skips, failures = _entries_for(own, "skips", kind), _entries_for(own, "failures", kind)
+    out = []
+    for name, got in candidate.items():
+        if got.outcome == "skip":
+            listed = any(_matches(e, name) for e in skips) or name in (differences or {})
+        elif got.outcome in BAD:
+            listed = any(_matches(e, name) for e in failures) or name in (differences or {})
+        else:
+            continue
+        if not listed:
+            out.append(f"{name}: {got.outcome}: {got.detail}")
+    return sorted(out)
+
+
+def stale_own(columns: Mapping[str, Mapping[str, CaseResult]], own: Own, suites: Iterable[str]) -> list[str]:
+    """Own-section entries (of suites in ``suites``) that match no test with that outcome in their
+    kind's column (``all``: in any column). ``columns`` maps LUN kind -> the candidate's results."""
+    ran = set(suites)
+    wanted = {"skips": {"skip"}, "failures": set(BAD)}
+    out = []
+    for section, kinds in own.items():
+        for kind, entries in kinds.items():
+            cols = list(columns.values()) if kind == EVERY_KIND else [columns.get(kind, {})]
+            for entry in entries:
+                if entry.split(".")[0] not in ran:
+                    continue
+                if not any(_matches(entry, n) and r.outcome in wanted[section] for c in cols for n, r in c.items()):
+                    out.append(f"[{section}.{kind}] {entry}")
+    return sorted(out)
 
 
 def regressions(

@@ -353,9 +353,8 @@ def read_capacity_16_data(lu: LogicalUnit) -> bytes:
     flags = 0
     if lu.thin:
         flags = 0x80 | 0x40  # LBPME, LBPRZ
-    return struct.pack(">QIBBBB", lu.num_blocks - 1, lu.block_size, 0, inq.PHYSICAL_BLOCK_EXPONENT, flags, 0) + bytes(
-        16
-    )
+    exponent = inq.physical_block_exponent(lu.block_size)
+    return struct.pack(">QIBBBB", lu.num_blocks - 1, lu.block_size, 0, exponent, flags, 0) + bytes(16)
 
 
 async def service_action_in(lu: LogicalUnit, req: Request) -> ScsiResponse:

@@ -30,8 +30,14 @@ MAX_UNMAP_BLOCKS = 1 << 20  # per command (a 512 MiB hole per UNMAP with 512-byt
 MAX_UNMAP_DESCRIPTORS = 256
 MAX_WRITE_SAME_BLOCKS = 1 << 16
 MAX_COMPARE_AND_WRITE_BLOCKS = 1
-#: Physical block: 8 logical blocks (4 KiB with 512-byte blocks), as tgt reports.
-PHYSICAL_BLOCK_EXPONENT = 3
+#: Physical block: 4 KiB, the page and file-system block the backends allocate and punch holes in.
+PHYSICAL_BLOCK_BYTES = 4096
+
+
+def physical_block_exponent(block_size: int) -> int:
+    """LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT (SBC-3 5.16.2): 3 for 512-byte blocks (as tgt
+    reports), 0 for 4 KiB blocks (one logical block is one physical block, not eight)."""
+    return max(0, (PHYSICAL_BLOCK_BYTES // block_size).bit_length() - 1)
 
 
 def max_write_same_blocks(lu: LogicalUnit) -> int:
@@ -113,7 +119,7 @@ def block_limits(lu: LogicalUnit) -> bytes:
     """VPD 0xB0 (SBC-3 6.5.3), page length 0x3C."""
     body = bytearray(0x3C)
     body[1] = MAX_COMPARE_AND_WRITE_BLOCKS
-    struct.pack_into(">H", body, 2, 1 << PHYSICAL_BLOCK_EXPONENT)  # optimal transfer length granularity
+    struct.pack_into(">H", body, 2, 1 << physical_block_exponent(lu.block_size))  # optimal transfer length granularity
     # maximum transfer length: enforced (block.py and, for the EDTL, the protocol core)
     struct.pack_into(">I", body, 4, lu.max_transfer_blocks)
     # optimal transfer length: 1 MiB, one default MaxBurstLength (Linux turns it into io_opt)
@@ -122,7 +128,7 @@ def block_limits(lu: LogicalUnit) -> bytes:
     if lu.thin:
         struct.pack_into(">I", body, 16, MAX_UNMAP_BLOCKS)
         struct.pack_into(">I", body, 20, MAX_UNMAP_DESCRIPTORS)
-        struct.pack_into(">I", body, 24, 1 << PHYSICAL_BLOCK_EXPONENT)  # optimal unmap granularity
+        struct.pack_into(">I", body, 24, 1 << physical_block_exponent(lu.block_size))  # optimal unmap granularity
         struct.pack_into(">I", body, 28, 0x80000000)  # UGAVALID, alignment 0
     struct.pack_into(">Q", body, 32, max_write_same_blocks(lu))
     return bytes([0, 0xB0]) + struct.pack(">H", len(body)) + bytes(body)
