@@ -414,7 +414,8 @@ def test_show_settings_renders_each_value_as_iscsiadm_prints_it() -> None:
         node = show_settings(NODE, entries, "default")
         assert node["iface.net_ifacename"] == "eth-show-7" and node["iface.iscsi_ifacename"] == "default"
         assert node["node.session.auth.chap_algs"] == "<empty>"
-        assert list(node)[-1] == "iface.zzz" and "node.session.auth.password_length" not in node
+        assert list(node)[-1] == "iface.zzz" and node["iface.zzz"] == "1"
+        assert "node.session.auth.password_length" not in node
         assert node["iface.transport_name"] == "tcp"
         assert "iface.ipv6_autocfg" not in node
     iface = show_settings(RecordKind.IFACE, {"iface.net_ifacename": "eth-show-8"}, "")
@@ -458,3 +459,50 @@ def test_rewrite_warnings_and_some_values_on_a_fresh_record() -> None:
         "iface.iscsi_ifacename": "sv-ipv6",
         "iface.net_ifacename": "eth-sv-1",
     }
+
+
+_ALGS = "MD5, SHA1, SHA256, SHA3-256"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("node.session.auth.password", "a\nb", "'a\\nb': it contains a newline or another control character"),
+        (
+            "node.session.auth.username",
+            " padded",
+            "' padded': iscsiadm strips leading and trailing blanks, so it would not survive",
+        ),
+        (
+            "node.startup",
+            "Automatic",
+            "'Automatic': valid choices are manual, automatic, onboot (did you mean 'automatic'? values are"
+            " case-sensitive)",
+        ),
+        ("node.startup", "bogus", "'bogus': valid choices are manual, automatic, onboot"),
+        (
+            "node.session.auth.chap_algs",
+            "MD5,MD4",
+            f"'MD5,MD4': give a comma-separated list of {_ALGS} in order of preference",
+        ),
+        ("node.session.auth.chap_algs", "", f"'': give a comma-separated list of {_ALGS} in order of preference"),
+        ("node.session.auth.chap_algs", "MD5,MD5", "'MD5,MD5': an algorithm is listed twice"),
+        ("node.session.cmds_max", "12abc", "'12abc': it must be an integer from -2147483648 to 2147483647"),
+        ("node.session.cmds_max", "2147483648", "'2147483648': it must be an integer from -2147483648 to 2147483647"),
+        (
+            "node.session.auth.password",
+            "********",
+            "'********': that is the display mask, not a secret; give the real value",
+        ),
+        (
+            "node.session.auth.username",
+            "a\ud800b",
+            "'a\\ud800b': it holds a lone UTF-16 surrogate: not text, it cannot be written",
+        ),
+        ("node.session.auth.username", "u" * 256, f"'{'u' * 256}': it is longer than 255 bytes, iscsiadm's limit"),
+    ],
+)
+def test_a_refused_value_names_the_key_the_value_and_the_rule(key: str, value: str, message: str) -> None:
+    with pytest.raises(InvalidSettingError) as info:
+        validate_setting(NODE, key, value)
+    assert str(info.value) == f"cannot set {key} = {message}"
