@@ -506,3 +506,21 @@ def test_a_refused_value_names_the_key_the_value_and_the_rule(key: str, value: s
     with pytest.raises(InvalidSettingError) as info:
         validate_setting(NODE, key, value)
     assert str(info.value) == f"cannot set {key} = {message}"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "canonical"),
+    [
+        ("node.session.cmds_max", "-2147483648", "-2147483648"),  # both ends of a C int are fine
+        ("node.session.cmds_max", "2147483647", "2147483647"),
+        ("node.session.auth.username", "user\xa0", "user\xa0"),  # only C's blanks are stripped by iscsiadm
+    ],
+)
+def test_values_at_the_edges_are_taken(key: str, value: str, canonical: str) -> None:
+    assert validate_setting(NODE, key, value) == (key, canonical)
+
+
+def test_show_settings_has_only_the_records_keys() -> None:
+    for kind, hint in ((RecordKind.IFACE, "sk-1"), (RecordKind.IFACE, ""), (NODE, "default")):
+        shown = show_settings(kind, {"iface.net_ifacename": "eth-sk-1"}, hint)
+        assert [k for k in shown if not k.startswith(("iface.", "node."))] == []
