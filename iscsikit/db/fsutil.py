@@ -62,11 +62,11 @@ def write_atomic(path: Path, data: bytes, tmp_dir: Path, *, mode: int = FILE_MOD
 def _write_synced(path: Path, data: bytes, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
+        os.fchmod(fd, mode)  # the exact mode whatever the umask, before a secret is in the file
         view = memoryview(data)
-        while view:
+        while view:  # a short write (file size limit, disk full) is followed by the error
             written = os.write(fd, view)
             view = view[written:]
-        os.fchmod(fd, mode)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -217,16 +217,6 @@ class Record:
             texts.append(_cached_pair("iface.iscsi_ifacename", self.iface_hint or EMPTY))
             texts.append(_cached_pair("iface.transport_name", EMPTY))
             return "{" + ", ".join(plan(texts)) + "}"
-        if infos is not None:
-            by_position = dict(_FRAGMENT_BASES[id(keys)])
-            hint = self.iface_hint or EMPTY
-            by_position[index["iface.iscsi_ifacename"]] = _cached_pair("iface.iscsi_ifacename", hint)
-            if self.kind is RecordKind.IFACE:
-                by_position[index["iface.transport_name"]] = _cached_pair("iface.transport_name", EMPTY)
-            by_position.update(cast("list[tuple[int, str]]", list(filter(None, map(_frag_of, infos)))))
-            if show_secrets:
-                by_position.update(cast("list[tuple[int, str]]", list(filter(None, map(_secret_frag_of, infos)))))
-            return "{" + ", ".join(by_position.values()) + "}"
         if self._shown is None:
             self.settings()
         shown = self._shown
@@ -316,8 +306,6 @@ _kv = operator.itemgetter(0)
 _shown_of = operator.itemgetter(1)
 _secret_of = operator.itemgetter(2)
 _flag_of = operator.itemgetter(3)
-_frag_of = operator.itemgetter(4)
-_secret_frag_of = operator.itemgetter(5)
 _key_of = operator.itemgetter(6)
 _masked_text_of = operator.itemgetter(7)
 _clear_text_of = operator.itemgetter(8)
@@ -782,11 +770,7 @@ def _fragments(keys: KeySet, template: Mapping[str, str]) -> tuple[dict[str, int
         index = {k: i for i, k in enumerate(template)}
         hit = (index, [_json_pair(k, v) for k, v in template.items()])
         _FRAGMENT_TEMPLATES[id(keys)] = hit
-        _FRAGMENT_BASES[id(keys)] = dict(enumerate(hit[1]))
     return hit
-
-
-_FRAGMENT_BASES: dict[int, dict[int, str]] = {}
 
 
 def _json_plan(keys: KeySet, template: list[str], signature: tuple[str, ...], kind: RecordKind) -> _Plan:

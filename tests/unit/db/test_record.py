@@ -6,10 +6,14 @@ verbatim captures in reference/open-iscsi-format.md sections 2 and 6).
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from iscsikit.db import record as record_module
 from iscsikit.db import schema
 from iscsikit.db.record import (
+    apply_settings,
     canonical_value,
     format_record,
     idbm_values,
@@ -18,10 +22,27 @@ from iscsikit.db.record import (
     validate_setting,
 )
 from iscsikit.db.schema import RecordKind
-from iscsikit.errors import InvalidSettingError
+from iscsikit.errors import InvalidSettingError, RecordParseError
 from tests.unit.db.support import FIXTURES, OLDSTYLE_RECORD, SHOW_T1_MASKED, T1_RECORD
 
 NODE = RecordKind.NODE
+
+
+@pytest.fixture(autouse=True)
+def _cold_caches() -> None:
+    """record.py memoises per process (lines, entries, renderings, templates): these tests start
+    cold, so each checks the computation itself rather than what an earlier test left cached."""
+    for cache in (
+        record_module._LINE_CACHES,
+        record_module._BAD_LINES,
+        record_module._JSON_PLANS,
+        record_module._ENTRY_CACHE,
+        record_module._RENDER_CACHE,
+        record_module._TEMPLATES,
+        record_module._FRAGMENT_CACHE,
+        record_module._FRAGMENT_TEMPLATES,
+    ):
+        cache.clear()
 
 
 def _show_text_to_dict(text: str) -> dict[str, str]:
@@ -317,3 +338,189 @@ def test_a_lone_surrogate_in_a_str_is_measured_not_a_crash() -> None:
 def test_non_utf8_bytes_survive_a_rewrite() -> None:
     rec = parse_record(b"node.name = \xff\xfe\n", "x", NODE)  # not UTF-8: kept byte for byte
     assert rec.format().encode("utf-8", "surrogateescape").count(b"\xff\xfe") == 1
+
+
+# ---- the record's smaller views, each pinned to what a caller gets ----------------------------
+
+
+def test_an_issue_names_its_file_and_line_in_every_form() -> None:
+    rec = parse_record("node.name = a\nnode.startup = Bogus\n", "nodes/t/x", NODE)
+    (issue,) = rec.issues
+    assert str(issue) == f"nodes/t/x:2: {issue.message}"
+    assert issue.to_json() == {"path": "nodes/t/x", "line": 2, "severity": "error", "message": issue.message}
+    error = issue.to_error()
+    assert isinstance(error, RecordParseError)
+    assert (error.path, error.line) == ("nodes/t/x", 2) and issue.message in str(error)
+    assert rec.errors == [issue] and not rec.ok
+
+
+def test_unknown_keys_and_the_ipv6_key_set_hint() -> None:
+    rec = parse_record("node.name = a\nnode.session.futurekey = 1\nx.y = 2\n", "f", NODE, iface_hint="e-ipv6")
+    assert rec.unknown_keys() == ["node.session.futurekey", "x.y"]
+    assert rec.show_ipv6 and not parse_record("", "f", NODE).show_ipv6
+
+
+def test_duplicates_apply_one_by_one_like_iscsiadm() -> None:
+    """usr/idbm.c keeps a good value when a later line for the key is bad; libopeniscsiusr stops at
+    the first bad one, even when a later line is fine: both are reported where they are."""
+    text = "node.startup = automatic\nnode.startup = Bogus\nnode.tpgt = 1\nnode.tpgt = 2\n"
+    rec = parse_record(text, "f", NODE)
+    assert rec.some_values(["node.startup", "node.tpgt"]) == {"node.startup": "automatic", "node.tpgt": "2"}
+    assert rec.value("node.startup") == "automatic" and rec.values()["node.tpgt"] == "2"
+    assert rec.some_values(["node.startup"]) == {"node.startup": "automatic"}  # now from the full view
+    assert [(i.line, i.severity) for i in rec.issues] == [(2, "warning"), (2, "error"), (4, "warning")]
+    earlier_bad = parse_record("node.startup = Bogus\nnode.startup = automatic\n", "f", NODE)
+    assert [(i.line, i.severity) for i in earlier_bad.issues] == [(1, "error"), (2, "warning")]
+    assert "'Bogus' is not one of manual, automatic, onboot" in earlier_bad.issues[0].message
+    assert earlier_bad.some_values(["node.startup"]) == {"node.startup": "automatic"}
+    plain = parse_record("node.startup = automatic\nnode.tpgt = 3\n", "f", NODE)
+    assert plain.some_values(["node.tpgt"]) == {"node.tpgt": "3"}
+
+
+def test_a_hidden_length_in_a_file_is_read_but_never_shown() -> None:
+    rec = parse_record("node.session.auth.password_length = 5\nnode.name = a\n", "f", NODE)
+    assert rec.ok and rec.value("node.session.auth.password_length") == "5"
+    assert "node.session.auth.password_length" not in rec.settings(show_secrets=True)
+    assert json.loads(rec.settings_json(True)) == rec.settings(True)
+
+
+def test_a_key_longer_than_iscsiadms_buffer_is_an_error_naming_the_limit() -> None:
+    key = "node." + "k" * 123  # 128 bytes
+    rec = parse_record(f"node.name = a\n{key} = 1\n", "f", NODE)
+    assert [(i.line, i.severity, i.key, i.message) for i in rec.issues] == [
+        (2, "error", key, "the key is longer than 127 bytes")
+    ]
+    fits = parse_record(f"{key[:-1]} = 1\n", "f", NODE)
+    assert "unknown key" in fits.issues[0].message
+
+
+@pytest.mark.parametrize("kind", [RecordKind.SENDTARGETS, RecordKind.ISNS])
+def test_discovery_records_give_the_same_json_as_their_settings(kind: RecordKind) -> None:
+    rec = parse_record("discovery.sendtargets.auth.password = pw\nx.unknown = 1\n", "st", kind)
+    for show in (False, True):
+        assert rec.settings_json(show) == json.dumps(rec.settings(show))
+    assert json.loads(rec.settings_json(False))["discovery.sendtargets.auth.password"] == "********"
+    assert rec.settings()["x.unknown"] == "1"
+
+
+def test_show_settings_renders_each_value_as_iscsiadm_prints_it() -> None:
+    entries = {
+        "iface.net_ifacename": "eth-show-7",
+        "iface.zzz": "1",
+        "node.session.auth.password_length": "3",
+        "node.session.auth.chap_algs": "FOO",  # nothing valid: read as empty
+    }
+    for _ in range(2):  # the second call is served from the render cache
+        node = show_settings(NODE, entries, "default")
+        assert node["iface.net_ifacename"] == "eth-show-7" and node["iface.iscsi_ifacename"] == "default"
+        assert node["node.session.auth.chap_algs"] == "<empty>"
+        assert list(node)[-1] == "iface.zzz" and node["iface.zzz"] == "1"
+        assert "node.session.auth.password_length" not in node
+        assert node["iface.transport_name"] == "tcp"
+        assert "iface.ipv6_autocfg" not in node
+    iface = show_settings(RecordKind.IFACE, {"iface.net_ifacename": "eth-show-8"}, "")
+    assert iface["iface.iscsi_ifacename"] == "<empty>" and iface["iface.transport_name"] == "<empty>"
+    assert iface["iface.net_ifacename"] == "eth-show-8"
+    ipv6 = show_settings(RecordKind.IFACE, {"iface.ipv6_autocfg": "nd"}, "x-ipv6")
+    assert ipv6["iface.ipv6_autocfg"] == "nd" and ipv6["iface.iscsi_ifacename"] == "x-ipv6"
+    assert "iface.bootproto" not in ipv6
+    secret = {"node.session.auth.password": "pw-show-9", "node.session.auth.username": "user-show-9"}
+    masked = show_settings(NODE, secret, "default")
+    assert masked["node.session.auth.password"] == "********"
+    assert masked["node.session.auth.username"] == "user-show-9"  # only secrets are masked
+    assert show_settings(NODE, secret, "default", True)["node.session.auth.password"] == "pw-show-9"
+
+
+def test_apply_settings_puts_them_in_order() -> None:
+    values = {"a": "1"}
+    apply_settings(values, [("b", "2"), ("a", "3"), ("b", "4")])
+    assert values == {"a": "3", "b": "4"}
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("zzz.qqq", "cannot set zzz.qqq = '1': unknown key for a node record"),
+        ("node.conn", "cannot set node.conn = '1': unknown key for a node record"),  # only a weak likeness
+        ("node.startupp", "cannot set node.startupp = '1': unknown key for a node record (did you mean node.startup?)"),
+    ],
+)
+def test_an_unknown_key_suggests_only_a_close_match(key: str, message: str) -> None:
+    with pytest.raises(InvalidSettingError) as info:
+        validate_setting(NODE, key, "1")
+    assert str(info.value) == message
+
+
+def test_rewrite_warnings_and_some_values_on_a_fresh_record() -> None:
+    rec = parse_record("node.startup = Bogus\n", "f", NODE)
+    assert rec.rewrite_warnings() == ["node.startup: 'Bogus' is not one of manual, automatic, onboot; kept 'manual'"]
+    iface = parse_record("iface.net_ifacename = eth-sv-1\n", "ifaces/sv-ipv6", RecordKind.IFACE, iface_hint="sv-ipv6")
+    assert iface.some_values(["iface.iscsi_ifacename", "iface.net_ifacename"]) == {
+        "iface.iscsi_ifacename": "sv-ipv6",
+        "iface.net_ifacename": "eth-sv-1",
+    }
+
+
+_ALGS = "MD5, SHA1, SHA256, SHA3-256"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("node.session.auth.password", "a\nb", "'a\\nb': it contains a newline or another control character"),
+        (
+            "node.session.auth.username",
+            " padded",
+            "' padded': iscsiadm strips leading and trailing blanks, so it would not survive",
+        ),
+        (
+            "node.startup",
+            "Automatic",
+            "'Automatic': valid choices are manual, automatic, onboot (did you mean 'automatic'? values are"
+            " case-sensitive)",
+        ),
+        ("node.startup", "bogus", "'bogus': valid choices are manual, automatic, onboot"),
+        (
+            "node.session.auth.chap_algs",
+            "MD5,MD4",
+            f"'MD5,MD4': give a comma-separated list of {_ALGS} in order of preference",
+        ),
+        ("node.session.auth.chap_algs", "", f"'': give a comma-separated list of {_ALGS} in order of preference"),
+        ("node.session.auth.chap_algs", "MD5,MD5", "'MD5,MD5': an algorithm is listed twice"),
+        ("node.session.cmds_max", "12abc", "'12abc': it must be an integer from -2147483648 to 2147483647"),
+        ("node.session.cmds_max", "2147483648", "'2147483648': it must be an integer from -2147483648 to 2147483647"),
+        (
+            "node.session.auth.password",
+            "********",
+            "'********': that is the display mask, not a secret; give the real value",
+        ),
+        (
+            "node.session.auth.username",
+            "a\ud800b",
+            "'a\\ud800b': it holds a lone UTF-16 surrogate: not text, it cannot be written",
+        ),
+        ("node.session.auth.username", "u" * 256, f"'{'u' * 256}': it is longer than 255 bytes, iscsiadm's limit"),
+    ],
+)
+def test_a_refused_value_names_the_key_the_value_and_the_rule(key: str, value: str, message: str) -> None:
+    with pytest.raises(InvalidSettingError) as info:
+        validate_setting(NODE, key, value)
+    assert str(info.value) == f"cannot set {key} = {message}"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "canonical"),
+    [
+        ("node.session.cmds_max", "-2147483648", "-2147483648"),  # both ends of a C int are fine
+        ("node.session.cmds_max", "2147483647", "2147483647"),
+        ("node.session.auth.username", "user\xa0", "user\xa0"),  # only C's blanks are stripped by iscsiadm
+    ],
+)
+def test_values_at_the_edges_are_taken(key: str, value: str, canonical: str) -> None:
+    assert validate_setting(NODE, key, value) == (key, canonical)
+
+
+def test_show_settings_has_only_the_records_keys() -> None:
+    for kind, hint in ((RecordKind.IFACE, "sk-1"), (RecordKind.IFACE, ""), (NODE, "default")):
+        shown = show_settings(kind, {"iface.net_ifacename": "eth-sk-1"}, hint)
+        assert [k for k in shown if not k.startswith(("iface.", "node."))] == []
