@@ -136,7 +136,9 @@ def evaluate(module: str, excuses: dict[str, Excuse]) -> ModuleResult | None:
             stale.append(name)
     unexcused = [n for n in survivors if n not in excuses or n in stale]
     total = sum(1 for s in statuses.values() if s != "skipped")
-    return ModuleResult(module, total, killed, unexcused, excused, stale, not_run)
+    return ModuleResult(
+        module, mutants=total, killed=killed, survived=unexcused, not_run=not_run, equivalent=excused, stale=stale
+    )
 
 
 def _commit() -> str:
@@ -261,10 +263,12 @@ def render() -> str:
             f" {e.get('not_run', 0)} |"
             f" {e['score']:.1f}% | {met} | {e['commit']}, {e['date']} |"
         )
+    note = f"\n\n{data['note']}" if data.get("note") else ""
     return (
         f"Generated from `tests/mutation/report.json` ({data['tool']}; goal {data['goal']:.0f}% killed on every"
         " module; score = killed / (mutants - equivalent), a mutant not run yet counts as not killed):\n\n"
         + "\n".join(rows)
+        + note
     )
 
 
