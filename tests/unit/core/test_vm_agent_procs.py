@@ -22,8 +22,12 @@ def _linux_proc(request: pytest.FixtureRequest) -> None:
 def test_pids_finds_processes_by_command_name_and_only_those() -> None:
     mine = Path("/proc/self/comm").read_text().strip()
     assert os.getpid() in pids(mine)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    sleeper = subprocess.Popen(
+        [sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(30)"], stdout=subprocess.PIPE
+    )
     try:
+        # Until the child has exec'd, its comm is still the parent's (a race, not the behaviour under test).
+        assert sleeper.stdout is not None and sleeper.stdout.readline() == b"ready\n"
         assert sleeper.pid in pids(Path(f"/proc/{sleeper.pid}/comm").read_text().strip())
         assert sleeper.pid not in pids("no-such-command")
     finally:
