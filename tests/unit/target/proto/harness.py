@@ -81,3 +81,15 @@ class Pair:
     def take_events(self) -> list[object]:
         ev, self.events = self.events, []
         return ev
+
+
+# An 8-block READ(10)/WRITE(10) of LBA 0, and a pair past login: what most command tests start from.
+WRITE10 = bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 8, 0])
+READ10 = bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0])
+
+
+def logged_in(**kw: object) -> Pair:
+    pair = Pair(**kw)  # type: ignore[arg-type]
+    pair.login()
+    pair.take_events()
+    return pair

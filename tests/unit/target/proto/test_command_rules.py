@@ -13,17 +13,7 @@ from iscsikit.target.proto import CommandReady, InitiatorConnection, TargetConne
 from iscsikit.target.proto.connection import ProtocolIssue
 from iscsikit.target.proto.pdu import R2T, RESERVED_TAG, NopIn, Reject, ScsiCommand, ScsiResponse, encode_lun
 
-from .harness import INITIATOR, PORTAL, TARGET, Pair
-
-WRITE10 = bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 8, 0])
-READ10 = bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0])
-
-
-def logged_in(**kw: object) -> Pair:
-    pair = Pair(**kw)  # type: ignore[arg-type]
-    pair.login()
-    pair.take_events()
-    return pair
+from .harness import INITIATOR, PORTAL, READ10, TARGET, WRITE10, Pair, logged_in
 
 
 def command(

@@ -15,17 +15,7 @@ from iscsikit.target.proto import NEED_DATA, CommandReady, ConnectionClosed, Tar
 from iscsikit.target.proto.connection import ProtocolIssue
 from iscsikit.target.proto.pdu import R2T, RESERVED_TAG, Reject, ScsiResponse, TaskMgmtResponse
 
-from .harness import Pair
-
-WRITE10 = bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 8, 0])
-READ10 = bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0])
-
-
-def logged_in(**kw: object) -> Pair:
-    pair = Pair(**kw)  # type: ignore[arg-type]
-    pair.login()
-    pair.take_events()
-    return pair
+from .harness import READ10, WRITE10, Pair, logged_in
 
 
 def data(n: int) -> bytes:

@@ -20,17 +20,7 @@ from iscsikit.target.proto.pdu import (
     TaskMgmtResponse,
 )
 
-from .harness import INITIATOR, TARGET, Pair
-
-READ10 = bytes([0x28, 0, 0, 0, 0, 0, 0, 0, 8, 0])
-WRITE10 = bytes([0x2A, 0, 0, 0, 0, 0, 0, 0, 8, 0])
-
-
-def logged_in(**kw: object) -> Pair:
-    pair = Pair(**kw)  # type: ignore[arg-type]
-    pair.login()
-    pair.take_events()
-    return pair
+from .harness import INITIATOR, READ10, TARGET, WRITE10, Pair, logged_in
 
 
 def ready(pair: Pair) -> CommandReady:
