@@ -627,6 +627,7 @@ class ReplicaError(IscsikitError):
 
     def __init__(self, message: str, address: str | None = None) -> None:
         self.address = address
+        self.reason = message  # without the address: for places that name the replica themselves
         super().__init__(f"replica {address}: {message}" if address else message)
 
     def to_json(self) -> dict[str, Any]:

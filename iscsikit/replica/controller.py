@@ -267,7 +267,8 @@ class ReplicatedBackend(Backend):
         try:
             meta = await client.connect(claim=True)
         except ReplicaError as exc:
-            r.last_error = str(exc)
+            # the replica's row and events name it already
+            r.last_error = exc.reason if exc.address == r.address else str(exc)
             r.next_attempt = time.monotonic() + self.reconnect_interval
             client.close()
             return False
@@ -574,8 +575,7 @@ class ReplicatedBackend(Backend):
             raise ReplicaError(f"already a replica of this volume ({known.mode.value})", address)
         r = known or Replica(address)
         if r.client is None and not await self._connect(r):
-            # last_error names the replica already when the connection failed (ReplicaError's prefix)
-            raise ReplicaError((r.last_error or "cannot connect").removeprefix(f"replica {address}: "), address)
+            raise ReplicaError(r.last_error or "cannot connect", address)
         if known is None:
             self.replicas.append(r)
         self._event(address, "added")
