@@ -116,7 +116,14 @@ def test_replica_killed_writes_go_on_controller_killed_everything_restarted(rig:
     for i in range(3):
         rig.start_replica(i)
     rig.start_target()
-    assert rig.status()[0]["mode"] != "rw"
+    stale, *current = rig.status()
+    # 64 MiB rebuilds in well under a second, so by the first status the stale replica may be RW
+    # again; then it must have been rebuilt, from one of the current ones.
+    if stale["mode"] == "rw":
+        assert stale["rebuild"] is not None, f"the stale replica came back RW without a rebuild: {stale}"
+        assert stale["rebuild"]["source"] in {r["address"] for r in current}
+    for r in current:
+        assert r["rebuild"] is None or r["rebuild"]["source"] != stale["address"], f"rebuilt from the stale one: {r}"
     assert work.verify_all() == []
     finish(rig, work)
 
