@@ -652,6 +652,10 @@ class ReplicaRemoteError(ReplicaError):
         super().__init__(f"{status}: {message}", address)
 
 
+class ReplicaFencedError(ReplicaRemoteError):
+    """A replica refused this controller's claim: a newer controller fenced it (for good)."""
+
+
 class ReplicaPeerError(ReplicaError):
     """A rebuilding replica could not pull from its source replica (unreachable, refused, broken link)."""
 

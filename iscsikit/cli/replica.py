@@ -213,6 +213,7 @@ def info(
         emit(actx, data)
         return
     data["members"] = ", ".join(f"{m['address']} ({m['id'][:8]})" for m in meta.members)
+    data["fenced_controllers"] = ", ".join(meta.fenced_controllers)
     emit_mapping(actx, data)
 
 

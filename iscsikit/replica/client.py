@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from iscsikit.errors import (
     ReplicaAuthError,
     ReplicaError,
+    ReplicaFencedError,
     ReplicaProtocolError,
     ReplicaRemoteError,
     ReplicaTimeoutError,
@@ -98,8 +99,10 @@ class ReplicaClient:
         """Why this client stopped working, or None while it works."""
         return self._failure
 
-    async def connect(self, claim: bool = True) -> dict[str, Any]:
-        """Connect and say HELLO; returns the replica's metadata. ``claim`` fences older controllers."""
+    async def connect(self, claim: bool = True, controller: str | None = None) -> dict[str, Any]:
+        """Connect and say HELLO; returns the replica's metadata. ``claim`` fences older controllers;
+        ``controller`` (this controller's id) makes that for good: a replica refuses any later claim
+        of a controller it saw replaced, with :class:`ReplicaFencedError`."""
         loop = asyncio.get_running_loop()
         creds = self.credentials
         tls = creds.tls if creds is not None else None
@@ -122,11 +125,16 @@ class ReplicaClient:
         if creds is not None and creds.secret is not None:
             await self._authenticate(creds.secret)
         try:
-            resp = await self._call(p.Op.HELLO, payload=p.pack_json({"claim": claim}), timeout=self.connect_timeout)
+            hello: dict[str, Any] = {"claim": claim}
+            if controller is not None:
+                hello["controller"] = controller
+            resp = await self._call(p.Op.HELLO, payload=p.pack_json(hello), timeout=self.connect_timeout)
         except ReplicaRemoteError as exc:
-            if exc.status == "FENCED" and "authentication required" in str(exc):
-                text = str(exc).split("failed: ", 1)[-1]
+            text = str(exc).split("failed: ", 1)[-1]
+            if exc.status == "FENCED" and "authentication required" in text:
                 self._give_up(ReplicaAuthError(f"{text} (this controller has no secret for it)", self.address))
+            if exc.status == "FENCED" and claim:
+                self._give_up(ReplicaFencedError(text, "FENCED", self.address))
             raise
         except (ReplicaProtocolError, ReplicaTimeoutError):
             raise

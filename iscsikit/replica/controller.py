@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from crc32c import crc32c as _crc32c
 
-from iscsikit.errors import ReplicaError, ReplicaRemoteError, VolumeStartError
+from iscsikit.errors import ReplicaError, ReplicaFencedError, ReplicaRemoteError, VolumeStartError
 from iscsikit.replica.client import DEFAULT_FLUSH_TIMEOUT, DEFAULT_TIMEOUT, ReplicaClient
 from iscsikit.replica.rangelock import RangeLock
 from iscsikit.replica.startup import StartPlan, plan_start
@@ -101,6 +101,8 @@ class Replica:
     rebuild: RebuildProgress | None = None
     rebuild_task: asyncio.Task[None] | None = None
     next_attempt: float = 0.0
+    #: The replica refused our claim: a newer controller took it over. Never tried again.
+    fenced: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -111,6 +113,7 @@ class Replica:
             "rebuild_progress": None if self.rebuild is None else self.rebuild.fraction,
             "rebuild": None if self.rebuild is None else self.rebuild.to_json(),
             "last_error": self.last_error,
+            "fenced": self.fenced,
         }
 
 
@@ -164,6 +167,8 @@ class ReplicatedBackend(Backend):
         self.rebuild_pull = rebuild_pull
         self.rebuild_pull_chunk = rebuild_pull_chunk
         self._client_factory = client_factory or self._default_client
+        #: Sent with every claim: once a newer controller claims a replica, this one never can again.
+        self.controller_id = uuid.uuid4().hex
         #: The shared secret and/or TLS context for every replica connection (docs/replica-protocol.md).
         self.credentials = credentials
         self.volume_id: str | None = None
@@ -263,9 +268,18 @@ class ReplicatedBackend(Backend):
         )  # fmt: skip
 
     async def _connect(self, r: Replica) -> bool:
+        if r.fenced:
+            return False
         client = self._client_factory(r.address)
         try:
-            meta = await client.connect(claim=True)
+            meta = await client.connect(claim=True, controller=self.controller_id)
+        except ReplicaFencedError as exc:
+            client.close()
+            r.fenced = True
+            r.last_error = exc.reason
+            log.error("replica %s: %s; it is not tried again", r.address, exc.reason)
+            self._event(r.address, "fenced", exc.reason)
+            return False
         except ReplicaError as exc:
             # the replica's row and events name it already
             r.last_error = exc.reason if exc.address == r.address else str(exc)

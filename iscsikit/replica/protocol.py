@@ -52,8 +52,9 @@ VERSION = 1
 #: What this side speaks on top of the frame format, told in the HELLO response
 #: (``protocol_revision``): 1 = the first protocol; 2 = also GRANT, SOURCE, PULL and status PEER
 #: (replica-to-replica rebuild). A controller sends revision-2 ops only to replicas that say 2.
-#: 3 = also AUTH (the shared-secret handshake, :mod:`iscsikit.replica.auth`).
-PROTOCOL_REVISION = 3
+#: 3 = also AUTH (the shared-secret handshake, :mod:`iscsikit.replica.auth`). 4 = HELLO's
+#: ``controller`` id: a controller fenced by a newer claim cannot claim the replica again.
+PROTOCOL_REVISION = 4
 HEADER = struct.Struct("<HBBHHIIQIII")
 HEADER_SIZE = HEADER.size  # 36
 _HEADER_CRC = struct.Struct("<I")

@@ -8,10 +8,12 @@ unmaps, checksums and metadata updates run in a small thread pool (``os.pread``/
 ``fsync`` release the GIL). Overlapping writes never race: the controller holds a range lock
 for each write until every replica has answered it.
 
-Fencing: a controller sends ``HELLO {"claim": true}``; the newest claim wins and every older
-claimed connection is answered ``FENCED`` and closed, so a controller that was cut off and
-replaced can never write again through its old connection. The new claim is answered only after
-every disk write started for older owners (thread-pool writes, pulls) has finished.
+Fencing: a controller sends ``HELLO {"claim": true, "controller": ID}``; the newest claim wins
+and every older claimed connection is closed, so a controller that was cut off and replaced can
+never write again through its old connection. The controller it replaced is remembered (in the
+replica's metadata, so across restarts too) and its later claims are answered ``FENCED``: it
+cannot reconnect and take the replica back. The new claim is answered only after every disk
+write started for older owners (thread-pool writes, pulls) has finished.
 
 Bounds: every request's answer is bounded before the request is started
 (:func:`~iscsikit.replica.protocol.response_bound`; an answer that could not be sent, a READ
@@ -48,6 +50,7 @@ import concurrent.futures
 import errno
 import logging
 import os
+import re
 import socket
 import ssl
 import threading
@@ -71,6 +74,10 @@ INLINE_MAX = 128 << 10
 #: through the pool, 0.85-1.1 ms inline, 30% more throughput.
 INLINE_WRITE_MAX = 1 << 20
 PAGE = 4096
+#: Controllers a replica remembers as fenced (the oldest is forgotten first).
+MAX_FENCED_CONTROLLERS = 64
+#: A controller's id in HELLO ``{"claim": true, "controller": ID}``.
+CONTROLLER_ID = re.compile(r"[0-9A-Za-z._-]{1,64}")
 #: PULLs (of one owner) run at once.
 PULL_THREADS = 2
 #: Bytes of answers one connection may have in progress or unsent (twice what a controller keeps
@@ -111,6 +118,10 @@ class ReplicaServer:
         self._server: asyncio.Server | None = None
         self._conns: set[_Connection] = set()
         self._owner: _Connection | None = None
+        #: The HELLO ``controller`` id of the last claim, and the ids it superseded (persisted).
+        self._controller: str | None = store.meta.controller
+        self._fenced: list[str] = list(store.meta.fenced_controllers)
+        self._claims_lock = asyncio.Lock()
         self._grants: dict[str, Grant] = {}
         #: Disk work in the thread pool, by the connection it was started for.
         self.busy: dict[asyncio.Future[Any], _Connection] = {}
@@ -152,8 +163,18 @@ class ReplicaServer:
 
     # ------------------------------------------------------------------ ownership
 
-    def claim(self, conn: _Connection) -> list[asyncio.Future[Any]]:
-        """Make ``conn`` the owner; returns the older owners' disk work still running."""
+    def claim_refused(self, controller: str | None) -> bool:
+        """Whether ``controller`` was fenced by a newer claim (it may never claim again)."""
+        return controller is not None and controller in self._fenced
+
+    def claim(self, conn: _Connection, controller: str | None = None) -> tuple[list[asyncio.Future[Any]], bool]:
+        """Make ``conn`` the owner; returns the older owners' disk work still running, and whether
+        the owning controller changed (then :meth:`persist_claims` must run before answering).
+
+        A claim by another controller than the last one fences the last one for good, also when
+        its connection is gone already: a controller that was cut off and replaced cannot take the
+        replica back when it reconnects (two controllers would otherwise fence each other in turn).
+        """
         old = self._owner
         self._owner = conn
         if old is not None and old is not conn:
@@ -161,7 +182,22 @@ class ReplicaServer:
             old.fenced = True
             old.abort()
             self._release(old)
-        return [f for f, c in self.busy.items() if c is not conn and not f.done()]
+        changed = controller != self._controller
+        if changed:
+            if self._controller is not None:
+                log.warning("controller %s claimed the replica; controller %s may not claim it again",
+                            controller or "(without an id)", self._controller)  # fmt: skip
+                self._fenced = [c for c in self._fenced if c != self._controller][1 - MAX_FENCED_CONTROLLERS :]
+                self._fenced.append(self._controller)
+            self._controller = controller
+        return [f for f, c in self.busy.items() if c is not conn and not f.done()], changed
+
+    async def persist_claims(self) -> None:
+        """Write the owning controller and the fenced ones to the replica's metadata (the newest
+        state wins: each write takes its snapshot once the one before has finished)."""
+        async with self._claims_lock:
+            snapshot = (self._controller, list(self._fenced))
+            await asyncio.get_running_loop().run_in_executor(self._pool, self.store.record_claim, *snapshot)
 
     def is_owner(self, conn: _Connection) -> bool:
         return self._owner is conn
@@ -506,9 +542,25 @@ class _Connection(asyncio.Protocol):
                 self._hand_off(req, hello["grant"])
                 return
             if hello.get("claim"):
-                older = srv.claim(self)
-                if older:  # answer once no disk write of an older owner can land any more
-                    self._spawn(self._answer_claim(req, older))
+                controller = hello.get("controller")
+                if controller is not None and not (isinstance(controller, str) and CONTROLLER_ID.fullmatch(controller)):
+                    self._send(self.session.respond_error(
+                        req, p.Status.EINVAL,
+                        f"HELLO field controller: expected 1 to 64 of [0-9A-Za-z._-], got {str(controller)[:80]!r}",
+                    ))  # fmt: skip
+                    return
+                if srv.claim_refused(controller):
+                    log.warning("refused a claim by controller %s from %s: a newer controller fenced it", controller,
+                                self.peer)  # fmt: skip
+                    self._send(self.session.respond_error(
+                        req, p.Status.FENCED,
+                        f"claim refused: controller {controller} was fenced by a newer controller's claim and may "
+                        "not claim this replica again (stop it; a newly started controller can take over)",
+                    ))  # fmt: skip
+                    return
+                older, changed = srv.claim(self, controller)
+                if older or changed:  # answer once no disk write of an older owner can land any more
+                    self._spawn(self._answer_claim(req, older, changed))
                     return
             self._send(self.session.respond(req, srv.hello_payload()))
             return
@@ -546,8 +598,16 @@ class _Connection(asyncio.Protocol):
         self._reserved -= reserve
         self._budget_freed()
 
-    async def _answer_claim(self, req: p.Frame, older: list[asyncio.Future[Any]]) -> None:
-        await asyncio.wait(older)
+    async def _answer_claim(self, req: p.Frame, older: list[asyncio.Future[Any]], changed: bool) -> None:
+        if older:
+            await asyncio.wait(older)
+        if changed:
+            try:
+                await self.server.persist_claims()
+            except (OSError, ReplicaError) as exc:
+                log.error("cannot record the claim of %s in the replica's metadata: %s", self.peer, exc)
+                self._send(self.session.respond_error(req, p.Status.EIO, f"cannot record the claim: {exc}"))
+                return
         if self.server.is_owner(self):
             self._send(self.session.respond(req, self.server.hello_payload()))
 

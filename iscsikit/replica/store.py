@@ -101,6 +101,10 @@ class ReplicaMeta:
     clean: bool = True
     revision: int = 0
     format: int = META_FORMAT
+    #: The controller (its HELLO ``controller`` id) that claimed the replica last, and the ones it
+    #: and its predecessors fenced, oldest first: they may not claim it again (server.py, fencing).
+    controller: str | None = None
+    fenced_controllers: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +122,8 @@ class ReplicaMeta:
                 clean=bool(data.get("clean", True)),
                 revision=int(data.get("revision", 0)),
                 format=int(data.get("format", META_FORMAT)),
+                controller=None if data.get("controller") is None else str(data["controller"]),
+                fenced_controllers=[str(c) for c in data.get("fenced_controllers", [])],
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ReplicaError(f"{where}: malformed replica metadata ({type(exc).__name__}: {exc})") from None
@@ -507,6 +513,16 @@ class ReplicaStore:
             self.meta = new
             self._revision = self._persisted_revision = new.revision
             return new
+
+    def record_claim(self, controller: str | None, fenced: list[str]) -> None:
+        """Persist who owns the replica now and which controllers were fenced (the server's fencing
+        rules; not settable by SET_META), so that a restarted replica still refuses them."""
+        with self._meta_lock:
+            data = self.meta.to_json()  # its revision stays the last one flushed: no data is synced here
+            data["controller"], data["fenced_controllers"] = controller, list(fenced)
+            new = ReplicaMeta.from_json(data, "claim")
+            self._save(self.directory, new)
+            self.meta = new
 
 
 class _Window:

@@ -170,7 +170,7 @@ async def _still_served(rig: ReplicaRig) -> None:
     creds = auth.Credentials(auth.read_secret_file(rig.secret_file, "test"))
     client = ReplicaClient(f"{rig.lab.addr(0)}:{REPLICA_PORT}", credentials=creds)
     meta = await client.connect(claim=False)
-    assert meta["protocol_revision"] == 3
+    assert meta["protocol_revision"] == 4
     client.close()
 
 

@@ -176,7 +176,7 @@ async def test_controllers_with_the_wrong_or_no_secret_or_an_old_replica_get_cle
     # The right secret works, and a server without a secret still serves controllers without one.
     for address, creds in ((with_secret, CREDS), (without_secret, None)):
         client = ReplicaClient(address, credentials=creds)
-        assert (await client.connect())["protocol_revision"] == 3
+        assert (await client.connect())["protocol_revision"] == 4
         await client.write(0, b"x" * 512)
         client.close()
     await c.stop()

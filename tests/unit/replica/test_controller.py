@@ -301,6 +301,65 @@ async def test_a_second_controller_fences_the_first(tmp_path: Path) -> None:
 
 
 @run
+async def test_a_fenced_controller_never_takes_the_replica_back(tmp_path: Path) -> None:
+    # b1 keeps reconnecting every 50 ms: it must not claim the replica back from b2 (which would
+    # then claim it back in turn: two live controllers writing by turns).
+    c = LocalCluster(tmp_path, 1, SIZE)
+    await c.start()
+    b1 = fast(c.addresses, auto_rebuild=False)
+    await b1.open()
+    b2 = fast(c.addresses, force_start=True)
+    await b2.open()
+    with pytest.raises(BackendError):
+        await b1.write(0, block(1))
+    await wait_until(lambda: b1.replicas[0].fenced, "b1 sees its claim refused", timeout=10)
+    row = b1.describe()["replicas"][0]
+    assert (row["mode"], row["fenced"]) == ("err", True)
+    assert "claim refused" in row["last_error"] and b1.controller_id in row["last_error"]
+    assert [e["event"] for e in b1.events].count("fenced") == 1
+    for i in range(20):  # a second of b1's reconnect attempts (it makes none any more)
+        await b2.write(0, block(2 + i))
+        await asyncio.sleep(0.05)
+    assert await b2.read(0, 4096) == block(21)
+    assert b2.replicas[0].mode == Mode.RW and not b2.replicas[0].fenced
+    assert [e["event"] for e in b2.events if e["event"] in ("err", "fenced")] == []
+    await b2.close()
+    await b1.close()
+    await c.stop()
+
+
+@run
+async def test_a_restarted_replica_still_refuses_the_fenced_controller(tmp_path: Path) -> None:
+    from iscsikit.errors import ReplicaFencedError
+    from iscsikit.replica.client import ReplicaClient
+
+    c = LocalCluster(tmp_path, 1, SIZE)
+    await c.start()
+    b1 = fast(c.addresses, auto_rebuild=False)
+    await b1.open()
+    b2 = fast(c.addresses, force_start=True)
+    await b2.open()
+    await crash(b1)
+    await b2.close()
+    await c.kill(0)
+    assert (c.meta(0)["controller"], c.meta(0)["fenced_controllers"]) == (b2.controller_id, [b1.controller_id])
+    await c.start(0)
+    client = ReplicaClient(c.addresses[0])
+    with pytest.raises(ReplicaFencedError, match=f"controller {b1.controller_id} was fenced"):
+        await client.connect(claim=True, controller=b1.controller_id)
+    client.close()
+    again = ReplicaClient(c.addresses[0])  # the newest controller may reconnect; a new one may take over
+    assert (await again.connect(claim=True, controller=b2.controller_id))["controller"] == b2.controller_id
+    again.close()
+    b3 = fast(c.addresses)
+    await b3.open()
+    await b3.write(0, block(3))
+    assert c.meta(0)["fenced_controllers"] == [b1.controller_id, b2.controller_id]
+    await b3.close()
+    await c.stop()
+
+
+@run
 async def test_a_connection_that_does_not_own_the_replica_cannot_change_it(tmp_path: Path) -> None:
     # Another peer says HELLO without claiming the replica (or kept a connection from before a
     # claim): its WRITE and UNMAP are refused, and what the owner wrote is still there.

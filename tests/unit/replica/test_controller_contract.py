@@ -288,9 +288,9 @@ async def test_describe_reports_every_replica(tmp_path: Path) -> None:
         "min_replicas": 1,
         "replicas": [
             {"address": c.addresses[0], "mode": "rw", "replica_id": rid, "revision": 1, "rebuild_progress": None,
-             "rebuild": None, "last_error": None},
+             "rebuild": None, "last_error": None, "fenced": False},
             {"address": c.addresses[1], "mode": "err", "replica_id": None, "revision": 0, "rebuild_progress": None,
-             "rebuild": None, "last_error": d["replicas"][1]["last_error"]},
+             "rebuild": None, "last_error": d["replicas"][1]["last_error"], "fenced": False},
         ],
     }  # fmt: skip
     assert "cannot connect" in d["replicas"][1]["last_error"]

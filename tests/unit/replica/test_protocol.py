@@ -314,7 +314,7 @@ def test_revision_2_request_rules() -> None:
     with pytest.raises(ReplicaProtocolError, match="PULL seq=2 carries a payload"):
         server.next_request()
     assert {p.Op.READ, p.Op.EXTENTS, p.Op.CHECKSUM, p.Op.PING} == p.GRANTED_OPS
-    assert p.Status.PEER == 8 and p.PROTOCOL_REVISION == 3 and p.VERSION == 1 and p.Op.AUTH == 14
+    assert p.Status.PEER == 8 and p.PROTOCOL_REVISION == 4 and p.VERSION == 1 and p.Op.AUTH == 14
 
 
 # --------------------------------------------------------------------------------------

@@ -693,3 +693,53 @@ async def test_disk_work_and_pulls_run_in_their_named_threads(tmp_path: Path) ->
     await server.run_blocking(lambda: names.append(threading.current_thread().name), pull=True)
     assert names[0].startswith("replica-io_") and names[1].startswith("replica-pull_"), names
     await server.close()
+
+
+@run
+async def test_claims_name_their_controller_and_a_fenced_one_is_refused_for_good(tmp_path: Path) -> None:
+    server = await serve(tmp_path)
+
+    def hello(peer: RawPeer, controller: Any) -> p.Frame:
+        return peer.call(p.Op.HELLO, payload=p.pack_json({"claim": True, "controller": controller}))
+
+    for bad in ("", "x" * 65, "a b", "ä", 7, ["a"]):
+        answer = await as_peer(server, lambda peer, bad=bad: hello(peer, bad))
+        expect(answer, p.Status.EINVAL, "HELLO field controller: expected 1 to 64 of [0-9A-Za-z._-]")
+    assert server.store.meta.controller is None  # a refused claim changed nothing
+    assert expect(await as_peer(server, lambda peer: hello(peer, "a")), p.Status.OK)
+    assert meta_on_disk(tmp_path)["controller"] == "a"  # recorded before the claim was answered
+    expect(await as_peer(server, lambda peer: hello(peer, "a")), p.Status.OK)  # a reconnect keeps it
+    assert meta_on_disk(tmp_path)["fenced_controllers"] == []
+    expect(await as_peer(server, lambda peer: hello(peer, "b")), p.Status.OK)
+    refused = await as_peer(server, lambda peer: hello(peer, "a"))
+    expect(
+        refused,
+        p.Status.FENCED,
+        "claim refused: controller a was fenced by a newer controller's claim",
+    )
+    assert (meta_on_disk(tmp_path)["controller"], meta_on_disk(tmp_path)["fenced_controllers"]) == ("b", ["a"])
+    # A claim without an id (revision 3) still wins and fences b, but is itself never refused.
+    expect(await as_peer(server, lambda peer: peer.call(p.Op.HELLO, payload=p.pack_json({"claim": True}))), p.Status.OK)
+    expect(await as_peer(server, lambda peer: hello(peer, "b")), p.Status.FENCED, "controller b was fenced")
+    assert (meta_on_disk(tmp_path)["controller"], meta_on_disk(tmp_path)["fenced_controllers"]) == (None, ["a", "b"])
+    expect(await as_peer(server, lambda peer: peer.call(p.Op.HELLO, payload=p.pack_json({"claim": True}))), p.Status.OK)
+    await server.close()
+
+
+@run
+async def test_a_replica_remembers_the_newest_fenced_controllers(tmp_path: Path) -> None:
+    from iscsikit.replica.server import MAX_FENCED_CONTROLLERS
+
+    server = await serve(tmp_path)
+    n = MAX_FENCED_CONTROLLERS + 2
+    for i in range(n):
+        ok = await as_peer(server, lambda peer, i=i: peer.call(
+            p.Op.HELLO, payload=p.pack_json({"claim": True, "controller": f"c{i}"})))  # fmt: skip
+        expect(ok, p.Status.OK)
+    fenced = meta_on_disk(tmp_path)["fenced_controllers"]
+    assert fenced == [f"c{i}" for i in range(1, n - 1)] and len(fenced) == MAX_FENCED_CONTROLLERS
+    for i, status in [(1, p.Status.FENCED), (n - 2, p.Status.FENCED), (0, p.Status.OK)]:  # c0: forgotten
+        answer = await as_peer(server, lambda peer, i=i: peer.call(
+            p.Op.HELLO, payload=p.pack_json({"claim": True, "controller": f"c{i}"})))  # fmt: skip
+        expect(answer, status)
+    await server.close()

@@ -250,7 +250,7 @@ def test_a_new_replica_starts_fresh_clean_and_private(tmp_path: Path) -> None:
         os.umask(old)
     want = {
         "replica_id": store.meta.replica_id, "size": MiB, "volume_id": None, "epoch": 0, "members": [],
-        "state": "fresh", "clean": True, "revision": 0, "format": 1,
+        "state": "fresh", "clean": True, "revision": 0, "format": 1, "controller": None, "fenced_controllers": [],
     }  # fmt: skip
     assert json.loads((tmp_path / "r" / META_FILE).read_text()) == want
     assert read_meta(tmp_path / "r").to_json() == want
@@ -264,11 +264,12 @@ def test_metadata_defaults_and_what_is_refused_by_name() -> None:
     meta = ReplicaMeta.from_json({"replica_id": 7, "size": "512", "members": [{"id": 1}]}, "here")
     assert meta.to_json() == {
         "replica_id": "7", "size": 512, "volume_id": None, "epoch": 0, "members": [{"id": "1", "address": ""}],
-        "state": "fresh", "clean": True, "revision": 0, "format": 1,
+        "state": "fresh", "clean": True, "revision": 0, "format": 1, "controller": None, "fenced_controllers": [],
     }  # fmt: skip
     full = {
         "replica_id": "r", "size": 1024, "volume_id": "v", "epoch": 3, "members": [{"id": "r", "address": "a:1"}],
-        "state": "rebuilding", "clean": False, "revision": 9, "format": 1,
+        "state": "rebuilding", "clean": False, "revision": 9, "format": 1, "controller": "c2",
+        "fenced_controllers": ["c0", "c1"],
     }  # fmt: skip
     assert ReplicaMeta.from_json(full, "here").to_json() == full
     with pytest.raises(ReplicaError, match=exactly("here: malformed replica metadata (KeyError: 'members')")):
@@ -747,4 +748,21 @@ def test_aligned_bulk_writes_leave_the_page_cache_alone(request: pytest.FixtureR
     assert store.read(MiB, 4096) == buf[:4096]
     assert cached() >= 4096  # (what fincore counts: a read does fill the cache)
     buf.close()
+    store.close()
+
+
+def test_a_claim_is_recorded_without_claiming_unflushed_writes(tmp_path: Path) -> None:
+    # The persisted revision says which writes are durable (start-up picks its source by it): a
+    # claim recorded between a write and its flush must not persist the newer count.
+    store = ReplicaStore.open(tmp_path / "r", MiB)
+    store.write(0, b"x" * 4096)
+    store.flush()
+    store.write(4096, b"y" * 4096)
+    store.record_claim("c2", ["c1"])
+    on_disk = json.loads((tmp_path / "r" / META_FILE).read_text())
+    assert (on_disk["revision"], on_disk["controller"], on_disk["fenced_controllers"]) == (1, "c2", ["c1"])
+    assert read_meta(tmp_path / "r").controller == "c2" and store.revision == 2
+    store.flush()
+    assert json.loads((tmp_path / "r" / META_FILE).read_text())["revision"] == 2
+    assert json.loads((tmp_path / "r" / META_FILE).read_text())["controller"] == "c2"  # a flush keeps the claim
     store.close()
