@@ -14,9 +14,9 @@ def test_every_module_under_mutation_has_an_entry_whose_counts_add_up() -> None:
     data = json.loads(mr.REPORT.read_text())
     assert set(data["modules"]) == set(mr.modules())
     for module, e in data["modules"].items():
-        parts = e["killed"] + e["survived"] + e["equivalent"] + e.get("not_run", 0)
+        parts = e["killed"] + e["survived"] + e["equivalent"] + e.get("log_text", 0) + e.get("not_run", 0)
         assert parts <= e["mutants"], module
-        judged = e["mutants"] - e["equivalent"]
+        judged = e["mutants"] - e["equivalent"] - e.get("log_text", 0)
         assert e["score"] == pytest.approx(100 * e["killed"] / judged if judged else 100.0, abs=0.051), module
 
 
@@ -45,3 +45,31 @@ def test_the_docs_table_marks_a_module_below_the_goal() -> None:
     for module, e in json.loads(mr.REPORT.read_text())["modules"].items():
         row = next(line for line in text.splitlines() if f"`{module}`" in line)
         assert row.rstrip(" |").split("|")[-2].strip() == ("yes" if e["score"] >= 90 else "**no**"), row
+
+
+ORIG = '''
+    def drop(self, iface):
+        if not iface:
+            return
+        try:
+            self.iscsiadm.iface_delete(iface)
+        except IscsiadmError as exc:
+            log.warning("could not delete iface %s: %s", iface, exc)
+'''
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "log_only"),
+    [
+        ('log.warning("could not delete iface %s: %s", iface, exc)', "log.warning(None, iface, exc)", True),
+        ('log.warning("could not delete iface %s: %s", iface, exc)', 'log.warning("XXcould notXX", exc)', True),
+        ('log.warning("could not delete iface %s: %s", iface, exc)', 'log.error("could not", iface, exc)', False),
+        ("if not iface:", "if iface:", False),
+        ("self.iscsiadm.iface_delete(iface)", "self.iscsiadm.iface_delete(None)", False),
+        ('log.warning("could not delete iface %s: %s", iface, exc)', 'print("could not", iface, exc)', False),
+    ],
+)
+def test_only_a_change_inside_a_logging_call_s_arguments_counts_as_log_text(old: str, new: str, log_only: bool) -> None:
+    assert old in ORIG
+    assert mr.is_log_text_only(ORIG, ORIG.replace(old, new)) is log_only
+    assert mr.is_log_text_only(ORIG, ORIG) is False  # no change is no mutant
