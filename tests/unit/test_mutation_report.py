@@ -47,7 +47,7 @@ def test_the_docs_table_marks_a_module_below_the_goal() -> None:
         assert row.rstrip(" |").split("|")[-2].strip() == ("yes" if e["score"] >= 90 else "**no**"), row
 
 
-ORIG = '''
+ORIG = """
     def drop(self, iface):
         if not iface:
             return
@@ -55,7 +55,7 @@ ORIG = '''
             self.iscsiadm.iface_delete(iface)
         except IscsiadmError as exc:
             log.warning("could not delete iface %s: %s", iface, exc)
-'''
+"""
 
 
 @pytest.mark.parametrize(
