@@ -524,3 +524,169 @@ def test_show_settings_has_only_the_records_keys() -> None:
     for kind, hint in ((RecordKind.IFACE, "sk-1"), (RecordKind.IFACE, ""), (NODE, "default")):
         shown = show_settings(kind, {"iface.net_ifacename": "eth-sk-1"}, hint)
         assert [k for k in shown if not k.startswith(("iface.", "node."))] == []
+
+
+# ---- each diagnosis in full: where, how bad, what (mutation testing, issue 14) ----------------
+
+_LONG = "the line is longer than 2046 bytes; iscsiadm cannot read it"
+_NUL = "the line contains a NUL byte; iscsiadm ignores it"
+_NO_NEWLINE = "the last line has no newline; iscsiadm ignores it"
+_USER = "node.session.auth.username = "
+
+
+@pytest.mark.parametrize(
+    ("text", "issues", "raw"),
+    [
+        # a NUL byte drops its line only: the lines after it are read
+        ("node.name = a\x00b\nnode.startup = automatic\n", [(1, "warning", _NUL)], {"node.startup": "automatic"}),
+        ("node.startup = manual\nnode.tpgt = 3", [(2, "warning", _NO_NEWLINE)], {"node.startup": "manual"}),
+        # only C's blanks make a last line blank: U+00A0 is two bytes iscsiadm does not skip
+        ("node.startup = manual\n\xa0", [(2, "warning", _NO_NEWLINE)], {"node.startup": "manual"}),
+        ("node.startup = manual\n \t", [], {"node.startup": "manual"}),
+        # 2046 bytes fit iscsiadm's buffer (the value is then too long, a different fault); 2047 do not
+        (
+            _USER + "u" * (2046 - len(_USER)) + "\nnode.startup = automatic\n",
+            [(1, "error", f"node.session.auth.username = {'u' * 2017!r} is longer than 255 bytes, which overflows")],
+            {"node.startup": "automatic", "node.session.auth.username": "u" * 2017},
+        ),
+        (
+            _USER + "u" * (2047 - len(_USER)) + "\nnode.startup = automatic\n",
+            [(1, "error", _LONG)],
+            {"node.startup": "automatic", "node.session.auth.username": None},
+        ),
+        # only C's blanks are stripped around a value (the exact parser: the first line is indented)
+        (" node.name = iqn.2026-11.test:a\xa0\n", [], {"node.name": "iqn.2026-11.test:a\xa0"}),
+    ],
+)
+def test_the_exact_parser_names_each_fault_its_line_and_severity(
+    text: str, issues: list[tuple[int, str, str]], raw: dict[str, str | None]
+) -> None:
+    rec = parse_record(text, "nodes/t/x", NODE)
+    assert len(rec.issues) == len(issues)
+    for issue, (line, severity, message) in zip(rec.issues, issues, strict=True):
+        assert (issue.line, issue.severity) == (line, severity) and issue.message.startswith(message)
+    assert all(str(i).startswith(f"nodes/t/x:{i.line}: ") and i.path == "nodes/t/x" for i in rec.issues)
+    assert {k: rec.raw(k) for k in raw} == raw
+
+
+def test_the_version_is_read_from_a_begin_line_on_line_one_only() -> None:
+    # the indented line sends both files through the exact parser
+    later = parse_record("# written by hand, not iscsiadm\n# BEGIN RECORD 2.1.8\n node.tpgt = 1\n", "f", NODE)
+    assert later.version is None and later.raw("node.tpgt") == "1"
+    first = parse_record("# BEGIN RECORD 2.1.8 \n node.tpgt = 1\n", "f", NODE)
+    assert first.version == "2.1.8"
+
+
+@pytest.mark.parametrize(
+    ("key", "hint", "key_set"),
+    [
+        ("iface.dup_addr_detect_cnt", "offload0", "IPv6"),  # IPv6-only key, read with the IPv4 set
+        ("iface.tos", "offload-ipv6", "IPv4"),  # IPv4-only key, read with the IPv6 set
+    ],
+)
+def test_a_key_of_the_other_iface_key_set_is_an_error_saying_which(key: str, hint: str, key_set: str) -> None:
+    for kind, first in ((NODE, "node.name = a"), (RecordKind.IFACE, "iface.net_ifacename = e0")):
+        rec = parse_record(f"{first}\n{key} = 1\n", "p", kind, iface_hint=hint)
+        assert [(i.path, i.line, i.severity, i.key, i.message) for i in rec.issues] == [
+            (
+                "p",
+                2,
+                "error",
+                key,
+                f"{key} is an {key_set} iface key, but iscsiadm 2.1.8 reads this record with the other key set "
+                f"(chosen by whether the iface name {hint!r} contains 'ipv6'); it refuses to list it",
+            )
+        ]
+
+
+def test_a_too_long_key_names_the_file() -> None:
+    key = "node." + "k" * 123
+    (issue,) = parse_record(f"{key} = 1\n", "nodes/t/y", NODE).issues
+    assert str(issue) == "nodes/t/y:1: the key is longer than 127 bytes"
+
+
+def test_an_unknown_key_of_an_iface_record_is_shown_last() -> None:
+    rec = parse_record("iface.net_ifacename = eth1\niface.zzz = 1\n", "ifaces/i1", RecordKind.IFACE, iface_hint="i1")
+    assert [i.key for i in rec.errors] == ["iface.zzz"]
+    for show in (False, True):
+        shown = rec.settings(show)
+        assert list(shown)[-1] == "iface.zzz" and shown["iface.zzz"] == "1"
+        assert shown["iface.iscsi_ifacename"] == "i1" and shown["iface.net_ifacename"] == "eth1"
+        assert json.loads(rec.settings_json(show)) == shown
+
+
+def test_settings_json_masks_secrets_unless_asked() -> None:
+    text = "node.name = a\nnode.session.auth.password = pw-j-1\n"
+    for rec in (parse_record(text, "f", NODE), parse_record(" " + text, "f", NODE)):  # line cache, exact parser
+        assert json.loads(rec.settings_json())["node.session.auth.password"] == "********"
+        assert json.loads(rec.settings_json(True))["node.session.auth.password"] == "pw-j-1"
+        assert rec.settings()["node.session.auth.password"] == "********"
+
+
+def test_a_record_built_from_entries_shows_its_iface_name() -> None:
+    rec = record_module.Record(NODE, "f", "e-ipv6", entries={"iface.ipv6_autocfg": "nd"})
+    shown = rec.settings()
+    assert shown["iface.iscsi_ifacename"] == "e-ipv6" and shown["iface.ipv6_autocfg"] == "nd"
+    assert "iface.tos" not in shown
+    assert json.loads(rec.settings_json()) == shown
+
+
+def _refusal(kind: RecordKind, key: str, value: str, **kw: bool) -> InvalidSettingError:
+    with pytest.raises(InvalidSettingError) as info:
+        validate_setting(kind, key, value, **kw)
+    assert (info.value.key, info.value.value) == (key, value)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("kind", "key", "value", "ipv6", "reason"),
+    [
+        (NODE, "iface.ipv6_autocfg", "nd", False, "it belongs to the IPv6 key set, which this record does not use"),
+        (NODE, "iface.tos", "1", True, "it belongs to the IPv4 key set, which this record does not use"),
+        (RecordKind.IFACE, "iface.tos", "1", True, "it belongs to the IPv4 key set, which this record does not use"),
+        (
+            NODE,
+            "node.session.auth.password_length",
+            "5",
+            False,
+            "iscsiadm computes it from the password; it cannot be set",
+        ),
+        (
+            RecordKind.IFACE,
+            "iface.iscsi_ifacename",
+            "other",
+            False,
+            "it identifies the record and cannot be changed (delete and create it instead)",
+        ),
+        (
+            NODE,
+            "node.tpgt",
+            "5",
+            False,
+            "it identifies the record and cannot be changed (delete and create it instead)",
+        ),
+        (
+            NODE,
+            "iface.transport_name",
+            "",
+            False,
+            "it cannot be empty: iscsiadm omits empty values, so it would read back 'tcp'",
+        ),
+    ],
+)
+def test_a_refused_setting_carries_the_key_the_value_and_the_reason(
+    kind: RecordKind, key: str, value: str, ipv6: bool, reason: str
+) -> None:
+    err = _refusal(kind, key, value, ipv6=ipv6)
+    assert err.reason == reason and str(err) == f"cannot set {key} = {value!r}: {reason}"
+
+
+def test_settings_of_the_key_set_in_use_are_taken() -> None:
+    assert validate_setting(NODE, "iface.ipv6_autocfg", "nd", ipv6=True) == ("iface.ipv6_autocfg", "nd")
+    assert validate_setting(RecordKind.IFACE, "iface.ipv6_autocfg", "nd", ipv6=True) == ("iface.ipv6_autocfg", "nd")
+    assert validate_setting(NODE, "iface.tos", "1") == ("iface.tos", "1")
+    # a node record names its iface: it may be pointed at another one (only an iface record's own name is fixed)
+    assert validate_setting(NODE, "iface.iscsi_ifacename", "other") == ("iface.iscsi_ifacename", "other")
+    assert validate_setting(NODE, "node.session.auth.username", "u" * 255)[1] == "u" * 255
+    assert validate_setting(NODE, "iface.net_ifacename", "e" * 15)[1] == "e" * 15  # IFNAMSIZ 16
+    _refusal(NODE, "iface.net_ifacename", "e" * 16)
