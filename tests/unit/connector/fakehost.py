@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,10 @@ class FakeTarget:
     luns: dict[int, int] = field(default_factory=dict)  # lun -> size in bytes
     portals: tuple[str, ...] = ("127.0.0.1:3260",)
     chap: tuple[str, str] | None = None
+    #: the (username, password) SendTargets discovery asks for
+    discovery_chap: tuple[str, str] | None = None
+    #: LUNs that are SCSI devices without a block device (type 12, like tgt's LUN 0 controller)
+    controllers: tuple[int, ...] = ()
 
 
 class FakeHost(Runner):
@@ -43,12 +47,21 @@ class FakeHost(Runner):
         self.targets = {t.iqn: t for t in targets}
         self.nodes: dict[tuple[str, str, str], dict[str, str]] = {}
         self.ifaces: dict[str, dict[str, str]] = {"default": {"iface.transport_name": "tcp"}}
+        #: SendTargets discovery records (the discoverydb), by portal
+        self.discoveries: dict[str, dict[str, str]] = {}
         self.calls: list[list[str]] = []
         self.fail_next: dict[str, int] = {}  # argv substring -> exit code, once
         #: multipathd with find_multipaths: a LUN seen on two sessions gets a map (dm-N) over its paths
         self.multipathd = False
-        #: disks whose ``delete`` and ``rescan`` the kernel does not act on (a LUN stuck in error handling)
+        #: disks whose ``delete`` and ``rescan`` the kernel does not act on (a LUN stuck in error handling),
+        #: and multipath maps (dm-N) that ``multipath -f`` and ``multipathd resize map`` answer for but leave as is
         self.stuck: set[str] = set()
+        #: the SCSI target id of new sessions (iscsi_tcp: 0; None: a kernel without the attribute, read as 0)
+        self.target_id: int | None = 0
+        #: argv substring -> what happens on the host right after that command (another process's doing), once
+        self.meanwhile: dict[str, Callable[[], None]] = {}
+        #: every sysfs write, in order
+        self.writes: list[tuple[str, str]] = []
         #: seconds between ``multipathd resize map`` answering and the map showing the new size
         self.map_resize_delay = 0.0
         #: portals that answer SendTargets without offering any of ``targets``
@@ -83,32 +96,48 @@ class FakeHost(Runner):
         redact: Iterable[str] = (),
     ) -> CommandResult:
         argv = [str(a) for a in argv]
+        if mutating and self.dry_run:
+            return super().run(argv, mutating=True)  # recorded, not run
         with self._lock:
             self.calls.append(argv)
             joined = " ".join(argv)
-            for needle, code in list(self.fail_next.items()):
+            result = self._run(argv, joined)
+            for needle, action in list(self.meanwhile.items()):
                 if needle in joined:
-                    del self.fail_next[needle]
-                    return CommandResult(argv, code, "", f"iscsiadm: injected failure {code}\n")
-            if argv[0] == "iscsiadm":
-                rc, out, err = self._iscsiadm(argv[1:])
-            elif argv[:2] == ["multipath", "-f"] and self.multipathd:
-                rc, out, err = self._flush_map(argv[2])
-            elif argv[:3] == ["multipathd", "resize", "map"] and self.multipathd:
-                rc, out, err = self._resize_map(argv[3])
-            elif argv[0] in ("blockdev", "multipath", "multipathd"):
-                rc, out, err = 0, "", ""
-            else:
-                raise AssertionError(f"unexpected command {argv}")
+                    del self.meanwhile[needle]
+                    action()
+        return result
+
+    def _run(self, argv: list[str], joined: str) -> CommandResult:
+        for needle, code in list(self.fail_next.items()):
+            if needle in joined:
+                del self.fail_next[needle]
+                return CommandResult(argv, code, "", f"iscsiadm: injected failure {code}\n")
+        if argv[0] == "iscsiadm":
+            rc, out, err = self._iscsiadm(argv[1:])
+        elif argv[:2] == ["multipath", "-f"] and self.multipathd:
+            rc, out, err = self._flush_map(argv[2])
+        elif argv[:3] == ["multipathd", "resize", "map"] and self.multipathd:
+            rc, out, err = self._resize_map(argv[3])
+        elif argv[0] in ("blockdev", "multipath", "multipathd"):
+            rc, out, err = 0, "", ""
+        else:
+            raise AssertionError(f"unexpected command {argv}")
         return CommandResult(argv, rc, out, err)
 
     def write_file(self, path: str | os.PathLike[str], data: str) -> None:
+        if self.dry_run:
+            return super().write_file(path, data)  # recorded, not written
+        if not isinstance(data, str):
+            raise TypeError(f"write() argument must be str, not {type(data).__name__}")
         path = Path(path)
         with self._lock:
+            self.writes.append((str(path), data))
             if path.name == "scan" and path.parent.parent.name == "scsi_host":
                 host = int(path.parent.name.removeprefix("host"))
                 channel, target_id, lun = data.split()
-                if (channel, target_id) == ("0", "0"):  # iSCSI has one channel and one target per host
+                # iSCSI has one channel and one target per host; the kernel scans only what exists
+                if (channel, target_id) == ("0", str(self._target_id_of_host(host))):
                     self._scan(host, int(lun))
             elif path.name == "delete":
                 ldir = Path(os.path.realpath(path.parent))
@@ -143,6 +172,9 @@ class FakeHost(Runner):
             return self._iface(opts)
         if mode == "discovery" and opts.get("-t") == "st":
             return self._discover(self._portal(opts["-p"]), opts.get("-I", "default"))
+        if mode == "discoverydb" and opts.get("-t") == "st" and "--discover" in flags:
+            portal = self._portal(opts["-p"])
+            return self._discover(portal, opts.get("-I", "default"), self.discoveries.get(portal, {}))
         raise AssertionError(f"unexpected iscsiadm {args}")
 
     def _portal(self, text: str) -> str:
@@ -173,9 +205,18 @@ class FakeHost(Runner):
             return self._login(keys)
         raise AssertionError(f"unexpected node op {opts} {flags}")
 
-    def _discover(self, portal: str, iface: str) -> tuple[int, str, str]:
+    def _discover(self, portal: str, iface: str, record: Mapping[str, str] | None = None) -> tuple[int, str, str]:
         """SendTargets: the targets behind the portal, each stored as a node record."""
         found = [t for t in self.targets.values() if portal in t.portals]
+        sent = (
+            (record.get("discovery.sendtargets.auth.username"), record.get("discovery.sendtargets.auth.password"))
+            if record
+            else None
+        )
+        if any(t.discovery_chap is not None and t.discovery_chap != sent for t in found):
+            # iscsiadm's last line and exit code for a portal that refuses the discovery login
+            err = "iscsiadm: Could not perform SendTargets discovery: iSCSI login failed due to authorization failure\n"
+            return 24, "", err
         if not found and not any(portal in t.portals for t in self.targets.values()) and portal not in self.answering:
             p = Portal.parse(portal)
             err = (
@@ -290,7 +331,7 @@ class FakeHost(Runner):
             "targetname": target,
             "tpgt": "1",
             "state": "LOGGED_IN",
-            "target_id": "0",
+            **({} if self.target_id is None else {"target_id": str(self.target_id)}),
             "ifacename": iface,
             "initiatorname": self.ifaces.get(iface, {}).get("iface.initiatorname", "iqn.1993-08.org.debian:01:x"),
             "recovery_tmo": "120",
@@ -315,7 +356,7 @@ class FakeHost(Runner):
         (hdir / f"scsi_host/host{host}/state").write_text("running\n")
         (hdir / f"scsi_host/host{host}/scan").write_text("")
         (hdir / f"iscsi_host/host{host}").mkdir(parents=True)
-        (sdir / f"target{host}:0:0").mkdir()
+        (sdir / f"target{host}:0:{self.target_id or 0}").mkdir()
         self._link(
             f"class/iscsi_session/session{sid}", f"devices/platform/host{host}/session{sid}/iscsi_session/session{sid}"
         )
@@ -333,6 +374,11 @@ class FakeHost(Runner):
         link = self.sys / rel
         link.symlink_to(os.path.relpath(self.sys / to, link.parent))
 
+    def _target_id_of_host(self, host: int) -> int:
+        sdir = self._session_dir_of_host(host)
+        (tdir,) = sdir.glob("target*")
+        return int(tdir.name.rsplit(":", 1)[1])
+
     def _session_dir_of_host(self, host: int) -> Path:
         hdir = self.sys / f"devices/platform/host{host}"
         (sdir,) = [p for p in hdir.iterdir() if p.name.startswith("session")]
@@ -345,8 +391,17 @@ class FakeHost(Runner):
         t = self.targets[target]
         if lun not in t.luns:
             return
-        ldir = sdir / f"target{host}:0:0/{host}:0:0:{lun}"
+        tid = self._target_id_of_host(host)
+        ldir = sdir / f"target{host}:0:{tid}/{host}:0:{tid}:{lun}"
         if ldir.exists():
+            return
+        if lun in t.controllers:  # a SCSI device the sd driver does not take: no block device
+            ldir.mkdir(parents=True)
+            for k, v in {"state": "running", "type": "12", "vendor": "IET", "model": "Controller"}.items():
+                (ldir / k).write_text(v + "\n")
+            for k in ("delete", "rescan"):
+                (ldir / k).write_text("")
+            self._link(f"bus/scsi/devices/{host}:0:{tid}:{lun}", str(ldir.relative_to(self.sys)))
             return
         disk = "sd" + "abcdefghijklmnopqrstuvwxyz"[self._next_disk % 26] * (1 + self._next_disk // 26)
         self._next_disk += 1
@@ -367,7 +422,7 @@ class FakeHost(Runner):
             (ldir / k).write_text("")
         (bdir / "device").symlink_to("../..")
         self._link(f"class/block/{disk}", str(bdir.relative_to(self.sys)))
-        self._link(f"bus/scsi/devices/{host}:0:0:{lun}", str(ldir.relative_to(self.sys)))
+        self._link(f"bus/scsi/devices/{host}:0:{tid}:{lun}", str(ldir.relative_to(self.sys)))
         if self.multipathd:
             self._add_path(target, lun, disk)
 
@@ -454,6 +509,8 @@ class FakeHost(Runner):
         d = self._named_map(name)
         if d is None:
             return 1, "", f"{name}: no such map\n"
+        if d.name in self.stuck:
+            return 0, "", ""
         if any((d / "holders").iterdir()):
             return 1, "", f"{name}: map in use\n"
         for slave in (d / "slaves").iterdir():
@@ -472,6 +529,8 @@ class FakeHost(Runner):
         if len(sizes) != 1:
             return 1, "fail\n", ""
         size = sizes.pop()
+        if d.name in self.stuck:
+            return 0, "ok\n", ""
         if self.map_resize_delay:  # the kernel reloads the table a moment after multipathd answers
             threading.Timer(self.map_resize_delay, (d / "size").write_text, (size,)).start()
         else:
@@ -512,7 +571,14 @@ def connector_on(host: FakeHost, tmp_path: Path, *, state_dir: Path | None = Non
 
 
 class FakeRecordsIscsiadm(Iscsiadm):
-    """The real wrapper, whose direct record writes (CHAP secrets) land in the fake host's nodes."""
+    """The real wrapper, whose direct record writes (CHAP secrets) land in the fake host's records."""
+
+    def write_discovery_settings(self, portal: Portal, settings: Mapping[str, str]) -> dict[str, str] | None:
+        with self.host._lock:
+            record = self.host.discoveries.get(portal.host_port)
+            previous = None if record is None else {k: record.get(k, "") for k in settings}
+            self.host.discoveries.setdefault(portal.host_port, {}).update(settings)
+        return previous
 
     def __init__(self, host: FakeHost) -> None:
         super().__init__(host, sleep=lambda s: None)

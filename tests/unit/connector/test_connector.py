@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import threading
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 
 from iscsikit.connector import Attachment, Chap, Connector, StateStore, Timeouts, VolumeSpec
 from iscsikit.connector.state import StateError
-from iscsikit.errors import AttachmentError, DeviceBusyError, LoginAuthFailedError, UsageError
+from iscsikit.errors import AttachmentError, DeviceBusyError, DeviceTimeoutError, LoginAuthFailedError, UsageError
 from iscsikit.names import Portal
 from tests.unit.connector.fakehost import FakeHost, FakeTarget, connector_on
 
@@ -507,6 +509,7 @@ def test_store_lists_only_records_and_reads_them_in_order(tmp_path):
     for vid in ("v2", "v1"):
         store.save(Attachment(vid, spec(vid, 1), "connecting"))
     (store.dir / ".v3.abc.tmp").write_text("{half")  # a save killed half-way
+    (store.dir / ".v4.json").write_text(store.path("v1").read_text())  # hidden: not a record, even when readable
     (store.dir / "notes.txt").write_text("x")
     (store.dir / "v0.json").mkdir()  # cannot be read
     assert [a.volume_id for a in store.all()] == ["v1", "v2"]
@@ -759,3 +762,261 @@ def test_a_disconnect_that_cannot_take_the_lock_leaves_a_disconnecting_record(ho
     assert c.get("v1").state == "disconnecting" and host.disks() == [] and len(host.sessions()) == 1
     c.disconnect("v1")
     assert host.sessions() == [] and c.get("v1") is None
+
+
+# ---- which sessions, records and devices a step touches, and how long it waits -----------------
+
+
+def _waited(err: BaseException) -> float:
+    """The seconds a wait gave up after, from its message ("timed out after N s: ...")."""
+    m = re.search(r"timed out after ([0-9.e+]+) s: ", str(err))
+    assert m is not None, str(err)
+    return float(m.group(1))
+
+
+def test_with_no_time_left_each_wait_gives_up_at_once_naming_the_volume(host, tmp_path):
+    c = connector_on(host, tmp_path, instant=True)
+    with pytest.raises(AttachmentError) as err:
+        c.connect(spec("v9", 9), timeout=0)
+    assert str(err.value).startswith("volume v9: device: timed out after 0 s: expected LUN 9 of session 1 ")
+    c.disconnect("v9")
+    a = c.connect(spec("v1", 1))
+    disk = a.device.removeprefix("/dev/")
+    host.stuck.add(disk)
+    with pytest.raises(AttachmentError) as err:
+        c.disconnect("v1", timeout=0)
+    assert str(err.value) == (
+        f"volume v1: remove devices: timed out after 0 s: expected {disk} to be removed, but still present"
+    )
+
+
+def test_with_no_time_left_multipath_waits_give_up_at_once(mp_host, tmp_path):
+    c = connector_on(mp_host, tmp_path, instant=True)
+    with pytest.raises(AttachmentError) as err:
+        c.connect(mp_spec("v9", 9), timeout=0)
+    # one message per path, each saying what is missing
+    assert re.fullmatch(
+        r"volume v9: device: timed out after 0 s: expected LUN 9 of session 1 [^;]+; the target has not reported "
+        r"that LUN \(LUNs seen: none; session state LOGGED_IN\); timed out after 0 s: expected LUN 9 of session 2 .*",
+        str(err.value),
+    )
+    c.disconnect("v9")
+    a = c.connect(mp_spec("v1", 1))
+    names = [p.device.removeprefix("/dev/") for p in a.paths]
+    mp_host.stuck.add(names[1])
+    mp_host.targets[T].luns[1] = 128 * MiB
+    with pytest.raises(DeviceTimeoutError) as err:
+        c.expand("v1", timeout=0)
+    assert str(err.value).startswith(f"timed out after 0 s: expected {', '.join(names)} to report one size; ")
+    mp_host.stuck = {a.multipath}  # the paths grow, the map does not
+    with pytest.raises(DeviceTimeoutError) as err:
+        c.expand("v1", timeout=0)
+    assert str(err.value) == f"timed out after 0 s: expected multipath map {a.multipath} to grow to {128 * MiB} bytes"
+    with pytest.raises(DeviceTimeoutError) as err:
+        c.disconnect("v1", timeout=0)
+    assert str(err.value) == f"timed out after 0 s: expected {a.multipath} to be removed, but still present"
+    mp_host.stuck.clear()
+    c.disconnect("v1")
+    assert mp_host.maps() == {} and mp_host.sessions() == [] and c.get("v1") is None
+
+
+def test_by_default_disconnect_waits_120_s_and_expand_60_s(mp_host, tmp_path):
+    c = connector_on(mp_host, tmp_path, instant=True)  # the clock moves 0.1 s per look
+    a = c.connect(mp_spec("v1", 1))
+    stuck = a.paths[1].device.removeprefix("/dev/")
+    mp_host.stuck.add(stuck)
+    mp_host.targets[T].luns[1] = 128 * MiB
+    with pytest.raises(DeviceTimeoutError) as err:
+        c.expand("v1")
+    assert 59 < _waited(err.value) <= 60
+    with pytest.raises(AttachmentError) as err:
+        c.disconnect("v1")
+    assert err.value.step == "remove devices" and 119 < _waited(err.value) <= 120
+
+
+def test_disconnect_touches_only_its_targets_sessions_on_its_iface(tmp_path):
+    t2 = f"{T}-b"
+    host = FakeHost(tmp_path / "sys", [FakeTarget(T, {1: 64 * MiB, 2: 32 * MiB}), FakeTarget(t2, {1: 16 * MiB})])
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    # an admin's logins, recorded nowhere: this target through another iface, another target through this one
+    host._create_session(T, Portal.parse(P1), "other", scan=True)
+    host._create_session(t2, Portal.parse(P1), "default", scan=True)
+    before = host.disks()
+    assert len(before) == 4
+    c.disconnect("v1")
+    assert host.sessions() == [2, 3] and host.disks() == [d for d in before if d != a.device.removeprefix("/dev/")]
+    assert host.nodes == {}  # its node record goes: the sessions left are not its
+
+
+def test_a_session_kept_for_another_disk_keeps_its_node_record(host, tmp_path):
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    host.write_file(host.sys / f"class/scsi_host/host{a.paths[0].host}/scan", "0 0 3")  # an admin's scan
+    c.disconnect("v1")
+    assert host.sessions() == a.sessions and list(host.nodes) == [(T, P1, "default")]
+
+
+def test_a_multipath_volume_logs_out_only_the_paths_nothing_else_uses(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    c.connect(mp_spec("v1", 1))
+    b = c.connect(VolumeSpec(volume_id="v2", target=T, portals=(P1,), lun=2))
+    c.disconnect("v1")
+    assert mp_host.sessions() == b.sessions and list(mp_host.nodes) == [(T, P1, "default")]
+    assert mp_host.disks() == [b.device.removeprefix("/dev/")] and mp_host.maps() == {}
+    a = c.connect(mp_spec("v1", 1))
+    p1 = next(p for p in a.paths if p.portal == f"{P1},1")
+    c.disconnect("v2")
+    mp_host.write_file(mp_host.sys / f"class/scsi_host/host{p1.host}/scan", "0 0 2")  # an admin's scan
+    c.disconnect("v1")
+    assert mp_host.sessions() == [p1.sid] and list(mp_host.nodes) == [(T, P1, "default")]
+
+
+def test_a_failed_logout_still_logs_out_the_other_paths_then_raises(mp_host, tmp_path):
+    from iscsikit.errors import IscsiadmError
+
+    c = make(mp_host, tmp_path)
+    a = c.connect(mp_spec("v1", 1))
+    first = min(a.sessions)
+    mp_host.fail_next[f"-r {first} -u"] = 8
+    with pytest.raises(IscsiadmError, match="injected failure 8"):
+        c.disconnect("v1")
+    assert mp_host.sessions() == [first] and c.get("v1").state == "disconnecting"
+    assert list(mp_host.nodes) == [(T, P1, "default")]
+    c.disconnect("v1")
+    assert mp_host.sessions() == [] and mp_host.nodes == {} and c.get("v1") is None
+
+
+def test_a_path_another_process_logs_out_meanwhile_is_no_error(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    a = c.connect(mp_spec("v1", 1))
+    first, second = sorted(a.sessions)
+    mp_host.meanwhile[f"-r {first} -u"] = lambda: mp_host._destroy_session(second)
+    c.disconnect("v1")
+    assert mp_host.sessions() == [] and mp_host.nodes == {} and c.get("v1") is None
+
+
+def test_a_controller_lun_without_a_disk_does_not_keep_the_session(tmp_path):
+    host = FakeHost(tmp_path / "sys", [FakeTarget(T, {0: 0, 1: 64 * MiB}, controllers=(0,))])
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    host.write_file(host.sys / f"class/scsi_host/host{a.paths[0].host}/scan", "0 0 0")  # tgt's LUN 0, seen by a scan
+    assert os.path.lexists(host.sys / "bus/scsi/devices/2:0:0:0")
+    c.disconnect("v1")
+    assert host.sessions() == [] and host.nodes == {}
+
+
+def test_a_lun_without_a_block_device_is_named_and_deleted_on_disconnect(tmp_path):
+    host = FakeHost(tmp_path / "sys", [FakeTarget(T, {1: 64 * MiB, 4: 0}, controllers=(4,))])
+    c = connector_on(host, tmp_path, instant=True)
+    with pytest.raises(AttachmentError) as err:
+        c.connect(spec("v1", 4), timeout=1)
+    assert err.value.step == "device"
+    assert str(err.value).endswith("exists as SCSI device 2:0:0:4 (state running) but has no block device")
+    c.disconnect("v1")
+    deletes = [(Path(path).parent.name, data) for path, data in host.writes if path.endswith("/delete")]
+    assert deletes == [("2:0:0:4", "1")]  # the SCSI device is deleted before the logout
+    assert host.sessions() == [] and not os.path.lexists(host.sys / "bus/scsi/devices/2:0:0:4")
+
+
+@pytest.mark.parametrize("target_id", [3, None])  # an offload host's target; a kernel without the attribute
+def test_the_lun_is_scanned_on_the_sessions_scsi_target(host, tmp_path, target_id):
+    host.target_id = target_id
+    a = connector_on(host, tmp_path, instant=True).connect(spec("v1", 2), timeout=1)
+    tid = target_id or 0
+    assert a.paths[0].hctl == f"2:0:{tid}:2" and a.size_bytes == 32 * MiB
+    assert host.writes == [(str(host.sys / "class/scsi_host/host2/scan"), f"0 {tid} 2")]
+
+
+def test_a_lun_already_present_is_not_scanned_again(host, tmp_path):
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    (tmp_path / "state/attachments/v1.json").unlink()  # the plugin lost its state: a whole connect again
+    before = len(host.writes)
+    assert c.connect(spec("v1", 1)) == a and host.writes[before:] == []
+
+
+def test_a_clone_iface_goes_with_its_last_session_and_stays_while_one_uses_it(host, tmp_path):
+    c = make(host, tmp_path)
+    s1 = spec("v1", 1, initiator_name="iqn.2026-11.test:node-a")
+    c.connect(s1)
+    c.connect(spec("v2", 2))  # through the default iface: not a user of the clone
+    c.disconnect("v1")
+    assert s1.login_iface not in host.ifaces and len(host.sessions()) == 1
+    a3 = c.connect(spec("v3", 1, initiator_name="iqn.2026-11.test:node-a"))
+    host.write_file(host.sys / f"class/scsi_host/host{a3.paths[0].host}/scan", "0 0 3")  # an admin's scan
+    c.disconnect("v3")
+    assert a3.sessions[0] in host.sessions() and s1.login_iface in host.ifaces
+
+
+def test_a_clone_ifaces_node_record_goes_with_it(host, tmp_path):
+    c = make(host, tmp_path)
+    s = spec("v1", 1, initiator_name="iqn.2026-11.test:node-a")
+    c.connect(s)
+    assert list(host.nodes) == [(T, P1, s.login_iface)]
+    c.disconnect("v1")
+    assert host.nodes == {} and host.sessions() == []
+
+
+def test_a_path_of_a_session_without_an_ifacename_is_on_the_default_iface(host, tmp_path):
+    c = make(host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    (sid,) = a.sessions
+    ((host.sys / f"class/iscsi_session/session{sid}").resolve() / "ifacename").unlink()  # an older kernel
+    again = c.connect(spec("v1", 1))  # in place: described from sysfs again
+    assert again.paths[0].iface == "default" and again == a
+
+
+def test_expand_of_a_single_path_volume_leaves_a_map_it_did_not_ask_for(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    a = c.connect(spec("v1", 1))
+    mp_host._create_session(T, Portal.parse(P2), "default", scan=True)  # an admin's login: multipathd maps LUN 1
+    assert len(mp_host.maps()) == 1
+    mp_host.targets[T].luns[1] = 128 * MiB
+    grown = c.expand("v1", new_size=128 * MiB, timeout=5)
+    assert grown.device == a.device and grown.multipath is None and grown.size_bytes == 128 * MiB
+    assert not [argv for argv in mp_host.calls if argv[0] == "multipathd"]
+
+
+def test_multipath_expand_with_a_path_device_gone_grows_through_the_rest(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    a = c.connect(mp_spec("v1", 1))
+    mp_host.write_file(mp_host.sys / f"class/block/{a.paths[1].device.removeprefix('/dev/')}/device/delete", "1")
+    mp_host.targets[T].luns[1] = 128 * MiB
+    grown = c.expand("v1", new_size=128 * MiB, timeout=5)
+    assert grown.size_bytes == 128 * MiB and grown.multipath == a.multipath
+    assert [p.sid for p in grown.paths] == [a.paths[0].sid]
+
+
+def test_expand_names_every_path_that_is_not_running(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    a = c.connect(mp_spec("v1", 1))
+    names = [p.device.removeprefix("/dev/") for p in a.paths]
+    for name in names:
+        (mp_host.sys / f"class/block/{name}/device/state").write_text("blocked\n")
+    with pytest.raises(AttachmentError) as err:
+        c.expand("v1")
+    assert str(err.value) == f"volume v1: expand: paths not running: {names[0]} (blocked), {names[1]} (blocked)"
+
+
+def test_a_dry_run_disconnect_records_what_it_would_do_and_waits_for_nothing(host, tmp_path):
+    c = connector_on(host, tmp_path, instant=True)
+    a = c.connect(spec("v1", 1))
+    host.dry_run = True
+    c.disconnect("v1", timeout=1)
+    disk = a.device.removeprefix("/dev/")
+    assert host.disks() == [disk] and host.sessions() == a.sessions
+    assert [Path(r.path).name for r in host.recorded if r.kind == "write"] == ["delete"]
+    assert ["iscsiadm", "-m", "session", "-r", str(a.sessions[0]), "-u"] in [r.argv for r in host.recorded]
+
+
+def test_discovery_chap_is_sent_from_the_discovery_record_never_on_a_command_line(host, tmp_path):
+    host.targets[T].discovery_chap = ("disc-user", "disc pass#2")
+    c = make(host, tmp_path)
+    with pytest.raises(LoginAuthFailedError, match="authorization failure"):
+        c.connect(spec("v0", 1, discovery=True))
+    c.disconnect("v0")
+    a = c.connect(spec("v1", 1, discovery=True, discovery_chap=Chap("disc-user", "disc pass#2")))
+    assert a.state == "attached" and host.discoveries[P1]["discovery.sendtargets.auth.password"] == "disc pass#2"
+    assert not [argv for argv in host.calls if "disc pass#2" in " ".join(argv)]
+    assert "disc pass#2" not in (tmp_path / "state/attachments/v1.json").read_text()
