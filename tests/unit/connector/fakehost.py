@@ -62,6 +62,8 @@ class FakeHost(Runner):
         self.meanwhile: dict[str, Callable[[], None]] = {}
         #: every sysfs write, in order
         self.writes: list[tuple[str, str]] = []
+        #: seconds between a ``scan`` or ``delete`` write and the kernel adding or removing the device
+        self.async_delay = 0.0
         #: seconds between ``multipathd resize map`` answering and the map showing the new size
         self.map_resize_delay = 0.0
         #: portals that answer SendTargets without offering any of ``targets``
@@ -138,16 +140,30 @@ class FakeHost(Runner):
                 channel, target_id, lun = data.split()
                 # iSCSI has one channel and one target per host; the kernel scans only what exists
                 if (channel, target_id) == ("0", str(self._target_id_of_host(host))):
-                    self._scan(host, int(lun))
+                    self._later(self._scan, host, int(lun))
             elif path.name == "delete":
                 ldir = Path(os.path.realpath(path.parent))
                 if not any(d.name in self.stuck for d in (ldir / "block").glob("*")):
-                    self._delete_lun(ldir)
+                    self._later(self._delete_lun, ldir)
             elif path.name == "rescan":
                 lun_dir = Path(os.path.realpath(path.parent))
                 self._resize(lun_dir)
             else:
                 raise AssertionError(f"unexpected sysfs write {path}")
+
+    def _later(self, action: Callable[..., None], *args: object) -> None:
+        """What the kernel does for a sysfs write: at once, or ``async_delay`` seconds later."""
+        if not self.async_delay:
+            action(*args)
+            return
+
+        def run() -> None:
+            with self._lock:
+                action(*args)
+
+        timer = threading.Timer(self.async_delay, run)
+        timer.daemon = True
+        timer.start()
 
     # ---- iscsiadm -----------------------------------------------------------------------
 

@@ -1020,3 +1020,20 @@ def test_discovery_chap_is_sent_from_the_discovery_record_never_on_a_command_lin
     assert a.state == "attached" and host.discoveries[P1]["discovery.sendtargets.auth.password"] == "disc pass#2"
     assert not [argv for argv in host.calls if "disc pass#2" in " ".join(argv)]
     assert "disc pass#2" not in (tmp_path / "state/attachments/v1.json").read_text()
+
+
+def test_devices_that_come_and_go_a_moment_after_the_write_are_waited_for(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)  # a real clock: each wait has the call's whole timeout
+    mp_host.async_delay = 0.2  # the kernel probes the LUN (and tears it down) after the write returns
+    a = c.connect(spec("v1", 1), timeout=30)
+    assert a.state == "attached" and mp_host.disks() == [a.device.removeprefix("/dev/")]
+    c.disconnect("v1", timeout=30)
+    assert mp_host.disks() == [] and mp_host.sessions() == [] and c.get("v1") is None
+
+
+def test_with_no_time_left_the_multipath_map_is_not_waited_for(mp_host, tmp_path):
+    mp_host.targets[T].portals = (P1,)  # the second path does not come up: no map
+    c = connector_on(mp_host, tmp_path, instant=True)
+    with pytest.raises(AttachmentError) as err:
+        c.connect(mp_spec("v1", 1), timeout=0)
+    assert str(err.value).startswith("volume v1: multipath: timed out after 0 s: expected a dm-multipath map over sda;")
