@@ -820,8 +820,12 @@ def test_with_no_time_left_multipath_waits_give_up_at_once(mp_host, tmp_path):
     assert mp_host.maps() == {} and mp_host.sessions() == [] and c.get("v1") is None
 
 
-def test_by_default_disconnect_waits_120_s_and_expand_60_s(mp_host, tmp_path):
+def test_by_default_connect_and_disconnect_wait_120_s_and_expand_60_s(mp_host, tmp_path):
     c = connector_on(mp_host, tmp_path, instant=True)  # the clock moves 0.1 s per look
+    with pytest.raises(AttachmentError) as err:
+        c.connect(spec("v9", 9))
+    assert err.value.step == "device" and 119 < _waited(err.value) <= 120
+    c.disconnect("v9")
     a = c.connect(mp_spec("v1", 1))
     stuck = a.paths[1].device.removeprefix("/dev/")
     mp_host.stuck.add(stuck)
@@ -1037,3 +1041,51 @@ def test_with_no_time_left_the_multipath_map_is_not_waited_for(mp_host, tmp_path
     with pytest.raises(AttachmentError) as err:
         c.connect(mp_spec("v1", 1), timeout=0)
     assert str(err.value).startswith("volume v1: multipath: timed out after 0 s: expected a dm-multipath map over sda;")
+
+
+def test_an_attachment_describes_every_path_exactly(mp_host, tmp_path):
+    c = make(mp_host, tmp_path)
+    by_path = str(tmp_path / "dev/disk/by-path") + "/ip-{}:3260-iscsi-" + T + "-lun-{}"
+
+    def path(sid: int, addr: str, lun: int, disk: str) -> dict[str, object]:
+        return {
+            "sid": sid,
+            "portal": f"{addr}:3260,1",
+            "iface": "default",
+            "host": sid + 1,
+            "hctl": f"{sid + 1}:0:0:{lun}",
+            "device": f"/dev/{disk}",
+            "by_path": by_path.format(addr, lun),
+        }
+
+    for a in (c.connect(mp_spec("v1", 1)), c.get("v1")):
+        got = a.to_dict()
+        del got["spec"]
+        assert got == {
+            "volume_id": "v1",
+            "state": "attached",
+            "device": "/dev/dm-1",
+            "wwn": "0x60000000000000000e00000000000101",
+            "wwid": "360000000000000000e00000000000101",
+            "size_bytes": 64 * MiB,
+            "multipath": "dm-1",
+            "multipath_name": "/dev/mapper/mpath-1",
+            "paths": [path(1, "127.0.0.1", 1, "sda"), path(2, "127.0.0.2", 1, "sdb")],
+            "sessions": [1, 2],
+            "warnings": [],
+        }
+    got = c.connect(VolumeSpec(volume_id="v2", target=T, portals=(P2,), lun=2)).to_dict()
+    del got["spec"]
+    assert got == {
+        "volume_id": "v2",
+        "state": "attached",
+        "device": "/dev/sdc",
+        "wwn": "0x60000000000000000e00000000000202",
+        "wwid": "360000000000000000e00000000000202",
+        "size_bytes": 32 * MiB,
+        "multipath": None,
+        "multipath_name": None,
+        "paths": [path(2, "127.0.0.2", 2, "sdc")],
+        "sessions": [2],
+        "warnings": [],
+    }
