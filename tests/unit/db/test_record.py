@@ -690,3 +690,31 @@ def test_settings_of_the_key_set_in_use_are_taken() -> None:
     assert validate_setting(NODE, "node.session.auth.username", "u" * 255)[1] == "u" * 255
     assert validate_setting(NODE, "iface.net_ifacename", "e" * 15)[1] == "e" * 15  # IFNAMSIZ 16
     _refusal(NODE, "iface.net_ifacename", "e" * 16)
+
+
+def _three_ways(text: str) -> list[record_module.Record]:
+    """The same file through each reader: the line cache (cold, then warm), the fast parser (a
+    line the cache refuses: an unknown key), the exact parser (an indented line)."""
+    lines = text.split("\n")
+    fast = "\n".join([*lines[:-2], "node.session.futurekey = 1", *lines[-2:]])
+    exact = fast.replace("\nnode.tpgt = 1\n", "\n node.tpgt = 1\n")
+    return [parse_record(t, "nodes/t1/x/default", NODE) for t in (text, text, fast, exact)]
+
+
+def test_every_reader_gives_the_version_lines_issues_and_views_of_a_real_record() -> None:
+    cached, warm, fast, exact = _three_ways(T1_RECORD)
+    numbered = {line.partition(" = ")[0]: n for n, line in enumerate(T1_RECORD.split("\n"), 1) if " = " in line}
+    unknown_line = len(T1_RECORD.split("\n")) - 1
+    for rec in (cached, warm, fast, exact):
+        assert rec.version == "2.1.8"
+        assert {k: rec.line_of(k) for k in numbered} == numbered
+        assert rec.entries == {**cached.entries, **({"node.session.futurekey": "1"} if rec in (fast, exact) else {})}
+        assert rec.values() == cached.values() and rec.format() == T1_RECORD
+        shown = rec.settings()
+        assert json.loads(rec.settings_json()) == shown and json.loads(rec.settings_json(True)) == rec.settings(True)
+        assert shown["node.session.auth.password"] == "********"
+        assert rec.settings(True)["node.session.auth.password"] == "s3cret pass#1"
+    assert cached.issues == [] and warm.issues == []
+    for rec in (fast, exact):
+        assert [(i.line, i.severity, i.key) for i in rec.issues] == [(unknown_line, "error", "node.session.futurekey")]
+        assert rec.settings()["node.session.futurekey"] == "1"
