@@ -718,3 +718,92 @@ def test_every_reader_gives_the_version_lines_issues_and_views_of_a_real_record(
     for rec in (fast, exact):
         assert [(i.line, i.severity, i.key) for i in rec.issues] == [(unknown_line, "error", "node.session.futurekey")]
         assert rec.settings()["node.session.futurekey"] == "1"
+
+
+_CMDS = "node.session.cmds_max"
+
+
+@pytest.mark.parametrize(
+    ("line", "issue", "rewrite"),
+    [
+        (
+            "node.startup = Bogus",
+            (
+                "error",
+                "node.startup = 'Bogus' is not one of manual, automatic, onboot (iscsiadm 2.1.8 refuses to list the "
+                "records; values are case-sensitive)",
+            ),
+            "node.startup: 'Bogus' is not one of manual, automatic, onboot; kept 'manual'",
+        ),
+        (
+            "node.session.auth.chap_algs = SHA256 MD5,MD5,FOO",
+            (
+                "warning",
+                "node.session.auth.chap_algs = 'SHA256 MD5,MD5,FOO' repeated CHAP algorithm 'MD5' ignored; "
+                "unknown CHAP algorithm 'FOO' ignored (iscsiadm reads 'SHA256,MD5')",
+            ),
+            "node.session.auth.chap_algs: repeated CHAP algorithm 'MD5' ignored; unknown CHAP algorithm 'FOO' ignored",
+        ),
+        (
+            "node.session.auth.chap_algs = FOO",
+            (
+                "warning",
+                "node.session.auth.chap_algs = 'FOO' unknown CHAP algorithm 'FOO' ignored (iscsiadm reads '<empty>')",
+            ),
+            "node.session.auth.chap_algs: unknown CHAP algorithm 'FOO' ignored",
+        ),
+        ("node.session.auth.chap_algs = SHA256,MD5", None, None),
+        (
+            "iface.net_ifacename = " + "e" * 16,  # IFNAMSIZ 16 keeps 15
+            ("warning", f"iface.net_ifacename = {'e' * 16!r} is longer than 15 bytes; iscsiadm truncates it"),
+            "iface.net_ifacename: truncated to 15 bytes",
+        ),
+        ("iface.net_ifacename = " + "e" * 15, None, None),
+        (
+            f"{_CMDS} = 12abc",
+            ("warning", f"{_CMDS} = '12abc' is not a plain integer; iscsiadm reads it as 12"),
+            f"{_CMDS}: '12abc' is stored as 12",
+        ),
+        (
+            f"{_CMDS} = 2147483648",
+            ("warning", f"{_CMDS} = '2147483648' is out of range -2147483648..2147483647; iscsiadm stores -2147483648"),
+            f"{_CMDS}: '2147483648' is stored as -2147483648",
+        ),
+        (f"{_CMDS} = 2147483647", None, None),
+        (f"{_CMDS} = -2147483648", None, None),
+        ("node.session.auth.username = " + "u" * 255, None, None),  # fits iscsiadm's value buffer
+        (
+            "node.session.auth.username = " + "u" * 256,
+            (
+                "error",
+                f"node.session.auth.username = {'u' * 256!r} is longer than 255 bytes, "
+                "which overflows iscsiadm's buffer",
+            ),
+            "node.session.auth.username: truncated to 255 bytes",
+        ),
+    ],
+)
+def test_each_value_iscsiadm_changes_or_refuses_is_reported_and_rewritten_as_it_does(
+    line: str, issue: tuple[str, str] | None, rewrite: str | None
+) -> None:
+    for text in (f"node.name = a\n{line}\n", f" node.name = a\n{line}\n"):  # the fast and the exact parser
+        rec = parse_record(text, "f", NODE)
+        assert [(i.line, i.severity, i.message) for i in rec.issues] == ([] if issue is None else [(2, *issue)])
+        assert rec.rewrite_warnings() == ([] if rewrite is None else [rewrite])
+
+
+def test_a_node_records_iface_name_picks_the_written_key_set_when_it_has_no_address() -> None:
+    values = idbm_values(NODE, {}, "default")[0]
+    values["iface.iscsi_ifacename"] = "offload-ipv6"
+    text = format_record(NODE, values)
+    assert "iface.tos = 0" not in text and "iface.hop_limit = 0" in text
+    values["iface.iscsi_ifacename"] = "offload0"
+    assert "iface.tos = 0" in format_record(NODE, values)
+
+
+def test_record_ipv6_reads_what_is_there() -> None:
+    ipv6 = record_module.record_ipv6
+    assert ipv6(NODE, {}) is False and ipv6(RecordKind.IFACE, {"iface.iscsi_ifacename": "x-ipv6"}) is True
+    assert ipv6(NODE, {"iface.ipaddress": "2001:db8::1"}) is True
+    assert ipv6(NODE, {"iface.ipaddress": "2001:db8::1", "iface.bootproto": "dhcp"}) is False
+    assert ipv6(RecordKind.SENDTARGETS, {"iface.iscsi_ifacename": "x-ipv6"}) is False  # no iface keys at all
