@@ -807,3 +807,12 @@ def test_record_ipv6_reads_what_is_there() -> None:
     assert ipv6(NODE, {"iface.ipaddress": "2001:db8::1"}) is True
     assert ipv6(NODE, {"iface.ipaddress": "2001:db8::1", "iface.bootproto": "dhcp"}) is False
     assert ipv6(RecordKind.SENDTARGETS, {"iface.iscsi_ifacename": "x-ipv6"}) is False  # no iface keys at all
+
+
+def test_an_iface_named_for_ipv6_is_read_and_rewritten_with_the_ipv6_keys() -> None:
+    text = "iface.iscsi_ifacename = x-ipv6\niface.ipv6_autocfg = nd\n"
+    rec = parse_record(text, "ifaces/x-ipv6", RecordKind.IFACE, iface_hint="x-ipv6")
+    assert rec.ok and rec.values()["iface.ipv6_autocfg"] == "nd" and rec.rewrite_warnings() == []
+    assert "iface.ipv6_autocfg = nd" in rec.format()
+    v4 = parse_record(text, "ifaces/x0", RecordKind.IFACE, iface_hint="x0")
+    assert "iface.ipv6_autocfg: unknown to iscsiadm 2.1.8 here; dropped" in v4.rewrite_warnings()
