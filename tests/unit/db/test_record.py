@@ -816,3 +816,49 @@ def test_an_iface_named_for_ipv6_is_read_and_rewritten_with_the_ipv6_keys() -> N
     assert "iface.ipv6_autocfg = nd" in rec.format()
     v4 = parse_record(text, "ifaces/x0", RecordKind.IFACE, iface_hint="x0")
     assert "iface.ipv6_autocfg: unknown to iscsiadm 2.1.8 here; dropped" in v4.rewrite_warnings()
+
+
+_FUTURE = "node.session.futurekey = 1\n"  # a line the line cache refuses: the fast parser's turn
+
+
+@pytest.mark.parametrize(
+    ("text", "entries", "issues"),
+    [
+        # no newline at the end, even when the second character is one
+        ("#\nnode.startup = manual", {}, [(2, "warning")]),
+        ("node.name = a\n\n" + _FUTURE, {"node.name": "a"}, [(3, "error")]),  # a blank line
+        ("#node.startup = automatic\n" + _FUTURE, {}, [(2, "error")]),  # a comment, however it reads
+        ("node.name = a\n = x\n" + _FUTURE, {"node.name": "a"}, [(2, "warning"), (3, "error")]),  # no key
+        ("node.startup =  automatic\n" + _FUTURE, {"node.startup": "automatic"}, [(2, "error")]),  # blanks stripped
+        ("node.startup = automatic\t\n" + _FUTURE, {"node.startup": "automatic"}, [(2, "error")]),
+    ],
+)
+def test_lines_the_fast_parser_must_not_take_as_they_look(
+    text: str, entries: dict[str, str], issues: list[tuple[int, str]]
+) -> None:
+    rec = parse_record(text, "f", NODE)
+    assert {k: v for k, v in rec.entries.items() if k != "node.session.futurekey"} == entries
+    assert [(i.line, i.severity) for i in rec.issues] == issues
+
+
+def test_the_fast_parser_keeps_the_versions_other_bytes() -> None:
+    rec = parse_record("# BEGIN RECORD 2.1.8\xa0\n" + _FUTURE, "f", NODE)  # only C's blanks are stripped
+    assert rec.version == "2.1.8\xa0"
+
+
+def test_a_bad_earlier_duplicate_is_an_error_after_any_good_line() -> None:
+    rec = parse_record("node.tpgt = 1\nnode.startup = Bogus\nnode.startup = automatic\n", "nodes/d", NODE)
+    assert [(i.path, i.line, i.severity, i.key) for i in rec.issues] == [
+        ("nodes/d", 2, "error", "node.startup"),
+        ("nodes/d", 3, "warning", "node.startup"),
+    ]
+    assert rec.issues[0].message.startswith("node.startup = 'Bogus' is not one of manual, automatic, onboot")
+
+
+def test_a_value_seen_in_one_key_set_is_still_checked_in_the_other() -> None:
+    """The memo of checked values is per key set: iface.tos is fine for an IPv4 iface, an error for an IPv6 one."""
+    text = "iface.tos = 1\n" + _FUTURE  # past the line cache (kept per key set too)
+    assert [i.key for i in parse_record(text, "f", NODE, iface_hint="e0").errors] == ["node.session.futurekey"]
+    rec = parse_record(text, "f", NODE, iface_hint="e-ipv6")
+    assert [(i.line, i.key) for i in rec.errors] == [(1, "iface.tos"), (2, "node.session.futurekey")]
+    assert "IPv4 iface key" in rec.errors[0].message
