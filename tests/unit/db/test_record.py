@@ -862,3 +862,38 @@ def test_a_value_seen_in_one_key_set_is_still_checked_in_the_other() -> None:
     rec = parse_record(text, "f", NODE, iface_hint="e-ipv6")
     assert [(i.line, i.key) for i in rec.errors] == [(1, "iface.tos"), (2, "node.session.futurekey")]
     assert "IPv4 iface key" in rec.errors[0].message
+
+
+@pytest.mark.parametrize(
+    ("text", "entries", "issues"),
+    [
+        ("#\nnode.name = a\n", {"node.name": "a"}, []),  # one-character lines
+        ("x\nnode.name = a\n", {"node.name": "a"}, [(1, "warning")]),
+        ("node.name =  iqn.2026-11.test:a\n", {"node.name": "iqn.2026-11.test:a"}, []),  # blanks are stripped
+        ("node.name = iqn.2026-11.test:a \n", {"node.name": "iqn.2026-11.test:a"}, []),
+        ("node.name = iqn.2026-11.test:a\t\n", {"node.name": "iqn.2026-11.test:a"}, []),
+    ],
+)
+def test_lines_the_line_cache_must_not_take_as_they_look(
+    text: str, entries: dict[str, str], issues: list[tuple[int, str]]
+) -> None:
+    for _ in range(2):  # cold, then from the cache
+        rec = parse_record(text, "f", NODE)
+        assert rec.entries == entries and [(i.line, i.severity) for i in rec.issues] == issues
+
+
+def test_the_line_cache_keeps_the_versions_other_bytes() -> None:
+    rec = parse_record("# BEGIN RECORD 2.1.8\xa0\nnode.name = a\n", "f", NODE)
+    assert rec.version == "2.1.8\xa0"
+
+
+@pytest.mark.parametrize("kind", [RecordKind.SENDTARGETS, RecordKind.ISNS])
+def test_a_clean_discovery_record_shows_only_its_own_keys(kind: RecordKind) -> None:
+    text = "# BEGIN RECORD 2.1.8\ndiscovery.sendtargets.address = 192.0.2.25\n# END RECORD\n"
+    for _ in range(2):  # cold, then from the line cache
+        rec = parse_record(text, "st", kind)
+        shown = rec.settings()
+        assert rec.ok and not [k for k in shown if k.startswith("iface.")]
+        assert list(shown.items()) == list(show_settings(kind, rec.entries, "default").items())
+        assert shown["discovery.sendtargets.address"] == "192.0.2.25"
+        assert rec.settings_json() == json.dumps(shown)
