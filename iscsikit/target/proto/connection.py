@@ -712,9 +712,9 @@ class TargetConnection:
         offset = task.received
         length = min(session.params.max_burst_length, task.expected_length - offset)
         ttt = self._next_ttt
-        self._next_ttt = (self._next_ttt + 1) & 0xFFFFFFFF or 1
-        if ttt == RESERVED_TAG:
-            ttt = self._next_ttt = 1
+        if ttt == RESERVED_TAG:  # reserved (RFC 7143 11.8.4): the tags wrap to 1
+            ttt = 1
+        self._next_ttt = ttt + 1
         task.r2t_ttt = ttt
         task.r2t_offset = offset
         task.r2t_next_offset = offset

@@ -26,6 +26,7 @@ from iscsikit.target.proto.pdu import (
     LoginRequest,
     LoginResponse,
     NopIn,
+    NopOut,
     Reject,
     ScsiCommand,
     ScsiResponse,
@@ -261,3 +262,45 @@ def test_after_logout_late_completions_are_ignored() -> None:
     assert pair.take_events() == [ConnectionClosed("logged out")]
     pair.target.complete_command(ready.task, 0, b"", [b"r" * 512])  # a late, duplicate completion
     assert pair.target.data_to_send() == [] and pair.target.is_closed
+
+
+def test_r2t_transfer_tags_skip_the_reserved_value_and_stay_distinct_across_the_wrap() -> None:
+    pair = logged_in()
+    pair.target._next_ttt = 0xFFFFFFFE
+    itts = []
+    tags = []
+    for _ in range(3):
+        itt, wire = pair.ini.scsi_command(WRITE10, lun=1, write_data=b"t" * 4096, immediate_length=0)
+        (r2t,) = pair.send(wire)
+        assert isinstance(r2t, R2T) and r2t.itt == itt
+        itts.append(itt)
+        tags.append(r2t.ttt)
+    assert tags == [0xFFFFFFFE, 1, 2]  # 0xffffffff is reserved; three outstanding R2Ts, three tags
+    for itt, ttt in zip(itts, tags, strict=True):
+        assert pair.send(pair.ini.data_out(itt, ttt, 0, 0, b"t" * 4096, True, lun=1)) == []
+    assert len([e for e in pair.take_events() if isinstance(e, CommandReady)]) == 3
+
+
+def test_a_nop_out_is_echoed_with_its_lun_and_data() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    lun = 0x0102_0304_0506_0708
+    itt = ini.next_itt()
+    (nop,) = pair.send(ini.encode(NopOut(itt, RESERVED_TAG, ini.cmd_sn, ini.exp_stat_sn, lun, True, b"echo")))
+    assert isinstance(nop, NopIn) and (nop.itt, nop.ttt, nop.lun, bytes(nop.data)) == (itt, RESERVED_TAG, lun, b"echo")
+
+
+def test_an_immediate_task_management_request_is_answered_at_once_and_takes_no_cmd_sn() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    exp = pair.target.session.exp_cmd_sn  # type: ignore[union-attr]
+    ini.cmd_sn = exp + 1
+    held_itt, held = ini.scsi_command(READ10, lun=1, read_length=512)
+    assert pair.send(held) == []  # CmdSN exp is missing: the read waits
+    tmf_itt, wire = ini.task_management(1, lun=1, referenced_itt=0x777)
+    (rsp,) = pair.send(wire)
+    assert isinstance(rsp, TaskMgmtResponse) and (rsp.itt, rsp.response) == (tmf_itt, 0)  # no such task
+    assert pair.target.session.exp_cmd_sn == exp  # type: ignore[union-attr]
+    ini.cmd_sn = exp
+    pair.send(ini.scsi_command(READ10, lun=1, read_length=512)[1])
+    assert [e.task.itt for e in pair.take_events() if isinstance(e, CommandReady)][1:] == [held_itt]

@@ -395,6 +395,19 @@ def test_a_two_piece_answer_and_the_target_transfer_tags() -> None:
     assert isinstance(ping, NopIn) and ping.ttt == 1  # the tag counter wrapped past 0x7fffffff to 1
 
 
+def test_long_answers_and_pings_take_tags_from_one_counter_in_turn() -> None:
+    long_names = tuple(f"iqn.2026-11.org.example:{c}" + "n" * 190 for c in "ab")
+    disc = discovery(extra=long_names)
+    text(disc, [("MaxRecvDataSegmentLength", "512")])
+    disc.target._next_ttt = 40
+    (first,) = disc.send(disc.ini.text([("SendTargets", "All")])[1])
+    assert isinstance(first, TextResponse) and first.ttt == 40
+    disc.send(disc.ini.text([], ttt=first.ttt)[1])
+    disc.target.ping()
+    (ping,) = disc.receive()
+    assert isinstance(ping, NopIn) and ping.ttt == 41  # the next tag: no two exchanges share one
+
+
 def test_a_one_piece_answer_uses_no_target_transfer_tag() -> None:
     disc = discovery()
     text(disc, [("SendTargets", "All")])
