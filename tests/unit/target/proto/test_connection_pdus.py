@@ -304,3 +304,17 @@ def test_an_immediate_task_management_request_is_answered_at_once_and_takes_no_c
     ini.cmd_sn = exp
     pair.send(ini.scsi_command(READ10, lun=1, read_length=512)[1])
     assert [e.task.itt for e in pair.take_events() if isinstance(e, CommandReady)][1:] == [held_itt]
+
+
+def test_closing_while_a_command_s_immediate_data_arrives_gives_its_buffer_back() -> None:
+    budget = WriteBudget(1 << 30)
+    pair = Pair()
+    pair.target = TargetConnection(pair.directory, pair.table, PORTAL, budget=budget)
+    logged_in(pair)
+    _itt, wire = pair.ini.scsi_command(WRITE10, lun=1, write_data=b"i" * 8192, immediate_length=8192)
+    assert pair.send(wire[: 48 + 1000]) == []  # the header, and part of the immediate data
+    assert budget.used == 8192
+    pair.target.close()
+    assert budget.used == 0 and pair.target.is_closed
+    pair.target.close()  # the driver may close twice
+    assert budget.used == 0
