@@ -8,9 +8,9 @@ from iscsikit.target.buffers import WriteBudget
 from iscsikit.target.proto import CommandReady, ConnectionClosed, InitiatorConnection, TargetConnection, TargetLimits
 from iscsikit.target.proto.connection import ProtocolIssue
 from iscsikit.target.proto.pdu import R2T, LoginResponse, ScsiCommand, ScsiResponse, encode_lun
-from iscsikit.target.proto.session import Session
+from iscsikit.target.proto.session import Session, SessionTable
 
-from .harness import INITIATOR, PORTAL, TARGET, Pair
+from .harness import INITIATOR, PORTAL, TARGET, Pair, directory
 
 MiB = 1 << 20
 
@@ -91,6 +91,26 @@ def test_writes_over_the_budget_get_task_set_full_and_the_budget_comes_back() ->
     pair.target.close()
     other.target.abort_all()
     assert budget.used == 0
+
+
+def test_one_connection_may_hold_a_quarter_of_the_write_budget() -> None:
+    budget = WriteBudget(64 * MiB)  # a quarter, 16 MiB, is more than one 8 MiB transfer
+    pair = logged_in(budget)
+    answers = pair.send(b"".join(command(pair, write10(i * 8192, 8192), 4 * MiB, write=True) for i in range(5)))
+    assert [type(p) for p in answers] == [R2T, R2T, R2T, R2T, ScsiResponse]
+    assert answers[4].status == 0x28 and budget.used == 16 * MiB  # type: ignore[attr-defined]
+
+
+def test_a_fresh_connection_has_nothing_and_closes_before_login_without_a_session() -> None:
+    table = SessionTable()
+    conn = TargetConnection(directory(), table, PORTAL)
+    assert (conn.session, conn.stat_sn, conn.exp_stat_sn, conn.tasks, conn.buffered_bytes) == (None, 0, 0, {}, 0)
+    assert conn.status() == {
+        "phase": conn.phase.value, "initiator": None, "isid": None, "tsih": None, "tasks": 0,
+        "header_digest": False, "data_digest": False,
+    }  # fmt: skip
+    conn.close()  # the peer went away during login, or the connection was refused at accept
+    assert conn.is_closed and not table.by_tsih
 
 
 def test_large_write_buffers_are_mappings_committed_as_data_arrives() -> None:
