@@ -212,7 +212,6 @@ class TargetConnection:
         self._dest: memoryview | None = None
         self._dest_filled = 0
         self._direct: memoryview | None = None
-        self._cmd_task: Task | None = None
         self._hdigest = False
         self._ddigest = False
         self._out: list[Buffer] = []

@@ -7,7 +7,7 @@ import mmap
 from iscsikit.target.buffers import WriteBudget
 from iscsikit.target.proto import CommandReady, ConnectionClosed, InitiatorConnection, TargetConnection, TargetLimits
 from iscsikit.target.proto.connection import ProtocolIssue
-from iscsikit.target.proto.pdu import R2T, LoginResponse, ScsiCommand, ScsiResponse, encode_lun
+from iscsikit.target.proto.pdu import R2T, RESERVED_TAG, LoginResponse, Reject, ScsiCommand, ScsiResponse, encode_lun
 from iscsikit.target.proto.session import Session, SessionTable
 
 from .harness import INITIATOR, PORTAL, TARGET, Pair, directory
@@ -104,7 +104,8 @@ def test_one_connection_may_hold_a_quarter_of_the_write_budget() -> None:
 def test_a_fresh_connection_has_nothing_and_closes_before_login_without_a_session() -> None:
     table = SessionTable()
     conn = TargetConnection(directory(), table, PORTAL)
-    assert (conn.session, conn.stat_sn, conn.exp_stat_sn, conn.tasks, conn.buffered_bytes) == (None, 0, 0, {}, 0)
+    assert (conn.session, conn.stat_sn, conn.exp_stat_sn, conn.tasks) == (None, 0, 0, {})
+    assert (conn.buffered_bytes, conn.ready_bytes, conn.pdus_in, conn.data_outs_in) == (0, 0, 0, 0)
     assert conn.status() == {
         "phase": conn.phase.value, "initiator": None, "isid": None, "tsih": None, "tasks": 0,
         "header_digest": False, "data_digest": False,
@@ -179,3 +180,19 @@ def test_admit_hook_refuses_a_login_with_out_of_resources() -> None:
     assert isinstance(rsp, LoginResponse) and rsp.status == 0x0302
     assert seen and not pair.table.by_tsih and not pair.table.by_key
     assert any(isinstance(e, ConnectionClosed) for e in pair.take_events())
+
+
+def test_a_connection_remembers_the_last_1024_refused_or_aborted_tasks_not_every_one() -> None:
+    pair = logged_in(limits=TargetLimits(max_transfer_length=MiB))
+    itts = []
+    wires = []
+    for _ in range(1025):
+        itt = pair.ini._itt + 1
+        wires.append(command(pair, bytes(10), 2 * MiB, write=False))
+        itts.append(itt)
+    answers = pair.send(b"".join(wires))
+    assert len(answers) == 1025 and all(p.status == 0x02 for p in answers)  # type: ignore[attr-defined]
+    # Late data for one of the last 1024 is dropped quietly; the oldest is forgotten: unknown task.
+    assert pair.send(pair.ini.data_out(itts[1], RESERVED_TAG, 0, 0, b"x" * 512, True, lun=1)) == []
+    (rej,) = pair.send(pair.ini.data_out(itts[0], RESERVED_TAG, 0, 0, b"x" * 512, True, lun=1))
+    assert isinstance(rej, Reject) and rej.reason == 0x09
