@@ -907,12 +907,12 @@ class TargetConnection:
                     raise RemoteProtocolError(
                         "text longer than 64 KiB", reject_reason=RejectReason.PROTOCOL_ERROR, header=bhs
                     )
-                self._send_text(itt, lun, b"", final=True)
+                self._send_text(itt, lun, b"")
                 return
             text = self._text_pending + payload
             self._text_pending = b""
             pairs = decode_text(text)
-            self._send_text(itt, lun, encode_text(self._text_answers(pairs, bhs)), final=True)
+            self._send_text(itt, lun, encode_text(self._text_answers(pairs, bhs)))
 
         self._ordered(cmd_sn, immediate, run)
 
@@ -965,7 +965,7 @@ class TargetConnection:
                 out.append(("TargetAddress", p.target_address()))
         return out
 
-    def _send_text(self, itt: int, lun: int, text: bytes, *, final: bool) -> None:
+    def _send_text(self, itt: int, lun: int, text: bytes) -> None:
         chunks = split_text(text, self._max_send)
         if len(chunks) > 1:
             ttt = self._next_ttt

@@ -475,5 +475,7 @@ def test_a_reserved_flag_bit_does_not_change_a_text_request(final: bool, answere
     disc = discovery()
     wire = bytearray(raw_text(disc, encode_text([("SendTargets", "All")]), final=final, cont=False))
     wire[1] |= 0x01  # reserved: ignored
+    wire[28:32] = (0x1234).to_bytes(4, "big")  # ExpStatSN, taken from every request
     (resp,) = disc.send(bytes(wire))
     assert isinstance(resp, TextResponse) and names(resp) == ([TARGET] if answered else [])
+    assert disc.target.exp_stat_sn == 0x1234
