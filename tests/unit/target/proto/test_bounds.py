@@ -178,8 +178,30 @@ def test_admit_hook_refuses_a_login_with_out_of_resources() -> None:
     pair.target.admit = admit
     (rsp,) = pair.send(pair.ini.login_request())
     assert isinstance(rsp, LoginResponse) and rsp.status == 0x0302
-    assert seen and not pair.table.by_tsih and not pair.table.by_key
-    assert any(isinstance(e, ConnectionClosed) for e in pair.take_events())
+    assert [(s.initiator_name, r) for s, r in seen] == [(INITIATOR, None)]
+    assert not pair.table.by_tsih and not pair.table.by_key
+    (closed,) = [e for e in pair.take_events() if isinstance(e, ConnectionClosed)]
+    assert closed.reason == "login refused: too many sessions"  # what the target's log shows
+
+
+def test_admit_hook_is_not_asked_again_when_a_connection_takes_its_session_over() -> None:
+    table = SessionTable()
+    seen: list[Session] = []
+
+    def admit(session: Session, replaced: Session | None) -> str | None:
+        seen.append(session)
+        return None if len(seen) == 1 else "no more"
+
+    first = Pair(table=table)
+    first.target.admit = admit
+    first.login()
+    session = first.target.session
+    assert session is not None and seen == [session]
+    again = Pair(InitiatorConnection(INITIATOR, target=TARGET), table=table)
+    again.ini.tsih = session.tsih  # connection reinstatement (RFC 7143 6.3.4)
+    again.target.admit = admit
+    again.login()
+    assert again.target.session is session and seen == [session]
 
 
 def test_a_connection_remembers_the_last_1024_refused_or_aborted_tasks_not_every_one() -> None:
