@@ -7,6 +7,9 @@ copy in a Reject to find the PDU refused), so one wrong field is a bug it notice
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 from iscsikit.target.buffers import WriteBudget
 from iscsikit.target.proto import (
     NEED_DATA,
@@ -18,15 +21,17 @@ from iscsikit.target.proto import (
     TaskManagement,
 )
 from iscsikit.target.proto.connection import ProtocolIssue
-from iscsikit.target.proto.errors import RemoteProtocolError
+from iscsikit.target.proto.errors import LocalProtocolError, RemoteProtocolError
 from iscsikit.target.proto.pdu import (
     R2T,
     RESERVED_TAG,
     AsyncMessage,
+    Buffer,
     LoginRequest,
     LoginResponse,
     NopIn,
     NopOut,
+    Opcode,
     Reject,
     ScsiCommand,
     ScsiResponse,
@@ -114,6 +119,7 @@ def test_a_reject_carries_the_refused_header_and_the_window() -> None:
     (rej,) = pair.send(wire)
     assert rej == Reject(0x04, wire[:48], stat_sn, exp, max_cmd_sn)
     assert pair.target.stat_sn == stat_sn + 1 and not pair.target.is_closed
+    assert pair.take_events() == []  # nothing for the server to do
 
 
 def test_task_management_response_fields() -> None:
@@ -318,3 +324,37 @@ def test_closing_while_a_command_s_immediate_data_arrives_gives_its_buffer_back(
     assert budget.used == 0 and pair.target.is_closed
     pair.target.close()  # the driver may close twice
     assert budget.used == 0
+
+
+def test_the_driver_closing_gives_one_connection_closed_then_nothing() -> None:
+    pair = logged_in()
+    pair.target.close()
+    assert pair.target.next_event() == ConnectionClosed("closed")
+    assert pair.target.next_event() is NEED_DATA and pair.target.next_event() is NEED_DATA
+
+
+def _buggy_nop_out(conn: TargetConnection, bhs: bytes, ahs: bytes, data: Buffer) -> None:
+    raise RuntimeError("boom")
+
+
+class _BuggyNop(TargetConnection):
+    """A core with a bug in one handler (no input reaches such a bug on purpose)."""
+
+    _HANDLERS: ClassVar[dict[int, Callable[[TargetConnection, bytes, bytes, Buffer], None]]] = {
+        **TargetConnection._HANDLERS,
+        Opcode.NOP_OUT: _buggy_nop_out,
+    }
+
+
+def test_a_bug_in_the_core_ends_this_connection_not_the_process() -> None:
+    pair = Pair()
+    pair.target = _BuggyNop(pair.directory, pair.table, PORTAL)
+    logged_in(pair)
+    pair.send(pair.ini.nop_out(b"x")[1])
+    (closed,) = pair.take_events()
+    assert (
+        isinstance(closed, ConnectionClosed)
+        and closed.reason == "internal error while parsing a PDU: RuntimeError('boom')"
+    )
+    assert isinstance(closed.error, LocalProtocolError) and isinstance(closed.error.__cause__, RuntimeError)
+    assert pair.target.is_closed and pair.target.next_event() is NEED_DATA
