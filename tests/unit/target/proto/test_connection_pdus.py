@@ -357,4 +357,7 @@ def test_a_bug_in_the_core_ends_this_connection_not_the_process() -> None:
         and closed.reason == "internal error while parsing a PDU: RuntimeError('boom')"
     )
     assert isinstance(closed.error, LocalProtocolError) and isinstance(closed.error.__cause__, RuntimeError)
-    assert pair.target.is_closed and pair.target.next_event() is NEED_DATA
+    assert closed.error.close and pair.target.is_closed
+    # Bytes still in flight before the socket closes are taken and ignored.
+    pair.target.receive_data(pair.ini.nop_out(b"late")[1])
+    assert pair.target.next_event() is NEED_DATA and pair.target.data_to_send() == []
