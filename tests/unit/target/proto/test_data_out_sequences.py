@@ -365,3 +365,21 @@ def test_empty_data_out_pdus_move_nothing_and_every_data_out_is_counted() -> Non
     (ev,) = ready(pair)
     assert bytes(ev.task.data_out) == body and not pair.target.is_closed  # type: ignore[arg-type]
     assert pair.target.data_outs_in == 4  # what the server's stalled-data check counts
+
+
+def test_write_data_is_received_straight_into_the_command_s_buffer() -> None:
+    """Zero-copy receive (module docstring): once a Data-Out header is parsed, ``get_buffer``
+    hands out the task buffer's slice at the PDU's offset, up to the buffer's very end."""
+    pair = logged_in()
+    itt, body, r2t = _solicited(pair)
+    (task,) = pair.target.tasks.values()
+    for offset, final in ((0, False), (4096, True)):
+        wire = pair.ini.data_out(itt, r2t.ttt, offset // 4096, offset, body[offset : offset + 4096], final, lun=1)
+        pair.target.receive_data(wire[: 48 + 100])
+        pair.receive()
+        view = pair.target.get_buffer()
+        assert view.obj is task.buffer and len(view) == 4096 - 100
+        pair.target.receive_data(wire[48 + 100 :])
+    assert pair.receive() == []
+    (ev,) = ready(pair)
+    assert ev.task is task and bytes(task.data_out) == body  # type: ignore[arg-type]
