@@ -218,3 +218,20 @@ def test_a_connection_remembers_the_last_1024_refused_or_aborted_tasks_not_every
     assert pair.send(pair.ini.data_out(itts[1], RESERVED_TAG, 0, 0, b"x" * 512, True, lun=1)) == []
     (rej,) = pair.send(pair.ini.data_out(itts[0], RESERVED_TAG, 0, 0, b"x" * 512, True, lun=1))
     assert isinstance(rej, Reject) and rej.reason == 0x09
+
+
+def test_immediate_data_fits_the_process_write_budget_exactly_and_no_further() -> None:
+    budget = WriteBudget(8 * MiB)
+    first = logged_in(budget)
+    (r2t,) = first.send(command(first, write10(0, 8192), 4 * MiB, write=True))
+    assert isinstance(r2t, R2T) and budget.used == 4 * MiB
+    other = Pair(InitiatorConnection(INITIATOR, target=TARGET, isid=b"\x80\0\0\0\0\x02"), table=first.table)
+    other.target = TargetConnection(other.directory, other.table, PORTAL, budget=budget)
+    other.login()
+    # 4 MiB more is exactly the budget: taken, its immediate data received in place.
+    (r2t,) = other.send(command(other, write10(8192, 8192), 4 * MiB, write=True, data=b"i" * 4096))
+    assert isinstance(r2t, R2T) and r2t.offset == 4096 and budget.used == 8 * MiB
+    # One more byte's worth of write is over it: TASK SET FULL, nothing more held.
+    (rsp,) = other.send(command(other, write10(16384, 8), 4096, write=True, data=b"j" * 4096))
+    assert isinstance(rsp, ScsiResponse) and rsp.status == 0x28
+    assert budget.used == 8 * MiB and budget.refused == 1
