@@ -383,3 +383,18 @@ def test_write_data_is_received_straight_into_the_command_s_buffer() -> None:
     assert pair.receive() == []
     (ev,) = ready(pair)
     assert ev.task is task and bytes(task.data_out) == body  # type: ignore[arg-type]
+
+
+def test_commands_run_in_cmd_sn_order_across_two_gaps() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    base = ini.cmd_sn
+    itts = {}
+    for sn in (base + 2, base, base + 1):  # base + 2 waits, base runs, base + 1 releases base + 2
+        ini.cmd_sn = sn
+        itts[sn], wire = ini.scsi_command(READ10, lun=1, read_length=512)
+        pair.send(wire)
+        if sn == base:
+            assert [e.task.itt for e in ready(pair)] == [itts[base]] and not pair.target.is_closed
+    assert [e.task.itt for e in ready(pair)] == [itts[base + 1], itts[base + 2]]
+    assert pair.target.session.exp_cmd_sn == base + 3  # type: ignore[union-attr]
