@@ -216,9 +216,9 @@ async def _rebuild_once(ctrl: ReplicatedBackend, r: Replica) -> None:
     await client.set_meta(revision=source.revision)
     r.revision = source.revision
     r.last_error = None
-    progress.finished = time.monotonic()  # before RW: a status never shows an RW replica still rebuilding
     ctrl._set_mode(r, Mode.RW, f"rebuilt from {source.address}")
     await ctrl._settle()
+    progress.finished = time.monotonic()
     log.info(
         "rebuild of %s done in %.2f s by %s: %d bytes copied, %d skipped (checksums matched)",
         r.address, progress.finished - progress.started, progress.via, progress.copied_bytes,
