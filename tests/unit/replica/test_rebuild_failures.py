@@ -54,7 +54,7 @@ async def _rebuild_with(tmp_path: Path, client: type[ReplicaClient]) -> None:
     assert b.replicas[0].mode == Mode.RW
     await b.write(4096, block(2))  # the volume goes on from its RW replica
     assert await b.read(0, 8192) == block(1) + block(2)
-    members = {m["id"] for m in c.meta(0)["members"]}  # type: ignore[union-attr]
+    members = {m["id"] for m in c.meta(0)["members"]}  # type: ignore[attr-defined]
     assert meta["replica_id"] not in members
     await b.close()
     await c.stop()
