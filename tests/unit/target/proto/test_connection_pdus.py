@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import ClassVar
 
+import pytest
+
 from iscsikit.target.buffers import WriteBudget
 from iscsikit.target.proto import (
     NEED_DATA,
@@ -361,3 +363,53 @@ def test_a_bug_in_the_core_ends_this_connection_not_the_process() -> None:
     # Bytes still in flight before the socket closes are taken and ignored.
     pair.target.receive_data(pair.ini.nop_out(b"late")[1])
     assert pair.target.next_event() is NEED_DATA and pair.target.data_to_send() == []
+
+
+@pytest.mark.parametrize(("opcode", "status"), [(0x01, 0x020B), (0x1F, 0x0200)])
+def test_anything_but_a_login_request_during_login_fails_the_login(opcode: int, status: int) -> None:
+    pair = Pair()
+    wire = bytearray(48)
+    wire[0] = 0x40 | opcode
+    (rsp,) = pair.send(bytes(wire))
+    # A known PDU out of place is "invalid during login"; an unknown opcode is an initiator error.
+    assert rsp == LoginResponse(b"\0" * 6, 0, 0, 0, status=status)
+    (closed,) = pair.take_events()
+    assert isinstance(closed, ConnectionClosed) and closed.reason == f"opcode 0x{opcode:02x} during login"
+    assert isinstance(closed.error, RemoteProtocolError) and closed.error.login_status == status and closed.error.close
+    assert closed.error.header == bytes(wire)  # the offending header, for whoever logs the error
+    assert pair.target.is_closed and not pair.table.by_tsih
+
+
+def test_a_command_after_the_logout_request_is_rejected_and_never_runs() -> None:
+    pair = logged_in()
+    _itt, wire = pair.ini.scsi_command(READ10, lun=1, read_length=512)
+    pair.send(wire)
+    (ready,) = pair.take_events()
+    assert isinstance(ready, CommandReady)
+    assert pair.send(pair.ini.logout()[1]) == []  # waits for the read to finish
+    late = pair.ini.scsi_command(READ10, lun=1, read_length=512)[1]
+    (rej,) = pair.send(late)
+    assert isinstance(rej, Reject) and rej.reason == 0x04 and bytes(rej.data) == late[:48]
+    assert pair.take_events() == [] and list(pair.target.tasks.values()) == [ready.task]
+
+
+def test_a_cdb_longer_than_16_bytes_reaches_the_command_whole() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    cdb = bytes([0x7F, 0, 0, 0, 0, 0, 0, 24]) + bytes(range(1, 25))  # a 32-byte variable-length CDB
+    wire = ini.encode(ScsiCommand(ini.next_itt(), encode_lun(1), cdb, 512, ini.cmd_sn, ini.exp_stat_sn, True))
+    ini.cmd_sn += 1
+    pair.send(wire)
+    (ready,) = pair.take_events()
+    assert isinstance(ready, CommandReady) and ready.task.cdb == cdb
+
+
+def test_a_discovery_session_runs_no_scsi_command_and_no_task_management() -> None:
+    pair = logged_in(Pair(InitiatorConnection(INITIATOR)))
+    for wire in (
+        pair.ini.scsi_command(READ10, lun=1, read_length=512)[1],
+        pair.ini.task_management(5, lun=1)[1],
+    ):
+        (rej,) = pair.send(wire)
+        assert isinstance(rej, Reject) and rej.reason == 0x04 and bytes(rej.data) == wire[:48]
+    assert pair.take_events() == [] and not pair.target.tasks and not pair.target.is_closed
