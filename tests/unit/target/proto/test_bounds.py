@@ -6,11 +6,12 @@ import mmap
 
 from iscsikit.target.buffers import WriteBudget
 from iscsikit.target.proto import CommandReady, ConnectionClosed, InitiatorConnection, TargetConnection, TargetLimits
-from iscsikit.target.proto.connection import ProtocolIssue
+from iscsikit.target.proto.connection import ProtocolIssue, SessionStarted
+from iscsikit.target.proto.errors import RemoteProtocolError
 from iscsikit.target.proto.pdu import R2T, RESERVED_TAG, LoginResponse, Reject, ScsiCommand, ScsiResponse, encode_lun
 from iscsikit.target.proto.session import Session, SessionTable
 
-from .harness import INITIATOR, PORTAL, TARGET, Pair, directory
+from .harness import INITIATOR, PORTAL, READ10, TARGET, Pair, directory
 
 MiB = 1 << 20
 
@@ -176,32 +177,46 @@ def test_admit_hook_refuses_a_login_with_out_of_resources() -> None:
         return "too many sessions"
 
     pair.target.admit = admit
-    (rsp,) = pair.send(pair.ini.login_request())
+    wire = pair.ini.login_request()
+    (rsp,) = pair.send(wire)
     assert isinstance(rsp, LoginResponse) and rsp.status == 0x0302
     assert [(s.initiator_name, r) for s, r in seen] == [(INITIATOR, None)]
     assert not pair.table.by_tsih and not pair.table.by_key
     (closed,) = [e for e in pair.take_events() if isinstance(e, ConnectionClosed)]
     assert closed.reason == "login refused: too many sessions"  # what the target's log shows
+    assert isinstance(closed.error, RemoteProtocolError) and closed.error.close
+    assert closed.error.header == wire[:48]
 
 
 def test_admit_hook_is_not_asked_again_when_a_connection_takes_its_session_over() -> None:
     table = SessionTable()
-    seen: list[Session] = []
+    seen: list[tuple[Session, Session | None]] = []
 
     def admit(session: Session, replaced: Session | None) -> str | None:
-        seen.append(session)
-        return None if len(seen) == 1 else "no more"
+        seen.append((session, replaced))
+        return None if len(seen) < 3 else "no more"
 
     first = Pair(table=table)
     first.target.admit = admit
     first.login()
     session = first.target.session
-    assert session is not None and seen == [session]
+    assert session is not None and seen == [(session, None)]
+    first.send(first.ini.scsi_command(READ10, lun=1, read_length=512)[1])
+    (running,) = first.target.tasks.values()
+    # Connection reinstatement (RFC 7143 6.3.4): same session, no new admission; the old
+    # connection's commands are aborted.
     again = Pair(InitiatorConnection(INITIATOR, target=TARGET), table=table)
-    again.ini.tsih = session.tsih  # connection reinstatement (RFC 7143 6.3.4)
+    again.ini.tsih = session.tsih
     again.target.admit = admit
     again.login()
-    assert again.target.session is session and seen == [session]
+    assert again.target.session is session and len(seen) == 1
+    assert running.state.value == "aborted" and session.connection is again.target
+    assert [e for e in again.take_events() if isinstance(e, SessionStarted)] == [SessionStarted(session, session)]
+    # Session reinstatement (same ISID, TSIH 0): a new session, admitted knowing what it replaces.
+    third = Pair(InitiatorConnection(INITIATOR, target=TARGET), table=table)
+    third.target.admit = admit
+    third.login()
+    assert len(seen) == 2 and seen[1] == (third.target.session, session)
 
 
 def test_a_connection_remembers_the_last_1024_refused_or_aborted_tasks_not_every_one() -> None:
