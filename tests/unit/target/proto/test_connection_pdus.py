@@ -413,3 +413,17 @@ def test_a_discovery_session_runs_no_scsi_command_and_no_task_management() -> No
         (rej,) = pair.send(wire)
         assert isinstance(rej, Reject) and rej.reason == 0x04 and bytes(rej.data) == wire[:48]
     assert pair.take_events() == [] and not pair.target.tasks and not pair.target.is_closed
+
+
+def test_immediate_commands_share_the_queue_depth_with_the_others() -> None:
+    pair = logged_in(limits=TargetLimits(queue_depth=2))
+    ini = pair.ini
+    wire = ini.encode(ScsiCommand(ini.next_itt(), encode_lun(1), READ10, 512, ini.cmd_sn, ini.exp_stat_sn, True,
+                                  False, True, 1, True))  # fmt: skip
+    assert pair.send(wire) == []  # immediate: takes a slot, not a CmdSN
+    assert pair.send(ini.scsi_command(READ10, lun=1, read_length=512)[1]) == []
+    assert [type(e) for e in pair.take_events()] == [CommandReady, CommandReady]
+    itt, wire = ini.scsi_command(READ10, lun=1, read_length=512)  # in the CmdSN window, over the depth
+    (rsp,) = pair.send(wire)
+    assert isinstance(rsp, ScsiResponse) and (rsp.itt, rsp.status) == (itt, 0x28)
+    assert not any(isinstance(e, CommandReady) for e in pair.take_events())
