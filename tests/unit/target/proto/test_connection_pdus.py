@@ -421,8 +421,11 @@ def test_immediate_commands_share_the_queue_depth_with_the_others() -> None:
     wire = ini.encode(ScsiCommand(ini.next_itt(), encode_lun(1), READ10, 512, ini.cmd_sn, ini.exp_stat_sn, True,
                                   False, True, 1, True))  # fmt: skip
     assert pair.send(wire) == []  # immediate: takes a slot, not a CmdSN
+    sn = ini.cmd_sn
     assert pair.send(ini.scsi_command(READ10, lun=1, read_length=512)[1]) == []
-    assert [type(e) for e in pair.take_events()] == [CommandReady, CommandReady]
+    events = pair.take_events()
+    assert [type(e) for e in events] == [CommandReady, CommandReady]
+    assert [e.task.cmd_sn for e in events] == [sn, sn]  # type: ignore[attr-defined]
     itt, wire = ini.scsi_command(READ10, lun=1, read_length=512)  # in the CmdSN window, over the depth
     (rsp,) = pair.send(wire)
     assert isinstance(rsp, ScsiResponse) and (rsp.itt, rsp.status) == (itt, 0x28)
