@@ -430,3 +430,13 @@ def test_immediate_commands_share_the_queue_depth_with_the_others() -> None:
     (rsp,) = pair.send(wire)
     assert isinstance(rsp, ScsiResponse) and (rsp.itt, rsp.status) == (itt, 0x28)
     assert not any(isinstance(e, CommandReady) for e in pair.take_events())
+
+
+def test_a_ready_command_carries_its_direction_and_is_marked_ready() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    tur = ini.encode(ScsiCommand(ini.next_itt(), encode_lun(1), bytes(6), 0, ini.cmd_sn, ini.exp_stat_sn, attr=1))
+    ini.cmd_sn += 1
+    pair.send(tur + ini.scsi_command(READ10, lun=1, read_length=512)[1])
+    tasks = [e.task for e in pair.take_events() if isinstance(e, CommandReady)]
+    assert [(t.read, t.write, t.state.value) for t in tasks] == [(False, False, "ready"), (True, False, "ready")]
