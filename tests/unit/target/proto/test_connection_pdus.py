@@ -397,11 +397,13 @@ def test_a_cdb_longer_than_16_bytes_reaches_the_command_whole() -> None:
     pair = logged_in()
     ini = pair.ini
     cdb = bytes([0x7F, 0, 0, 0, 0, 0, 0, 24]) + bytes(range(1, 25))  # a 32-byte variable-length CDB
-    wire = ini.encode(ScsiCommand(ini.next_itt(), encode_lun(1), cdb, 512, ini.cmd_sn, ini.exp_stat_sn, True))
-    ini.cmd_sn += 1
-    pair.send(wire)
-    (ready,) = pair.take_events()
-    assert isinstance(ready, CommandReady) and ready.task.cdb == cdb
+    read = ini.encode(ScsiCommand(ini.next_itt(), encode_lun(1), cdb, 512, ini.cmd_sn, ini.exp_stat_sn, True))
+    write = ini.encode(ScsiCommand(ini.next_itt(), encode_lun(1), cdb, 512, ini.cmd_sn + 1, ini.exp_stat_sn,
+                                   write=True, data=b"w" * 512))  # fmt: skip
+    ini.cmd_sn += 2
+    pair.send(read + write)
+    tasks = [e.task for e in pair.take_events() if isinstance(e, CommandReady)]
+    assert [(t.cdb, t.write) for t in tasks] == [(cdb, False), (cdb, True)]
 
 
 def test_a_discovery_session_runs_no_scsi_command_and_no_task_management() -> None:
