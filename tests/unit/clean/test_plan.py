@@ -11,7 +11,7 @@ import pytest
 
 from iscsikit.clean.collect import write_journal
 from iscsikit.clean.desired import parse_desired
-from iscsikit.clean.model import PendingItem, Survey
+from iscsikit.clean.model import PendingItem, SessionView, Survey
 from iscsikit.clean.plan import PHASES, Action, Kind, Plan, Selection, plan
 from iscsikit.names import Portal
 from tests.unit.clean.synthetic import SyntheticHost, T
@@ -1034,3 +1034,107 @@ def test_an_attachments_sessions_are_those_on_its_portals_and_iface(host: Synthe
 def test_lists_in_details_are_comma_separated() -> None:
     sel = Selection(keep=("iqn.x:a", "iqn.x:b"))
     assert sel.describe() == "everything (decommission); keeping iqn.x:a, iqn.x:b"
+
+
+def _session(sid: int, target: str, address: str | None, *, tpgt: int = 1, iface: str = "default",
+             state: str = "LOGGED_IN", failed_for: float | None = None) -> SessionView:  # fmt: skip
+    conn = "failed" if state == "FAILED" else "up"
+    return SessionView(sid, target, address, 3260, tpgt, iface, state, conn, 120, sid + 10, failed_for=failed_for)
+
+
+def test_ties_in_a_phase_are_broken_by_portal_then_path_and_a_session_without_portal_has_none() -> None:
+    # Sessions of one target: the one whose portal sysfs did not show comes first and its
+    # actions name no portal (not "None"); records of one target and portal by their path.
+    from iscsikit.db.layout import LayoutProblem, NodeRef
+
+    a = "iqn.2026-11.org.example:a"
+    s = Survey(
+        db_root="/etc/iscsi",
+        nodes=[NodeRef(a, "10.0.0.1", 3260, 1, "eth1"), NodeRef(a, "10.0.0.1", 3260, 1, "default")],
+        sessions=[_session(2, a, "10.0.0.1"), _session(5, a, None)],
+        problems=[
+            LayoutProblem(f"nodes/{a}/zz", "a file"),
+            LayoutProblem("Junk", "a file"),
+            LayoutProblem(f"nodes/{a}/aa", "a file"),
+        ],
+    )
+    p = plan(s, Selection())
+    assert [(str(x.kind), x.portal, x.sid, x.path) for x in p.actions] == [
+        ("logout", None, 5, None),
+        ("logout", "10.0.0.1:3260,1", 2, None),
+        ("delete-node", "10.0.0.1:3260,1", None, f"nodes/{a}/10.0.0.1,3260,1/default"),
+        ("delete-node", "10.0.0.1:3260,1", None, f"nodes/{a}/10.0.0.1,3260,1/eth1"),
+        ("delete-entry", None, None, "Junk"),  # no target sorts before any target
+        ("delete-entry", None, None, f"nodes/{a}/aa"),
+        ("delete-entry", None, None, f"nodes/{a}/zz"),
+    ]
+    assert p.actions[0].to_json()["portal"] is None
+    # Records without links say nothing about links.
+    assert p.actions[2].detail == f"delete node record nodes/{a}/10.0.0.1,3260,1/default"
+
+
+def test_a_target_that_sorts_before_the_fallback_still_comes_after_no_target() -> None:
+    # Directory names under nodes/ are whatever is on disk: a junk entry of a target whose name
+    # sorts low ("A...") still comes after top-level junk (no target).
+    from iscsikit.db.layout import LayoutProblem
+
+    s = Survey(db_root="/etc/iscsi", problems=[LayoutProblem("nodes/ATarget/x", "a file"),
+                                               LayoutProblem("send_targets/x", "a file")])  # fmt: skip
+    assert [x.path for x in plan(s, Selection()).actions] == ["send_targets/x", "nodes/ATarget/x"]
+
+
+@pytest.mark.parametrize(("older_than", "taken"), [(0.0, True), (0.5, False), (1.0, False), (60.0, False)])
+def test_a_session_failing_for_an_unknown_time_is_stale_only_without_older_than(older_than: float, taken: bool) -> None:
+    a = "iqn.2026-11.org.example:a"
+    s = Survey(db_root="/etc/iscsi", sessions=[_session(3, a, "10.0.0.1", state="FAILED", failed_for=None)])
+    p = plan(s, Selection(stale_only=True, older_than=older_than))
+    assert [x.sid for x in p.actions if x.kind is Kind.LOGOUT] == ([3] if taken else [])
+    if not taken:
+        assert p.notes == [f"session 3 ({a}) is failing, but not for {int(older_than)} s yet; left alone"]
+
+
+def test_force_names_every_user_in_the_detail() -> None:
+    from iscsikit.clean.model import DeviceView, Usage
+
+    a = "iqn.2026-11.org.example:a"
+    users = (Usage("mount", "/mnt/a"), Usage("open", "pid 7 (dd)"))
+    disk = DeviceView("11:0:0:1", 1, 1, "sdb", "8:16", "running", 0, "/sys/x", users=users)
+    s = Survey(db_root="/etc/iscsi", sessions=[_session(1, a, "10.0.0.1")], devices=[disk])
+    why = "/dev/sdb is mounted at /mnt/a; /dev/sdb is open by pid 7 (dd)"
+    p = plan(s, Selection(force=True))
+    assert [(x.detail, x.blocked_by) for x in p.actions] == [
+        (f"flush and remove /dev/sdb (LUN 1, 11:0:0:1) of session 1; forced although {why}", ()),
+        (f"log out session 1 (LOGGED_IN, iface default); forced although {why}", ()),
+    ]
+    blocked = plan(s, Selection())
+    assert [x.blocked_by for x in blocked.actions] == [
+        ("/dev/sdb is mounted at /mnt/a", "/dev/sdb is open by pid 7 (dd)")
+    ] * 2
+
+
+def test_a_record_is_not_tied_to_a_session_of_another_portal_group(host: SyntheticHost) -> None:
+    # Same address and port, another target portal group tag: another portal. The busy session
+    # there does not hold this record back.
+    host.db.new_node(f"{T}:t", "10.0.0.1:3260,1")
+    sid = host.session(f"{T}:t", "10.0.0.1:3260,2")
+    host.mount(host.disks_of(sid)[0], "/mnt/busy")
+    p = plan(survey(host), Selection())
+    assert find(p, Kind.DELETE_NODE, path=f"nodes/{T}:t/10.0.0.1,3260,1/default").blocked_by == ()
+    assert find(p, Kind.LOGOUT, sid=sid).blocked
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        '[{"target": "iqn.x:other", "volume_id": "pvc-other"}, {"target": "TARGET", "luns": [1]}]',
+        '[{"target": "iqn.x:other"}, {"target": "TARGET", "luns": [1]}]',
+        '[{"target": "TARGET", "luns": [2]}, {"target": "TARGET", "luns": [1]}]',
+    ],
+    ids=["after-a-volume-id", "after-another-target", "after-another-lun"],
+)
+def test_an_attachment_without_sessions_is_kept_by_any_desired_entry_naming_it(host: SyntheticHost, doc: str) -> None:
+    host.attachment("pvc-x", f"{T}:s", ("10.0.0.1:3260",), lun=1)  # its session is gone
+    p = plan(survey(host), Selection(desired=parse_desired(doc.replace("TARGET", f"{T}:s"))))
+    absent(p, Kind.DELETE_ATTACHMENT)
+    p = plan(survey(host), Selection(desired=parse_desired(f'[{{"target": "{T}:s", "luns": [2]}}]')))
+    assert [a.subject.volume_id for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT] == ["pvc-x"]
