@@ -1138,3 +1138,49 @@ def test_an_attachment_without_sessions_is_kept_by_any_desired_entry_naming_it(h
     absent(p, Kind.DELETE_ATTACHMENT)
     p = plan(survey(host), Selection(desired=parse_desired(f'[{{"target": "{T}:s", "luns": [2]}}]')))
     assert [a.subject.volume_id for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT] == ["pvc-x"]
+
+
+def test_a_reset_plan_gives_the_executor_every_path_and_subject() -> None:
+    # What `clean --yes` acts on: each action's paths (what is deleted and backed up) and its
+    # subject (the typed thing), also for entries, dangling links and reset's directories.
+    from iscsikit.db.layout import DiscoveryRef, IfaceRef, LayoutProblem, LinkRef, NodeRef, RecordKind
+
+    a = "iqn.2026-11.org.example:a"
+    node = NodeRef(a, "10.0.0.1", 3260, 1, "default")
+    gone = NodeRef(a, "10.0.0.9", 3260, 1, "default")
+    disc = DiscoveryRef(RecordKind.SENDTARGETS, "10.0.0.1", 3260)
+    link = LinkRef(f"send_targets/10.0.0.1,3260/{a},10.0.0.1,3260,1,default", "sendtargets", node, "/x", disc)
+    dangling = LinkRef(f"static/{a},10.0.0.9,3260,1,default", "static", gone, "/y")
+    garbled = LinkRef("static/garbled", "static", None, "/z")
+    s = Survey(
+        db_root="/etc/iscsi",
+        nodes=[node],
+        discoveries=[disc],
+        links=[link],
+        dangling=[dangling, garbled],
+        ifaces=[IfaceRef("eth9")],
+        problems=[LayoutProblem(f"nodes/{a}/junk", "a file")],
+        empty_targets=[f"{a}-empty"],
+        top_dirs=["nodes", "send_targets", "static", "ifaces"],
+    )
+    p = plan(s, Selection(reset=True))
+    node_path = f"nodes/{a}/10.0.0.1,3260,1/default"
+    assert [(str(x.kind), x.detail, x.target, x.portal, x.path, x.paths, x.subject) for x in p.actions] == [
+        ("delete-node", f"delete node record {node_path} and 1 link(s) to it", a, "10.0.0.1:3260,1", node_path,
+         (node_path, link.relpath), node),
+        ("delete-link", "delete dangling link static/garbled (its node record is gone)", None, None,
+         "static/garbled", ("static/garbled",), garbled),
+        ("delete-link", f"delete dangling link {dangling.relpath} (its node record is gone)", a, "10.0.0.9:3260,1",
+         dangling.relpath, (dangling.relpath,), dangling),
+        ("delete-discovery", "delete sendtargets discovery record 10.0.0.1:3260 (it discovered 1 of the node "
+         "records above)", None, "10.0.0.1:3260", disc.relpath, (disc.relpath,), disc),
+        ("delete-iface", "delete iface record eth9 (no node record or session uses it any more)", None, None,
+         "ifaces/eth9", ("ifaces/eth9",), IfaceRef("eth9")),
+        ("delete-entry", f"delete nodes/{a}/junk: not an open-iscsi record (a file)", a, None, f"nodes/{a}/junk",
+         (f"nodes/{a}/junk",), f"nodes/{a}/junk"),
+        ("delete-entry", f"delete nodes/{a}-empty: an empty target directory (left by an interrupted delete)",
+         f"{a}-empty", None, f"nodes/{a}-empty", (f"nodes/{a}-empty",), f"nodes/{a}-empty"),
+        *[("delete-entry", f"reset: remove the {top}/ directory once everything in it is gone", None, None, top,
+           (top,), top) for top in ("static", "send_targets", "nodes", "ifaces")],
+    ]  # fmt: skip
+    assert p.notes == []
