@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -1184,3 +1185,48 @@ def test_a_reset_plan_gives_the_executor_every_path_and_subject() -> None:
            (top,), top) for top in ("static", "send_targets", "nodes", "ifaces")],
     ]  # fmt: skip
     assert p.notes == []
+
+
+def _left_alone_first(case: str) -> tuple[Any, ...]:
+    """A survey whose first item of some kind is left alone and whose second must be taken."""
+    from iscsikit.clean.model import DeviceView
+    from iscsikit.db.layout import LayoutProblem, LinkRef, NodeRef
+
+    a, b = "iqn.2026-11.org.example:a", "iqn.2026-11.org.example:b"
+    s = Survey(db_root="/etc/iscsi")
+    if case == "flash-session":
+        s.sessions = [replace(_session(1, a, "10.0.0.1"), flash=True), _session(2, a, "10.0.0.1")]
+        return s, Selection(), ("logout", 2)
+    if case == "reachable-session":
+        s.sessions, s.unreachable = [_session(1, a, "10.0.0.1"), _session(2, a, "10.0.0.2")], {"10.0.0.2:3260"}
+        return s, Selection(unreachable=True), ("logout", 2)
+    if case == "orphan-device-out-of-scope":
+        s.sessions = [_session(2, b, "10.0.0.1")]
+        s.devices = [DeviceView("9:0:0:1", None, 1, "sdx", "8:0", "running", 0, "/sys/x"),
+                     DeviceView("12:0:0:1", 2, 1, "sdb", "8:16", "transport-offline", 0, "/sys/y")]  # fmt: skip
+        return s, Selection(targets=(b,)), ("remove-device", "sdb"), ("logout", 2)
+    if case == "unreadable-entry":
+        s.problems = [LayoutProblem(f"nodes/{a}/x", "cannot read: EACCES"), LayoutProblem(f"nodes/{b}/y", "a file")]
+        return s, Selection(), ("delete-entry", f"nodes/{b}/y")
+    if case == "kept-entry":
+        s.problems = [LayoutProblem(f"nodes/{a}/x", "a file"), LayoutProblem(f"nodes/{b}/y", "a file")]
+        return s, Selection(keep=(a,)), ("delete-entry", f"nodes/{b}/y")
+    if case == "kept-empty-target":
+        s.empty_targets = [a, b]
+        return s, Selection(keep=(a,)), ("delete-entry", f"nodes/{b}")
+    assert case == "kept-link"
+    la = LinkRef(f"static/{a},10.0.0.1,3260,1,default", "static", NodeRef(a, "10.0.0.1", 3260, 1), "/x")
+    lb = LinkRef(f"static/{b},10.0.0.1,3260,1,default", "static", NodeRef(b, "10.0.0.1", 3260, 1), "/y")
+    s.dangling = [la, lb]
+    return s, Selection(keep=(a,)), ("delete-link", lb.relpath)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["flash-session", "reachable-session", "orphan-device-out-of-scope", "unreadable-entry", "kept-entry",
+     "kept-empty-target", "kept-link"],
+)  # fmt: skip
+def test_an_item_left_alone_does_not_stop_the_planner_from_taking_the_next(case: str) -> None:
+    s, sel, *want = _left_alone_first(case)
+    p = plan(s, sel)
+    assert [(str(x.kind), x.sid if x.kind is Kind.LOGOUT else x.device or x.path) for x in p.actions] == want
