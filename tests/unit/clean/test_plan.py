@@ -1214,6 +1214,13 @@ def _left_alone_first(case: str) -> tuple[Any, ...]:
     if case == "kept-empty-target":
         s.empty_targets = [a, b]
         return s, Selection(keep=(a,)), ("delete-entry", f"nodes/{b}")
+    if case == "kept-attachment":
+        from iscsikit.clean.model import AttachmentView
+
+        s.attachments = [
+            AttachmentView(v, f"/state/{v}.json", t, (), None, 1, "attached") for v, t in (("x", a), ("y", b))
+        ]
+        return s, Selection(keep=(a,)), ("delete-attachment", "/state/y.json")
     assert case == "kept-link"
     la = LinkRef(f"static/{a},10.0.0.1,3260,1,default", "static", NodeRef(a, "10.0.0.1", 3260, 1), "/x")
     lb = LinkRef(f"static/{b},10.0.0.1,3260,1,default", "static", NodeRef(b, "10.0.0.1", 3260, 1), "/y")
@@ -1224,9 +1231,46 @@ def _left_alone_first(case: str) -> tuple[Any, ...]:
 @pytest.mark.parametrize(
     "case",
     ["flash-session", "reachable-session", "orphan-device-out-of-scope", "unreadable-entry", "kept-entry",
-     "kept-empty-target", "kept-link"],
+     "kept-empty-target", "kept-link", "kept-attachment"],
 )  # fmt: skip
 def test_an_item_left_alone_does_not_stop_the_planner_from_taking_the_next(case: str) -> None:
     s, sel, *want = _left_alone_first(case)
     p = plan(s, sel)
     assert [(str(x.kind), x.sid if x.kind is Kind.LOGOUT else x.device or x.path) for x in p.actions] == want
+
+
+def test_a_portal_filter_takes_discovery_links_and_attachments_on_that_portal_and_port() -> None:
+    from iscsikit.clean.model import AttachmentView
+    from iscsikit.db.layout import DiscoveryRef, LinkRef, NodeRef, RecordKind
+
+    a = "iqn.2026-11.org.example:a"
+    portal = Portal("10.0.0.1", 3261)
+    disc = DiscoveryRef(RecordKind.SENDTARGETS, "10.0.0.1", 3261)
+    link = LinkRef(f"static/{a},10.0.0.1,3261,1,default", "static", NodeRef(a, "10.0.0.1", 3261, 1), "/x")
+    s = Survey(
+        db_root="/etc/iscsi",
+        discoveries=[disc, DiscoveryRef(RecordKind.SENDTARGETS, "10.0.0.1", 3260)],
+        dangling=[link],
+        attachments=[AttachmentView("pvc-a", "/state/pvc-a.json", a, (portal,), None, 1, "attached")],
+        unreachable={"10.0.0.1:3261", "10.0.0.1:3260"},
+    )
+    for sel in (Selection(portals=(portal,)), Selection(portals=(portal,), unreachable=True)):
+        p = plan(s, sel)
+        assert [(str(x.kind), x.path) for x in p.actions] == [
+            ("delete-link", link.relpath),
+            ("delete-discovery", disc.relpath),
+            ("delete-attachment", "/state/pvc-a.json"),
+        ]
+
+
+def test_reset_without_keep_config_deletes_the_config_files_and_only_then() -> None:
+    from iscsikit.db.layout import IfaceRef
+
+    s = Survey(db_root="/etc/iscsi", config_files=["initiatorname.iscsi", "iscsid.conf"], ifaces=[IfaceRef("eth9")],
+               pending=[PendingItem("node", "nodes/iqn.x:gone/10.0.0.1,3260,1/default")])  # fmt: skip
+    p = plan(s, Selection(reset=True, keep_config=False))
+    config = [(x.detail, x.path, x.paths, x.subject) for x in p.actions if x.kind is Kind.DELETE_CONFIG]
+    assert config == [(f"reset: delete {n}", n, (n,), n) for n in ("initiatorname.iscsi", "iscsid.conf")]
+    assert not [x for x in plan(s, Selection(reset=True)).actions if x.kind is Kind.DELETE_CONFIG]
+    # A filtered run that resumes an interrupted one leaves an iface nobody named alone.
+    assert plan(s, Selection(targets=("iqn.x:other",))).actions == []
