@@ -1274,3 +1274,24 @@ def test_reset_without_keep_config_deletes_the_config_files_and_only_then() -> N
     assert not [x for x in plan(s, Selection(reset=True)).actions if x.kind is Kind.DELETE_CONFIG]
     # A filtered run that resumes an interrupted one leaves an iface nobody named alone.
     assert plan(s, Selection(targets=("iqn.x:other",))).actions == []
+
+
+def test_dead_luns_of_staying_sessions_go_only_with_stale_only_or_desired_and_whole_maps_are_not_partial() -> None:
+    from iscsikit.clean.model import DeviceView, MapView
+
+    a = "iqn.2026-11.org.example:a"
+    dead = DeviceView("11:0:0:2", 1, 2, "sdc", "8:32", "transport-offline", 0, "/sys/x")
+    s = Survey(
+        db_root="/etc/iscsi", sessions=[_session(1, a, "10.0.0.1")], devices=[dead], unreachable={"10.0.0.9:3260"}
+    )
+    assert plan(s, Selection(unreachable=True)).actions == []  # its session is reachable: it stays, and its LUNs
+    assert [x.device for x in plan(s, Selection(stale_only=True)).actions] == ["sdc"]
+    # Both paths of a map go: the map is flushed, and neither path is "dropped from" it.
+    paths = [DeviceView(f"1{i}:0:0:1", i, 1, f"sd{n}", f"8:{i}", "running", 0, "/sys/y", multipath="dm-0")
+             for i, n in ((1, "b"), (2, "c"))]  # fmt: skip
+    s = Survey(db_root="/etc/iscsi", sessions=[_session(1, a, "10.0.0.1"), _session(2, a, "10.0.0.2")],
+               devices=paths, maps=[MapView("dm-0", "mpatha", "3600", ("sdb", "sdc"), "253:0")])  # fmt: skip
+    details = [x.detail for x in plan(s, Selection()).actions if x.kind is Kind.REMOVE_DEVICE]
+    assert details == [
+        f"flush and remove /dev/sd{n} (LUN 1, 1{i}:0:0:1) of session {i}" for i, n in ((1, "b"), (2, "c"))
+    ]
