@@ -157,13 +157,19 @@ def test_a_non_immediate_task_management_request_waits_for_its_cmd_sn() -> None:
 
 def test_pings_carry_the_window_and_wrap_their_ttt() -> None:
     pair = logged_in()
-    pair.target._next_ttt = 0x7FFFFFFF
+    pair.target._next_ttt = 0xFFFFFFFE
     stat_sn, exp, max_cmd_sn = window(pair)
     pair.target.ping()
     pair.target.ping()
     first, second = pair.receive()
-    assert first == NopIn(RESERVED_TAG, 0x7FFFFFFF, stat_sn, exp, max_cmd_sn)
-    assert second == NopIn(RESERVED_TAG, 1, stat_sn, exp, max_cmd_sn)
+    assert first == NopIn(RESERVED_TAG, 0xFFFFFFFE, stat_sn, exp, max_cmd_sn)
+    assert second == NopIn(RESERVED_TAG, 1, stat_sn, exp, max_cmd_sn)  # never the reserved 0xffffffff
+    # Where R2Ts left the shared counter at the reserved value, a ping still gets a usable tag
+    # (one with 0xffffffff would be a ping no answer can match).
+    pair.target._next_ttt = RESERVED_TAG
+    pair.target.ping()
+    (third,) = pair.receive()
+    assert third.ttt == 1  # type: ignore[attr-defined]
 
 
 def test_a_logout_request_from_the_target_is_async_event_1() -> None:

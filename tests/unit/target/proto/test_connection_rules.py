@@ -384,15 +384,15 @@ def test_a_two_piece_answer_and_the_target_transfer_tags() -> None:
     long_names = tuple(f"iqn.2026-11.org.example:{c}" + "n" * 190 for c in "ab")
     disc = discovery(extra=long_names)
     text(disc, [("MaxRecvDataSegmentLength", "512")])
-    disc.target._next_ttt = 0x7FFFFFFF
+    disc.target._next_ttt = 0xFFFFFFFE
     (first,) = disc.send(disc.ini.text([("SendTargets", "All")])[1])
-    assert isinstance(first, TextResponse) and first.cont and not first.final and first.ttt == 0x7FFFFFFF
+    assert isinstance(first, TextResponse) and first.cont and not first.final and first.ttt == 0xFFFFFFFE
     (last,) = disc.send(disc.ini.text([], ttt=first.ttt)[1])
     assert isinstance(last, TextResponse) and last.final and not last.cont and last.ttt == RESERVED_TAG
     assert 512 < len(first.data) + len(last.data) <= 1024
     disc.target.ping()
     (ping,) = disc.receive()
-    assert isinstance(ping, NopIn) and ping.ttt == 1  # the tag counter wrapped past 0x7fffffff to 1
+    assert isinstance(ping, NopIn) and ping.ttt == 1  # the tag counter wrapped before 0xffffffff to 1
 
 
 def test_long_answers_and_pings_take_tags_from_one_counter_in_turn() -> None:
