@@ -125,18 +125,8 @@ class ReplicaClient:
         if creds is not None and creds.secret is not None:
             await self._authenticate(creds.secret)
         try:
-            hello: dict[str, Any] = {"claim": claim}
-            if controller is not None:
-                hello["controller"] = controller
-            resp = await self._call(p.Op.HELLO, payload=p.pack_json(hello), timeout=self.connect_timeout)
-        except ReplicaRemoteError as exc:
-            text = str(exc).split("failed: ", 1)[-1]
-            if exc.status == "FENCED" and "authentication required" in text:
-                self._give_up(ReplicaAuthError(f"{text} (this controller has no secret for it)", self.address))
-            if exc.status == "FENCED" and claim:
-                self._give_up(ReplicaFencedError(text, "FENCED", self.address))
-            raise
-        except (ReplicaProtocolError, ReplicaTimeoutError):
+            return await self._hello(claim, controller)
+        except (ReplicaRemoteError, ReplicaAuthError, ReplicaProtocolError, ReplicaTimeoutError):
             raise
         except ReplicaError as exc:  # closed on us: a TLS server sees garbage, or it refused the connection
             if tls is not None:
@@ -147,6 +137,25 @@ class ReplicaClient:
                 "Or it refused the connection (see its log)",
                 self.address,
             ) from None
+
+    async def claim(self, controller: str | None = None) -> dict[str, Any]:
+        """Claim the replica on a connection made with ``connect(claim=False)`` (after looking at
+        its metadata first: a replica that turns out to be one we own already is left alone)."""
+        return await self._hello(True, controller)
+
+    async def _hello(self, claim: bool, controller: str | None) -> dict[str, Any]:
+        hello: dict[str, Any] = {"claim": claim}
+        if controller is not None:
+            hello["controller"] = controller
+        try:
+            resp = await self._call(p.Op.HELLO, payload=p.pack_json(hello), timeout=self.connect_timeout)
+        except ReplicaRemoteError as exc:
+            text = str(exc).split("failed: ", 1)[-1]
+            if exc.status == "FENCED" and "authentication required" in text:
+                self._give_up(ReplicaAuthError(f"{text} (this controller has no secret for it)", self.address))
+            if exc.status == "FENCED" and claim:
+                self._give_up(ReplicaFencedError(text, "FENCED", self.address))
+            raise
         self.meta = p.unpack_json(resp.frame.payload, "HELLO response")
         return self.meta
 

@@ -272,7 +272,12 @@ class ReplicatedBackend(Backend):
             return False
         client = self._client_factory(r.address)
         try:
-            meta = await client.connect(claim=True, controller=self.controller_id)
+            # Once serving, look before claiming: a second address of a replica we already use must
+            # not claim it (the claim would close the connection that serves it).
+            meta = await client.connect(claim=not self._opened, controller=self.controller_id)
+            problem = self._incompatible(r, meta)
+            if problem is None and self._opened:
+                meta = await client.claim(self.controller_id)
         except ReplicaFencedError as exc:
             client.close()
             r.fenced = True
@@ -286,7 +291,6 @@ class ReplicatedBackend(Backend):
             r.next_attempt = time.monotonic() + self.reconnect_interval
             client.close()
             return False
-        problem = self._incompatible(r, meta)
         if problem:
             r.last_error = problem
             r.next_attempt = time.monotonic() + self.reconnect_interval

@@ -117,6 +117,7 @@ async def _rebuild_once(ctrl: ReplicatedBackend, r: Replica) -> None:
         still_valid()
     src_ext = await from_source(src.extents(0, size))
     tgt_ext = await client.extents(0, size)
+    still_valid()  # either replica may have failed meanwhile (a write to it): start again, or stop
     allocated = merge(src_ext + tgt_ext)
     progress.total_bytes = sum(n for _, n in allocated)
     target_had = merge(tgt_ext)

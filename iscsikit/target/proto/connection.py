@@ -212,7 +212,6 @@ class TargetConnection:
         self._dest: memoryview | None = None
         self._dest_filled = 0
         self._direct: memoryview | None = None
-        self._cmd_task: Task | None = None
         self._hdigest = False
         self._ddigest = False
         self._out: list[Buffer] = []
@@ -706,15 +705,22 @@ class TargetConnection:
         if task.r2t_ttt == RESERVED_TAG:
             self._send_r2t(task)
 
+    def _new_ttt(self) -> int:
+        """The next Target Transfer Tag. R2Ts, pings and long text answers draw from this one
+        counter, so no two of them share a tag; 0xffffffff is reserved (RFC 7143 11.8.4): the
+        tags wrap to 1 before it."""
+        ttt = self._next_ttt
+        if ttt == RESERVED_TAG:
+            ttt = 1
+        self._next_ttt = ttt + 1
+        return ttt
+
     def _send_r2t(self, task: Task) -> None:
         session = self.session
         assert session is not None
         offset = task.received
         length = min(session.params.max_burst_length, task.expected_length - offset)
-        ttt = self._next_ttt
-        self._next_ttt = (self._next_ttt + 1) & 0xFFFFFFFF or 1
-        if ttt == RESERVED_TAG:
-            ttt = self._next_ttt = 1
+        ttt = self._new_ttt()
         task.r2t_ttt = ttt
         task.r2t_offset = offset
         task.r2t_next_offset = offset
@@ -908,12 +914,12 @@ class TargetConnection:
                     raise RemoteProtocolError(
                         "text longer than 64 KiB", reject_reason=RejectReason.PROTOCOL_ERROR, header=bhs
                     )
-                self._send_text(itt, lun, b"", final=True)
+                self._send_text(itt, lun, b"")
                 return
             text = self._text_pending + payload
             self._text_pending = b""
             pairs = decode_text(text)
-            self._send_text(itt, lun, encode_text(self._text_answers(pairs, bhs)), final=True)
+            self._send_text(itt, lun, encode_text(self._text_answers(pairs, bhs)))
 
         self._ordered(cmd_sn, immediate, run)
 
@@ -966,11 +972,10 @@ class TargetConnection:
                 out.append(("TargetAddress", p.target_address()))
         return out
 
-    def _send_text(self, itt: int, lun: int, text: bytes, *, final: bool) -> None:
+    def _send_text(self, itt: int, lun: int, text: bytes) -> None:
         chunks = split_text(text, self._max_send)
         if len(chunks) > 1:
-            ttt = self._next_ttt
-            self._next_ttt = (self._next_ttt + 1) & 0x7FFFFFFF or 1
+            ttt = self._new_ttt()
             self._text_reply = (ttt, chunks)
             self._send_text_piece(itt, lun)
             return
@@ -1355,8 +1360,7 @@ class TargetConnection:
         """Queue a NOP-In ping (the driver decides when silence means the peer is gone)."""
         if self.session is None or self.phase is not Phase.FULL_FEATURE:
             return
-        ttt = self._next_ttt
-        self._next_ttt = (self._next_ttt + 1) & 0x7FFFFFFF or 1
+        ttt = self._new_ttt()
         self._ping_ttt = ttt
         s = self.session
         self._send(NopIn(RESERVED_TAG, ttt, self.stat_sn, s.exp_cmd_sn, s.max_cmd_sn))

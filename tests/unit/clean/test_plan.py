@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from iscsikit.clean.collect import write_journal
 from iscsikit.clean.desired import parse_desired
-from iscsikit.clean.model import PendingItem, Survey
+from iscsikit.clean.model import PendingItem, SessionView, Survey
 from iscsikit.clean.plan import PHASES, Action, Kind, Plan, Selection, plan
 from iscsikit.names import Portal
 from tests.unit.clean.synthetic import SyntheticHost, T
@@ -1034,3 +1035,263 @@ def test_an_attachments_sessions_are_those_on_its_portals_and_iface(host: Synthe
 def test_lists_in_details_are_comma_separated() -> None:
     sel = Selection(keep=("iqn.x:a", "iqn.x:b"))
     assert sel.describe() == "everything (decommission); keeping iqn.x:a, iqn.x:b"
+
+
+def _session(sid: int, target: str, address: str | None, *, tpgt: int = 1, iface: str = "default",
+             state: str = "LOGGED_IN", failed_for: float | None = None) -> SessionView:  # fmt: skip
+    conn = "failed" if state == "FAILED" else "up"
+    return SessionView(sid, target, address, 3260, tpgt, iface, state, conn, 120, sid + 10, failed_for=failed_for)
+
+
+def test_ties_in_a_phase_are_broken_by_portal_then_path_and_a_session_without_portal_has_none() -> None:
+    # Sessions of one target: the one whose portal sysfs did not show comes first and its
+    # actions name no portal (not "None"); records of one target and portal by their path.
+    from iscsikit.db.layout import LayoutProblem, NodeRef
+
+    a = "iqn.2026-11.org.example:a"
+    s = Survey(
+        db_root="/etc/iscsi",
+        nodes=[NodeRef(a, "10.0.0.1", 3260, 1, "eth1"), NodeRef(a, "10.0.0.1", 3260, 1, "default")],
+        sessions=[_session(2, a, "10.0.0.1"), _session(5, a, None)],
+        problems=[
+            LayoutProblem(f"nodes/{a}/zz", "a file"),
+            LayoutProblem("Junk", "a file"),
+            LayoutProblem(f"nodes/{a}/aa", "a file"),
+        ],
+    )
+    p = plan(s, Selection())
+    assert [(str(x.kind), x.portal, x.sid, x.path) for x in p.actions] == [
+        ("logout", None, 5, None),
+        ("logout", "10.0.0.1:3260,1", 2, None),
+        ("delete-node", "10.0.0.1:3260,1", None, f"nodes/{a}/10.0.0.1,3260,1/default"),
+        ("delete-node", "10.0.0.1:3260,1", None, f"nodes/{a}/10.0.0.1,3260,1/eth1"),
+        ("delete-entry", None, None, "Junk"),  # no target sorts before any target
+        ("delete-entry", None, None, f"nodes/{a}/aa"),
+        ("delete-entry", None, None, f"nodes/{a}/zz"),
+    ]
+    assert p.actions[0].to_json()["portal"] is None
+    # Records without links say nothing about links.
+    assert p.actions[2].detail == f"delete node record nodes/{a}/10.0.0.1,3260,1/default"
+
+
+def test_a_target_that_sorts_before_the_fallback_still_comes_after_no_target() -> None:
+    # Directory names under nodes/ are whatever is on disk: a junk entry of a target whose name
+    # sorts low ("A...") still comes after top-level junk (no target).
+    from iscsikit.db.layout import LayoutProblem
+
+    s = Survey(db_root="/etc/iscsi", problems=[LayoutProblem("nodes/ATarget/x", "a file"),
+                                               LayoutProblem("send_targets/x", "a file")])  # fmt: skip
+    assert [x.path for x in plan(s, Selection()).actions] == ["send_targets/x", "nodes/ATarget/x"]
+
+
+@pytest.mark.parametrize(("older_than", "taken"), [(0.0, True), (0.5, False), (1.0, False), (60.0, False)])
+def test_a_session_failing_for_an_unknown_time_is_stale_only_without_older_than(older_than: float, taken: bool) -> None:
+    a = "iqn.2026-11.org.example:a"
+    s = Survey(db_root="/etc/iscsi", sessions=[_session(3, a, "10.0.0.1", state="FAILED", failed_for=None)])
+    p = plan(s, Selection(stale_only=True, older_than=older_than))
+    assert [x.sid for x in p.actions if x.kind is Kind.LOGOUT] == ([3] if taken else [])
+    if not taken:
+        assert p.notes == [f"session 3 ({a}) is failing, but not for {int(older_than)} s yet; left alone"]
+
+
+def test_force_names_every_user_in_the_detail() -> None:
+    from iscsikit.clean.model import DeviceView, Usage
+
+    a = "iqn.2026-11.org.example:a"
+    users = (Usage("mount", "/mnt/a"), Usage("open", "pid 7 (dd)"))
+    disk = DeviceView("11:0:0:1", 1, 1, "sdb", "8:16", "running", 0, "/sys/x", users=users)
+    s = Survey(db_root="/etc/iscsi", sessions=[_session(1, a, "10.0.0.1")], devices=[disk])
+    why = "/dev/sdb is mounted at /mnt/a; /dev/sdb is open by pid 7 (dd)"
+    p = plan(s, Selection(force=True))
+    assert [(x.detail, x.blocked_by) for x in p.actions] == [
+        (f"flush and remove /dev/sdb (LUN 1, 11:0:0:1) of session 1; forced although {why}", ()),
+        (f"log out session 1 (LOGGED_IN, iface default); forced although {why}", ()),
+    ]
+    blocked = plan(s, Selection())
+    assert [x.blocked_by for x in blocked.actions] == [
+        ("/dev/sdb is mounted at /mnt/a", "/dev/sdb is open by pid 7 (dd)")
+    ] * 2
+
+
+def test_a_record_is_not_tied_to_a_session_of_another_portal_group(host: SyntheticHost) -> None:
+    # Same address and port, another target portal group tag: another portal. The busy session
+    # there does not hold this record back.
+    host.db.new_node(f"{T}:t", "10.0.0.1:3260,1")
+    sid = host.session(f"{T}:t", "10.0.0.1:3260,2")
+    host.mount(host.disks_of(sid)[0], "/mnt/busy")
+    p = plan(survey(host), Selection())
+    assert find(p, Kind.DELETE_NODE, path=f"nodes/{T}:t/10.0.0.1,3260,1/default").blocked_by == ()
+    assert find(p, Kind.LOGOUT, sid=sid).blocked
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        '[{"target": "iqn.x:other", "volume_id": "pvc-other"}, {"target": "TARGET", "luns": [1]}]',
+        '[{"target": "iqn.x:other"}, {"target": "TARGET", "luns": [1]}]',
+        '[{"target": "TARGET", "luns": [2]}, {"target": "TARGET", "luns": [1]}]',
+    ],
+    ids=["after-a-volume-id", "after-another-target", "after-another-lun"],
+)
+def test_an_attachment_without_sessions_is_kept_by_any_desired_entry_naming_it(host: SyntheticHost, doc: str) -> None:
+    host.attachment("pvc-x", f"{T}:s", ("10.0.0.1:3260",), lun=1)  # its session is gone
+    p = plan(survey(host), Selection(desired=parse_desired(doc.replace("TARGET", f"{T}:s"))))
+    absent(p, Kind.DELETE_ATTACHMENT)
+    p = plan(survey(host), Selection(desired=parse_desired(f'[{{"target": "{T}:s", "luns": [2]}}]')))
+    assert [a.subject.volume_id for a in p.actions if a.kind is Kind.DELETE_ATTACHMENT] == ["pvc-x"]
+
+
+def test_a_reset_plan_gives_the_executor_every_path_and_subject() -> None:
+    # What `clean --yes` acts on: each action's paths (what is deleted and backed up) and its
+    # subject (the typed thing), also for entries, dangling links and reset's directories.
+    from iscsikit.db.layout import DiscoveryRef, IfaceRef, LayoutProblem, LinkRef, NodeRef, RecordKind
+
+    a = "iqn.2026-11.org.example:a"
+    node = NodeRef(a, "10.0.0.1", 3260, 1, "default")
+    gone = NodeRef(a, "10.0.0.9", 3260, 1, "default")
+    disc = DiscoveryRef(RecordKind.SENDTARGETS, "10.0.0.1", 3260)
+    link = LinkRef(f"send_targets/10.0.0.1,3260/{a},10.0.0.1,3260,1,default", "sendtargets", node, "/x", disc)
+    dangling = LinkRef(f"static/{a},10.0.0.9,3260,1,default", "static", gone, "/y")
+    garbled = LinkRef("static/garbled", "static", None, "/z")
+    s = Survey(
+        db_root="/etc/iscsi",
+        nodes=[node],
+        discoveries=[disc],
+        links=[link],
+        dangling=[dangling, garbled],
+        ifaces=[IfaceRef("eth9")],
+        problems=[LayoutProblem(f"nodes/{a}/junk", "a file")],
+        empty_targets=[f"{a}-empty"],
+        top_dirs=["nodes", "send_targets", "static", "ifaces"],
+    )
+    p = plan(s, Selection(reset=True))
+    node_path = f"nodes/{a}/10.0.0.1,3260,1/default"
+    assert [(str(x.kind), x.detail, x.target, x.portal, x.path, x.paths, x.subject) for x in p.actions] == [
+        ("delete-node", f"delete node record {node_path} and 1 link(s) to it", a, "10.0.0.1:3260,1", node_path,
+         (node_path, link.relpath), node),
+        ("delete-link", "delete dangling link static/garbled (its node record is gone)", None, None,
+         "static/garbled", ("static/garbled",), garbled),
+        ("delete-link", f"delete dangling link {dangling.relpath} (its node record is gone)", a, "10.0.0.9:3260,1",
+         dangling.relpath, (dangling.relpath,), dangling),
+        ("delete-discovery", "delete sendtargets discovery record 10.0.0.1:3260 (it discovered 1 of the node "
+         "records above)", None, "10.0.0.1:3260", disc.relpath, (disc.relpath,), disc),
+        ("delete-iface", "delete iface record eth9 (no node record or session uses it any more)", None, None,
+         "ifaces/eth9", ("ifaces/eth9",), IfaceRef("eth9")),
+        ("delete-entry", f"delete nodes/{a}/junk: not an open-iscsi record (a file)", a, None, f"nodes/{a}/junk",
+         (f"nodes/{a}/junk",), f"nodes/{a}/junk"),
+        ("delete-entry", f"delete nodes/{a}-empty: an empty target directory (left by an interrupted delete)",
+         f"{a}-empty", None, f"nodes/{a}-empty", (f"nodes/{a}-empty",), f"nodes/{a}-empty"),
+        *[("delete-entry", f"reset: remove the {top}/ directory once everything in it is gone", None, None, top,
+           (top,), top) for top in ("static", "send_targets", "nodes", "ifaces")],
+    ]  # fmt: skip
+    assert p.notes == []
+
+
+def _left_alone_first(case: str) -> tuple[Any, ...]:
+    """A survey whose first item of some kind is left alone and whose second must be taken."""
+    from iscsikit.clean.model import DeviceView
+    from iscsikit.db.layout import LayoutProblem, LinkRef, NodeRef
+
+    a, b = "iqn.2026-11.org.example:a", "iqn.2026-11.org.example:b"
+    s = Survey(db_root="/etc/iscsi")
+    if case == "flash-session":
+        s.sessions = [replace(_session(1, a, "10.0.0.1"), flash=True), _session(2, a, "10.0.0.1")]
+        return s, Selection(), ("logout", 2)
+    if case == "reachable-session":
+        s.sessions, s.unreachable = [_session(1, a, "10.0.0.1"), _session(2, a, "10.0.0.2")], {"10.0.0.2:3260"}
+        return s, Selection(unreachable=True), ("logout", 2)
+    if case == "orphan-device-out-of-scope":
+        s.sessions = [_session(2, b, "10.0.0.1")]
+        s.devices = [DeviceView("9:0:0:1", None, 1, "sdx", "8:0", "running", 0, "/sys/x"),
+                     DeviceView("12:0:0:1", 2, 1, "sdb", "8:16", "transport-offline", 0, "/sys/y")]  # fmt: skip
+        return s, Selection(targets=(b,)), ("remove-device", "sdb"), ("logout", 2)
+    if case == "unreadable-entry":
+        s.problems = [LayoutProblem(f"nodes/{a}/x", "cannot read: EACCES"), LayoutProblem(f"nodes/{b}/y", "a file")]
+        return s, Selection(), ("delete-entry", f"nodes/{b}/y")
+    if case == "kept-entry":
+        s.problems = [LayoutProblem(f"nodes/{a}/x", "a file"), LayoutProblem(f"nodes/{b}/y", "a file")]
+        return s, Selection(keep=(a,)), ("delete-entry", f"nodes/{b}/y")
+    if case == "kept-empty-target":
+        s.empty_targets = [a, b]
+        return s, Selection(keep=(a,)), ("delete-entry", f"nodes/{b}")
+    if case == "kept-attachment":
+        from iscsikit.clean.model import AttachmentView
+
+        s.attachments = [
+            AttachmentView(v, f"/state/{v}.json", t, (), None, 1, "attached") for v, t in (("x", a), ("y", b))
+        ]
+        return s, Selection(keep=(a,)), ("delete-attachment", "/state/y.json")
+    assert case == "kept-link"
+    la = LinkRef(f"static/{a},10.0.0.1,3260,1,default", "static", NodeRef(a, "10.0.0.1", 3260, 1), "/x")
+    lb = LinkRef(f"static/{b},10.0.0.1,3260,1,default", "static", NodeRef(b, "10.0.0.1", 3260, 1), "/y")
+    s.dangling = [la, lb]
+    return s, Selection(keep=(a,)), ("delete-link", lb.relpath)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["flash-session", "reachable-session", "orphan-device-out-of-scope", "unreadable-entry", "kept-entry",
+     "kept-empty-target", "kept-link", "kept-attachment"],
+)  # fmt: skip
+def test_an_item_left_alone_does_not_stop_the_planner_from_taking_the_next(case: str) -> None:
+    s, sel, *want = _left_alone_first(case)
+    p = plan(s, sel)
+    assert [(str(x.kind), x.sid if x.kind is Kind.LOGOUT else x.device or x.path) for x in p.actions] == want
+
+
+def test_a_portal_filter_takes_discovery_links_and_attachments_on_that_portal_and_port() -> None:
+    from iscsikit.clean.model import AttachmentView
+    from iscsikit.db.layout import DiscoveryRef, LinkRef, NodeRef, RecordKind
+
+    a = "iqn.2026-11.org.example:a"
+    portal = Portal("10.0.0.1", 3261)
+    disc = DiscoveryRef(RecordKind.SENDTARGETS, "10.0.0.1", 3261)
+    link = LinkRef(f"static/{a},10.0.0.1,3261,1,default", "static", NodeRef(a, "10.0.0.1", 3261, 1), "/x")
+    s = Survey(
+        db_root="/etc/iscsi",
+        discoveries=[disc, DiscoveryRef(RecordKind.SENDTARGETS, "10.0.0.1", 3260)],
+        dangling=[link],
+        attachments=[AttachmentView("pvc-a", "/state/pvc-a.json", a, (portal,), None, 1, "attached")],
+        unreachable={"10.0.0.1:3261", "10.0.0.1:3260"},
+    )
+    for sel in (Selection(portals=(portal,)), Selection(portals=(portal,), unreachable=True)):
+        p = plan(s, sel)
+        assert [(str(x.kind), x.path) for x in p.actions] == [
+            ("delete-link", link.relpath),
+            ("delete-discovery", disc.relpath),
+            ("delete-attachment", "/state/pvc-a.json"),
+        ]
+
+
+def test_reset_without_keep_config_deletes_the_config_files_and_only_then() -> None:
+    from iscsikit.db.layout import IfaceRef
+
+    s = Survey(db_root="/etc/iscsi", config_files=["initiatorname.iscsi", "iscsid.conf"], ifaces=[IfaceRef("eth9")],
+               pending=[PendingItem("node", "nodes/iqn.x:gone/10.0.0.1,3260,1/default")])  # fmt: skip
+    p = plan(s, Selection(reset=True, keep_config=False))
+    config = [(x.detail, x.path, x.paths, x.subject) for x in p.actions if x.kind is Kind.DELETE_CONFIG]
+    assert config == [(f"reset: delete {n}", n, (n,), n) for n in ("initiatorname.iscsi", "iscsid.conf")]
+    assert not [x for x in plan(s, Selection(reset=True)).actions if x.kind is Kind.DELETE_CONFIG]
+    # A filtered run that resumes an interrupted one leaves an iface nobody named alone.
+    assert plan(s, Selection(targets=("iqn.x:other",))).actions == []
+
+
+def test_dead_luns_of_staying_sessions_go_only_with_stale_only_or_desired_and_whole_maps_are_not_partial() -> None:
+    from iscsikit.clean.model import DeviceView, MapView
+
+    a = "iqn.2026-11.org.example:a"
+    dead = DeviceView("11:0:0:2", 1, 2, "sdc", "8:32", "transport-offline", 0, "/sys/x")
+    s = Survey(
+        db_root="/etc/iscsi", sessions=[_session(1, a, "10.0.0.1")], devices=[dead], unreachable={"10.0.0.9:3260"}
+    )
+    assert plan(s, Selection(unreachable=True)).actions == []  # its session is reachable: it stays, and its LUNs
+    assert [x.device for x in plan(s, Selection(stale_only=True)).actions] == ["sdc"]
+    # Both paths of a map go: the map is flushed, and neither path is "dropped from" it.
+    paths = [DeviceView(f"1{i}:0:0:1", i, 1, f"sd{n}", f"8:{i}", "running", 0, "/sys/y", multipath="dm-0")
+             for i, n in ((1, "b"), (2, "c"))]  # fmt: skip
+    s = Survey(db_root="/etc/iscsi", sessions=[_session(1, a, "10.0.0.1"), _session(2, a, "10.0.0.2")],
+               devices=paths, maps=[MapView("dm-0", "mpatha", "3600", ("sdb", "sdc"), "253:0")])  # fmt: skip
+    details = [x.detail for x in plan(s, Selection()).actions if x.kind is Kind.REMOVE_DEVICE]
+    assert details == [
+        f"flush and remove /dev/sd{n} (LUN 1, 1{i}:0:0:1) of session {i}" for i, n in ((1, "b"), (2, "c"))
+    ]

@@ -258,6 +258,48 @@ async def test_add_and_remove_replicas(tmp_path: Path) -> None:
     await c.stop()
 
 
+async def _forwarder(host: str, port: int) -> asyncio.Server:
+    """A second address (127.0.0.2) for the server at host:port: bytes are passed both ways."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(host, port)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    return await asyncio.start_server(serve, "127.0.0.2", 0)
+
+
+@run
+async def test_adding_a_second_address_of_a_member_leaves_the_member_serving(tmp_path: Path) -> None:
+    # The same replica reached at another address is refused as a duplicate, and looking at it
+    # must not claim it: a claim would close the connection that serves the volume.
+    c = LocalCluster(tmp_path, 1, SIZE)
+    await c.start()
+    alias = await _forwarder("127.0.0.1", c.ports[0])
+    b = fast(c.addresses, auto_rebuild=False)
+    await b.open()
+    await b.write(0, block(1))
+    member = b.replicas[0].client
+    with pytest.raises(ReplicaError, match="it is the same replica"):
+        await b.add_replica(f"tcp://127.0.0.2:{alias.sockets[0].getsockname()[1]}")
+    await b.write(4096, block(2))
+    assert b.replicas[0].client is member and b.replicas[0].mode == Mode.RW
+    assert [e for e in b.events if e["address"] == c.addresses[0] and e["event"] == "err"] == []
+    assert await b.read(0, 8192) == block(1) + block(2)
+    await b.close()
+    alias.close()
+    await c.stop()
+
+
 @run
 async def test_replica_of_another_volume_or_size_is_refused(tmp_path: Path) -> None:
     c = LocalCluster(tmp_path, 2, SIZE)

@@ -297,6 +297,8 @@ async def test_describe_reports_every_replica(tmp_path: Path) -> None:
     assert b.epoch == c.meta(0)["epoch"] and isinstance(b.volume_id, str)
     await c.start(1)
     await all_rw(b)
+    # RW comes before the rebuild's end (its new membership is persisted after): wait for both
+    await wait_until(lambda: b.replicas[1].rebuild is not None and b.replicas[1].rebuild.finished is not None, "end")
     d = b.describe()["replicas"][1]
     assert (d["mode"], d["replica_id"], d["revision"], d["last_error"]) == ("rw", c.meta(1)["replica_id"], 1, None)
     assert d["rebuild_progress"] == 1.0 and d["rebuild"]["source"] == c.addresses[0]

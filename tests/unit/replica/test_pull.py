@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from iscsikit.errors import ReplicaRemoteError
 from iscsikit.replica import protocol as p
 from iscsikit.replica.client import ReplicaClient
-from iscsikit.replica.controller import ReplicatedBackend
+from iscsikit.replica.controller import Mode, ReplicatedBackend
 from iscsikit.replica.pull import recv_exact
 from tests.unit.replica.cluster import LocalCluster
 from tests.unit.replica.conftest import all_rw, fast, run, wait_until
@@ -318,4 +320,108 @@ async def test_source_for_another_volume_is_refused(tmp_path: Path) -> None:
         await tgt.pull(0, MiB)
     for client in (src, tgt):
         client.close()
+    await c.stop()
+
+
+class Granting(ReplicaClient):
+    """Records the read grants a controller gives and revokes (GRANT payloads, by replica);
+    ``refuse_revoke`` makes a replica answer a revoke with an error, as one whose disk failed."""
+
+    grants: list[tuple[str, dict[str, object]]]
+    refuse_revoke: bool = False
+
+    async def _call(self, op: p.Op, **kw: Any) -> p.Response:
+        if op == p.Op.GRANT:
+            fields = p.unpack_json(kw["payload"], "GRANT")
+            self.grants.append((self.address, fields))
+            if fields.get("revoke") and self.refuse_revoke:
+                raise ReplicaRemoteError("test: cannot revoke", "EIO", self.address)
+        return await super()._call(op, **kw)
+
+
+def granting(addresses: list[str], refuse_revoke: bool = False) -> tuple[ReplicatedBackend, list[Any]]:
+    grants: list[tuple[str, dict[str, object]]] = []
+    b = fast(addresses)
+
+    def factory(a: str) -> ReplicaClient:
+        client = Granting(a, timeout=5.0)
+        client.grants, client.refuse_revoke = grants, refuse_revoke
+        return client
+
+    b._client_factory = factory
+    return b, grants
+
+
+@run
+async def test_a_pull_grant_is_a_fresh_128_bit_token_revoked_when_the_rebuild_ends(tmp_path: Path) -> None:
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b, grants = granting(c.addresses[:1])
+    await b.open()
+    acked = await fill(b)
+    r = await b.add_replica(c.addresses[1])
+    await all_rw(b)
+    assert r.rebuild is not None and r.rebuild.via == "pull"
+    token = str(grants[0][1]["token"])
+    assert re.fullmatch("[0-9a-f]{32}", token), token  # secrets.token_hex(16): 128 bits
+    assert grants == [(c.addresses[0], {"token": token}), (c.addresses[0], {"token": token, "revoke": True})]
+    # The controller still holds the source, but the token no longer lets anybody read it.
+    _, _, hello = await asyncio.to_thread(_peer, c.ports[0], token)
+    assert hello.frame.status == p.Status.FENCED
+    # The next rebuild gets a token of its own.
+    await b.remove_replica(c.addresses[1])
+    await b.add_replica(c.addresses[1])
+    await all_rw(b)
+    assert len(grants) == 4 and grants[2][1]["token"] != token
+    await b.flush()
+    c.assert_identical(acked)
+    await b.close()
+    await c.stop()
+
+
+@run
+async def test_a_grant_that_cannot_be_revoked_does_not_fail_the_rebuild(tmp_path: Path) -> None:
+    # Revoking is best effort: the grant ends with the controller's connection anyway.
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    b, grants = granting(c.addresses[:1], refuse_revoke=True)
+    await b.open()
+    acked = await fill(b)
+    r = await b.add_replica(c.addresses[1])
+    await all_rw(b)
+    assert r.rebuild is not None and r.rebuild.via == "pull" and r.last_error is None
+    assert [f.get("revoke", False) for _, f in grants] == [False, True]
+    assert not [e for e in b.events if e["address"] == r.address and e["event"] == "err"]
+    assert b.replicas[0].mode == Mode.RW and b.replicas[0].last_error is None
+    await b.flush()
+    c.assert_identical(acked)
+    await b.close()
+    await c.stop()
+
+
+@pytest.mark.parametrize("side", ["target", "source"])
+@run
+async def test_replicas_that_speak_revision_2_are_rebuilt_by_pull(tmp_path: Path, side: str) -> None:
+    # Revision 2 brought GRANT, SOURCE and PULL: a replica that says 2 (not 3 or 4) can pull.
+    c = LocalCluster(tmp_path, 2, SIZE)
+    await c.start()
+    server = c.servers[1 if side == "target" else 0]
+    assert server is not None
+    new_payload = server.hello_payload
+
+    def revision_2() -> bytes:
+        meta = p.unpack_json(new_payload(), "HELLO")
+        meta["protocol_revision"] = 2
+        return p.pack_json(meta)
+
+    server.hello_payload = revision_2  # type: ignore[method-assign]
+    b = fast(c.addresses[:1])
+    await b.open()
+    acked = await fill(b)
+    r = await b.add_replica(c.addresses[1])
+    await all_rw(b)
+    assert r.rebuild is not None and r.rebuild.via == "pull"
+    await b.flush()
+    c.assert_identical(acked)
+    await b.close()
     await c.stop()

@@ -250,3 +250,42 @@ async def test_a_half_rebuilt_fresh_replica_does_not_let_a_restart_skip_the_miss
     c.assert_identical({0: block(1)})
     await b.close()
     await c.stop()
+
+
+@pytest.mark.parametrize("via", ["pull", "relay"])
+@run
+async def test_a_source_lost_while_the_target_is_listed_restarts_the_rebuild_from_another(
+    tmp_path: Path, via: str
+) -> None:
+    # The source leaves the volume (a write to it failed) just as the rebuilding replica's
+    # extents are listed: the rebuild starts again from the other RW replica. The rebuilding
+    # replica did nothing wrong: it is not failed, and says no error.
+    armed = True
+
+    class LoseSource(ReplicaClient):
+        async def _call(self, op: p.Op, **kw: Any) -> p.Response:
+            nonlocal armed
+            resp = await super()._call(op, **kw)
+            if op == p.Op.EXTENTS and self.address == c.addresses[2] and armed:
+                armed = False
+                await c.kill(0)
+                await b.write(0, block(2))  # replica 0 fails it: it leaves the membership
+            return resp
+
+    c = LocalCluster(tmp_path, 3, SIZE)
+    await c.start()
+    b = fast(c.addresses[:2], ping_interval=600, rebuild_pull=via == "pull")
+    b._client_factory = lambda a: LoseSource(a, timeout=5.0)
+    await b.open()
+    await b.write(MiB, block(1))
+    r = await b.add_replica(c.addresses[2])
+    await wait_until(lambda: r.mode == Mode.RW, "the rebuild from replica 1")
+    assert not armed and b.replicas[0].mode == Mode.ERR
+    assert r.rebuild is not None and r.rebuild.source == c.addresses[1] and r.rebuild.via == via
+    assert [e["event"] for e in b.events if e["address"] == r.address] == ["added", "wo", "rw"]
+    assert r.last_error is None
+    await b.flush()
+    for i in (1, 2):
+        assert c.data(i)[:4096] == block(2) and c.data(i)[MiB : MiB + 4096] == block(1)
+    await b.close()
+    await c.stop()

@@ -215,15 +215,16 @@ def test_checksums_across_mapping_windows_and_long_zero_runs(tmp_path: Path) -> 
 # What a replica directory holds, and what a failed open or a close leaves behind.
 
 
-def open_fds() -> set[str]:
-    """This process's open descriptors (but the one listing them)."""
+def open_fds(under: Path) -> set[str]:
+    """This process's open descriptors of files under ``under`` (the test's directory: whatever
+    else the process has open, a test runner's own files say, comes and goes on its own)."""
     fds = set()
     for name in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{name}")
         except FileNotFoundError:  # the listing's own descriptor, closed by now
             continue
-        if target != f"/proc/{os.getpid()}/fd":
+        if target.startswith(f"{under}/") or target == str(under):
             fds.add(name)
     return fds
 
@@ -306,12 +307,12 @@ def test_unreadable_metadata_is_named_and_releases_the_directory(
         os.mkfifo(meta)
     else:
         meta.write_text(content)
-    before = open_fds()
+    before = open_fds(tmp_path)
     with pytest.raises(ReplicaError, match=exactly(f"{meta}{error}")):
         ReplicaStore.open(tmp_path / "r")
     with pytest.raises(ReplicaError, match=exactly(f"{meta}{error}")):
         read_meta(tmp_path / "r")
-    assert open_fds() == before and lock_is_free(tmp_path / "r")
+    assert open_fds(tmp_path) == before and lock_is_free(tmp_path / "r")
 
 
 def test_read_meta_needs_a_replica(tmp_path: Path) -> None:
@@ -331,30 +332,30 @@ def test_a_replica_size_must_be_a_positive_multiple_of_512(tmp_path: Path, size:
 def test_a_failed_open_leaves_no_descriptor_and_no_lock(tmp_path: Path) -> None:
     d = tmp_path / "r"
     ReplicaStore.open(d, MiB).close()
-    before = open_fds()
+    before = open_fds(tmp_path)
     with pytest.raises(UsageError, match="holds a replica of 1048576 bytes, not the --size 2097152"):
         ReplicaStore.open(d, 2 * MiB)
-    assert open_fds() == before and lock_is_free(d)
+    assert open_fds(tmp_path) == before and lock_is_free(d)
     os.truncate(d / DATA_FILE, MiB - 512)
     with pytest.raises(ReplicaError, match=exactly(f"{d / DATA_FILE} is not 1048576 bytes long as replica.json says")):
         ReplicaStore.open(d)
-    assert open_fds() == before and lock_is_free(d)
+    assert open_fds(tmp_path) == before and lock_is_free(d)
     (d / DATA_FILE).unlink()
     (d / DATA_FILE).mkdir()
     with pytest.raises((ReplicaError, IsADirectoryError)):
         ReplicaStore.open(d)
-    assert open_fds() == before and lock_is_free(d)
+    assert open_fds(tmp_path) == before and lock_is_free(d)
     (d / DATA_FILE).rmdir()
     os.mkfifo(d / DATA_FILE)
     with pytest.raises(ReplicaError, match=exactly(f"{d / DATA_FILE} is not a regular file")):
         ReplicaStore.open(d)
-    assert open_fds() == before and lock_is_free(d)
+    assert open_fds(tmp_path) == before and lock_is_free(d)
     held = ReplicaStore.open(tmp_path / "other", MiB)
     with pytest.raises(ReplicaError, match="in use by another replica server"):
         ReplicaStore.open(tmp_path / "other")
-    assert open_fds() - before == {str(held._fd), str(held._lock_fd)}
+    assert open_fds(tmp_path) - before == {str(held._fd), str(held._lock_fd)}
     held.close()
-    assert open_fds() == before
+    assert open_fds(tmp_path) == before
 
 
 def test_an_existing_replica_may_have_other_hard_links(tmp_path: Path) -> None:
@@ -374,16 +375,16 @@ def test_close_releases_everything_once_and_records_clean_only_when_asked(tmp_pa
     import mmap
 
     d = tmp_path / "r"
-    before = open_fds()
+    before = open_fds(tmp_path)
     store = ReplicaStore.open(d, MiB)
     buf = mmap.mmap(-1, 4096)
     with memoryview(buf) as view:
         store.write_bulk(0, view)  # opens the O_DIRECT descriptor where the filesystem has one
         store.write_bulk(4096, view)  # and uses it again
     buf.close()
-    assert len(open_fds() - before) <= 3  # data, lock, O_DIRECT
+    assert len(open_fds(tmp_path) - before) <= 3  # data, lock, O_DIRECT
     store.close()
-    assert open_fds() == before and lock_is_free(d)
+    assert open_fds(tmp_path) == before and lock_is_free(d)
     assert json.loads((d / META_FILE).read_text())["clean"] is False  # no clean close: a resync is due
     store.close()  # a second close does nothing
     store.close(clean=True)
@@ -391,7 +392,7 @@ def test_close_releases_everything_once_and_records_clean_only_when_asked(tmp_pa
     again = ReplicaStore.open(d)
     again.close(clean=True)
     assert json.loads((d / META_FILE).read_text())["clean"] is True
-    assert open_fds() == before
+    assert open_fds(tmp_path) == before
 
 
 def crash(store: ReplicaStore) -> None:

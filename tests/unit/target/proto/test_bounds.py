@@ -6,11 +6,12 @@ import mmap
 
 from iscsikit.target.buffers import WriteBudget
 from iscsikit.target.proto import CommandReady, ConnectionClosed, InitiatorConnection, TargetConnection, TargetLimits
-from iscsikit.target.proto.connection import ProtocolIssue
-from iscsikit.target.proto.pdu import R2T, LoginResponse, ScsiCommand, ScsiResponse, encode_lun
-from iscsikit.target.proto.session import Session
+from iscsikit.target.proto.connection import ProtocolIssue, SessionStarted
+from iscsikit.target.proto.errors import RemoteProtocolError
+from iscsikit.target.proto.pdu import R2T, RESERVED_TAG, LoginResponse, Reject, ScsiCommand, ScsiResponse, encode_lun
+from iscsikit.target.proto.session import Session, SessionTable
 
-from .harness import INITIATOR, PORTAL, TARGET, Pair
+from .harness import INITIATOR, PORTAL, READ10, TARGET, Pair, directory
 
 MiB = 1 << 20
 
@@ -93,6 +94,27 @@ def test_writes_over_the_budget_get_task_set_full_and_the_budget_comes_back() ->
     assert budget.used == 0
 
 
+def test_one_connection_may_hold_a_quarter_of_the_write_budget() -> None:
+    budget = WriteBudget(64 * MiB)  # a quarter, 16 MiB, is more than one 8 MiB transfer
+    pair = logged_in(budget)
+    answers = pair.send(b"".join(command(pair, write10(i * 8192, 8192), 4 * MiB, write=True) for i in range(5)))
+    assert [type(p) for p in answers] == [R2T, R2T, R2T, R2T, ScsiResponse]
+    assert answers[4].status == 0x28 and budget.used == 16 * MiB  # type: ignore[attr-defined]
+
+
+def test_a_fresh_connection_has_nothing_and_closes_before_login_without_a_session() -> None:
+    table = SessionTable()
+    conn = TargetConnection(directory(), table, PORTAL)
+    assert (conn.session, conn.stat_sn, conn.exp_stat_sn, conn.tasks) == (None, 0, 0, {})
+    assert (conn.buffered_bytes, conn.ready_bytes, conn.pdus_in, conn.data_outs_in) == (0, 0, 0, 0)
+    assert conn.status() == {
+        "phase": conn.phase.value, "initiator": None, "isid": None, "tsih": None, "tasks": 0,
+        "header_digest": False, "data_digest": False,
+    }  # fmt: skip
+    conn.close()  # the peer went away during login, or the connection was refused at accept
+    assert conn.is_closed and not table.by_tsih
+
+
 def test_large_write_buffers_are_mappings_committed_as_data_arrives() -> None:
     pair = logged_in()
     pair.send(command(pair, write10(0, 4 * MiB // 512), 4 * MiB, write=True))
@@ -155,7 +177,77 @@ def test_admit_hook_refuses_a_login_with_out_of_resources() -> None:
         return "too many sessions"
 
     pair.target.admit = admit
-    (rsp,) = pair.send(pair.ini.login_request())
+    wire = pair.ini.login_request()
+    (rsp,) = pair.send(wire)
     assert isinstance(rsp, LoginResponse) and rsp.status == 0x0302
-    assert seen and not pair.table.by_tsih and not pair.table.by_key
-    assert any(isinstance(e, ConnectionClosed) for e in pair.take_events())
+    assert [(s.initiator_name, r) for s, r in seen] == [(INITIATOR, None)]
+    assert not pair.table.by_tsih and not pair.table.by_key
+    (closed,) = [e for e in pair.take_events() if isinstance(e, ConnectionClosed)]
+    assert closed.reason == "login refused: too many sessions"  # what the target's log shows
+    assert isinstance(closed.error, RemoteProtocolError) and closed.error.close
+    assert closed.error.header == wire[:48]
+
+
+def test_admit_hook_is_not_asked_again_when_a_connection_takes_its_session_over() -> None:
+    table = SessionTable()
+    seen: list[tuple[Session, Session | None]] = []
+
+    def admit(session: Session, replaced: Session | None) -> str | None:
+        seen.append((session, replaced))
+        return None if len(seen) < 3 else "no more"
+
+    first = Pair(table=table)
+    first.target.admit = admit
+    first.login()
+    session = first.target.session
+    assert session is not None and seen == [(session, None)]
+    first.send(first.ini.scsi_command(READ10, lun=1, read_length=512)[1])
+    (running,) = first.target.tasks.values()
+    # Connection reinstatement (RFC 7143 6.3.4): same session, no new admission; the old
+    # connection's commands are aborted.
+    again = Pair(InitiatorConnection(INITIATOR, target=TARGET), table=table)
+    again.ini.tsih = session.tsih
+    again.target.admit = admit
+    again.login()
+    assert again.target.session is session and len(seen) == 1
+    assert running.state.value == "aborted" and session.connection is again.target
+    assert [e for e in again.take_events() if isinstance(e, SessionStarted)] == [SessionStarted(session, session)]
+    # Session reinstatement (same ISID, TSIH 0): a new session, admitted knowing what it replaces.
+    third = Pair(InitiatorConnection(INITIATOR, target=TARGET), table=table)
+    third.target.admit = admit
+    third.login()
+    assert len(seen) == 2 and seen[1] == (third.target.session, session)
+
+
+def test_a_connection_remembers_the_last_1024_refused_or_aborted_tasks_not_every_one() -> None:
+    pair = logged_in(limits=TargetLimits(max_transfer_length=MiB))
+    itts = []
+    wires = []
+    for _ in range(1025):
+        itt = pair.ini._itt + 1
+        wires.append(command(pair, bytes(10), 2 * MiB, write=False))
+        itts.append(itt)
+    answers = pair.send(b"".join(wires))
+    assert len(answers) == 1025 and all(p.status == 0x02 for p in answers)  # type: ignore[attr-defined]
+    # Late data for one of the last 1024 is dropped quietly; the oldest is forgotten: unknown task.
+    assert pair.send(pair.ini.data_out(itts[1], RESERVED_TAG, 0, 0, b"x" * 512, True, lun=1)) == []
+    (rej,) = pair.send(pair.ini.data_out(itts[0], RESERVED_TAG, 0, 0, b"x" * 512, True, lun=1))
+    assert isinstance(rej, Reject) and rej.reason == 0x09
+
+
+def test_immediate_data_fits_the_process_write_budget_exactly_and_no_further() -> None:
+    budget = WriteBudget(8 * MiB)
+    first = logged_in(budget)
+    (r2t,) = first.send(command(first, write10(0, 8192), 4 * MiB, write=True))
+    assert isinstance(r2t, R2T) and budget.used == 4 * MiB
+    other = Pair(InitiatorConnection(INITIATOR, target=TARGET, isid=b"\x80\0\0\0\0\x02"), table=first.table)
+    other.target = TargetConnection(other.directory, other.table, PORTAL, budget=budget)
+    other.login()
+    # 4 MiB more is exactly the budget: taken, its immediate data received in place.
+    (r2t,) = other.send(command(other, write10(8192, 8192), 4 * MiB, write=True, data=b"i" * 4096))
+    assert isinstance(r2t, R2T) and r2t.offset == 4096 and budget.used == 8 * MiB
+    # One more byte's worth of write is over it: TASK SET FULL, nothing more held.
+    for lba in (16384, 16392):
+        (rsp,) = other.send(command(other, write10(lba, 8), 4096, write=True, data=b"j" * 4096))
+        assert isinstance(rsp, ScsiResponse) and rsp.status == 0x28
+    assert budget.used == 8 * MiB and budget.refused == 2  # each refusal counted

@@ -163,6 +163,22 @@ def test_a_write_completes_with_a_scsi_response_and_frees_its_buffer() -> None:
     assert ev.task.buffer is None and not target.tasks and target.session.active == 0  # type: ignore[union-attr]
 
 
+def test_ready_bytes_add_up_over_several_writes_and_drain_one_by_one() -> None:
+    pair = logged_in()
+    sizes = (4096, 12288)
+    for n in sizes:
+        pair.send(pair.ini.scsi_command(WRITE10, lun=1, write_data=b"w" * n)[1])
+    events = pair.take_events()
+    assert [type(e) for e in events] == [CommandReady, CommandReady]
+    target = pair.target
+    # What the server's back-pressure reads: both writes' buffers are held, ready to drain.
+    assert (target.buffered_bytes, target.ready_bytes, target._budget.used) == (16384, 16384, 16384)
+    target.complete_command(events[0].task, 0)  # type: ignore[attr-defined]
+    assert (target.buffered_bytes, target.ready_bytes, target._budget.used) == (12288, 12288, 12288)
+    target.complete_command(events[1].task, 0)  # type: ignore[attr-defined]
+    assert (target.buffered_bytes, target.ready_bytes, target._budget.used) == (0, 0, 0)
+
+
 def test_an_aborted_command_gets_no_answer_but_gives_its_buffer_back() -> None:
     pair = logged_in()
     itt, wire = pair.ini.scsi_command(WRITE10, lun=1, write_data=b"w" * 4096)

@@ -7,6 +7,11 @@ copy in a Reject to find the PDU refused), so one wrong field is a bug it notice
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
+import pytest
+
 from iscsikit.target.buffers import WriteBudget
 from iscsikit.target.proto import (
     NEED_DATA,
@@ -18,14 +23,17 @@ from iscsikit.target.proto import (
     TaskManagement,
 )
 from iscsikit.target.proto.connection import ProtocolIssue
-from iscsikit.target.proto.errors import RemoteProtocolError
+from iscsikit.target.proto.errors import LocalProtocolError, RemoteProtocolError
 from iscsikit.target.proto.pdu import (
     R2T,
     RESERVED_TAG,
     AsyncMessage,
+    Buffer,
     LoginRequest,
     LoginResponse,
     NopIn,
+    NopOut,
+    Opcode,
     Reject,
     ScsiCommand,
     ScsiResponse,
@@ -113,6 +121,7 @@ def test_a_reject_carries_the_refused_header_and_the_window() -> None:
     (rej,) = pair.send(wire)
     assert rej == Reject(0x04, wire[:48], stat_sn, exp, max_cmd_sn)
     assert pair.target.stat_sn == stat_sn + 1 and not pair.target.is_closed
+    assert pair.take_events() == []  # nothing for the server to do
 
 
 def test_task_management_response_fields() -> None:
@@ -148,13 +157,19 @@ def test_a_non_immediate_task_management_request_waits_for_its_cmd_sn() -> None:
 
 def test_pings_carry_the_window_and_wrap_their_ttt() -> None:
     pair = logged_in()
-    pair.target._next_ttt = 0x7FFFFFFF
+    pair.target._next_ttt = 0xFFFFFFFE
     stat_sn, exp, max_cmd_sn = window(pair)
     pair.target.ping()
     pair.target.ping()
     first, second = pair.receive()
-    assert first == NopIn(RESERVED_TAG, 0x7FFFFFFF, stat_sn, exp, max_cmd_sn)
-    assert second == NopIn(RESERVED_TAG, 1, stat_sn, exp, max_cmd_sn)
+    assert first == NopIn(RESERVED_TAG, 0xFFFFFFFE, stat_sn, exp, max_cmd_sn)
+    assert second == NopIn(RESERVED_TAG, 1, stat_sn, exp, max_cmd_sn)  # never the reserved 0xffffffff
+    # Where R2Ts left the shared counter at the reserved value, a ping still gets a usable tag
+    # (one with 0xffffffff would be a ping no answer can match).
+    pair.target._next_ttt = RESERVED_TAG
+    pair.target.ping()
+    (third,) = pair.receive()
+    assert third.ttt == 1  # type: ignore[attr-defined]
 
 
 def test_a_logout_request_from_the_target_is_async_event_1() -> None:
@@ -261,3 +276,175 @@ def test_after_logout_late_completions_are_ignored() -> None:
     assert pair.take_events() == [ConnectionClosed("logged out")]
     pair.target.complete_command(ready.task, 0, b"", [b"r" * 512])  # a late, duplicate completion
     assert pair.target.data_to_send() == [] and pair.target.is_closed
+
+
+def test_r2t_transfer_tags_skip_the_reserved_value_and_stay_distinct_across_the_wrap() -> None:
+    pair = logged_in()
+    pair.target._next_ttt = 0xFFFFFFFE
+    itts = []
+    tags = []
+    for _ in range(3):
+        itt, wire = pair.ini.scsi_command(WRITE10, lun=1, write_data=b"t" * 4096, immediate_length=0)
+        (r2t,) = pair.send(wire)
+        assert isinstance(r2t, R2T) and r2t.itt == itt
+        itts.append(itt)
+        tags.append(r2t.ttt)
+    assert tags == [0xFFFFFFFE, 1, 2]  # 0xffffffff is reserved; three outstanding R2Ts, three tags
+    for itt, ttt in zip(itts, tags, strict=True):
+        assert pair.send(pair.ini.data_out(itt, ttt, 0, 0, b"t" * 4096, True, lun=1)) == []
+    assert len([e for e in pair.take_events() if isinstance(e, CommandReady)]) == 3
+
+
+def test_a_nop_out_is_echoed_with_its_lun_and_data() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    lun = 0x0102_0304_0506_0708
+    itt = ini.next_itt()
+    (nop,) = pair.send(ini.encode(NopOut(itt, RESERVED_TAG, ini.cmd_sn, ini.exp_stat_sn, lun, True, b"echo")))
+    assert isinstance(nop, NopIn) and (nop.itt, nop.ttt, nop.lun, bytes(nop.data)) == (itt, RESERVED_TAG, lun, b"echo")
+
+
+def test_an_immediate_task_management_request_is_answered_at_once_and_takes_no_cmd_sn() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    exp = pair.target.session.exp_cmd_sn  # type: ignore[union-attr]
+    ini.cmd_sn = exp + 1
+    held_itt, held = ini.scsi_command(READ10, lun=1, read_length=512)
+    assert pair.send(held) == []  # CmdSN exp is missing: the read waits
+    tmf_itt, wire = ini.task_management(1, lun=1, referenced_itt=0x777)
+    (rsp,) = pair.send(wire)
+    assert isinstance(rsp, TaskMgmtResponse) and (rsp.itt, rsp.response) == (tmf_itt, 0)  # no such task
+    assert pair.target.session.exp_cmd_sn == exp  # type: ignore[union-attr]
+    ini.cmd_sn = exp
+    pair.send(ini.scsi_command(READ10, lun=1, read_length=512)[1])
+    assert [e.task.itt for e in pair.take_events() if isinstance(e, CommandReady)][1:] == [held_itt]
+
+
+def test_closing_while_a_command_s_immediate_data_arrives_gives_its_buffer_back() -> None:
+    budget = WriteBudget(1 << 30)
+    pair = Pair()
+    pair.target = TargetConnection(pair.directory, pair.table, PORTAL, budget=budget)
+    logged_in(pair)
+    _itt, wire = pair.ini.scsi_command(WRITE10, lun=1, write_data=b"i" * 8192, immediate_length=8192)
+    assert pair.send(wire[: 48 + 1000]) == []  # the header, and part of the immediate data
+    assert budget.used == 8192
+    pair.target.close()
+    assert budget.used == 0 and pair.target.is_closed
+    pair.target.close()  # the driver may close twice
+    assert budget.used == 0
+
+
+def test_the_driver_closing_gives_one_connection_closed_then_nothing() -> None:
+    pair = logged_in()
+    pair.target.close()
+    assert pair.target.next_event() == ConnectionClosed("closed")
+    assert pair.target.next_event() is NEED_DATA and pair.target.next_event() is NEED_DATA
+
+
+def _buggy_nop_out(conn: TargetConnection, bhs: bytes, ahs: bytes, data: Buffer) -> None:
+    raise RuntimeError("boom")
+
+
+class _BuggyNop(TargetConnection):
+    """A core with a bug in one handler (no input reaches such a bug on purpose)."""
+
+    _HANDLERS: ClassVar[dict[int, Callable[[TargetConnection, bytes, bytes, Buffer], None]]] = {
+        **TargetConnection._HANDLERS,
+        Opcode.NOP_OUT: _buggy_nop_out,
+    }
+
+
+def test_a_bug_in_the_core_ends_this_connection_not_the_process() -> None:
+    pair = Pair()
+    pair.target = _BuggyNop(pair.directory, pair.table, PORTAL)
+    logged_in(pair)
+    pair.send(pair.ini.nop_out(b"x")[1])
+    (closed,) = pair.take_events()
+    assert (
+        isinstance(closed, ConnectionClosed)
+        and closed.reason == "internal error while parsing a PDU: RuntimeError('boom')"
+    )
+    assert isinstance(closed.error, LocalProtocolError) and isinstance(closed.error.__cause__, RuntimeError)
+    assert closed.error.close and pair.target.is_closed
+    # Bytes still in flight before the socket closes are taken and ignored.
+    pair.target.receive_data(pair.ini.nop_out(b"late")[1])
+    assert pair.target.next_event() is NEED_DATA and pair.target.data_to_send() == []
+
+
+@pytest.mark.parametrize(("opcode", "status"), [(0x01, 0x020B), (0x1F, 0x0200)])
+def test_anything_but_a_login_request_during_login_fails_the_login(opcode: int, status: int) -> None:
+    pair = Pair()
+    wire = bytearray(48)
+    wire[0] = 0x40 | opcode
+    (rsp,) = pair.send(bytes(wire))
+    # A known PDU out of place is "invalid during login"; an unknown opcode is an initiator error.
+    assert rsp == LoginResponse(b"\0" * 6, 0, 0, 0, status=status)
+    (closed,) = pair.take_events()
+    assert isinstance(closed, ConnectionClosed) and closed.reason == f"opcode 0x{opcode:02x} during login"
+    assert isinstance(closed.error, RemoteProtocolError) and closed.error.login_status == status and closed.error.close
+    assert closed.error.header == bytes(wire)  # the offending header, for whoever logs the error
+    assert pair.target.is_closed and not pair.table.by_tsih
+
+
+def test_a_command_after_the_logout_request_is_rejected_and_never_runs() -> None:
+    pair = logged_in()
+    _itt, wire = pair.ini.scsi_command(READ10, lun=1, read_length=512)
+    pair.send(wire)
+    (ready,) = pair.take_events()
+    assert isinstance(ready, CommandReady)
+    assert pair.send(pair.ini.logout()[1]) == []  # waits for the read to finish
+    late = pair.ini.scsi_command(READ10, lun=1, read_length=512)[1]
+    (rej,) = pair.send(late)
+    assert isinstance(rej, Reject) and rej.reason == 0x04 and bytes(rej.data) == late[:48]
+    assert pair.take_events() == [] and list(pair.target.tasks.values()) == [ready.task]
+
+
+def test_a_cdb_longer_than_16_bytes_reaches_the_command_whole() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    cdb = bytes([0x7F, 0, 0, 0, 0, 0, 0, 24]) + bytes(range(1, 25))  # a 32-byte variable-length CDB
+    read = ini.encode(ScsiCommand(ini.next_itt(), encode_lun(1), cdb, 512, ini.cmd_sn, ini.exp_stat_sn, True))
+    write = ini.encode(ScsiCommand(ini.next_itt(), encode_lun(1), cdb, 512, ini.cmd_sn + 1, ini.exp_stat_sn,
+                                   write=True, data=b"w" * 512))  # fmt: skip
+    ini.cmd_sn += 2
+    pair.send(read + write)
+    tasks = [e.task for e in pair.take_events() if isinstance(e, CommandReady)]
+    assert [(t.cdb, t.write) for t in tasks] == [(cdb, False), (cdb, True)]
+
+
+def test_a_discovery_session_runs_no_scsi_command_and_no_task_management() -> None:
+    pair = logged_in(Pair(InitiatorConnection(INITIATOR)))
+    for wire in (
+        pair.ini.scsi_command(READ10, lun=1, read_length=512)[1],
+        pair.ini.task_management(5, lun=1)[1],
+    ):
+        (rej,) = pair.send(wire)
+        assert isinstance(rej, Reject) and rej.reason == 0x04 and bytes(rej.data) == wire[:48]
+    assert pair.take_events() == [] and not pair.target.tasks and not pair.target.is_closed
+
+
+def test_immediate_commands_share_the_queue_depth_with_the_others() -> None:
+    pair = logged_in(limits=TargetLimits(queue_depth=2))
+    ini = pair.ini
+    wire = ini.encode(ScsiCommand(ini.next_itt(), encode_lun(1), READ10, 512, ini.cmd_sn, ini.exp_stat_sn, True,
+                                  False, True, 1, True))  # fmt: skip
+    assert pair.send(wire) == []  # immediate: takes a slot, not a CmdSN
+    sn = ini.cmd_sn
+    assert pair.send(ini.scsi_command(READ10, lun=1, read_length=512)[1]) == []
+    events = pair.take_events()
+    assert [type(e) for e in events] == [CommandReady, CommandReady]
+    assert [e.task.cmd_sn for e in events] == [sn, sn]  # type: ignore[attr-defined]
+    itt, wire = ini.scsi_command(READ10, lun=1, read_length=512)  # in the CmdSN window, over the depth
+    (rsp,) = pair.send(wire)
+    assert isinstance(rsp, ScsiResponse) and (rsp.itt, rsp.status) == (itt, 0x28)
+    assert not any(isinstance(e, CommandReady) for e in pair.take_events())
+
+
+def test_a_ready_command_carries_its_direction_and_is_marked_ready() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    tur = ini.encode(ScsiCommand(ini.next_itt(), encode_lun(1), bytes(6), 0, ini.cmd_sn, ini.exp_stat_sn, attr=1))
+    ini.cmd_sn += 1
+    pair.send(tur + ini.scsi_command(READ10, lun=1, read_length=512)[1])
+    tasks = [e.task for e in pair.take_events() if isinstance(e, CommandReady)]
+    assert [(t.read, t.write, t.state.value) for t in tasks] == [(False, False, "ready"), (True, False, "ready")]

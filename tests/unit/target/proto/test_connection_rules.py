@@ -384,15 +384,28 @@ def test_a_two_piece_answer_and_the_target_transfer_tags() -> None:
     long_names = tuple(f"iqn.2026-11.org.example:{c}" + "n" * 190 for c in "ab")
     disc = discovery(extra=long_names)
     text(disc, [("MaxRecvDataSegmentLength", "512")])
-    disc.target._next_ttt = 0x7FFFFFFF
+    disc.target._next_ttt = 0xFFFFFFFE
     (first,) = disc.send(disc.ini.text([("SendTargets", "All")])[1])
-    assert isinstance(first, TextResponse) and first.cont and not first.final and first.ttt == 0x7FFFFFFF
+    assert isinstance(first, TextResponse) and first.cont and not first.final and first.ttt == 0xFFFFFFFE
     (last,) = disc.send(disc.ini.text([], ttt=first.ttt)[1])
     assert isinstance(last, TextResponse) and last.final and not last.cont and last.ttt == RESERVED_TAG
     assert 512 < len(first.data) + len(last.data) <= 1024
     disc.target.ping()
     (ping,) = disc.receive()
-    assert isinstance(ping, NopIn) and ping.ttt == 1  # the tag counter wrapped past 0x7fffffff to 1
+    assert isinstance(ping, NopIn) and ping.ttt == 1  # the tag counter wrapped before 0xffffffff to 1
+
+
+def test_long_answers_and_pings_take_tags_from_one_counter_in_turn() -> None:
+    long_names = tuple(f"iqn.2026-11.org.example:{c}" + "n" * 190 for c in "ab")
+    disc = discovery(extra=long_names)
+    text(disc, [("MaxRecvDataSegmentLength", "512")])
+    disc.target._next_ttt = 40
+    (first,) = disc.send(disc.ini.text([("SendTargets", "All")])[1])
+    assert isinstance(first, TextResponse) and first.ttt == 40
+    disc.send(disc.ini.text([], ttt=first.ttt)[1])
+    disc.target.ping()
+    (ping,) = disc.receive()
+    assert isinstance(ping, NopIn) and ping.ttt == 41  # the next tag: no two exchanges share one
 
 
 def test_a_one_piece_answer_uses_no_target_transfer_tag() -> None:
@@ -462,5 +475,7 @@ def test_a_reserved_flag_bit_does_not_change_a_text_request(final: bool, answere
     disc = discovery()
     wire = bytearray(raw_text(disc, encode_text([("SendTargets", "All")]), final=final, cont=False))
     wire[1] |= 0x01  # reserved: ignored
+    wire[28:32] = (0x1234).to_bytes(4, "big")  # ExpStatSN, taken from every request
     (resp,) = disc.send(bytes(wire))
     assert isinstance(resp, TextResponse) and names(resp) == ([TARGET] if answered else [])
+    assert disc.target.exp_stat_sn == 0x1234

@@ -297,3 +297,104 @@ def test_a_reserved_flag_bit_does_not_end_a_burst() -> None:
     pair.send(pair.ini.data_out(itt, r2t.ttt, 1, 4096, body[4096:], True, lun=1))
     (ev,) = ready(pair)
     assert bytes(ev.task.data_out) == body  # type: ignore[arg-type]
+
+
+def _after_unsolicited_end(pair: Pair, itt: int, body: bytes) -> bytes:
+    (r2t,) = pair.send(pair.ini.data_out(itt, RESERVED_TAG, 0, 1024, body[1024:2048], True, lun=1))
+    assert isinstance(r2t, R2T)
+    return pair.ini.data_out(itt, RESERVED_TAG, 1, 2048, body[2048:4096], True, lun=1)
+
+
+#: Every Data-Out that breaks framing: (how to get there, the reason the connection closes with).
+#: ``unsol`` starts an unsolicited write (FirstBurstLength 8192, 1024 bytes immediate), ``sol``
+#: a write of 40000 bytes solicited in bursts of 16384 (the first R2T outstanding).
+FRAMING_ERRORS = [
+    ("unsol", lambda p, itt, b, r2t: _after_unsolicited_end(p, itt, b),
+     "unsolicited Data-Out after the unsolicited sequence ended"),
+    ("unsol", lambda p, itt, b, r2t: p.ini.data_out(itt, RESERVED_TAG, 0, 2048, b[2048:3072], False, lun=1),
+     "unsolicited Data-Out DataSN 0 offset 2048 len 1024: expected DataSN 0 offset 1024 within FirstBurstLength 8192"),
+    ("unsol", lambda p, itt, b, r2t: p.ini.data_out(itt, RESERVED_TAG, 0, 1024, b[1024:8192], False, lun=1),
+     "unsolicited data reached FirstBurstLength without the F bit"),
+    ("sol", lambda p, itt, b, r2t: p.ini.data_out(itt, r2t.ttt + 1, 0, 0, b[:16384], True, lun=1),
+     "Data-Out TTT 0x{ttt:08x} does not match the outstanding R2T"),
+    ("sol", lambda p, itt, b, r2t: p.ini.data_out(itt, r2t.ttt, 0, 512, b[512:4608], False, lun=1),
+     "solicited Data-Out DataSN 0 offset 512 len 4096: expected DataSN 0 offset 0, burst ends at 16384"),
+    ("sol", lambda p, itt, b, r2t: p.ini.data_out(itt, r2t.ttt, 0, 0, b[:20000], True, lun=1),
+     "solicited Data-Out DataSN 0 offset 0 len 20000: expected DataSN 0 offset 0, burst ends at 16384"),
+    ("sol", lambda p, itt, b, r2t: p.ini.data_out(itt, r2t.ttt, 0, 0, b[:16384], False, lun=1),
+     "R2T burst complete without the F bit"),
+    ("sol", lambda p, itt, b, r2t: p.ini.data_out(itt, r2t.ttt, 0, 0, b[:4096], True, lun=1),
+     "F bit before the end of the R2T burst"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("start", "wire_of", "reason"), FRAMING_ERRORS)
+def test_a_framing_error_in_write_data_is_rejected_with_its_header_and_closes_with_its_reason(
+    start: str, wire_of: object, reason: str
+) -> None:
+    pair = logged_in(limits=TargetLimits(first_burst_length=8192, max_burst_length=16384))
+    r2t = None
+    if start == "unsol":
+        itt, body = _unsolicited(pair)
+    else:
+        body = data(40000)
+        itt, wire = pair.ini.scsi_command(WRITE10, lun=1, write_data=body, immediate_length=0)
+        (r2t,) = pair.send(wire)
+        assert isinstance(r2t, R2T) and r2t.length == 16384
+    wire = wire_of(pair, itt, body, r2t)  # type: ignore[operator]
+    stat_sn, exp, max_cmd_sn = pair.target.stat_sn, pair.target.session.exp_cmd_sn, pair.target.session.max_cmd_sn  # type: ignore[union-attr]
+    answer = pair.send(wire)
+    # The initiator finds the refused PDU by the header the Reject carries back.
+    assert answer == [Reject(0x04, wire[:48], stat_sn, exp, max_cmd_sn)]
+    last = pair.take_events()[-1]
+    assert isinstance(last, ConnectionClosed) and last.reason == reason.format(ttt=r2t.ttt + 1 if r2t else 0)
+    assert pair.target.is_closed and not any(isinstance(e, CommandReady) for e in pair.events)
+
+
+def test_empty_data_out_pdus_move_nothing_and_every_data_out_is_counted() -> None:
+    pair = logged_in(limits=TargetLimits(first_burst_length=8192))
+    ini = pair.ini
+    itt, body = _unsolicited(pair)
+    assert pair.target.data_outs_in == 0
+    # DataSegmentLength 0, unsolicited then solicited: each takes its DataSN and changes no byte.
+    assert pair.send(ini.data_out(itt, RESERVED_TAG, 0, 1024, b"", False, lun=1)) == []
+    (r2t,) = pair.send(ini.data_out(itt, RESERVED_TAG, 1, 1024, body[1024:8192], True, lun=1))
+    assert isinstance(r2t, R2T) and (r2t.offset, r2t.length) == (8192, 32768 - 8192)
+    assert pair.send(ini.data_out(itt, r2t.ttt, 0, 8192, b"", False, lun=1)) == []
+    assert pair.send(ini.data_out(itt, r2t.ttt, 1, 8192, body[8192:], True, lun=1)) == []
+    (ev,) = ready(pair)
+    assert bytes(ev.task.data_out) == body and not pair.target.is_closed  # type: ignore[arg-type]
+    assert pair.target.data_outs_in == 4  # what the server's stalled-data check counts
+
+
+def test_write_data_is_received_straight_into_the_command_s_buffer() -> None:
+    """Zero-copy receive (module docstring): once a Data-Out header is parsed, ``get_buffer``
+    hands out the task buffer's slice at the PDU's offset, up to the buffer's very end."""
+    pair = logged_in()
+    itt, body, r2t = _solicited(pair)
+    (task,) = pair.target.tasks.values()
+    for offset, final in ((0, False), (4096, True)):
+        wire = pair.ini.data_out(itt, r2t.ttt, offset // 4096, offset, body[offset : offset + 4096], final, lun=1)
+        pair.target.receive_data(wire[: 48 + 100])
+        pair.receive()
+        view = pair.target.get_buffer()
+        assert view.obj is task.buffer and len(view) == 4096 - 100
+        pair.target.receive_data(wire[48 + 100 :])
+    assert pair.receive() == []
+    (ev,) = ready(pair)
+    assert ev.task is task and bytes(task.data_out) == body  # type: ignore[arg-type]
+
+
+def test_commands_run_in_cmd_sn_order_across_two_gaps() -> None:
+    pair = logged_in()
+    ini = pair.ini
+    base = ini.cmd_sn
+    itts = {}
+    for sn in (base + 2, base, base + 1):  # base + 2 waits, base runs, base + 1 releases base + 2
+        ini.cmd_sn = sn
+        itts[sn], wire = ini.scsi_command(READ10, lun=1, read_length=512)
+        pair.send(wire)
+        if sn == base:
+            assert [e.task.itt for e in ready(pair)] == [itts[base]] and not pair.target.is_closed
+    assert [e.task.itt for e in ready(pair)] == [itts[base + 1], itts[base + 2]]
+    assert pair.target.session.exp_cmd_sn == base + 3  # type: ignore[union-attr]

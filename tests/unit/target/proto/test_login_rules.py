@@ -156,7 +156,7 @@ def test_continued_login_text_is_bounded_at_64_kib() -> None:
     for _ in range(8):  # exactly 64 KiB is still accepted
         m.receive(LoginRequest(ISID, 5, 1, 3, False, True, data=pad))
     status, message = refusal(m, LoginRequest(ISID, 5, 1, 3, False, True, data=b"\0"))
-    assert status == 0x0200 and "login text longer than 64 KiB" in message
+    assert (status, message) == (0x0200, "login failed: login text longer than 64 KiB")
 
 
 def test_a_second_continued_login_starts_from_nothing() -> None:
@@ -184,6 +184,17 @@ def test_auth_method_none_in_the_security_stage_leads_to_operational() -> None:
     again = m.receive(req(1, 3, True, []))
     assert "MaxRecvDataSegmentLength" not in keys_of(again)  # declared once
     assert m.result is not None and m.result.session.chap_user == ""
+
+
+def test_the_portal_group_tag_echoed_in_the_security_stage_is_not_answered() -> None:
+    m = machine()
+    resp = m.receive(req(0, 1, True, [*LEAD, ("AuthMethod", "None"), ("TargetPortalGroupTag", "1")]))
+    # Only the target's own declaration: no second TargetPortalGroupTag (NotUnderstood) in the same answer.
+    assert list(decode_text(resp.data)) == [
+        ("TargetPortalGroupTag", "1"),
+        ("TargetAlias", "disk"),
+        ("AuthMethod", "None"),
+    ]
 
 
 def test_skipping_the_security_stage_without_chap_goes_straight_to_full_feature() -> None:
@@ -295,6 +306,19 @@ def test_connection_reinstatement_takes_the_session_over() -> None:
     assert (resp.tsih, session.exp_cmd_sn, session.active) == (session.tsih, 40, 0)
     assert session.params.max_burst_length == 8192 and resp.max_cmd_sn == session.max_cmd_sn
     assert table.by_tsih == {session.tsih: session}
+
+
+def test_every_response_of_a_reinstating_login_carries_the_session_tsih() -> None:
+    table = SessionTable()
+    first = _logged_in(table)
+    assert first.result is not None
+    tsih = first.result.session.tsih
+    m = LoginMachine(first.directory, table, PORTAL)
+    security = m.receive(req(0, 1, True, [*LEAD, ("AuthMethod", "None")], tsih=tsih))
+    operational = m.receive(req(1, 3, False, [("MaxBurstLength", "8192")], tsih=tsih))
+    last = m.receive(req(1, 3, True, [], tsih=tsih))
+    assert [r.tsih for r in (security, operational, last)] == [tsih] * 3 and tsih != 0
+    assert m.result is not None and m.result.reused and m.result.session is first.result.session
 
 
 @pytest.mark.parametrize(
