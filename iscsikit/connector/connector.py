@@ -102,6 +102,21 @@ class Connector:
     def get(self, volume_id: str) -> Attachment | None:
         return self.store.load(volume_id)
 
+    def _save(self, attachment: Attachment) -> None:
+        """Write an attachment record, except in a dry run (its commands only say what they would
+        do; a record of steps not taken would mislead the next real call)."""
+        if self.runner.dry_run:
+            log.info("dry run: would record volume %s as %s", attachment.volume_id, attachment.state)
+            return
+        self.store.save(attachment)
+
+    def _forget(self, volume_id: str) -> None:
+        """Delete an attachment record, except in a dry run (see :meth:`_save`)."""
+        if self.runner.dry_run:
+            log.info("dry run: would delete the record of volume %s", volume_id)
+            return
+        self.store.delete(volume_id)
+
     def connect(self, spec: VolumeSpec, timeout: float = 120.0) -> Attachment:
         """Attach ``spec``'s LUN; return the device to use. Repeating it is harmless.
 
@@ -127,7 +142,7 @@ class Connector:
         waiter = self._waiter()
         with waiter:  # the udev monitor runs before login: no event can be missed
             with self.locks.target(spec.target, timeout=self._lock_wait(deadline)):
-                self.store.save(Attachment(spec.volume_id, spec, "connecting"))
+                self._save(Attachment(spec.volume_id, spec, "connecting"))
                 iface = self._prepare_iface(spec)
                 live = {p: s for p in spec.portals if (s := self._session(spec.target, p, iface)) is not None}
                 if spec.multipath:
@@ -152,7 +167,7 @@ class Connector:
                 except DeviceTimeoutError as exc:
                     raise AttachmentError(spec.volume_id, "multipath", str(exc)) from None
         attachment = self._describe(spec, sessions, devices, dm, tuple(warnings))
-        self.store.save(attachment)
+        self._save(attachment)
         return attachment
 
     def disconnect(self, volume: str | VolumeSpec, *, timeout: float = 120.0, force: bool = False) -> None:
@@ -173,13 +188,13 @@ class Connector:
         waiter = self._waiter()
         with waiter:
             base = record if record is not None else Attachment(volume_id, spec, "disconnecting")
-            self.store.save(base.with_state("disconnecting"))
+            self._save(base.with_state("disconnecting"))
             # This LUN's devices are this volume's alone: removing them needs no target lock.
             self._remove_lun(spec, self._sessions_for(spec), waiter, deadline, force)
             with self.locks.target(spec.target, timeout=self._lock_wait(deadline)):
                 self._logout_unused(spec, self._sessions_for(spec))
                 self._cleanup_iface(spec)
-                self.store.delete(volume_id)
+                self._forget(volume_id)
 
     def expand(self, volume_id: str, *, new_size: int | None = None, timeout: float = 60.0) -> Attachment:
         """Make the host see a grown LUN: rescan every path, resize the multipath map.
@@ -235,7 +250,7 @@ class Connector:
             sessions = self._sessions_for(spec)  # re-read: the sizes changed
             devices = [d for s in sessions if (d := s.device(spec.lun)) is not None and d.block is not None]
             attachment = self._describe(spec, sessions, devices, dm, record.warnings)
-            self.store.save(attachment)
+            self._save(attachment)
             return attachment
 
     # ---- connect steps ------------------------------------------------------------------

@@ -1012,6 +1012,19 @@ def test_a_dry_run_disconnect_records_what_it_would_do_and_waits_for_nothing(hos
     assert host.disks() == [disk] and host.sessions() == a.sessions
     assert [Path(r.path).name for r in host.recorded if r.kind == "write"] == ["delete"]
     assert ["iscsiadm", "-m", "session", "-r", str(a.sessions[0]), "-u"] in [r.argv for r in host.recorded]
+    # Nothing was undone, so the record stays as it was: a real disconnect still finds what to undo.
+    assert c.get("v1") == a
+    host.dry_run = False
+    c.disconnect("v1", timeout=1)
+    assert host.disks() == [] and host.sessions() == [] and c.get("v1") is None
+
+
+def test_a_dry_run_connect_leaves_no_record(host, tmp_path):
+    c = connector_on(host, tmp_path, instant=True)
+    host.dry_run = True
+    with pytest.raises((AttachmentError, DeviceTimeoutError)):
+        c.connect(spec("v1", 1), timeout=1)  # nothing logs in, so no device appears
+    assert c.get("v1") is None and not (tmp_path / "state/attachments/v1.json").exists()
 
 
 def test_discovery_chap_is_sent_from_the_discovery_record_never_on_a_command_line(host, tmp_path):
