@@ -87,7 +87,7 @@ class Issue:
 
 @dataclass(slots=True)
 class Record:
-    """A parsed record file. Build one with :func:`parse_record` or :func:`new_record`."""
+    """A parsed record file. Build one with :func:`parse_record`; :func:`format_record` writes one."""
 
     kind: RecordKind
     path: str
