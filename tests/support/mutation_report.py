@@ -159,16 +159,11 @@ class _LogArgsBlanked(ast.NodeTransformer):
 
 def is_log_text_only(orig: str, mutated: str) -> bool:
     """Whether two versions of a function differ only inside logging calls' arguments."""
-
-    def blanked(code: str) -> str:
-        tree = ast.parse(textwrap.dedent(code))
-        return ast.dump(_LogArgsBlanked().visit(tree))
-
-    return (
-        orig != mutated
-        and ast.dump(ast.parse(textwrap.dedent(orig))) != ast.dump(ast.parse(textwrap.dedent(mutated)))
-        and blanked(orig) == blanked(mutated)
-    )
+    before, after = (ast.parse(textwrap.dedent(code)) for code in (orig, mutated))
+    if ast.dump(before) == ast.dump(after):
+        return False  # no change (or one in formatting only) is no mutant
+    blank = _LogArgsBlanked()
+    return ast.dump(blank.visit(before)) == ast.dump(blank.visit(after))
 
 
 @dataclass
